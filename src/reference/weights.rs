@@ -1,0 +1,117 @@
+//! The adapted weight itself: delta weight, merge and unmerge, written element by
+//! element from PEFT's definitions (independent of the factored forward pass).
+
+use nalgebra::DMatrix;
+
+use super::blocks::{bat_block, check_weights, matrix};
+use crate::error::{BoneError, Result};
+use crate::shape::LayerShape;
+use crate::variant::Variant;
+
+/// Default limit on the condition number of `I + B` that [`unmerge`] accepts.
+///
+/// Unmerging multiplies the merged weight's rounding error by up to cond(I + B);
+/// 1e4 keeps an f32 merge exact to about 1e-3 and refuses blocks where bf16 would not be.
+pub const DEFAULT_MAX_CONDITION: f64 = 1e4;
+
+/// The B entry that `dW[n, k]` reads for the shared variants (B as PEFT stores it).
+fn shared_entry(layer: &LayerShape, b: &[f64], n: usize, k: usize) -> f64 {
+    let j = k % layer.r();
+    match layer.variant() {
+        Variant::Mini { mini_r } => b[j * mini_r + n % mini_r],
+        _ => b[j * layer.n() + n],
+    }
+}
+
+/// The mixing block of a Bat adapter that acts on W's element `(n, k)`.
+fn bat_index(layer: &LayerShape, n: usize, k: usize) -> usize {
+    match layer.variant() {
+        Variant::BatRow => k / layer.r(),
+        _ => n / layer.r(),
+    }
+}
+
+/// `dW = W' - W`, `[N, K]`.
+///
+/// Bat: `dW_{o,i} = W_{o,i} B + B`; shared: `dW[n, k] = B[k mod r, n]` (mini: `n mod mini_r`).
+pub fn delta_weight(layer: &LayerShape, w: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+    check_weights(layer, w, b)?;
+    let (k_in, r) = (layer.k(), layer.r());
+    let mut delta = vec![0.0; layer.weight_len()];
+    for n in 0..layer.n() {
+        for k in 0..k_in {
+            delta[n * k_in + k] = if layer.variant().is_bat() {
+                let block = &b[bat_index(layer, n, k) * r * r..][..r * r];
+                let (row, col, first) = (n % r, k % r, k - k % r);
+                let w_times_b: f64 = (0..r).map(|j| w[n * k_in + first + j] * block[j * r + col]).sum();
+                w_times_b + block[row * r + col]
+            } else {
+                shared_entry(layer, b, n, k)
+            };
+        }
+    }
+    Ok(delta)
+}
+
+/// The merged weight `W' = W + dW` (what PEFT's `merge_and_unload` writes).
+pub fn merge(layer: &LayerShape, w: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+    let delta = delta_weight(layer, w, b)?;
+    Ok(w.iter().zip(delta).map(|(w, d)| w + d).collect())
+}
+
+/// Recovers W from a merged `W'`.
+///
+/// Bat: `W_{o,i} = (W'_{o,i} - B)(I + B)^{-1}` per block; a singular `I + B`, or one
+/// whose condition number exceeds `max_condition`, is an error (see
+/// [`DEFAULT_MAX_CONDITION`]). Shared: subtracts the tiled B, which is exact.
+pub fn unmerge(layer: &LayerShape, merged: &[f64], b: &[f64], max_condition: f64) -> Result<Vec<f64>> {
+    check_weights(layer, merged, b)?;
+    if !layer.variant().is_bat() {
+        let (n_out, k_in) = (layer.n(), layer.k());
+        let mut w = merged.to_vec();
+        for n in 0..n_out {
+            for k in 0..k_in {
+                w[n * k_in + k] -= shared_entry(layer, b, n, k);
+            }
+        }
+        return Ok(w);
+    }
+    let r = layer.r();
+    let blocks = layer.adapter_dims()[0];
+    let inverses = (0..blocks)
+        .map(|j| checked_inverse(&(DMatrix::identity(r, r) + bat_block(layer, b, j)), j, max_condition))
+        .collect::<Result<Vec<_>>>()?;
+    let merged_matrix = matrix(layer.n(), layer.k(), merged);
+    let mut w = merged.to_vec();
+    for o in 0..layer.n() / r {
+        for i in 0..layer.k() / r {
+            let j = bat_index(layer, o * r, i * r);
+            let shifted = merged_matrix.view((o * r, i * r), (r, r)) - bat_block(layer, b, j);
+            let block = shifted * &inverses[j];
+            for row in 0..r {
+                for col in 0..r {
+                    w[(o * r + row) * layer.k() + i * r + col] = block[(row, col)];
+                }
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// `a^{-1}`, refusing non-finite, singular or ill-conditioned blocks (2-norm condition, from the SVD).
+fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
+    if a.iter().any(|v| !v.is_finite()) {
+        return Err(BoneError::NonFiniteAdapter { block });
+    }
+    // A bounded iteration count: nalgebra's default SVD iterates until convergence.
+    let svd = a.clone().try_svd(false, false, f64::EPSILON, 10_000).ok_or(BoneError::Singular { block })?;
+    let (largest, smallest) = (svd.singular_values.max(), svd.singular_values.min());
+    if smallest <= 0.0 {
+        return Err(BoneError::Singular { block });
+    }
+    let condition = largest / smallest;
+    if !(condition <= max_condition) {
+        return Err(BoneError::IllConditioned { block, condition, limit: max_condition });
+    }
+    a.clone().try_inverse().ok_or(BoneError::Singular { block })
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests: seeded random data and error norms.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use bone_kernels::{Dims, LayerShape, Variant};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// A fresh random generator per run; `BONE_TEST_SEED` replays a failure. The seed is
+/// printed so that a failing run can be repeated exactly.
+pub fn fresh_rng(test: &str) -> StdRng {
+    let seed = std::env::var("BONE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    println!("{test}: BONE_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [-scale, scale]; never all zeros.
+pub fn random_vec(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
+    (0..len).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// ||got - want|| / ||want|| (Frobenius).
+pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let diff: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (diff / norm).sqrt()
+}
+
+/// A layer shape that the test knows is valid.
+pub fn layer(variant: Variant, k: usize, n: usize, r: usize) -> LayerShape {
+    LayerShape::new(variant, Dims { k, n, r }).expect("test shape is valid")
+}
+
+/// Every variant on a few shapes: T = 1, N != K, K not a multiple of r (shared block).
+/// Entries are (variant, T, K, N, r).
+pub fn oracle_cases() -> Vec<(Variant, usize, usize, usize, usize)> {
+    let mut cases = Vec::new();
+    for variant in [Variant::BatCol, Variant::BatRow] {
+        cases.extend([(variant, 1, 8, 8, 4), (variant, 3, 8, 12, 4), (variant, 5, 12, 6, 2), (variant, 2, 9, 9, 3)]);
+    }
+    for variant in [Variant::Shared, Variant::Mini { mini_r: 3 }] {
+        cases.extend([(variant, 1, 10, 6, 4), (variant, 3, 7, 12, 3), (variant, 4, 8, 6, 4), (variant, 2, 5, 9, 5)]);
+    }
+    cases
+}
