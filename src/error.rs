@@ -37,12 +37,7 @@ pub enum BoneError {
     ZeroDim { dim: Dim },
 
     #[error("{dim} = {value} is not a multiple of r = {r}; {variant} cuts W into r x r blocks")]
-    NotDivisible {
-        dim: Dim,
-        value: usize,
-        r: usize,
-        variant: &'static str,
-    },
+    NotDivisible { dim: Dim, value: usize, r: usize, variant: &'static str },
 
     #[error(
         "N (out_features) = {n} is not a multiple of mini_r = {mini_r}; MiSS mini repeats its [r, mini_r] block along N"
@@ -53,28 +48,15 @@ pub enum BoneError {
     BlockTooLarge { r: usize, k: usize },
 
     #[error("{what} = {a} x {b} elements overflows usize")]
-    Overflow {
-        what: &'static str,
-        a: usize,
-        b: usize,
-    },
+    Overflow { what: &'static str, a: usize, b: usize },
 
     #[error(
         "{what} has {count} elements, more than the {limit} that the kernels' 32-bit indexing allows; split the call along T"
     )]
-    TooLargeForKernels {
-        what: &'static str,
-        count: usize,
-        limit: usize,
-    },
+    TooLargeForKernels { what: &'static str, count: usize, limit: usize },
 
     #[error("buffer `{buffer}` has {actual} elements, expected {expected} ({layout})")]
-    LengthMismatch {
-        buffer: &'static str,
-        expected: usize,
-        actual: usize,
-        layout: String,
-    },
+    LengthMismatch { buffer: &'static str, expected: usize, actual: usize, layout: String },
 
     #[error("adapter block {block} holds NaN or infinity; the merge cannot be undone")]
     NonFiniteAdapter { block: usize },
@@ -85,11 +67,7 @@ pub enum BoneError {
     #[error(
         "I + B of adapter block {block} has condition number {condition:.3e}, above the limit {limit:.1e}; unmerging would amplify rounding error by that much"
     )]
-    IllConditioned {
-        block: usize,
-        condition: f64,
-        limit: f64,
-    },
+    IllConditioned { block: usize, condition: f64, limit: f64 },
 
     #[error(
         "bone-kernels was built without its CUDA kernels (no nvcc was found at build time). \
@@ -104,7 +82,8 @@ pub enum BoneError {
     #[error("buffer `{buffer}` lives in a different CUDA context than the handle's stream")]
     WrongContext { buffer: &'static str },
 
-    #[error("CUDA driver error: {0}")]
+    // The CUresult name, not DriverError's Display: that asks libcuda, which may be absent.
+    #[error("CUDA driver error: {:?}", .0.0)]
     Driver(#[from] cudarc::driver::DriverError),
 }
 

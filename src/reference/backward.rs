@@ -39,7 +39,13 @@ pub fn backward(layer: &LayerShape, t: usize, x: &[f64], w: &[f64], b: &[f64], d
 }
 
 /// `dX_i = sum_o dY_o W'_{o,i}`, `dB_o = sum_i (W_{o,i} + I)^T dY_o^T X_i`.
-fn bat_col(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64], dy: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>) {
+fn bat_col(
+    layer: &LayerShape,
+    x: &DMatrix<f64>,
+    w: &DMatrix<f64>,
+    b: &[f64],
+    dy: &DMatrix<f64>,
+) -> (DMatrix<f64>, Vec<f64>) {
     let r = layer.r();
     let mut dx = DMatrix::zeros(x.nrows(), layer.k());
     let mut db = Vec::with_capacity(layer.adapter_len());
@@ -59,7 +65,13 @@ fn bat_col(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64], dy
 }
 
 /// `dX~ = dY W`, `dR = sum_o dY_o`, `dX_i = dX~_i (I + B_i) + dR B_i`, `dB_i = (dX~_i + dR)^T X_i`.
-fn bat_row(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64], dy: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>) {
+fn bat_row(
+    layer: &LayerShape,
+    x: &DMatrix<f64>,
+    w: &DMatrix<f64>,
+    b: &[f64],
+    dy: &DMatrix<f64>,
+) -> (DMatrix<f64>, Vec<f64>) {
     let r = layer.r();
     let dx_mixed = dy * w;
     let mut d_carry = DMatrix::zeros(x.nrows(), r);
@@ -79,7 +91,13 @@ fn bat_row(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64], dy
 }
 
 /// `S = sum_i X_i`, `dB = S^T dY` (folded for mini), `dX = dY W + tile_K(dY B^T)`.
-fn shared(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64], dy: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>) {
+fn shared(
+    layer: &LayerShape,
+    x: &DMatrix<f64>,
+    w: &DMatrix<f64>,
+    b: &[f64],
+    dy: &DMatrix<f64>,
+) -> (DMatrix<f64>, Vec<f64>) {
     let r = layer.r();
     let block = shared_block(layer, b);
     let db = fold_shared_grad(layer, &(chunk_sum(layer, x).transpose() * dy));

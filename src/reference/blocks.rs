@@ -2,9 +2,9 @@
 
 use nalgebra::DMatrix;
 
+use crate::error::Result;
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
-use crate::error::Result;
 
 /// A row-major `[rows, cols]` slice as a matrix.
 pub fn matrix(rows: usize, cols: usize, data: &[f64]) -> DMatrix<f64> {

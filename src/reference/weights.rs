@@ -110,7 +110,7 @@ fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result
         return Err(BoneError::Singular { block });
     }
     let condition = largest / smallest;
-    if !(condition <= max_condition) {
+    if condition.is_nan() || condition > max_condition {
         return Err(BoneError::IllConditioned { block, condition, limit: max_condition });
     }
     a.clone().try_inverse().ok_or(BoneError::Singular { block })

@@ -8,10 +8,9 @@ use rand::{RngExt, SeedableRng};
 /// A fresh random generator per run; `BONE_TEST_SEED` replays a failure. The seed is
 /// printed so that a failing run can be repeated exactly.
 pub fn fresh_rng(test: &str) -> StdRng {
-    let seed = std::env::var("BONE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    let seed = std::env::var("BONE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
     println!("{test}: BONE_TEST_SEED={seed}");
     StdRng::seed_from_u64(seed)
 }
@@ -45,4 +44,25 @@ pub fn oracle_cases() -> Vec<(Variant, usize, usize, usize, usize)> {
         cases.extend([(variant, 1, 10, 6, 4), (variant, 3, 7, 12, 3), (variant, 4, 8, 6, 4), (variant, 2, 5, 9, 5)]);
     }
     cases
+}
+
+/// Prints a skip notice that libtest does not capture, so it shows in every run's log.
+pub fn skip_notice(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {message}");
+}
+
+/// The GPU handle, or `None` after printing why the calling test is skipped.
+pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
+    use bone_kernels::cuda::{BoneKernels, device_count, kernels_built, stream_on_device};
+    if device_count() == 0 {
+        skip_notice(&format!("{test}: no CUDA GPU on this machine"));
+        return None;
+    }
+    if !kernels_built() {
+        skip_notice(&format!("{test}: a GPU is present but this build has no kernels (build with nvcc on PATH)"));
+        return None;
+    }
+    let stream = stream_on_device(0).expect("stream on device 0");
+    Some(BoneKernels::new(stream).expect("load the kernel module"))
 }

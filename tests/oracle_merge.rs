@@ -1,0 +1,74 @@
+//! Merge consistency of the oracle: the adapted layer equals a plain linear layer
+//! with the merged weight, unmerge restores W, and a zero adapter is the base layer.
+
+mod common;
+
+use bone_kernels::reference::{DEFAULT_MAX_CONDITION, delta_weight, forward, merge, unmerge};
+use common::{fresh_rng, layer, oracle_cases, random_vec, rel_err};
+
+/// `X W^T + bias` for a plain linear layer.
+fn linear(t: usize, k: usize, n: usize, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
+    let mut y = vec![0.0; t * n];
+    for row in 0..t {
+        for col in 0..n {
+            let dot: f64 = (0..k).map(|j| x[row * k + j] * w[col * k + j]).sum();
+            y[row * n + col] = dot + bias[col];
+        }
+    }
+    y
+}
+
+#[test]
+fn forward_equals_linear_layer_with_merged_weight() {
+    let mut rng = fresh_rng("forward_equals_linear_layer_with_merged_weight");
+    for (variant, t, k, n, r) in oracle_cases() {
+        let shape = layer(variant, k, n, r);
+        let x = random_vec(&mut rng, t * k, 1.0);
+        let w = random_vec(&mut rng, n * k, 1.0);
+        let b = random_vec(&mut rng, shape.adapter_len(), 0.5);
+        let bias = random_vec(&mut rng, n, 1.0);
+        let y = forward(&shape, t, &x, &w, &b, Some(&bias)).unwrap();
+        let merged = merge(&shape, &w, &b).unwrap();
+        let err = rel_err(&y, &linear(t, k, n, &x, &merged, &bias));
+        assert!(err < 1e-12, "{variant} T={t} K={k} N={n} r={r}: forward vs merged linear {err:.2e}");
+
+        // The adapter's own contribution, checked separately: Y - X W^T = X dW^T.
+        let zero_bias = vec![0.0; n];
+        let base = linear(t, k, n, &x, &w, &zero_bias);
+        let adapter_part: Vec<f64> = (0..t * n).map(|j| y[j] - base[j] - bias[j % n]).collect();
+        let delta = delta_weight(&shape, &w, &b).unwrap();
+        let err = rel_err(&adapter_part, &linear(t, k, n, &x, &delta, &zero_bias));
+        assert!(err < 1e-10, "{variant} T={t} K={k} N={n} r={r}: adapter contribution {err:.2e}");
+    }
+}
+
+#[test]
+fn unmerge_restores_the_base_weight() {
+    let mut rng = fresh_rng("unmerge_restores_the_base_weight");
+    for (variant, _, k, n, r) in oracle_cases() {
+        let shape = layer(variant, k, n, r);
+        let w = random_vec(&mut rng, n * k, 1.0);
+        // Small enough that I + B is well conditioned, as trained adapters are.
+        let b = random_vec(&mut rng, shape.adapter_len(), 0.2);
+        let merged = merge(&shape, &w, &b).unwrap();
+        assert!(rel_err(&merged, &w) > 1e-3, "{variant}: the merge must change W");
+        let restored = unmerge(&shape, &merged, &b, DEFAULT_MAX_CONDITION).unwrap();
+        let err = rel_err(&restored, &w);
+        assert!(err < 1e-12, "{variant} K={k} N={n} r={r}: unmerge error {err:.2e}");
+    }
+}
+
+#[test]
+fn zero_adapter_is_the_base_layer() {
+    let mut rng = fresh_rng("zero_adapter_is_the_base_layer");
+    for (variant, t, k, n, r) in oracle_cases() {
+        let shape = layer(variant, k, n, r);
+        let x = random_vec(&mut rng, t * k, 1.0);
+        let w = random_vec(&mut rng, n * k, 1.0);
+        let zeros = vec![0.0; shape.adapter_len()];
+        assert_eq!(merge(&shape, &w, &zeros).unwrap(), w, "{variant}");
+        let y = forward(&shape, t, &x, &w, &zeros, None).unwrap();
+        let err = rel_err(&y, &linear(t, k, n, &x, &w, &vec![0.0; n]));
+        assert!(err < 1e-13, "{variant}: zero adapter {err:.2e}");
+    }
+}
