@@ -38,6 +38,15 @@ mod tests {
         assert!(message.contains("without its CUDA kernels") && message.contains("scripts/install-nvcc"), "{message}");
     }
 
+    /// CI sets BONE_REQUIRE_KERNELS=1 so that a build that silently lost nvcc fails.
+    #[test]
+    fn kernels_are_built_where_required() {
+        if std::env::var("BONE_REQUIRE_KERNELS").is_ok_and(|v| v == "1") {
+            assert!(kernels_built(), "BONE_REQUIRE_KERNELS=1 but the crate was built without nvcc");
+            println!("kernels built by {}", nvcc_version().unwrap_or("?"));
+        }
+    }
+
     #[test]
     fn the_embedded_image_matches_the_build() {
         assert_eq!(kernel_image().is_ok(), kernels_built());
