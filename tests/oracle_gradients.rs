@@ -3,7 +3,7 @@
 mod common;
 
 use bone_kernels::reference::{backward, forward};
-use common::{fresh_rng, layer, oracle_cases, random_vec, rel_err};
+use common::{Case, fresh_rng, oracle_cases, random_vec, rel_err};
 
 /// Central differences of `loss(v) = sum(Y(v) * C)` with respect to every element of `v`.
 fn numeric_gradient(values: &[f64], loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
@@ -28,13 +28,11 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn backward_matches_finite_differences_for_every_variant() {
     let mut rng = fresh_rng("backward_matches_finite_differences_for_every_variant");
-    for (variant, t, k, n, r) in oracle_cases() {
-        let shape = layer(variant, k, n, r);
-        let x = random_vec(&mut rng, t * k, 1.0);
-        let w = random_vec(&mut rng, n * k, 1.0);
-        let b = random_vec(&mut rng, shape.adapter_len(), 0.5);
-        let bias = random_vec(&mut rng, n, 1.0);
-        let dy = random_vec(&mut rng, t * n, 1.0);
+    for case in oracle_cases() {
+        let case = Case::random(&mut rng, case, 0.5);
+        let label = case.label();
+        let Case { shape, t, x, w, b, bias } = case;
+        let dy = random_vec(&mut rng, t * shape.n(), 1.0);
         let loss = |x: &[f64], b: &[f64], bias: &[f64]| dot(&forward(&shape, t, x, &w, b, Some(bias)).unwrap(), &dy);
 
         let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
@@ -45,7 +43,7 @@ fn backward_matches_finite_differences_for_every_variant() {
         ];
         for (name, analytic, numeric) in checks {
             let err = rel_err(&analytic, &numeric);
-            assert!(err < 1e-8, "{variant} T={t} K={k} N={n} r={r}: {name} relative error {err:.2e}");
+            assert!(err < 1e-8, "{label}: {name} relative error {err:.2e}");
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use bone_kernels::reference::{DEFAULT_MAX_CONDITION, delta_weight, forward, merge, unmerge};
-use common::{fresh_rng, layer, oracle_cases, random_vec, rel_err};
+use common::{Case, fresh_rng, layer, oracle_cases, random_vec, rel_err};
 
 /// `X W^T + bias` for a plain linear layer.
 fn linear(t: usize, k: usize, n: usize, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
@@ -21,16 +21,15 @@ fn linear(t: usize, k: usize, n: usize, x: &[f64], w: &[f64], bias: &[f64]) -> V
 #[test]
 fn forward_equals_linear_layer_with_merged_weight() {
     let mut rng = fresh_rng("forward_equals_linear_layer_with_merged_weight");
-    for (variant, t, k, n, r) in oracle_cases() {
-        let shape = layer(variant, k, n, r);
-        let x = random_vec(&mut rng, t * k, 1.0);
-        let w = random_vec(&mut rng, n * k, 1.0);
-        let b = random_vec(&mut rng, shape.adapter_len(), 0.5);
-        let bias = random_vec(&mut rng, n, 1.0);
+    for case in oracle_cases() {
+        let case = Case::random(&mut rng, case, 0.5);
+        let label = case.label();
+        let Case { shape, t, x, w, b, bias } = case;
+        let (k, n) = (shape.k(), shape.n());
         let y = forward(&shape, t, &x, &w, &b, Some(&bias)).unwrap();
         let merged = merge(&shape, &w, &b).unwrap();
         let err = rel_err(&y, &linear(t, k, n, &x, &merged, &bias));
-        assert!(err < 1e-12, "{variant} T={t} K={k} N={n} r={r}: forward vs merged linear {err:.2e}");
+        assert!(err < 1e-12, "{label}: forward vs merged linear {err:.2e}");
 
         // The adapter's own contribution, checked separately: Y - X W^T = X dW^T.
         let zero_bias = vec![0.0; n];
@@ -38,7 +37,7 @@ fn forward_equals_linear_layer_with_merged_weight() {
         let adapter_part: Vec<f64> = (0..t * n).map(|j| y[j] - base[j] - bias[j % n]).collect();
         let delta = delta_weight(&shape, &w, &b).unwrap();
         let err = rel_err(&adapter_part, &linear(t, k, n, &x, &delta, &zero_bias));
-        assert!(err < 1e-10, "{variant} T={t} K={k} N={n} r={r}: adapter contribution {err:.2e}");
+        assert!(err < 1e-10, "{label}: adapter contribution {err:.2e}");
     }
 }
 

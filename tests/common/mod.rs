@@ -66,3 +66,35 @@ pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
     let stream = stream_on_device(0).expect("stream on device 0");
     Some(BoneKernels::new(stream).expect("load the kernel module"))
 }
+
+/// One layer's random inputs for the oracle tests.
+pub struct Case {
+    pub shape: LayerShape,
+    pub t: usize,
+    pub x: Vec<f64>,
+    pub w: Vec<f64>,
+    pub b: Vec<f64>,
+    pub bias: Vec<f64>,
+}
+
+impl Case {
+    /// Fresh random X, W, B (scaled by `b_scale`) and bias for one of [`oracle_cases`].
+    pub fn random(
+        rng: &mut StdRng,
+        (variant, t, k, n, r): (Variant, usize, usize, usize, usize),
+        b_scale: f64,
+    ) -> Case {
+        let shape = layer(variant, k, n, r);
+        let x = random_vec(rng, t * k, 1.0);
+        let w = random_vec(rng, n * k, 1.0);
+        let b = random_vec(rng, shape.adapter_len(), b_scale);
+        let bias = random_vec(rng, n, 1.0);
+        Case { shape, t, x, w, b, bias }
+    }
+
+    /// "BatCol T=3 K=8 N=12 r=4", for assertion messages.
+    pub fn label(&self) -> String {
+        let s = &self.shape;
+        format!("{} T={} K={} N={} r={}", s.variant(), self.t, s.k(), s.n(), s.r())
+    }
+}
