@@ -21,6 +21,10 @@ use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+#[path = "finetune/demo/adamw.rs"]
+mod adamw;
+use adamw::AdamW;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum VariantArg {
     BatCol,
@@ -54,34 +58,6 @@ struct Args {
     seed: u64,
 }
 
-/// AdamW over one flat parameter vector (decoupled weight decay, bias-corrected moments).
-struct AdamW {
-    lr: f64,
-    weight_decay: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    step: i32,
-}
-
-impl AdamW {
-    const BETA1: f64 = 0.9;
-    const BETA2: f64 = 0.999;
-
-    fn new(len: usize, lr: f64, weight_decay: f64) -> Self {
-        AdamW { lr, weight_decay, m: vec![0.0; len], v: vec![0.0; len], step: 0 }
-    }
-
-    fn update(&mut self, params: &mut [f64], grads: &[f64]) {
-        self.step += 1;
-        let (c1, c2) = (1.0 - Self::BETA1.powi(self.step), 1.0 - Self::BETA2.powi(self.step));
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            *m = Self::BETA1 * *m + (1.0 - Self::BETA1) * g;
-            *v = Self::BETA2 * *v + (1.0 - Self::BETA2) * g * g;
-            *p -= self.lr * (self.weight_decay * *p + (*m / c1) / ((*v / c2).sqrt() + 1e-8));
-        }
-    }
-}
-
 fn uniform(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
 }
@@ -110,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bias = uniform(&mut rng, n, 0.1);
     let teacher_b = uniform(&mut rng, layer.adapter_len(), 0.5 / layer.r() as f64);
     let mut b = vec![0.0; layer.adapter_len()]; // PEFT zero-initialises every variant
-    let mut optimizer = AdamW::new(b.len(), args.lr, 0.0);
+    let mut optimizer = AdamW::new(b.len(), 0.0);
 
     let started = Instant::now();
     let mut first_loss = None;
@@ -124,7 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dy: Vec<f64> = y.iter().zip(&target).map(|(y, target)| (y - target) * scale).collect();
         loss = y.iter().zip(&target).map(|(y, target)| (y - target).powi(2)).sum::<f64>() * scale / 2.0;
         let grads = backward(&layer, t, &x, &w, &b, &dy)?;
-        optimizer.update(&mut b, &grads.db);
+        optimizer.update(args.lr, &mut b, &grads.db);
         first_loss.get_or_insert(loss);
         if step % 3 == 0 || step + 1 == args.steps {
             println!("step {step:>4}  loss {loss:.6e}");
