@@ -4,6 +4,7 @@
 //! Names and layouts follow PyTorch and PEFT: X `[T, K]`, W `[N, K]`
 //! (`nn.Linear.weight`), Y `[T, N]`, block size r, row-major.
 
+pub mod adapter;
 pub mod cuda;
 mod error;
 pub mod reference;

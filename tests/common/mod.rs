@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: seeded random data and error norms.
+//! Helpers shared by the integration tests: seeded random data, error norms, GPU handle, fixtures.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod fixtures;
 
 use bone_kernels::{Dims, LayerShape, Variant};
 use rand::rngs::StdRng;

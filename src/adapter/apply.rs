@@ -1,0 +1,295 @@
+//! Merge an adapter into a base checkpoint, or take it back out, writing a new
+//! checkpoint with the same shards, tensor order, header bytes and dtypes. Only the
+//! adapted weights (and trained biases) change; every other byte is copied.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use half::{bf16, f16};
+use safetensors::Dtype;
+
+use super::checkpoint::{Checkpoint, TensorEntry};
+use super::dtype::{decode, encode};
+use super::error::{AdapterError, Result, io};
+use super::file::Adapter;
+use super::output::StagedDir;
+use crate::cuda::{BoneKernels, Element, device_count, kernels_built, stream_on_device};
+use crate::reference;
+use crate::shape::{Dims, LayerShape};
+
+/// Which way the adapter goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Direction {
+    /// `W' = W + dW` (PEFT's `merge_and_unload`).
+    Merge,
+    /// Recover W from W'; Bat blocks whose `I + B` has a condition number above
+    /// `max_condition` are refused (see [`crate::reference::DEFAULT_MAX_CONDITION`]).
+    Unmerge { max_condition: f64 },
+}
+
+/// Where the arithmetic runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The GPU kernels when this build has them and a device is present, else the CPU.
+    Auto,
+    /// The f64 CPU reference, rounded once to the weight's dtype.
+    Cpu,
+    /// The GPU merge kernel (f32 arithmetic, rounded once); an error where unavailable.
+    /// Unmerge and f64 weights have no GPU kernel and are refused / done on the CPU.
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyOptions {
+    pub direction: Direction,
+    pub engine: Engine,
+}
+
+impl ApplyOptions {
+    pub fn new(direction: Direction) -> Self {
+        ApplyOptions { direction, engine: Engine::Auto }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Weights (and biases) rewritten.
+    pub changed: usize,
+    /// Of those, computed by the GPU kernel.
+    pub on_gpu: usize,
+    /// Tensors copied byte for byte.
+    pub copied: usize,
+    /// Safetensors files written.
+    pub shards: usize,
+}
+
+/// One base tensor the adapter rewrites, validated.
+struct Target<'a> {
+    name: String,
+    entry: TensorEntry,
+    change: Change<'a>,
+}
+
+enum Change<'a> {
+    Weight { shape: LayerShape, b: &'a [f64] },
+    Bias { values: &'a [f64] },
+}
+
+/// Applies `adapter` to the checkpoint in `base`, writing the result to the new
+/// directory `out`. Everything is validated before anything is written; `out` appears
+/// whole or not at all, and the inputs are only read. `progress(done, total)` is called
+/// after each rewritten tensor.
+pub fn apply(
+    base: &Path,
+    adapter: &Adapter,
+    out: &Path,
+    options: &ApplyOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Report> {
+    if out.exists() {
+        return Err(AdapterError::OutputExists { path: out.to_path_buf() });
+    }
+    let checkpoint = Checkpoint::open(base)?;
+    let targets = plan(&checkpoint, adapter, options.direction)?;
+    let kernels = gpu(options)?;
+    let staged = StagedDir::new(out)?;
+    let mut report = Report::default();
+    for (index, shard) in checkpoint.shards.iter().enumerate() {
+        let path = staged.path().join(&shard.file_name);
+        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        let mut writer = BufWriter::new(file);
+        let mut entries: Vec<(&String, &TensorEntry)> =
+            checkpoint.tensors.iter().filter(|(_, entry)| entry.shard == index).collect();
+        entries.sort_by_key(|(_, entry)| entry.start);
+        let mut cursor = 0;
+        for (name, entry) in entries {
+            writer.write_all(&shard.bytes[cursor..entry.start]).map_err(io(&path))?;
+            match targets.iter().find(|t| &t.name == name) {
+                Some(target) => {
+                    let (bytes, on_gpu) = rewrite(&checkpoint, target, options.direction, kernels.as_ref(), adapter)?;
+                    writer.write_all(&bytes).map_err(io(&path))?;
+                    report.changed += 1;
+                    report.on_gpu += usize::from(on_gpu);
+                    progress(report.changed, targets.len());
+                }
+                None => {
+                    writer.write_all(checkpoint.bytes(entry)).map_err(io(&path))?;
+                    report.copied += 1;
+                }
+            }
+            cursor = entry.end;
+        }
+        writer.write_all(&shard.bytes[cursor..]).map_err(io(&path))?;
+        writer.into_inner().map_err(|e| io(&path)(e.into_error()))?.sync_all().map_err(io(&path))?;
+        report.shards += 1;
+    }
+    let shard_names: Vec<&str> = checkpoint.shards.iter().map(|s| s.file_name.as_str()).collect();
+    copy_other_files(base, staged.path(), &shard_names)?;
+    staged.commit()?;
+    Ok(report)
+}
+
+/// Matches every adapter tensor with its base tensor and checks shapes and dtypes.
+fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction) -> Result<Vec<Target<'a>>> {
+    if matches!(direction, Direction::Unmerge { .. }) && !adapter.biases.is_empty() {
+        return Err(AdapterError::BiasNotReversible { path: adapter.dir.clone(), bias: adapter.config.bias.clone() });
+    }
+    let adapter_file = adapter.dir.join("adapter_model.safetensors");
+    let block = adapter.config.peft_type.block_name();
+    let mut targets = Vec::new();
+    let base_tensor = |module: &str, suffix: &str, adapter_key: String| -> Result<(String, TensorEntry)> {
+        let key = format!("{module}.{suffix}");
+        let entry = checkpoint.tensors.get(&key).cloned().ok_or_else(|| AdapterError::MissingKey {
+            path: checkpoint.dir.clone(),
+            key: key.clone(),
+            adapter_key,
+        })?;
+        if !matches!(entry.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64) {
+            let dtype = format!("{:?}", entry.dtype);
+            return Err(AdapterError::UnsupportedDtype { path: checkpoint.dir.clone(), key, dtype });
+        }
+        Ok((key, entry))
+    };
+    for layer in &adapter.layers {
+        let adapter_key = format!("base_model.model.{}.{block}", layer.module);
+        let (name, entry) = base_tensor(&layer.module, "weight", adapter_key.clone())?;
+        let [n, k] = entry.shape[..] else {
+            let expected = "[N, K] (a linear layer's weight)".to_string();
+            return Err(AdapterError::ShapeMismatch {
+                path: checkpoint.dir.clone(),
+                key: name,
+                expected,
+                actual: entry.shape,
+            });
+        };
+        let shape = LayerShape::new(adapter.config.variant, Dims { k, n, r: adapter.config.r }).map_err(|source| {
+            AdapterError::Layer {
+                path: adapter_file.clone(),
+                key: format!("{adapter_key} (base {name} [{n}, {k}])"),
+                source,
+            }
+        })?;
+        if layer.dims != shape.adapter_dims() {
+            let expected = format!("{} for base {name} [{n}, {k}]", shape.adapter_layout());
+            return Err(AdapterError::ShapeMismatch {
+                path: adapter_file,
+                key: adapter_key,
+                expected,
+                actual: layer.dims.clone(),
+            });
+        }
+        targets.push(Target { name, entry, change: Change::Weight { shape, b: &layer.values } });
+    }
+    for (module, values, _) in &adapter.biases {
+        let adapter_key = format!("base_model.model.{module}.bias");
+        let (name, entry) = base_tensor(module, "bias", adapter_key.clone())?;
+        if entry.shape != [values.len()] {
+            let expected = format!("[{}] like the base's {name}", entry.shape.iter().product::<usize>());
+            return Err(AdapterError::ShapeMismatch {
+                path: adapter_file,
+                key: adapter_key,
+                expected,
+                actual: vec![values.len()],
+            });
+        }
+        targets.push(Target { name, entry, change: Change::Bias { values } });
+    }
+    Ok(targets)
+}
+
+/// The GPU handle the options ask for, if any.
+fn gpu(options: &ApplyOptions) -> Result<Option<BoneKernels>> {
+    let merging = options.direction == Direction::Merge;
+    let available = kernels_built() && device_count() > 0;
+    match options.engine {
+        Engine::Cpu => Ok(None),
+        Engine::Auto if !(available && merging) => Ok(None),
+        Engine::Gpu if !merging => Err(AdapterError::Gpu(crate::BoneError::NoDevice(
+            "there is no GPU unmerge kernel; unmerge runs on the CPU (engine Auto or Cpu)".into(),
+        ))),
+        Engine::Auto | Engine::Gpu => {
+            let stream = stream_on_device(0).map_err(AdapterError::Gpu)?;
+            BoneKernels::new(stream).map(Some).map_err(AdapterError::Gpu)
+        }
+    }
+}
+
+/// The new bytes of one target tensor, and whether the GPU computed them.
+fn rewrite(
+    checkpoint: &Checkpoint,
+    target: &Target,
+    direction: Direction,
+    kernels: Option<&BoneKernels>,
+    adapter: &Adapter,
+) -> Result<(Vec<u8>, bool)> {
+    let dtype = target.entry.dtype;
+    let unsupported = || AdapterError::UnsupportedDtype {
+        path: checkpoint.dir.clone(),
+        key: target.name.clone(),
+        dtype: format!("{dtype:?}"),
+    };
+    let (shape, b) = match target.change {
+        Change::Bias { values } => return Ok((encode(dtype, values).ok_or_else(unsupported)?, false)),
+        Change::Weight { shape, b } => (shape, b),
+    };
+    let bytes = checkpoint.bytes(&target.entry);
+    let layer_error = |source| AdapterError::Layer {
+        path: adapter.dir.join("adapter_model.safetensors"),
+        key: target.name.clone(),
+        source,
+    };
+    if let (Some(kernels), Direction::Merge) = (kernels, direction) {
+        let gpu = match dtype {
+            Dtype::BF16 => Some(gpu_merge::<bf16>(kernels, &shape, bytes, b)),
+            Dtype::F16 => Some(gpu_merge::<f16>(kernels, &shape, bytes, b)),
+            Dtype::F32 => Some(gpu_merge::<f32>(kernels, &shape, bytes, b)),
+            _ => None, // f64 weights: no f64 kernel; the CPU reference below is exact for them
+        };
+        if let Some(result) = gpu {
+            return Ok((result.map_err(layer_error)?, true));
+        }
+    }
+    let w = decode(dtype, bytes).ok_or_else(unsupported)?;
+    let new = match direction {
+        Direction::Merge => reference::merge(&shape, &w, b),
+        Direction::Unmerge { max_condition } => reference::unmerge(&shape, &w, b, max_condition),
+    }
+    .map_err(layer_error)?;
+    Ok((encode(dtype, &new).ok_or_else(unsupported)?, false))
+}
+
+/// Merges one weight on the GPU: W in its own type, B as f32, W' rounded once.
+fn gpu_merge<T: Element>(kernels: &BoneKernels, shape: &LayerShape, bytes: &[u8], b: &[f64]) -> crate::Result<Vec<u8>> {
+    let width = size_of::<T>();
+    let w: Vec<T> = bytes.chunks_exact(width).map(T::read_le).collect();
+    let b: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+    let stream = kernels.stream();
+    let (w, b) = (stream.clone_htod(&w)?, stream.clone_htod(&b)?);
+    let mut out = stream.alloc_zeros::<T>(shape.weight_len())?;
+    kernels.merge(shape, &w, &b, &mut out)?;
+    let mut merged = Vec::with_capacity(bytes.len());
+    for value in stream.clone_dtoh(&out)? {
+        value.write_le(&mut merged);
+    }
+    Ok(merged)
+}
+
+/// Copies everything in `from` except the shards (config.json, tokenizer files, the index, ...).
+fn copy_other_files(from: &Path, to: &Path, shards: &[&str]) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let (source, name) = (entry.path(), entry.file_name());
+        if shards.iter().any(|s| name == **s) {
+            continue;
+        }
+        let destination = to.join(&name);
+        if source.is_dir() {
+            std::fs::create_dir(&destination).map_err(io(&destination))?;
+            copy_other_files(&source, &destination, &[])?;
+        } else {
+            std::fs::copy(&source, &destination).map_err(io(&destination))?;
+        }
+    }
+    Ok(())
+}

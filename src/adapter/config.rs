@@ -1,0 +1,176 @@
+//! `adapter_config.json`: the fields of PEFT's `MissConfig` / `BoneConfig` this crate uses.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::error::{AdapterError, Result, io};
+use crate::variant::Variant;
+
+/// Which PEFT tuner wrote the adapter; decides the tensor names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeftType {
+    /// `peft_type: "MISS"` (PEFT >= 0.19), tensors `...miss_block`.
+    Miss,
+    /// `peft_type: "BONE"` (PEFT 0.14 to 0.18), tensors `...bone_block`.
+    Bone,
+}
+
+impl PeftType {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeftType::Miss => "MISS",
+            PeftType::Bone => "BONE",
+        }
+    }
+
+    /// The last component of every adapter tensor's key.
+    pub fn block_name(&self) -> &'static str {
+        match self {
+            PeftType::Miss => "miss_block",
+            PeftType::Bone => "bone_block",
+        }
+    }
+}
+
+/// What `adapter_config.json` says, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterConfig {
+    pub peft_type: PeftType,
+    /// PEFT's `r`: the block size.
+    pub r: usize,
+    /// From `init_weights` (and `mini_r`): `"bat"` is BatCol, `"mini"` is Mini, `true`/`false` the shared block.
+    pub variant: Variant,
+    /// PEFT's `bias`: `"none"`, or the name of a setting that trains (and saves) biases.
+    pub bias: String,
+    /// `target_modules` as written (a list of names or one regular expression).
+    pub target_modules: Value,
+    pub base_model_name_or_path: Option<String>,
+}
+
+const CONFIG_FILE: &str = "adapter_config.json";
+
+impl AdapterConfig {
+    /// Reads `dir/adapter_config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|source| AdapterError::Json { path: path.clone(), source })?;
+        Self::from_json(&json, &path)
+    }
+
+    fn from_json(json: &Value, path: &Path) -> Result<Self> {
+        let bad = |field: &'static str, message: &str| AdapterError::Config {
+            path: path.to_path_buf(),
+            field,
+            message: message.to_string(),
+        };
+        let peft_type = match json.get("peft_type").and_then(Value::as_str) {
+            Some("MISS") => PeftType::Miss,
+            Some("BONE") => PeftType::Bone,
+            Some(other) => return Err(AdapterError::UnknownPeftType { path: path.into(), value: other.into() }),
+            None => return Err(bad("peft_type", "is missing or not a string")),
+        };
+        let positive = |field: &'static str| -> Result<usize> {
+            match json.get(field).and_then(Value::as_u64) {
+                Some(value) if value > 0 => usize::try_from(value).map_err(|_| bad(field, "is too large")),
+                _ => Err(bad(field, "must be a positive integer")),
+            }
+        };
+        let r = positive("r")?;
+        let variant = match json.get("init_weights") {
+            None | Some(Value::Bool(_)) => Variant::Shared,
+            Some(Value::String(s)) if s == "bat" => Variant::BatCol,
+            Some(Value::String(s)) if s == "mini" => Variant::Mini { mini_r: positive("mini_r")? },
+            Some(other) => {
+                return Err(bad("init_weights", &format!("is {other}; expected true, false, \"bat\" or \"mini\"")));
+            }
+        };
+        let bias = match json.get("bias") {
+            None | Some(Value::Null) => "none".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(bad("bias", &format!("is {other}; expected a string such as \"none\""))),
+        };
+        Ok(AdapterConfig {
+            peft_type,
+            r,
+            variant,
+            bias,
+            target_modules: json.get("target_modules").cloned().unwrap_or(Value::Null),
+            base_model_name_or_path: json.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+
+    /// The JSON PEFT writes for this configuration (`PeftModel.from_pretrained` reads it
+    /// back); `None` for BatRow, which PEFT does not have.
+    pub fn to_json(&self) -> Option<Value> {
+        let init_weights = match self.variant {
+            Variant::BatCol => json!("bat"),
+            Variant::Mini { .. } => json!("mini"),
+            Variant::Shared => json!(true),
+            Variant::BatRow => return None,
+        };
+        let mut config = json!({
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "bias": self.bias,
+            "exclude_modules": null,
+            "inference_mode": true,
+            "init_weights": init_weights,
+            "layers_pattern": null,
+            "layers_to_transform": null,
+            "modules_to_save": null,
+            "peft_type": self.peft_type.name(),
+            "r": self.r,
+            "revision": null,
+            "target_modules": self.target_modules,
+            "task_type": null,
+        });
+        let extra = match self.peft_type {
+            PeftType::Miss => {
+                let mini_r = if let Variant::Mini { mini_r } = self.variant { mini_r } else { 1 };
+                json!({ "mini_r": mini_r, "miss_dropout": 0.0 })
+            }
+            PeftType::Bone => json!({}),
+        };
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
+        }
+        Some(config)
+    }
+
+    /// Where the config of the adapter in `dir` lives.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(CONFIG_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_it_writes() {
+        for variant in [Variant::BatCol, Variant::Shared, Variant::Mini { mini_r: 4 }] {
+            for peft_type in [PeftType::Miss, PeftType::Bone] {
+                if peft_type == PeftType::Bone && matches!(variant, Variant::Mini { .. }) {
+                    continue; // Bone has no mini
+                }
+                let config = AdapterConfig {
+                    peft_type,
+                    r: 8,
+                    variant,
+                    bias: "none".into(),
+                    target_modules: json!(["q_proj"]),
+                    base_model_name_or_path: Some("base".into()),
+                };
+                assert_eq!(AdapterConfig::from_json(&config.to_json().unwrap(), Path::new("x")).unwrap(), config);
+            }
+        }
+        let row = AdapterConfig {
+            variant: Variant::BatRow,
+            ..AdapterConfig::from_json(&json!({"peft_type": "MISS", "r": 4}), Path::new("x")).unwrap()
+        };
+        assert!(row.to_json().is_none(), "PEFT has no BatRow");
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors of the adapter-file tools. Each names the file (and tensor key) at fault.
+
+use std::path::PathBuf;
+
+use crate::error::BoneError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("{path}: {source}", path = path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: invalid JSON: {source}", path = path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+
+    #[error("{path}: not a valid safetensors file ({message})", path = path.display())]
+    Safetensors { path: PathBuf, message: String },
+
+    #[error("{path}: `{field}` {message}", path = path.display())]
+    Config { path: PathBuf, field: &'static str, message: String },
+
+    #[error("{path}: unknown peft_type {value:?}; this tool reads \"MISS\" and \"BONE\" adapters", path = path.display())]
+    UnknownPeftType { path: PathBuf, value: String },
+
+    #[error("{path}: unexpected tensor {key:?}; a {peft_type} adapter holds `base_model.model.<module>.{block}` tensors{bias}", path = path.display())]
+    UnexpectedKey { path: PathBuf, key: String, peft_type: &'static str, block: &'static str, bias: &'static str },
+
+    #[error("{path}: holds no adapter tensors", path = path.display())]
+    EmptyAdapter { path: PathBuf },
+
+    #[error("{path}: no tensor {key:?} in the base checkpoint (adapter tensor {adapter_key:?} needs it)", path = path.display())]
+    MissingKey { path: PathBuf, key: String, adapter_key: String },
+
+    #[error("{path}: {key}: shape {actual:?}, expected {expected}", path = path.display())]
+    ShapeMismatch { path: PathBuf, key: String, expected: String, actual: Vec<usize> },
+
+    #[error("{path}: {key}: dtype {dtype} is not one this tool merges (BF16, F16, F32, F64)", path = path.display())]
+    UnsupportedDtype { path: PathBuf, key: String, dtype: String },
+
+    #[error("{path}: {key}: {source}", path = path.display())]
+    Layer { path: PathBuf, key: String, source: BoneError },
+
+    #[error("{path}: neither model.safetensors nor model.safetensors.index.json is there", path = path.display())]
+    NoCheckpoint { path: PathBuf },
+
+    #[error("{path} already exists; the output must be a new directory (nothing was written)", path = path.display())]
+    OutputExists { path: PathBuf },
+
+    #[error("{path}: the adapter trains biases (bias = {bias:?}); the base biases it replaced cannot be recovered, so it cannot be unmerged", path = path.display())]
+    BiasNotReversible { path: PathBuf, bias: String },
+
+    #[error("GPU: {0}")]
+    Gpu(BoneError),
+}
+
+pub type Result<T, E = AdapterError> = std::result::Result<T, E>;
+
+/// Attaches the path to an I/O error.
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AdapterError {
+    let path = path.into();
+    move |source| AdapterError::Io { path, source }
+}

@@ -1,0 +1,139 @@
+//! `bone`: merge, unmerge and inspect PEFT Bone / MiSS adapters.
+//!
+//! Exit status: 0 on success, 1 when the work failed (the message on stderr names the
+//! file and tensor; the output directory is not created), 2 on a usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bone_kernels::adapter::{Adapter, AdapterError, ApplyOptions, Direction, Engine, apply};
+use bone_kernels::reference::DEFAULT_MAX_CONDITION;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "bone", version, about = "Merge, unmerge and inspect PEFT Bone / MiSS adapters (safetensors)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge an adapter into a base checkpoint (PEFT's merge_and_unload), into a new directory.
+    Merge {
+        /// The base model directory (model.safetensors, or shards + model.safetensors.index.json).
+        #[arg(long)]
+        base: PathBuf,
+        /// The adapter directory (adapter_model.safetensors + adapter_config.json).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The new directory to write; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineArg,
+    },
+    /// Take a merged adapter back out of a checkpoint, into a new directory.
+    Unmerge {
+        /// The merged model directory.
+        #[arg(long)]
+        merged: PathBuf,
+        /// The adapter that was merged into it.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The new directory to write; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// Refuse Bat blocks whose I + B has a larger condition number (it amplifies rounding error).
+        #[arg(long, default_value_t = DEFAULT_MAX_CONDITION)]
+        max_condition: f64,
+    },
+    /// Describe an adapter: type, variant, r, target modules, parameters, dtype.
+    Inspect {
+        adapter: PathBuf,
+        /// List every adapted module with its tensor's shape.
+        #[arg(long)]
+        layers: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    /// The GPU where this build has kernels and a device is present, else the CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bone: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), AdapterError> {
+    match command {
+        Command::Merge { base, adapter, out, engine } => {
+            let engine = match engine {
+                EngineArg::Auto => Engine::Auto,
+                EngineArg::Cpu => Engine::Cpu,
+                EngineArg::Gpu => Engine::Gpu,
+            };
+            transform("merged", &base, &adapter, &out, ApplyOptions { direction: Direction::Merge, engine })
+        }
+        Command::Unmerge { merged, adapter, out, max_condition } => {
+            let options = ApplyOptions { direction: Direction::Unmerge { max_condition }, engine: Engine::Cpu };
+            transform("unmerged", &merged, &adapter, &out, options)
+        }
+        Command::Inspect { adapter, layers } => inspect(&Adapter::load(&adapter)?, layers),
+    }
+}
+
+fn transform(verb: &str, base: &Path, adapter: &Path, out: &Path, options: ApplyOptions) -> Result<(), AdapterError> {
+    let adapter = Adapter::load(adapter)?;
+    let bar = ProgressBar::hidden();
+    let report = apply(base, &adapter, out, &options, |done, total| {
+        if bar.is_hidden() && bar.length().is_none() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_length(total as u64);
+            bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}").expect("valid template"));
+        }
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{verb} {} tensors ({} on the GPU, {} on the CPU), copied {} unchanged, {} shard(s) -> {}",
+        report.changed,
+        report.on_gpu,
+        report.changed - report.on_gpu,
+        report.copied,
+        report.shards,
+        out.display()
+    );
+    Ok(())
+}
+
+fn inspect(adapter: &Adapter, list_layers: bool) -> Result<(), AdapterError> {
+    let config = &adapter.config;
+    let dtypes: std::collections::BTreeSet<String> = adapter.layers.iter().map(|l| format!("{:?}", l.dtype)).collect();
+    println!("adapter:        {}", adapter.dir.display());
+    println!("peft_type:      {} (tensors `...{}`)", config.peft_type.name(), config.peft_type.block_name());
+    println!("variant:        {}, r = {}", config.variant, config.r);
+    println!("target_modules: {}", config.target_modules);
+    println!("adapted layers: {}", adapter.layers.len());
+    println!("parameters:     {}", adapter.parameter_count());
+    println!("dtype:          {}", dtypes.into_iter().collect::<Vec<_>>().join(", "));
+    println!("bias:           {} ({} trained bias tensors)", config.bias, adapter.biases.len());
+    println!("base model:     {}", config.base_model_name_or_path.as_deref().unwrap_or("(not recorded)"));
+    if list_layers {
+        for layer in &adapter.layers {
+            println!("  {} {:?} {:?}", layer.module, layer.dims, layer.dtype);
+        }
+    }
+    Ok(())
+}
