@@ -1,0 +1,253 @@
+//! Every failure of the adapter tools is a clear error naming the file (and tensor),
+//! and leaves nothing behind: no output directory, no staging directory, inputs as they were.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bone_kernels::adapter::{Adapter, AdapterError, ApplyOptions, Direction, apply};
+use bone_kernels::reference::DEFAULT_MAX_CONDITION;
+use common::fixtures::adapters_dir;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A scratch folder with copies of base_bf16 and miss_bat (BatCol r = 8, f32) to break.
+struct Scratch {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().to_path_buf();
+        copy_dir(&adapters_dir().join("base_bf16"), &root.join("base"));
+        copy_dir(&adapters_dir().join("miss_bat"), &root.join("adapter"));
+        Scratch { _temp: temp, root }
+    }
+    fn base(&self) -> PathBuf {
+        self.root.join("base")
+    }
+    fn adapter(&self) -> PathBuf {
+        self.root.join("adapter")
+    }
+    fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+
+    /// Rewrites the adapter's tensors: (key, dtype, shape, bytes).
+    fn write_adapter_tensors(&self, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+        let views = tensors
+            .iter()
+            .map(|(key, dtype, shape, bytes)| (*key, TensorView::new(*dtype, shape.clone(), bytes).unwrap()));
+        let path = self.adapter().join("adapter_model.safetensors");
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+    }
+
+    /// Edits adapter_config.json as text.
+    fn edit_config(&self, from: &str, to: &str) {
+        let path = self.adapter().join("adapter_config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} not in the config");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
+    /// Runs a merge (or unmerge) and returns its error, after checking nothing was written.
+    fn fail(&self, direction: Direction) -> AdapterError {
+        let before = self.listing();
+        let error = Adapter::load(&self.adapter())
+            .and_then(|adapter| apply(&self.base(), &adapter, &self.out(), &ApplyOptions::new(direction), |_, _| {}))
+            .expect_err("must fail");
+        assert_eq!(self.listing(), before, "nothing written, no staging left, inputs untouched: {error}");
+        error
+    }
+
+    /// Every file under the scratch root with its length and modification time.
+    fn listing(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut files = Vec::new();
+        for dir in [self.root.clone(), self.base(), self.adapter()] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                files.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+fn f32_bytes(count: usize) -> Vec<u8> {
+    (0..count).flat_map(|i| (0.01 * (i % 7) as f32).to_le_bytes()).collect()
+}
+
+const Q0: &str = "base_model.model.model.layers.0.self_attn.q_proj.miss_block";
+
+#[test]
+fn a_truncated_base_shard_is_named() {
+    let scratch = Scratch::new();
+    let shard = scratch.base().join("model.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 100]).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("base/model.safetensors: not a valid safetensors file"), "{message}");
+}
+
+#[test]
+fn a_truncated_adapter_file_is_named() {
+    let scratch = Scratch::new();
+    let file = scratch.adapter().join("adapter_model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..20]).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("adapter/adapter_model.safetensors: not a valid safetensors file"), "{message}");
+}
+
+#[test]
+fn bad_json_and_bad_config_values_are_named() {
+    let scratch = Scratch::new();
+    scratch.edit_config("\"r\": 8,", "\"r\": 8,,");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("adapter/adapter_config.json: invalid JSON"), "{message}");
+
+    let scratch = Scratch::new();
+    scratch.edit_config("\"r\": 8,", "\"r\": 0,");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.ends_with("adapter_config.json: `r` must be a positive integer"), "{message}");
+
+    let scratch = Scratch::new();
+    scratch.edit_config("\"init_weights\": \"bat\"", "\"init_weights\": \"olora\"");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("`init_weights` is \"olora\"; expected true, false, \"bat\" or \"mini\""), "{message}");
+}
+
+#[test]
+fn an_unknown_peft_type_is_refused() {
+    let scratch = Scratch::new();
+    scratch.edit_config("\"peft_type\": \"MISS\"", "\"peft_type\": \"LORA\"");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains("unknown peft_type \"LORA\"; this tool reads \"MISS\" and \"BONE\" adapters"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_adapter_key_without_a_base_tensor_is_named() {
+    let scratch = Scratch::new();
+    let key = "base_model.model.model.layers.7.self_attn.q_proj.miss_block";
+    scratch.write_adapter_tensors(&[(key, Dtype::F32, vec![6, 8, 8], f32_bytes(384))]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains("no tensor \"model.layers.7.self_attn.q_proj.weight\" in the base checkpoint"),
+        "{message}"
+    );
+    assert!(message.contains(key), "{message}");
+}
+
+#[test]
+fn an_extra_key_in_the_adapter_is_named() {
+    let scratch = Scratch::new();
+    let extra = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+    scratch.write_adapter_tensors(&[
+        (Q0, Dtype::F32, vec![6, 8, 8], f32_bytes(384)),
+        (extra, Dtype::F32, vec![4, 48], f32_bytes(192)),
+    ]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains(&format!("unexpected tensor {extra:?}; a MISS adapter holds")), "{message}");
+}
+
+#[test]
+fn an_adapter_shape_that_disagrees_with_the_base_is_named() {
+    let scratch = Scratch::new();
+    scratch.write_adapter_tensors(&[(Q0, Dtype::F32, vec![5, 8, 8], f32_bytes(320))]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains(&format!("{Q0}: shape [5, 8, 8], expected [N/r, r, r] = [6, 8, 8] for BatCol")),
+        "{message}"
+    );
+
+    let scratch = Scratch::new();
+    scratch.edit_config("\"r\": 8,", "\"r\": 7,");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("N (out_features) = 48 is not a multiple of r = 7"), "{message}");
+}
+
+#[test]
+fn an_integer_adapter_tensor_is_a_dtype_error() {
+    let scratch = Scratch::new();
+    scratch.write_adapter_tensors(&[(Q0, Dtype::I32, vec![6, 8, 8], f32_bytes(384))]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains(&format!("{Q0}: dtype I32 is not one this tool merges")), "{message}");
+}
+
+#[test]
+fn an_existing_output_and_a_missing_checkpoint_are_refused() {
+    let scratch = Scratch::new();
+    std::fs::create_dir(scratch.out()).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.ends_with("out already exists; the output must be a new directory (nothing was written)"),
+        "{message}"
+    );
+
+    let scratch = Scratch::new();
+    std::fs::remove_file(scratch.base().join("model.safetensors")).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.ends_with("base: neither model.safetensors nor model.safetensors.index.json is there"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_index_that_names_a_missing_shard_is_named() {
+    let scratch = Scratch::new();
+    std::fs::remove_dir_all(scratch.base()).unwrap();
+    copy_dir(&adapters_dir().join("base_f32_sharded"), &scratch.base());
+    std::fs::remove_file(scratch.base().join("model-00003-of-00005.safetensors")).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("base/model-00003-of-00005.safetensors: No such file"), "{message}");
+}
+
+#[test]
+fn unmerge_refuses_a_singular_block() {
+    let scratch = Scratch::new();
+    // Block 0 of q_proj is -I, so I + B is zero.
+    let mut values = vec![0.01f32; 384];
+    values[..64].fill(0.0);
+    for j in 0..8 {
+        values[j * 8 + j] = -1.0;
+    }
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    scratch.write_adapter_tensors(&[(Q0, Dtype::F32, vec![6, 8, 8], bytes)]);
+    let message = scratch.fail(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION }).to_string();
+    assert!(
+        message.contains("model.layers.0.self_attn.q_proj.weight: I + B of adapter block 0 is singular"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unmerge_refuses_an_adapter_that_trained_biases() {
+    let scratch = Scratch::new();
+    scratch.edit_config("\"bias\": \"none\"", "\"bias\": \"all\"");
+    let bias = "base_model.model.model.layers.0.self_attn.q_proj.bias";
+    scratch.write_adapter_tensors(&[
+        (Q0, Dtype::F32, vec![6, 8, 8], f32_bytes(384)),
+        (bias, Dtype::F32, vec![48], f32_bytes(48)),
+    ]);
+    let message = scratch.fail(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION }).to_string();
+    assert!(message.contains("the adapter trains biases (bias = \"all\")"), "{message}");
+    // Merging it needs the base to have that bias; the tiny Llama has none.
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("no tensor \"model.layers.0.self_attn.q_proj.bias\" in the base checkpoint"), "{message}");
+}

@@ -1,0 +1,97 @@
+//! Adapters trained with this crate, saved in PEFT's format. The committed copies in
+//! tests/fixtures/adapters/saved_by_bone_* were loaded by PEFT itself
+//! (check_saved.py: PeftModel.from_pretrained, then merge_and_unload equal to `bone merge`);
+//! this test keeps them byte-identical to what the code writes now.
+
+mod common;
+
+use std::path::Path;
+
+use bone_kernels::adapter::{Adapter, AdapterConfig, AdapterError, AdapterLayer, PeftType};
+use bone_kernels::{Dims, LayerShape, Variant};
+use common::fixtures::adapters_dir;
+use safetensors::Dtype;
+
+/// A deterministic "trained" adapter on base_bf16's layers 0 and 1.
+fn trained(peft_type: PeftType, variant: Variant, r: usize, modules: &[(&str, usize, usize)]) -> Adapter {
+    let layers = (0..2)
+        .flat_map(|layer| modules.iter().map(move |m| (layer, *m)))
+        .map(|(layer, (module, n, k))| {
+            let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
+            let values =
+                (0..shape.adapter_len()).map(|i| f64::from(((i * 37 + layer) % 23) as i32 - 11) * 0.004).collect();
+            AdapterLayer {
+                module: format!("model.layers.{layer}.{module}"),
+                dims: shape.adapter_dims(),
+                values,
+                dtype: Dtype::F32,
+            }
+        })
+        .collect();
+    let config = AdapterConfig {
+        peft_type,
+        r,
+        variant,
+        bias: "none".into(),
+        target_modules: serde_json::Value::Null,
+        base_model_name_or_path: Some("base_bf16".into()),
+    };
+    Adapter { dir: Default::default(), config, layers, biases: Vec::new() }
+}
+
+fn cases() -> [(&'static str, Adapter); 2] {
+    [
+        (
+            "saved_by_bone_bat",
+            trained(PeftType::Miss, Variant::BatCol, 8, &[("self_attn.q_proj", 48, 48), ("self_attn.v_proj", 24, 48)]),
+        ),
+        (
+            "saved_by_bone_shared",
+            trained(PeftType::Bone, Variant::Shared, 12, &[("mlp.down_proj", 48, 80), ("mlp.up_proj", 80, 48)]),
+        ),
+    ]
+}
+
+fn same_files(a: &Path, b: &Path) -> bool {
+    ["adapter_config.json", "adapter_model.safetensors"]
+        .iter()
+        .all(|f| std::fs::read(a.join(f)).ok().is_some_and(|x| std::fs::read(b.join(f)).ok() == Some(x)))
+}
+
+#[test]
+fn saved_adapters_are_the_ones_peft_loaded_and_read_back() {
+    for (name, adapter) in cases() {
+        let temp = tempfile::tempdir().unwrap();
+        let out = temp.path().join(name);
+        adapter.save(&out).unwrap();
+        let committed = adapters_dir().join(name);
+        if std::env::var("BONE_BLESS").is_ok_and(|v| v == "1") {
+            let _ = std::fs::remove_dir_all(&committed);
+            adapter.save(&committed).unwrap();
+        }
+        assert!(same_files(&out, &committed), "{name}: differs from the PEFT-checked copy; see check_saved.py");
+        let back = Adapter::load(&out).unwrap();
+        assert_eq!(
+            (back.config.peft_type, back.config.variant, back.config.r),
+            (adapter.config.peft_type, adapter.config.variant, adapter.config.r)
+        );
+        assert_eq!(back.layers.len(), adapter.layers.len());
+        for (read, written) in back.layers.iter().zip(&adapter.layers) {
+            assert_eq!((&read.module, &read.dims), (&written.module, &written.dims));
+            let widened: Vec<f64> = written.values.iter().map(|&v| f64::from(v as f32)).collect();
+            assert_eq!(read.values, widened, "{name}: {} saved as f32", read.module);
+        }
+    }
+}
+
+#[test]
+fn saving_refuses_batrow_and_existing_directories() {
+    let adapter = trained(PeftType::Miss, Variant::BatRow, 8, &[("self_attn.q_proj", 48, 48)]);
+    let temp = tempfile::tempdir().unwrap();
+    let err = adapter.save(&temp.path().join("row")).unwrap_err();
+    assert!(err.to_string().contains("cannot express BatRow: PEFT has no per-input-block Bat variant"), "{err}");
+    assert!(!temp.path().join("row").exists());
+    let (_, adapter) = cases().into_iter().next().unwrap();
+    let err = adapter.save(temp.path()).unwrap_err();
+    assert!(matches!(err, AdapterError::OutputExists { .. }), "{err}");
+}

@@ -1,0 +1,81 @@
+//! The `bone` command line: what a script relies on (exit codes, messages, outputs).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::fixtures::{adapters_dir, read_tensors};
+
+fn bone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bone")).args(args).output().expect("run bone")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn merge_then_unmerge_round_trips() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let (base, adapter) = (fixtures.join("base_f32_sharded"), fixtures.join("miss_bat"));
+    let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
+    let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+    let output = bone(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with("merged 14 tensors (0 on the GPU, 14 on the CPU), copied 7 unchanged, 5 shard(s)"),
+        "{stdout}"
+    );
+
+    let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+    let output = bone(&[&args[..], &["--out", restored.to_str().unwrap()]].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let (before, after) = (read_tensors(&base), read_tensors(&restored));
+    assert_eq!(before.len(), after.len());
+    for (name, tensor) in &before {
+        let err = common::rel_err(&common::fixtures::values(&after[name]), &common::fixtures::values(tensor));
+        assert!(err < 1e-5, "{name}: {err:.2e}");
+    }
+}
+
+#[test]
+fn inspect_describes_the_adapter() {
+    let adapter = adapters_dir().join("bone_bat");
+    let output = bone(&["inspect", adapter.to_str().unwrap(), "--layers"]);
+    assert!(output.status.success());
+    let stdout = text(&output.stdout);
+    for line in [
+        "peft_type:      BONE (tensors `...bone_block`)",
+        "variant:        BatCol, r = 8",
+        "adapted layers: 6",
+        "parameters:     1920",
+        "dtype:          F32",
+        "base model:     base_bf16",
+        "  model.layers.1.mlp.down_proj [6, 8, 8] F32",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn failures_exit_1_with_a_message_and_usage_errors_exit_2() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let base = fixtures.join("base_bf16");
+    let adapter = fixtures.join("miss_shared");
+    // The output exists already.
+    let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+    let output = bone(&[&args[..], &["--out", temp.path().to_str().unwrap()]].concat());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("bone: error: ") && stderr.contains("already exists"), "{stderr}");
+    // A directory that is not an adapter.
+    let output = bone(&["inspect", base.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("adapter_config.json: No such file"), "{}", text(&output.stderr));
+    // Usage.
+    assert_eq!(bone(&["merge", "--base", "x"]).status.code(), Some(2));
+    assert_eq!(bone(&["frobnicate"]).status.code(), Some(2));
+}
