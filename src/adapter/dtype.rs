@@ -16,11 +16,13 @@ pub fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f64>> {
 }
 
 /// `values` rounded to nearest-even in `dtype`, as little-endian bytes; `None` for a
-/// dtype [`decode`] does not read either.
+/// dtype [`decode`] does not read either. Half types round through f32, the way
+/// PyTorch rounds its f32 results (`half`'s f64 conversion drops the low 32 mantissa
+/// bits first, so it is no more exact than this).
 pub fn encode(dtype: Dtype, values: &[f64]) -> Option<Vec<u8>> {
     let bytes = match dtype {
-        Dtype::BF16 => values.iter().flat_map(|&v| bf16::from_f64(v).to_le_bytes()).collect(),
-        Dtype::F16 => values.iter().flat_map(|&v| f16::from_f64(v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v as f32).to_le_bytes()).collect(),
+        Dtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v as f32).to_le_bytes()).collect(),
         Dtype::F32 => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
         Dtype::F64 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
         _ => return None,
@@ -38,10 +40,10 @@ mod tests {
             let values = [0.5, -1.25, 3.0, 0.0];
             assert_eq!(decode(dtype, &encode(dtype, &values).unwrap()).unwrap(), values, "{dtype:?}");
         }
-        // 1 + 2^-9 is halfway between two bf16 values and rounds to even (1.0); just above rounds up.
-        assert_eq!(decode(Dtype::BF16, &encode(Dtype::BF16, &[1.0 + 2f64.powi(-9)]).unwrap()).unwrap(), [1.0]);
+        // 1 + 2^-8 is halfway between two bf16 values and rounds to even (1.0); just above rounds up.
+        assert_eq!(decode(Dtype::BF16, &encode(Dtype::BF16, &[1.0 + 2f64.powi(-8)]).unwrap()).unwrap(), [1.0]);
         assert_eq!(
-            decode(Dtype::BF16, &encode(Dtype::BF16, &[1.0 + 2f64.powi(-9) + 1e-6]).unwrap()).unwrap(),
+            decode(Dtype::BF16, &encode(Dtype::BF16, &[1.0 + 2f64.powi(-8) + 1e-6]).unwrap()).unwrap(),
             [1.0078125]
         );
         assert!(decode(Dtype::I64, &[0; 8]).is_none() && encode(Dtype::I64, &[0.0]).is_none());

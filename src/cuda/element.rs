@@ -56,7 +56,7 @@ impl Element for f16 {
         self.into()
     }
     fn from_f64(value: f64) -> Self {
-        f16::from_f64(value)
+        f16::from_f32(value as f32) // through f32, as PyTorch rounds; see adapter::dtype::encode
     }
 }
 
@@ -74,6 +74,6 @@ impl Element for bf16 {
         self.into()
     }
     fn from_f64(value: f64) -> Self {
-        bf16::from_f64(value)
+        bf16::from_f32(value as f32) // through f32, as PyTorch rounds; see adapter::dtype::encode
     }
 }
