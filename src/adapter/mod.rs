@@ -5,7 +5,7 @@
 //! ```no_run
 //! use bone_kernels::adapter::{Adapter, ApplyOptions, Direction, apply};
 //! let adapter = Adapter::load("my-miss-adapter".as_ref())?;
-//! let report = apply("llama-base".as_ref(), &adapter, "llama-merged".as_ref(), &ApplyOptions::new(Direction::Merge), |_| {})?;
+//! let report = apply("llama-base".as_ref(), &adapter, "llama-merged".as_ref(), &ApplyOptions::new(Direction::Merge), |_, _| {})?;
 //! println!("{} tensors merged", report.changed);
 //! # Ok::<(), bone_kernels::adapter::AdapterError>(())
 //! ```
