@@ -20,5 +20,56 @@ struct BoneLayer {
     int variant;  // enum BoneVariant
 };
 
-// Threads per block of the element-wise merge kernels.
+// A window of the merged weight W' = W + dW: rows [row0, row0 + rows) and columns
+// [col0, col0 + cols) of W', written to out[(n - row0) * ld_out + (k - col0)].
+// The merge writes the whole of W' (row0 = col0 = 0, rows = N, cols = K, ld_out = K);
+// BatCol's forward and backward form W' a bounded window at a time.
+struct BoneWindow {
+    int row0;
+    int col0;
+    int rows;
+    int cols;
+    int ld_out;
+};
+
+// Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256
+
+// Operand layouts of the tensor-core GEMM (kernels/gemm.cuh).
+// A is [M, K]: BONE_K_MAJOR means a[m * lda + k], BONE_MN_MAJOR means a[k * lda + m].
+// B is [N, K]: BONE_K_MAJOR means b[n * ldb + k], BONE_MN_MAJOR means b[k * ldb + n].
+enum BoneLayout {
+    BONE_K_MAJOR = 0,
+    BONE_MN_MAJOR = 1,
+};
+
+// C[M, N] = A1 B1^T + A2 B2^T (+ bias[n]) (+ C when accumulate), bf16 operands, f32
+// accumulation. The second pair is optional (k2 = 0); it appends a short product
+// along K (the adapter's r-wide term) to the same accumulators. Element counts fit in
+// int32; every leading dimension and the contiguous extent of every operand are
+// multiples of 8, and every pointer is 16-byte aligned (checked on the host).
+struct BoneGemm {
+    const void* a;
+    const void* b;
+    const void* a2;
+    const void* b2;
+    const void* bias;  // bf16 [n] or null
+    void* c;           // bf16 or f32, c[m * ldc + n]
+    int m;
+    int n;
+    int k;
+    int k2;
+    int lda;
+    int ldb;
+    int lda2;
+    int ldb2;
+    int ldc;
+    int accumulate;  // f32 output only: add to what c holds
+};
+
+// GEMM tile: BONE_GEMM_BM x BONE_GEMM_BN outputs per block of BONE_GEMM_THREADS threads,
+// stepping BONE_GEMM_BK along K.
+#define BONE_GEMM_BM 128
+#define BONE_GEMM_BN 128
+#define BONE_GEMM_BK 32
+#define BONE_GEMM_THREADS 256

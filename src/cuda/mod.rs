@@ -6,14 +6,22 @@
 //! the host), and returns [`crate::BoneError::KernelsNotBuilt`] when the crate was
 //! built without nvcc.
 
+mod bat_col;
+mod bat_row;
 mod device;
 mod element;
 mod handle;
 mod image;
+pub(crate) mod launch;
 mod merge;
 mod params;
+mod shared_block;
+mod training;
+mod workspace;
 
 pub use device::{device_count, stream_on_device};
 pub use element::Element;
 pub use handle::BoneKernels;
 pub use image::{kernels_built, nvcc_version};
+pub use training::{AdapterElement, LayerGrads, LayerWeights, Pass};
+pub use workspace::Workspace;

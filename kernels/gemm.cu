@@ -1,0 +1,13 @@
+// The GEMM instantiations the Rust side launches (names: bone_gemm_<A><B>_<out>, with
+// k = K-major and t = MN-major operands).
+#include "gemm.cuh"
+
+#define BONE_GEMM_KERNEL(NAME, A_LAYOUT, B_LAYOUT, TOUT)                                \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS) NAME(const BoneGemm p) { \
+        bone_gemm::gemm<A_LAYOUT, B_LAYOUT, TOUT>(p);                                    \
+    }
+
+BONE_GEMM_KERNEL(bone_gemm_kk_bf16, BONE_K_MAJOR, BONE_K_MAJOR, __nv_bfloat16)  // Y = X W^T
+BONE_GEMM_KERNEL(bone_gemm_kt_bf16, BONE_K_MAJOR, BONE_MN_MAJOR, __nv_bfloat16)  // dX = dY W
+BONE_GEMM_KERNEL(bone_gemm_kt_f32, BONE_K_MAJOR, BONE_MN_MAJOR, float)          // dX~ = dY W (f32)
+BONE_GEMM_KERNEL(bone_gemm_tt_f32, BONE_MN_MAJOR, BONE_MN_MAJOR, float)          // G = dY^T X, dB = S^T dY

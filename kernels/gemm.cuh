@@ -1,0 +1,183 @@
+// The tensor-core GEMM every forward and backward product goes through:
+//   C[M, N] = A1 B1^T + A2 B2^T (+ bias) (+ C)   (see struct BoneGemm in params.h)
+// mma.sync m16n8k16 bf16 -> f32 (sm_80+), ldmatrix (with .trans for MN-major operands),
+// cp.async double buffering. 128 x 128 tile per block, 8 warps of 64 x 32, K step 32.
+// Rows beyond M, columns beyond N and K beyond the operand's extent are zero-filled
+// on load and never stored, so any M, N, K (multiples of 8 where contiguous) work.
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "numeric.cuh"
+#include "params.h"
+
+namespace bone_gemm {
+
+constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = BONE_GEMM_BK;
+constexpr int PAD = 8;  // bf16 elements of row padding: spreads ldmatrix rows over banks
+constexpr int K_MAJOR_PITCH = BK + PAD;       // smem row of a K-major tile: [rows][BK]
+constexpr int MN_MAJOR_PITCH = BM + PAD;      // smem row of an MN-major tile: [BK][rows]
+constexpr int TILE_ELEMS = BM * K_MAJOR_PITCH;  // >= BK * MN_MAJOR_PITCH, holds either
+static_assert(BM == BN, "one tile size serves both operands");
+static_assert(TILE_ELEMS >= BK * MN_MAJOR_PITCH, "tile buffer too small");
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, or zeros when !valid (src-size 0 reads nothing).
+__device__ __forceinline__ void copy16(void* dst, const void* src, bool valid) {
+    const int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void copy_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Loads one operand's [rows, BK] tile (rows = BM or BN, starting at row0, k0) into smem.
+// LAYOUT K-major: src[row * ld + k]; MN-major: src[k * ld + row].
+template <int LAYOUT>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* src, int ld, int rows_total,
+                                          int k_total, int row0, int k0) {
+    constexpr int CHUNKS = BM * BK / 8;  // 16-byte chunks per tile
+    for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
+        if (LAYOUT == BONE_K_MAJOR) {
+            const int row = c / (BK / 8), kc = (c % (BK / 8)) * 8;
+            const int grow = row0 + row, gk = k0 + kc;
+            const bool valid = grow < rows_total && gk < k_total;
+            const __nv_bfloat16* p = valid ? src + (long long)grow * ld + gk : src;
+            copy16(tile + row * K_MAJOR_PITCH + kc, p, valid);
+        } else {
+            const int kr = c / (BM / 8), rc = (c % (BM / 8)) * 8;
+            const int gk = k0 + kr, grow = row0 + rc;
+            const bool valid = gk < k_total && grow < rows_total;
+            const __nv_bfloat16* p = valid ? src + (long long)gk * ld + grow : src;
+            copy16(tile + kr * MN_MAJOR_PITCH + rc, p, valid);
+        }
+    }
+}
+
+// The A fragment (16 x 16, rows m0.., k k0..) of an smem tile, for mma's row-major A.
+template <int LAYOUT>
+__device__ __forceinline__ void a_fragment(uint32_t (&r)[4], const __nv_bfloat16* tile, int m0, int k0, int lane) {
+    if (LAYOUT == BONE_K_MAJOR) {
+        const int row = m0 + (lane % 16), col = k0 + (lane / 16) * 8;
+        ldmatrix_x4(r, tile + row * K_MAJOR_PITCH + col);
+    } else {
+        const int k = k0 + (lane % 8) + (lane / 16) * 8, m = m0 + ((lane / 8) % 2) * 8;
+        ldmatrix_x4_trans(r, tile + k * MN_MAJOR_PITCH + m);
+    }
+}
+
+// The B fragments of two n8 tiles (n n0..n0+15, k k0..k0+15): r[0], r[1] for n0..n0+7,
+// r[2], r[3] for n0+8..n0+15, for mma's column-major B.
+template <int LAYOUT>
+__device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const __nv_bfloat16* tile, int n0, int k0, int lane) {
+    if (LAYOUT == BONE_K_MAJOR) {
+        const int n = n0 + (lane % 8) + (lane / 16) * 8, k = k0 + ((lane / 8) % 2) * 8;
+        ldmatrix_x4(r, tile + n * K_MAJOR_PITCH + k);
+    } else {
+        const int k = k0 + (lane % 8) + ((lane / 8) % 2) * 8, n = n0 + (lane / 16) * 8;
+        ldmatrix_x4_trans(r, tile + k * MN_MAJOR_PITCH + n);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void store_out(T* c, long long idx, float v, bool accumulate);
+template <>
+__device__ __forceinline__ void store_out<float>(float* c, long long idx, float v, bool accumulate) {
+    c[idx] = accumulate ? c[idx] + v : v;
+}
+template <>
+__device__ __forceinline__ void store_out<__nv_bfloat16>(__nv_bfloat16* c, long long idx, float v, bool) {
+    c[idx] = from_f32<__nv_bfloat16>(v);
+}
+
+template <int A_LAYOUT, int B_LAYOUT, typename TOut>
+__device__ __forceinline__ void gemm(const BoneGemm& p) {
+    __shared__ __align__(128) __nv_bfloat16 a_tiles[2][TILE_ELEMS];
+    __shared__ __align__(128) __nv_bfloat16 b_tiles[2][TILE_ELEMS];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+
+    const int tiles1 = (p.k + BK - 1) / BK, tiles2 = (p.k2 + BK - 1) / BK, tiles = tiles1 + tiles2;
+    // Tile t of the concatenated K: the first pair, then the second.
+    auto load = [&](int t, int stage) {
+        const bool first = t < tiles1;
+        const int k0 = (first ? t : t - tiles1) * BK;
+        const int k_total = first ? p.k : p.k2;
+        load_tile<A_LAYOUT>(a_tiles[stage], (const __nv_bfloat16*)(first ? p.a : p.a2), first ? p.lda : p.lda2, p.m,
+                            k_total, block_m, k0);
+        load_tile<B_LAYOUT>(b_tiles[stage], (const __nv_bfloat16*)(first ? p.b : p.b2), first ? p.ldb : p.ldb2, p.n,
+                            k_total, block_n, k0);
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    if (tiles > 0) load(0, 0);
+    copy_commit();
+    for (int t = 0; t < tiles; ++t) {
+        const int stage = t % 2;
+        if (t + 1 < tiles) load(t + 1, (t + 1) % 2);
+        copy_commit();
+        copy_wait<1>();  // tile t has landed; t + 1 may still be in flight
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < BK; ks += 16) {
+            uint32_t a[4][4], b[2][4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a_fragment<A_LAYOUT>(a[i], a_tiles[stage], warp_m + i * 16, ks, lane);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) b_fragments<B_LAYOUT>(b[j], b_tiles[stage], warp_n + j * 16, ks, lane);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma_bf16(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
+        }
+        __syncthreads();  // everyone is done with this stage before it is refilled
+    }
+
+    TOut* c = (TOut*)p.c;
+    const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = block_m + warp_m + i * 16 + lane / 4 + (e / 2) * 8;
+                const int col = block_n + warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
+                if (row < p.m && col < p.n) {
+                    const float v = acc[i][j][e] + (bias ? to_f32(bias[col]) : 0.f);
+                    store_out<TOut>(c, (long long)row * p.ldc + col, v, p.accumulate != 0);
+                }
+            }
+}
+
+}  // namespace bone_gemm

@@ -1,0 +1,232 @@
+//! The trainer-facing GPU entry points: forward and backward of one adapted layer.
+//!
+//! Types: X, W, Y, dY, dX and the bias are bf16; B is f32 (PEFT's default) or bf16;
+//! dB and dbias are f32; every product accumulates in f32.
+//!
+//! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
+//! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
+//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block, T x K (plus
+//! O((T + N) r)) for BatRow, and at most 32 MiB for BatCol, which forms W' a bounded
+//! window at a time (see DESIGN notes in README). dB is deterministic: every reduction
+//! runs in a fixed order (no atomics), so repeated runs are bitwise identical.
+
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use half::bf16;
+
+use super::element::Element;
+use super::handle::BoneKernels;
+use super::params::BoneLayer;
+use super::workspace::{Workspace, total_bytes};
+use super::{bat_col, bat_row, shared_block};
+use crate::error::{BoneError, Result};
+use crate::shape::LayerShape;
+use crate::variant::Variant;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// A storage type for the adapter B the kernels read: `f32` or `half::bf16`.
+pub trait AdapterElement: Element + sealed::Sealed {}
+impl AdapterElement for f32 {}
+impl AdapterElement for bf16 {}
+
+/// One layer's device weights: W `[N, K]`, B as PEFT stores it, optional bias `[N]`.
+pub struct LayerWeights<'a, TB> {
+    pub w: CudaView<'a, bf16>,
+    pub b: CudaView<'a, TB>,
+    pub bias: Option<CudaView<'a, bf16>>,
+}
+
+/// Where the backward pass writes: dX `[T, K]` (optional), dB (B's shape), dbias `[N]` (optional).
+pub struct LayerGrads<'a> {
+    pub dx: Option<CudaViewMut<'a, bf16>>,
+    pub db: CudaViewMut<'a, f32>,
+    pub dbias: Option<CudaViewMut<'a, f32>>,
+}
+
+/// Which pass a workspace is sized for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    Forward,
+    Backward,
+}
+
+/// Validated device addresses and sizes of one call.
+pub(crate) struct Call {
+    pub layer: BoneLayer,
+    pub shape: LayerShape,
+    pub tokens: usize,
+    /// Kernel-name suffix of B's type.
+    pub b_suffix: &'static str,
+    pub x: u64,
+    pub w: u64,
+    pub b: u64,
+    pub bias: u64,
+    /// Y (forward) or dY (backward).
+    pub y: u64,
+    pub dx: u64,
+    pub db: u64,
+    pub dbias: u64,
+}
+
+/// Block sizes the kernels are built and tested for.
+const SUPPORTED_R: [usize; 4] = [16, 32, 64, 128];
+
+fn check_supported(layer: &LayerShape, tokens: usize) -> Result<BoneLayer> {
+    let params = BoneLayer::new(layer, Some(tokens))?;
+    let unsupported = |why: String| Err(BoneError::UnsupportedByKernels(why));
+    if !SUPPORTED_R.contains(&layer.r()) {
+        return unsupported(format!("r = {}; the kernels take r in {SUPPORTED_R:?}", layer.r()));
+    }
+    if !layer.k().is_multiple_of(8) || !layer.n().is_multiple_of(8) {
+        return unsupported(format!("K = {}, N = {}; the kernels need both to be multiples of 8", layer.k(), layer.n()));
+    }
+    Ok(params)
+}
+
+fn aligned(buffer: &'static str, address: u64) -> Result<u64> {
+    if !address.is_multiple_of(16) {
+        return Err(BoneError::Misaligned { buffer });
+    }
+    Ok(address)
+}
+
+impl BoneKernels {
+    /// Scratch bytes one `pass` over `tokens` tokens of `layer` needs.
+    pub fn workspace_bytes(&self, layer: &LayerShape, tokens: usize, pass: Pass) -> usize {
+        total_bytes(&region_sizes(layer, tokens, pass))
+    }
+
+    /// `Y = X W'^T + bias` without forming W' in device memory beyond the workspace.
+    /// Shapes and every buffer are checked before anything is launched.
+    pub fn forward<TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        x: &CudaView<bf16>,
+        weights: &LayerWeights<TB>,
+        y: &mut CudaViewMut<bf16>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let params = self.check_common(layer, tokens, x, weights, workspace)?;
+        let output_layout = || format!("[T, N] = [{tokens}, {}]", layer.n());
+        self.check_buffer("Y", y, tokens * layer.n(), output_layout)?;
+        let stream = self.stream().clone();
+        let (x_ptr, _x) = x.device_ptr(&stream);
+        let (w_ptr, _w) = weights.w.device_ptr(&stream);
+        let (b_ptr, _b) = weights.b.device_ptr(&stream);
+        let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
+        let (y_ptr, _y) = y.device_ptr_mut(&stream);
+        let call = Call {
+            layer: params,
+            shape: *layer,
+            tokens,
+            b_suffix: TB::KERNEL_SUFFIX,
+            x: aligned("X", x_ptr)?,
+            w: aligned("W", w_ptr)?,
+            b: b_ptr,
+            bias: bias.as_ref().map_or(0, |b| b.0),
+            y: y_ptr,
+            dx: 0,
+            db: 0,
+            dbias: 0,
+        };
+        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
+        match layer.variant() {
+            Variant::Shared | Variant::Mini { .. } => shared_block::forward(self, &call, &regions),
+            Variant::BatRow => bat_row::forward(self, &call, &regions),
+            Variant::BatCol => bat_col::forward(self, &call, &regions),
+        }
+    }
+
+    /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
+    /// dB is deterministic: bitwise identical run to run.
+    #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
+    pub fn backward<TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        x: &CudaView<bf16>,
+        weights: &LayerWeights<TB>,
+        dy: &CudaView<bf16>,
+        grads: &mut LayerGrads,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let params = self.check_common(layer, tokens, x, weights, workspace)?;
+        self.check_buffer("dY", dy, tokens * layer.n(), || format!("[T, N] = [{tokens}, {}]", layer.n()))?;
+        self.check_buffer("dB", &grads.db, layer.adapter_len(), || layer.adapter_layout())?;
+        if let Some(dx) = &grads.dx {
+            self.check_buffer("dX", dx, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
+        }
+        if let Some(dbias) = &grads.dbias {
+            self.check_buffer("dbias", dbias, layer.n(), || format!("[N] = [{}]", layer.n()))?;
+        }
+        let stream = self.stream().clone();
+        let (x_ptr, _x) = x.device_ptr(&stream);
+        let (w_ptr, _w) = weights.w.device_ptr(&stream);
+        let (b_ptr, _b) = weights.b.device_ptr(&stream);
+        let (dy_ptr, _dy) = dy.device_ptr(&stream);
+        let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
+        let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
+        let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
+        let call = Call {
+            layer: params,
+            shape: *layer,
+            tokens,
+            b_suffix: TB::KERNEL_SUFFIX,
+            x: aligned("X", x_ptr)?,
+            w: aligned("W", w_ptr)?,
+            b: b_ptr,
+            bias: 0,
+            y: aligned("dY", dy_ptr)?,
+            dx: dx.as_ref().map_or(0, |d| d.0),
+            db: db_ptr,
+            dbias: dbias.as_ref().map_or(0, |d| d.0),
+        };
+        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward))?;
+        match layer.variant() {
+            Variant::Shared | Variant::Mini { .. } => shared_block::backward(self, &call, &regions)?,
+            Variant::BatRow => bat_row::backward(self, &call, &regions)?,
+            Variant::BatCol => bat_col::backward(self, &call, &regions)?,
+        }
+        if call.dbias != 0 {
+            let (tokens, n) = (tokens as i32, call.layer.n);
+            super::launch::launch_elementwise!(self, "bone_bias_grad", layer.n(), &tokens, &n, &call.y, &call.dbias);
+        }
+        Ok(())
+    }
+
+    /// Checks shared by both passes: supported shape, X, W, B, bias, workspace stream.
+    fn check_common<TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        x: &CudaView<bf16>,
+        weights: &LayerWeights<TB>,
+        workspace: &Workspace,
+    ) -> Result<BoneLayer> {
+        let params = check_supported(layer, tokens)?;
+        self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
+        self.check_buffer("W", &weights.w, layer.weight_len(), || format!("[N, K] = [{}, {}]", layer.n(), layer.k()))?;
+        self.check_buffer("B", &weights.b, layer.adapter_len(), || layer.adapter_layout())?;
+        if let Some(bias) = &weights.bias {
+            self.check_buffer("bias", bias, layer.n(), || format!("[N] = [{}]", layer.n()))?;
+        }
+        if !workspace.is_on(self.stream()) {
+            return Err(BoneError::WorkspaceStream);
+        }
+        Ok(params)
+    }
+}
+
+/// The workspace regions of one pass, in bytes, in the order the variant's code uses them.
+fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+    match layer.variant() {
+        Variant::Shared | Variant::Mini { .. } => shared_block::regions(layer, tokens, pass),
+        Variant::BatRow => bat_row::regions(layer, tokens, pass),
+        Variant::BatCol => bat_col::regions(layer, tokens, pass),
+    }
+}
