@@ -79,10 +79,14 @@ pub enum BoneError {
     #[error("the GPU kernels do not support this yet: {0}")]
     UnsupportedByKernels(String),
 
-    #[error("device buffer `{buffer}` starts at an address that is not 16-byte aligned; pass a view that starts at a multiple of 8 elements")]
+    #[error(
+        "device buffer `{buffer}` starts at an address that is not 16-byte aligned; pass a view that starts at a multiple of 8 elements"
+    )]
     Misaligned { buffer: &'static str },
 
-    #[error("the workspace orders its memory on another stream than the handle's; create it with Workspace::new(kernels.stream().clone())")]
+    #[error(
+        "the workspace orders its memory on another stream than the handle's; create it with Workspace::new(kernels.stream().clone())"
+    )]
     WorkspaceStream,
 
     #[error("no usable CUDA device: {0}")]

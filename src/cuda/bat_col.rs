@@ -71,13 +71,24 @@ pub(super) fn backward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> R
         let dy = call.y + (row0 * 2) as u64;
         kernels.gemm("bone_gemm_tt_f32", &gemm_params(dy, n, call.x, k, g, k, [rows, k, t]))?;
         let (first, count) = (row0 as i32, rows as i32);
-        launch_elementwise!(kernels, "bone_col_block_grad", rows * call.shape.r(), &call.layer, &first, &count, &call.w, &g, &call.db);
+        launch_elementwise!(
+            kernels,
+            "bone_col_block_grad",
+            rows * call.shape.r(),
+            &call.layer,
+            &first,
+            &count,
+            &call.w,
+            &g,
+            &call.db
+        );
     }
     if call.dx != 0 {
         let cols_slab = slab_cols(&call.shape);
         for col0 in (0..k).step_by(cols_slab) {
             let cols = cols_slab.min(k - col0);
-            let window = BoneWindow { row0: 0, col0: col0 as i32, rows: n as i32, cols: cols as i32, ld_out: cols as i32 };
+            let window =
+                BoneWindow { row0: 0, col0: col0 as i32, rows: n as i32, cols: cols as i32, ld_out: cols as i32 };
             form_window(kernels, call, window, w_window)?;
             let dx = call.dx + (col0 * 2) as u64;
             kernels.gemm("bone_gemm_kt_bf16", &gemm_params(call.y, n, w_window, cols, dx, k, [t, cols, n]))?;

@@ -22,8 +22,26 @@ pub(super) fn forward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Re
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (x_mixed, carry, tiling) = (regions[0], regions[1], regions[2]);
     let (layer, tokens, suffix) = (&call.layer, t as i32, call.b_suffix);
-    launch_elementwise!(kernels, &format!("bone_row_mix_b_{suffix}"), t * k, layer, &tokens, &call.x, &call.b, &x_mixed);
-    launch_elementwise!(kernels, &format!("bone_row_carry_b_{suffix}"), t * r, layer, &tokens, &call.x, &call.b, &carry);
+    launch_elementwise!(
+        kernels,
+        &format!("bone_row_mix_b_{suffix}"),
+        t * k,
+        layer,
+        &tokens,
+        &call.x,
+        &call.b,
+        &x_mixed
+    );
+    launch_elementwise!(
+        kernels,
+        &format!("bone_row_carry_b_{suffix}"),
+        t * r,
+        layer,
+        &tokens,
+        &call.x,
+        &call.b,
+        &carry
+    );
     let (rows, cols, block) = (n as i32, r as i32, r as i32);
     launch_elementwise!(kernels, "bone_tiled_identity", n * r, &rows, &cols, &block, &tiling);
     let mut params = with_second(gemm_params(x_mixed, k, call.w, k, call.y, n, [t, n, k]), carry, r, tiling, r, r);

@@ -2,9 +2,9 @@
 //!   forward   Y = X W^T + S Bfull + bias, S = sum_i X_i            (one GEMM, S Bfull appended along K)
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
+use super::handle::BoneKernels;
 use super::launch::{gemm_params, launch_elementwise, with_second};
 use super::training::{Call, Pass};
-use super::handle::BoneKernels;
 use crate::error::Result;
 use crate::shape::LayerShape;
 use crate::variant::Variant;
@@ -33,7 +33,8 @@ fn prepare(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
 pub(super) fn forward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(kernels, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let mut params = with_second(gemm_params(call.x, k, call.w, k, call.y, n, [t, n, k]), regions[0], r, regions[2], r, r);
+    let mut params =
+        with_second(gemm_params(call.x, k, call.w, k, call.y, n, [t, n, k]), regions[0], r, regions[2], r, r);
     params.bias = call.bias as *const _;
     kernels.gemm("bone_gemm_kk_bf16", &params)
 }

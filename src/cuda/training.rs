@@ -7,7 +7,7 @@
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
 //! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block, T x K (plus
 //! O((T + N) r)) for BatRow, and at most 32 MiB for BatCol, which forms W' a bounded
-//! window at a time (see DESIGN notes in README). dB is deterministic: every reduction
+//! window at a time (README, "Design"). dB is deterministic: every reduction
 //! runs in a fixed order (no atomics), so repeated runs are bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
@@ -82,7 +82,11 @@ fn check_supported(layer: &LayerShape, tokens: usize) -> Result<BoneLayer> {
         return unsupported(format!("r = {}; the kernels take r in {SUPPORTED_R:?}", layer.r()));
     }
     if !layer.k().is_multiple_of(8) || !layer.n().is_multiple_of(8) {
-        return unsupported(format!("K = {}, N = {}; the kernels need both to be multiples of 8", layer.k(), layer.n()));
+        return unsupported(format!(
+            "K = {}, N = {}; the kernels need both to be multiples of 8",
+            layer.k(),
+            layer.n()
+        ));
     }
     Ok(params)
 }

@@ -1,0 +1,195 @@
+//! The GPU forward and backward of every variant against the f64 oracle, on fresh random
+//! bf16 data, outputs poisoned with NaN before each launch. Skips with a printed notice
+//! where there is no GPU.
+//!
+//! Small layers are checked whole for every T and r; the Llama-sized layers check Y and
+//! dX on a sample of token rows (each row depends only on its own input row) and dB
+//! against the full oracle where that is affordable on the CPU.
+
+mod common;
+
+use bone_kernels::cuda::{AdapterElement, BoneKernels, LayerGrads, LayerWeights, Workspace};
+use bone_kernels::reference::{backward, forward};
+use bone_kernels::{BoneError, LayerShape, Variant};
+use common::{fresh_rng, gpu_or_skip, layer, random_vec, rel_err};
+use half::bf16;
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+const TOLERANCE: f64 = 1e-2;
+
+fn to_bf16(values: &[f64]) -> (Vec<bf16>, Vec<f64>) {
+    let rounded: Vec<bf16> = values.iter().map(|&v| bf16::from_f64(v)).collect();
+    let exact = rounded.iter().map(|v| v.to_f64()).collect();
+    (rounded, exact)
+}
+
+fn rows(values: &[f64], width: usize, picked: &[usize]) -> Vec<f64> {
+    picked.iter().flat_map(|&row| values[row * width..(row + 1) * width].iter().copied()).collect()
+}
+
+struct Case {
+    shape: LayerShape,
+    tokens: usize,
+    bias: bool,
+    /// Compare dB with the full oracle (costs T N K on the CPU).
+    check_db: bool,
+}
+
+fn check<TB: AdapterElement>(kernels: &BoneKernels, workspace: &mut Workspace, case: &Case, rng: &mut StdRng) {
+    let (shape, t) = (&case.shape, case.tokens);
+    let (k, n) = (shape.k(), shape.n());
+    let label =
+        format!("{} T={t} N={n} K={k} r={} bias={} B={}", shape.variant(), shape.r(), case.bias, TB::KERNEL_SUFFIX);
+    let stream = kernels.stream().clone();
+    let (x_host, x) = to_bf16(&random_vec(rng, t * k, 1.0));
+    let (w_host, w) = to_bf16(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
+    let (dy_host, dy) = to_bf16(&random_vec(rng, t * n, 1.0));
+    let b_scale = if shape.variant().is_bat() { 0.5 / (shape.r() as f64).sqrt() } else { 0.5 / (k as f64).sqrt() };
+    let b_host: Vec<TB> = random_vec(rng, shape.adapter_len(), b_scale).iter().map(|&v| TB::from_f64(v)).collect();
+    let b: Vec<f64> = b_host.iter().map(|v| v.to_f64()).collect();
+    let (bias_host, bias) = to_bf16(&random_vec(rng, n, 0.5));
+
+    let x_dev = stream.clone_htod(&x_host).unwrap();
+    let w_dev = stream.clone_htod(&w_host).unwrap();
+    let b_dev = stream.clone_htod(&b_host).unwrap();
+    let bias_dev = stream.clone_htod(&bias_host).unwrap();
+    let dy_dev = stream.clone_htod(&dy_host).unwrap();
+    let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: case.bias.then(|| bias_dev.as_view()) };
+    let mut y_dev = stream.clone_htod(&vec![bf16::NAN; t * n]).unwrap();
+    kernels.forward(shape, t, &x_dev.as_view(), &weights, &mut y_dev.as_view_mut(), workspace).unwrap();
+    let y_gpu: Vec<f64> = stream.clone_dtoh(&y_dev).unwrap().iter().map(|v| v.to_f64()).collect();
+
+    let mut dx_dev = stream.clone_htod(&vec![bf16::NAN; t * k]).unwrap();
+    let mut db_dev = stream.clone_htod(&vec![f32::NAN; shape.adapter_len()]).unwrap();
+    let mut dbias_dev = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
+    let mut run_backward = |dx_dev: &mut _, db_dev: &mut _, dbias_dev: &mut _| {
+        let mut grads = LayerGrads {
+            dx: Some(cudarc::driver::CudaSlice::as_view_mut(dx_dev)),
+            db: cudarc::driver::CudaSlice::as_view_mut(db_dev),
+            dbias: Some(cudarc::driver::CudaSlice::as_view_mut(dbias_dev)),
+        };
+        kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, workspace).unwrap();
+    };
+    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev);
+    let dx_gpu: Vec<f64> = stream.clone_dtoh(&dx_dev).unwrap().iter().map(|v| v.to_f64()).collect();
+    let db_first: Vec<f32> = stream.clone_dtoh(&db_dev).unwrap();
+    let dbias_gpu: Vec<f64> = stream.clone_dtoh(&dbias_dev).unwrap().iter().map(|&v| v.into()).collect();
+
+    // dB is promised bitwise reproducible.
+    stream.memcpy_htod(&vec![f32::NAN; shape.adapter_len()], &mut db_dev).unwrap();
+    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev);
+    let db_second: Vec<f32> = stream.clone_dtoh(&db_dev).unwrap();
+    assert!(
+        db_first.iter().zip(&db_second).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{label}: dB not bitwise reproducible"
+    );
+
+    // Y and dX on sampled rows (all rows for small T).
+    let picked: Vec<usize> = if t <= 16 { (0..t).collect() } else { (0..8).map(|_| rng.random_range(0..t)).collect() };
+    let (x_rows, dy_rows) = (rows(&x, k, &picked), rows(&dy, n, &picked));
+    let bias_ref = case.bias.then_some(bias.as_slice());
+    let y_ref = forward(shape, picked.len(), &x_rows, &w, &b, bias_ref).unwrap();
+    let y_base = forward(shape, picked.len(), &x_rows, &w, &vec![0.0; b.len()], bias_ref).unwrap();
+    let y_got = rows(&y_gpu, n, &picked);
+    let err = rel_err(&y_got, &y_ref);
+    assert!(err < TOLERANCE, "{label}: Y relative error {err:.2e}");
+    let own_got: Vec<f64> = y_got.iter().zip(&y_base).map(|(y, base)| y - base).collect();
+    let own_ref: Vec<f64> = y_ref.iter().zip(&y_base).map(|(y, base)| y - base).collect();
+    let err = rel_err(&own_got, &own_ref);
+    assert!(err < TOLERANCE, "{label}: the adapter's own contribution Y - X W^T, relative error {err:.2e}");
+    let grads_rows = backward(shape, picked.len(), &x_rows, &w, &b, &dy_rows).unwrap();
+    let err = rel_err(&rows(&dx_gpu, k, &picked), &grads_rows.dx);
+    assert!(err < TOLERANCE, "{label}: dX relative error {err:.2e}");
+
+    let dbias_ref: Vec<f64> = (0..n).map(|col| (0..t).map(|row| dy[row * n + col]).sum()).collect();
+    let err = rel_err(&dbias_gpu, &dbias_ref);
+    assert!(err < 1e-5, "{label}: dbias relative error {err:.2e}");
+    if case.check_db {
+        let full = backward(shape, t, &x, &w, &b, &dy).unwrap();
+        let db_gpu: Vec<f64> = db_first.iter().map(|&v| v.into()).collect();
+        let err = rel_err(&db_gpu, &full.db);
+        assert!(err < TOLERANCE, "{label}: dB relative error {err:.2e}");
+    }
+    println!("{label}: ok");
+}
+
+fn variants(r: usize) -> [Variant; 4] {
+    [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }]
+}
+
+#[test]
+fn every_variant_matches_the_oracle_on_small_layers() {
+    let Some(kernels) = gpu_or_skip("every_variant_matches_the_oracle_on_small_layers") else { return };
+    let mut rng = fresh_rng("every_variant_matches_the_oracle_on_small_layers");
+    let mut workspace = Workspace::new(kernels.stream().clone());
+    let mut index = 0;
+    for r in [16, 32, 64, 128] {
+        for variant in variants(r) {
+            for tokens in [1, 7, 128, 1000, 4096] {
+                index += 1;
+                let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 2 == 0, check_db: true };
+                check::<f32>(&kernels, &mut workspace, &case, &mut rng);
+                check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_variant_matches_the_oracle_on_llama_layers() {
+    let Some(kernels) = gpu_or_skip("every_variant_matches_the_oracle_on_llama_layers") else { return };
+    let mut rng = fresh_rng("every_variant_matches_the_oracle_on_llama_layers");
+    let mut workspace = Workspace::new(kernels.stream().clone());
+    for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
+        for variant in variants(64) {
+            for tokens in [1, 7, 128, 4096] {
+                let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
+                let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
+                check::<f32>(&kernels, &mut workspace, &case, &mut rng);
+            }
+        }
+    }
+    // r = 128 and bf16 B on one large layer.
+    for variant in variants(128) {
+        let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
+        check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_any_launch() {
+    let Some(kernels) = gpu_or_skip("bad_input_is_refused_before_any_launch") else { return };
+    let stream = kernels.stream().clone();
+    let mut workspace = Workspace::new(stream.clone());
+    let (t, k, n) = (4, 64, 32);
+    let x = stream.alloc_zeros::<bf16>(t * k + 8).unwrap();
+    let w = stream.alloc_zeros::<bf16>(n * k).unwrap();
+    let b = stream.alloc_zeros::<f32>(n * 16).unwrap();
+    let mut y = stream.alloc_zeros::<bf16>(t * n).unwrap();
+    let weights = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None };
+    let run =
+        |shape: &LayerShape,
+         x: cudarc::driver::CudaView<bf16>,
+         y: &mut cudarc::driver::CudaSlice<bf16>,
+         ws: &mut Workspace| { kernels.forward(shape, t, &x, &weights, &mut y.as_view_mut(), ws).unwrap_err() };
+    // Unsupported block size.
+    let err = run(&layer(Variant::Shared, k, n, 8), x.slice(..t * k), &mut y, &mut workspace);
+    assert!(matches!(err, BoneError::UnsupportedByKernels(_)), "{err}");
+    // A B shaped for another variant (BatRow wants [K/r, r, r] = 4 x 16 x 16).
+    let err = run(&layer(Variant::BatRow, k, n, 16), x.slice(..t * k), &mut y, &mut workspace);
+    assert!(matches!(err, BoneError::LengthMismatch { buffer: "B", .. }), "{err}");
+    // A view too short, and one misaligned.
+    let err = run(&layer(Variant::BatCol, k, n, 16), x.slice(..t * k - 1), &mut y, &mut workspace);
+    assert!(matches!(err, BoneError::LengthMismatch { buffer: "X", .. }), "{err}");
+    let err = run(&layer(Variant::BatCol, k, n, 16), x.slice(1..t * k + 1), &mut y, &mut workspace);
+    assert!(matches!(err, BoneError::Misaligned { buffer: "X" }), "{err}");
+    // K not a multiple of 8 (the shared block allows any K on the CPU).
+    let odd = layer(Variant::Shared, 60, n, 16);
+    let err = kernels.forward(&odd, t, &x.slice(..t * 60), &weights, &mut y.as_view_mut(), &mut workspace).unwrap_err();
+    assert!(matches!(err, BoneError::UnsupportedByKernels(_)), "{err}");
+    // A workspace ordered on another stream.
+    let mut other = Workspace::new(stream.context().new_stream().unwrap());
+    let err = run(&layer(Variant::BatCol, k, n, 16), x.slice(..t * k), &mut y, &mut other);
+    assert!(matches!(err, BoneError::WorkspaceStream), "{err}");
+}
