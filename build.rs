@@ -42,7 +42,10 @@ fn main() {
 
     let fatbin = out_dir.join("bone_kernels.fatbin");
     let mut cmd = Command::new(&nvcc);
-    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo"]).arg("-I").arg(&kernel_dir);
+    // Compressed (the driver inflates it at load): every test and bench binary embeds the image.
+    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo", "-Xfatbin=-compress-all"])
+        .arg("-I")
+        .arg(&kernel_dir);
     for target in TARGETS {
         cmd.arg("-gencode").arg(target);
     }

@@ -69,8 +69,8 @@ fn merge_matches_peft_for_every_fixture() {
 }
 
 #[test]
-fn merge_on_the_gpu_matches_peft() {
-    if common::gpu_or_skip("merge_on_the_gpu_matches_peft").is_none() {
+fn gpu_merge_of_adapter_files_matches_peft() {
+    if common::gpu_or_skip("gpu_merge_of_adapter_files_matches_peft").is_none() {
         return;
     }
     for (adapter_name, base_name) in CASES {

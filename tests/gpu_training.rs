@@ -119,9 +119,9 @@ fn variants(r: usize) -> [Variant; 4] {
 }
 
 #[test]
-fn every_variant_matches_the_oracle_on_small_layers() {
-    let Some(kernels) = gpu_or_skip("every_variant_matches_the_oracle_on_small_layers") else { return };
-    let mut rng = fresh_rng("every_variant_matches_the_oracle_on_small_layers");
+fn gpu_every_variant_matches_the_oracle_on_small_layers() {
+    let Some(kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_small_layers") else { return };
+    let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_small_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
     let mut index = 0;
     for r in [16, 32, 64, 128] {
@@ -137,9 +137,9 @@ fn every_variant_matches_the_oracle_on_small_layers() {
 }
 
 #[test]
-fn every_variant_matches_the_oracle_on_llama_layers() {
-    let Some(kernels) = gpu_or_skip("every_variant_matches_the_oracle_on_llama_layers") else { return };
-    let mut rng = fresh_rng("every_variant_matches_the_oracle_on_llama_layers");
+fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
+    let Some(kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_llama_layers") else { return };
+    let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_llama_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
         for variant in variants(64) {
@@ -158,8 +158,8 @@ fn every_variant_matches_the_oracle_on_llama_layers() {
 }
 
 #[test]
-fn bad_input_is_refused_before_any_launch() {
-    let Some(kernels) = gpu_or_skip("bad_input_is_refused_before_any_launch") else { return };
+fn gpu_bad_input_is_refused_before_any_launch() {
+    let Some(kernels) = gpu_or_skip("gpu_bad_input_is_refused_before_any_launch") else { return };
     let stream = kernels.stream().clone();
     let mut workspace = Workspace::new(stream.clone());
     let (t, k, n) = (4, 64, 32);

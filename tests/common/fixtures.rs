@@ -5,8 +5,14 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
+/// The fixtures, found from the crate root this test was built in or, for test binaries
+/// run from elsewhere (the GPU machine runs them from a copy under `.gpu/`), from the
+/// working directory or its parent.
 pub fn adapters_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters")
+    let relative = Path::new("tests/fixtures/adapters");
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let roots = [PathBuf::from(env!("CARGO_MANIFEST_DIR")), cwd.clone(), cwd.join("..")];
+    roots.iter().map(|root| root.join(relative)).find(|dir| dir.is_dir()).expect("tests/fixtures/adapters not found")
 }
 
 /// (adapter, the base PEFT merged it onto); see make_fixtures.py.
