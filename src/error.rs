@@ -89,6 +89,9 @@ pub enum BoneError {
     )]
     WorkspaceStream,
 
+    #[error("cuBLAS: {0}")]
+    Cublas(String),
+
     #[error("no usable CUDA device: {0}")]
     NoDevice(String),
 

@@ -6,6 +6,7 @@
 //! the host), and returns [`crate::BoneError::KernelsNotBuilt`] when the crate was
 //! built without nvcc.
 
+pub mod baseline;
 mod bat_col;
 mod bat_row;
 mod device;
@@ -14,7 +15,7 @@ mod handle;
 mod image;
 pub(crate) mod launch;
 mod merge;
-mod params;
+pub(crate) mod params;
 mod shared_block;
 mod training;
 mod workspace;

@@ -1,0 +1,89 @@
+//! Row-major GEMMs through cuBLAS (which is column-major).
+
+use std::sync::Arc;
+
+use cudarc::cublas::{CudaBlas, result, sys};
+use cudarc::driver::CudaStream;
+
+use crate::error::{BoneError, Result};
+
+/// A cuBLAS handle on one stream, speaking row-major.
+pub struct RowMajorBlas {
+    blas: CudaBlas,
+    stream: Arc<CudaStream>,
+}
+
+/// One row-major operand: device address, leading dimension, and whether it is used transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct Operand {
+    pub address: u64,
+    pub ld: usize,
+    pub transposed: bool,
+}
+
+impl Operand {
+    pub fn new(address: u64, ld: usize, transposed: bool) -> Self {
+        Operand { address, ld, transposed }
+    }
+}
+
+impl RowMajorBlas {
+    pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| BoneError::Cublas(format!("{e:?}")))?;
+        Ok(RowMajorBlas { blas, stream })
+    }
+
+    /// The stream every GEMM of this handle is ordered on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// `C[m, n] = op(A) op(B) + beta C` with bf16 A and B, f32 accumulation, C bf16
+    /// (`c_f32 = false`) or f32, all row-major; `op(A)` is `[m, k]`, `op(B)` is `[k, n]`.
+    ///
+    /// # Safety
+    /// Every address must hold the rows and columns its leading dimension and the sizes
+    /// imply, on this handle's stream's context, and C must not alias A or B.
+    #[allow(clippy::too_many_arguments)] // a GEMM's own parameters
+    pub(crate) unsafe fn gemm(
+        &self,
+        [m, n, k]: [usize; 3],
+        a: Operand,
+        b: Operand,
+        c: u64,
+        ldc: usize,
+        beta: f32,
+        c_f32: bool,
+    ) -> Result<()> {
+        let op = |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+        let alpha = 1.0f32;
+        let c_type = if c_f32 { sys::cudaDataType_t::CUDA_R_32F } else { sys::cudaDataType_t::CUDA_R_16BF };
+        // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major
+        // buffer read column-major is its transpose: swap the operands, keep their ops.
+        // SAFETY: the caller's contract above covers every address; the scalars live on this stack frame.
+        unsafe {
+            result::gemm_ex(
+                *self.blas.handle(),
+                op(b.transposed),
+                op(a.transposed),
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha) as *const f32 as *const _,
+                b.address as *const _,
+                sys::cudaDataType_t::CUDA_R_16BF,
+                b.ld as i32,
+                a.address as *const _,
+                sys::cudaDataType_t::CUDA_R_16BF,
+                a.ld as i32,
+                (&beta) as *const f32 as *const _,
+                c as *mut _,
+                c_type,
+                ldc as i32,
+                sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| BoneError::Cublas(format!("gemm: {e:?}")))
+    }
+}

@@ -1,0 +1,13 @@
+//! The baselines Bone is measured against, built from cuBLAS calls: the plain GEMM
+//! floor, full fine-tuning, LoRA at a chosen rank, and the cuBLAS-backed BatCol plan
+//! (W' formed in a transient N x K buffer, cuBLAS GEMMs, this crate's dB kernel).
+//! They exist for benchmarks: honest alternatives a user would otherwise pick.
+//! All tensors are row-major bf16 (dB f32), on the handle's stream.
+
+mod blas;
+mod lora;
+mod plan;
+
+pub use blas::{Operand, RowMajorBlas};
+pub use lora::{Lora, LoraGrads, LoraTensors};
+pub use plan::{BatColCublasPlan, PlanBuffers};

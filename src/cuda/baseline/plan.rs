@@ -1,0 +1,128 @@
+//! BatCol the way a careful user would build it from cuBLAS: W' formed whole in a
+//! transient N x K bf16 buffer (this crate's merge kernel), cuBLAS GEMMs, and this
+//! crate's dB kernel on G = dY^T X held whole in f32. Correct, simple, and
+//! N x K x 6 bytes of transient memory: the alternative the fused kernels must beat.
+
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use half::bf16;
+
+use super::blas::{Operand, RowMajorBlas};
+use crate::cuda::BoneKernels;
+use crate::cuda::launch::launch_elementwise;
+use crate::cuda::params::BoneLayer;
+use crate::error::{BoneError, Result};
+use crate::shape::{LayerShape, check_len};
+use crate::variant::Variant;
+
+pub struct BatColCublasPlan {
+    layer: LayerShape,
+    params: BoneLayer,
+}
+
+/// The plan's transient N x K buffers: W' (bf16) and G (f32).
+pub struct PlanBuffers<'a> {
+    pub w_prime: CudaViewMut<'a, bf16>,
+    pub g: CudaViewMut<'a, f32>,
+}
+
+impl BatColCublasPlan {
+    pub fn new(layer: &LayerShape) -> Result<Self> {
+        if layer.variant() != Variant::BatCol {
+            return Err(BoneError::UnsupportedByKernels(format!(
+                "the cuBLAS plan is for BatCol, not {}",
+                layer.variant()
+            )));
+        }
+        Ok(BatColCublasPlan { layer: *layer, params: BoneLayer::new(layer, None)? })
+    }
+
+    /// Bytes of transient memory the plan needs (W' bf16 + G f32, both N x K).
+    pub fn transient_bytes(&self) -> usize {
+        self.layer.weight_len() * 6
+    }
+
+    fn form_w_prime(
+        &self,
+        kernels: &BoneKernels,
+        w: &CudaView<bf16>,
+        b: &CudaView<f32>,
+        out: &mut CudaViewMut<bf16>,
+    ) -> Result<()> {
+        kernels.merge(&self.layer, w, b, out)
+    }
+
+    /// `Y = X W'^T`.
+    #[allow(clippy::too_many_arguments)] // the step's own tensors
+    pub fn forward(
+        &self,
+        kernels: &BoneKernels,
+        blas: &RowMajorBlas,
+        t: usize,
+        x: &CudaView<bf16>,
+        w: &CudaView<bf16>,
+        b: &CudaView<f32>,
+        buffers: &mut PlanBuffers,
+        y: &mut CudaViewMut<bf16>,
+    ) -> Result<()> {
+        let (k, n) = (self.layer.k(), self.layer.n());
+        check_len("X", x.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
+        check_len("Y", y.len(), t * n, || format!("[T, N] = [{t}, {n}]"))?;
+        self.form_w_prime(kernels, w, b, &mut buffers.w_prime)?;
+        let stream = kernels.stream().clone();
+        let (x, _x) = x.device_ptr(&stream);
+        let (w_prime, _wp) = buffers.w_prime.device_ptr(&stream);
+        let (y, _y) = y.device_ptr_mut(&stream);
+        // SAFETY: lengths checked above and by merge (W' is [N, K]); Y does not alias X or W'.
+        unsafe { blas.gemm([t, n, k], Operand::new(x, k, false), Operand::new(w_prime, k, true), y, n, 0.0, false) }
+    }
+
+    /// dX = dY W' (W' formed again) and dB from G = dY^T X.
+    #[allow(clippy::too_many_arguments)] // the step's own tensors
+    pub fn backward(
+        &self,
+        kernels: &BoneKernels,
+        blas: &RowMajorBlas,
+        t: usize,
+        x: &CudaView<bf16>,
+        w: &CudaView<bf16>,
+        b: &CudaView<f32>,
+        dy: &CudaView<bf16>,
+        buffers: &mut PlanBuffers,
+        dx: &mut CudaViewMut<bf16>,
+        db: &mut CudaViewMut<f32>,
+    ) -> Result<()> {
+        let (k, n) = (self.layer.k(), self.layer.n());
+        check_len("X", x.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
+        check_len("dY", dy.len(), t * n, || format!("[T, N] = [{t}, {n}]"))?;
+        check_len("dX", dx.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
+        check_len("dB", db.len(), self.layer.adapter_len(), || self.layer.adapter_layout())?;
+        check_len("G", buffers.g.len(), n * k, || format!("[N, K] = [{n}, {k}]"))?;
+        self.form_w_prime(kernels, w, b, &mut buffers.w_prime)?;
+        let stream = kernels.stream().clone();
+        let (x, _x) = x.device_ptr(&stream);
+        let (w_ptr, _w) = w.device_ptr(&stream);
+        let (w_prime, _wp) = buffers.w_prime.device_ptr(&stream);
+        let (dy, _dy) = dy.device_ptr(&stream);
+        let (dx, _dx) = dx.device_ptr_mut(&stream);
+        let (g, _g) = buffers.g.device_ptr_mut(&stream);
+        let (db, _db) = db.device_ptr_mut(&stream);
+        // SAFETY: lengths checked above; outputs do not alias inputs.
+        unsafe {
+            blas.gemm([t, k, n], Operand::new(dy, n, false), Operand::new(w_prime, k, false), dx, k, 0.0, false)?;
+            blas.gemm([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), g, k, 0.0, true)?;
+        }
+        let (first, rows) = (0i32, n as i32);
+        launch_elementwise!(
+            kernels,
+            "bone_col_block_grad",
+            n * self.layer.r(),
+            &self.params,
+            &first,
+            &rows,
+            &w_ptr,
+            &g,
+            &db
+        );
+        Ok(())
+    }
+}
