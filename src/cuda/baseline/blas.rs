@@ -45,7 +45,7 @@ impl RowMajorBlas {
     /// Every address must hold the rows and columns its leading dimension and the sizes
     /// imply, on this handle's stream's context, and C must not alias A or B.
     #[allow(clippy::too_many_arguments)] // a GEMM's own parameters
-    pub(crate) unsafe fn gemm(
+    pub unsafe fn gemm_row_major(
         &self,
         [m, n, k]: [usize; 3],
         a: Operand,

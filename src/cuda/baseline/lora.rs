@@ -74,9 +74,9 @@ impl Lora {
         let (y, _y) = y.device_ptr_mut(&stream);
         // SAFETY: every length was checked against its shape above; outputs do not alias inputs.
         unsafe {
-            blas.gemm([t, q, k], Operand::new(x, k, false), Operand::new(a, k, true), h, q, 0.0, false)?;
-            blas.gemm([t, n, k], Operand::new(x, k, false), Operand::new(w, k, true), y, n, 0.0, false)?;
-            blas.gemm([t, n, q], Operand::new(h, q, false), Operand::new(b, q, true), y, n, 1.0, false)
+            blas.gemm_row_major([t, q, k], Operand::new(x, k, false), Operand::new(a, k, true), h, q, 0.0, false)?;
+            blas.gemm_row_major([t, n, k], Operand::new(x, k, false), Operand::new(w, k, true), y, n, 0.0, false)?;
+            blas.gemm_row_major([t, n, q], Operand::new(h, q, false), Operand::new(b, q, true), y, n, 1.0, false)
         }
     }
 
@@ -109,11 +109,11 @@ impl Lora {
         let (dh, _dh) = grads.dh.device_ptr_mut(&stream);
         // SAFETY: every length was checked against its shape above; outputs do not alias inputs.
         unsafe {
-            blas.gemm([t, q, n], Operand::new(dy, n, false), Operand::new(b, q, false), dh, q, 0.0, false)?;
-            blas.gemm([t, k, n], Operand::new(dy, n, false), Operand::new(w, k, false), dx, k, 0.0, false)?;
-            blas.gemm([t, k, q], Operand::new(dh, q, false), Operand::new(a, k, false), dx, k, 1.0, false)?;
-            blas.gemm([q, k, t], Operand::new(dh, q, true), Operand::new(x, k, false), da, k, 0.0, false)?;
-            blas.gemm([n, q, t], Operand::new(dy, n, true), Operand::new(h, q, false), db, q, 0.0, false)
+            blas.gemm_row_major([t, q, n], Operand::new(dy, n, false), Operand::new(b, q, false), dh, q, 0.0, false)?;
+            blas.gemm_row_major([t, k, n], Operand::new(dy, n, false), Operand::new(w, k, false), dx, k, 0.0, false)?;
+            blas.gemm_row_major([t, k, q], Operand::new(dh, q, false), Operand::new(a, k, false), dx, k, 1.0, false)?;
+            blas.gemm_row_major([q, k, t], Operand::new(dh, q, true), Operand::new(x, k, false), da, k, 0.0, false)?;
+            blas.gemm_row_major([n, q, t], Operand::new(dy, n, true), Operand::new(h, q, false), db, q, 0.0, false)
         }
     }
 }

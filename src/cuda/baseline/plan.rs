@@ -73,7 +73,9 @@ impl BatColCublasPlan {
         let (w_prime, _wp) = buffers.w_prime.device_ptr(&stream);
         let (y, _y) = y.device_ptr_mut(&stream);
         // SAFETY: lengths checked above and by merge (W' is [N, K]); Y does not alias X or W'.
-        unsafe { blas.gemm([t, n, k], Operand::new(x, k, false), Operand::new(w_prime, k, true), y, n, 0.0, false) }
+        unsafe {
+            blas.gemm_row_major([t, n, k], Operand::new(x, k, false), Operand::new(w_prime, k, true), y, n, 0.0, false)
+        }
     }
 
     /// dX = dY W' (W' formed again) and dB from G = dY^T X.
@@ -108,8 +110,16 @@ impl BatColCublasPlan {
         let (db, _db) = db.device_ptr_mut(&stream);
         // SAFETY: lengths checked above; outputs do not alias inputs.
         unsafe {
-            blas.gemm([t, k, n], Operand::new(dy, n, false), Operand::new(w_prime, k, false), dx, k, 0.0, false)?;
-            blas.gemm([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), g, k, 0.0, true)?;
+            blas.gemm_row_major(
+                [t, k, n],
+                Operand::new(dy, n, false),
+                Operand::new(w_prime, k, false),
+                dx,
+                k,
+                0.0,
+                false,
+            )?;
+            blas.gemm_row_major([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), g, k, 0.0, true)?;
         }
         let (first, rows) = (0i32, n as i32);
         launch_elementwise!(

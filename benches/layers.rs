@@ -1,0 +1,290 @@
+//! Every Bone path against LoRA, the cuBLAS floors and the cuBLAS BatCol plan, on
+//! Llama-2-7B's layer shapes, timed with CUDA events (criterion `iter_custom`): warm-up,
+//! then the median of many samples; inputs alternate between two copies so that X, dY
+//! and W together exceed the H200's 50 MB L2; random data.
+//!
+//! Paths (criterion function names):
+//!   floor/fwd            Y = X W^T                          (cuBLAS; 1 GEMM)
+//!   floor2/fwd_bwd       + dX = dY W                        (frozen base, the LoRA-order floor; 2 GEMMs)
+//!   floor3/fwd_bwd       + dW = dY^T X                      (full fine-tuning; 3 GEMMs)
+//!   lora/*               LoRA rank r/2 (same parameters as BatCol/Shared on square W), cuBLAS
+//!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
+//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels
+//! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
+//! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
+//! `benches/summarize.py` turns criterion's estimates into the summary table.
+
+use std::time::Duration;
+
+use bone_kernels::cuda::baseline::{
+    BatColCublasPlan, Lora, LoraGrads, LoraTensors, Operand, PlanBuffers, RowMajorBlas,
+};
+use bone_kernels::cuda::{
+    BoneKernels, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
+};
+use bone_kernels::{Dims, LayerShape, Variant};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use half::bf16;
+use std::sync::Arc;
+
+struct Gpu {
+    kernels: BoneKernels,
+    blas: RowMajorBlas,
+    stream: Arc<CudaStream>,
+    start: CudaEvent,
+    end: CudaEvent,
+}
+
+impl Gpu {
+    /// GPU time of `iters` calls of `step(i)`.
+    fn time(&self, iters: u64, mut step: impl FnMut(usize)) -> Duration {
+        self.start.record(&self.stream).unwrap();
+        for i in 0..iters {
+            step(i as usize);
+        }
+        self.end.record(&self.stream).unwrap();
+        Duration::from_secs_f64(f64::from(self.start.elapsed_ms(&self.end).unwrap()) / 1e3)
+    }
+}
+
+/// Deterministic pseudo-random values in [-scale, scale] (fast enough for 90 M elements).
+fn noise(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn device_bf16(stream: &Arc<CudaStream>, len: usize, seed: u64, scale: f32) -> CudaSlice<bf16> {
+    let host: Vec<bf16> = noise(len, seed, scale).into_iter().map(bf16::from_f32).collect();
+    stream.clone_htod(&host).unwrap()
+}
+
+fn bench_layer(
+    group: &mut BenchmarkGroup<WallTime>,
+    gpu: &Gpu,
+    (n, k, t, r): (usize, usize, usize, usize),
+    baselines: bool,
+) {
+    let s = &gpu.stream;
+    let xs = [device_bf16(s, t * k, 1, 1.0), device_bf16(s, t * k, 2, 1.0)];
+    let dys = [device_bf16(s, t * n, 3, 1.0), device_bf16(s, t * n, 4, 1.0)];
+    let w = device_bf16(s, n * k, 5, (3.0 / k as f32).sqrt());
+    let bias = device_bf16(s, n, 6, 0.1);
+    let adapter_max = n.max(k) * r;
+    let b = s.clone_htod(&noise(adapter_max, 7, 0.01)).unwrap();
+    let mut y = s.alloc_zeros::<bf16>(t * n).unwrap();
+    let mut dx = s.alloc_zeros::<bf16>(t * k).unwrap();
+    let mut db = s.alloc_zeros::<f32>(adapter_max).unwrap();
+    let mut dbias = s.alloc_zeros::<f32>(n).unwrap();
+    let mut workspace = Workspace::new(s.clone());
+    let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
+
+    for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }] {
+        let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
+        let name = match variant {
+            Variant::BatCol => "bat-col",
+            Variant::BatRow => "bat-row",
+            Variant::Shared => "shared",
+            Variant::Mini { .. } => "mini",
+        };
+        let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: Some(bias.as_view()) };
+        let bytes = gpu.kernels.workspace_bytes(&shape, t, Pass::Forward).max(gpu.kernels.workspace_bytes(
+            &shape,
+            t,
+            Pass::Backward,
+        ));
+        println!(
+            "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B (X), workspace {bytes} B",
+            t * k * 2
+        );
+        group.throughput(units(1));
+        group.bench_function(format!("{name}/fwd"), |bencher| {
+            bencher.iter_custom(|iters| {
+                gpu.time(iters, |i| {
+                    gpu.kernels
+                        .forward(&shape, t, &xs[i % 2].as_view(), &weights, &mut y.as_view_mut(), &mut workspace)
+                        .unwrap()
+                })
+            })
+        });
+        group.throughput(units(if variant == Variant::BatCol { 3 } else { 2 }));
+        group.bench_function(format!("{name}/fwd_bwd"), |bencher| {
+            bencher.iter_custom(|iters| {
+                gpu.time(iters, |i| {
+                    let x = xs[i % 2].as_view();
+                    gpu.kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
+                    let mut grads = LayerGrads {
+                        dx: Some(dx.as_view_mut()),
+                        db: db.slice_mut(..shape.adapter_len()),
+                        dbias: Some(dbias.as_view_mut()),
+                    };
+                    gpu.kernels
+                        .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
+                        .unwrap();
+                })
+            })
+        });
+    }
+    if !baselines {
+        return;
+    }
+
+    // cuBLAS floors.
+    let mut dw = s.alloc_zeros::<bf16>(n * k).unwrap();
+    let gemm = |shape: [usize; 3], a: Operand, b: Operand, c: u64, ldc: usize| {
+        // SAFETY: every buffer was allocated with the sizes these shapes read and write.
+        unsafe { gpu.blas.gemm_row_major(shape, a, b, c, ldc, 0.0, false) }.unwrap()
+    };
+    let floors: [(&str, u64); 3] = [("floor/fwd", 1), ("floor2/fwd_bwd", 2), ("floor3/fwd_bwd", 3)];
+    for (name, gemms) in floors {
+        group.throughput(units(gemms));
+        group.bench_function(name, |bencher| {
+            bencher.iter_custom(|iters| {
+                gpu.time(iters, |i| {
+                    let (x, _x) = xs[i % 2].device_ptr(s);
+                    let (dy, _dy) = dys[i % 2].device_ptr(s);
+                    let (wp, _w) = w.device_ptr(s);
+                    let (yp, _y) = y.device_ptr_mut(s);
+                    gemm([t, n, k], Operand::new(x, k, false), Operand::new(wp, k, true), yp, n);
+                    if gemms >= 2 {
+                        let (dxp, _dx) = dx.device_ptr_mut(s);
+                        gemm([t, k, n], Operand::new(dy, n, false), Operand::new(wp, k, false), dxp, k);
+                    }
+                    if gemms >= 3 {
+                        let (dwp, _dw) = dw.device_ptr_mut(s);
+                        gemm([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), dwp, k);
+                    }
+                })
+            })
+        });
+    }
+
+    // LoRA at rank r/2: (K + N) r/2 parameters, N r for square W like BatCol and Shared.
+    let q = r / 2;
+    let lora = Lora::new(k, n, q).unwrap();
+    let (a_lora, b_lora) = (device_bf16(s, q * k, 8, 0.01), device_bf16(s, n * q, 9, 0.01));
+    let (mut h, mut dh) = (s.alloc_zeros::<bf16>(t * q).unwrap(), s.alloc_zeros::<bf16>(t * q).unwrap());
+    let (mut da, mut db_lora) = (s.alloc_zeros::<bf16>(q * k).unwrap(), s.alloc_zeros::<bf16>(n * q).unwrap());
+    println!(
+        "memory {n}x{k} T{t} r{r} lora q={q}: kept between forward and backward {} B (X and H)",
+        (t * k + t * q) * 2
+    );
+    for (pass, gemms) in [("fwd", 1), ("fwd_bwd", 2)] {
+        group.throughput(units(gemms));
+        group.bench_function(format!("lora/{pass}"), |bencher| {
+            bencher.iter_custom(|iters| {
+                gpu.time(iters, |i| {
+                    let mut tensors = LoraTensors {
+                        x: xs[i % 2].as_view(),
+                        w: w.as_view(),
+                        a: a_lora.as_view(),
+                        b: b_lora.as_view(),
+                        h: h.as_view_mut(),
+                    };
+                    lora.forward(&gpu.blas, t, &mut tensors, &mut y.as_view_mut()).unwrap();
+                    if gemms == 2 {
+                        let mut grads = LoraGrads {
+                            dx: dx.as_view_mut(),
+                            da: da.as_view_mut(),
+                            db: db_lora.as_view_mut(),
+                            dh: dh.as_view_mut(),
+                        };
+                        lora.backward(&gpu.blas, t, &mut tensors, &dys[i % 2].as_view(), &mut grads).unwrap();
+                    }
+                })
+            })
+        });
+    }
+
+    // The cuBLAS BatCol plan.
+    let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
+    let plan = BatColCublasPlan::new(&shape).unwrap();
+    let (mut w_prime, mut g) = (s.alloc_zeros::<bf16>(n * k).unwrap(), s.alloc_zeros::<f32>(n * k).unwrap());
+    println!("memory {n}x{k} T{t} r{r} plan: transient {} B (W' and G)", plan.transient_bytes());
+    let b_col = b.slice(..shape.adapter_len());
+    for (pass, gemms) in [("fwd", 1), ("fwd_bwd", 3)] {
+        group.throughput(units(gemms));
+        group.bench_function(format!("plan/{pass}"), |bencher| {
+            bencher.iter_custom(|iters| {
+                gpu.time(iters, |i| {
+                    let x = xs[i % 2].as_view();
+                    let mut buffers = PlanBuffers { w_prime: w_prime.as_view_mut(), g: g.as_view_mut() };
+                    plan.forward(
+                        &gpu.kernels,
+                        &gpu.blas,
+                        t,
+                        &x,
+                        &w.as_view(),
+                        &b_col,
+                        &mut buffers,
+                        &mut y.as_view_mut(),
+                    )
+                    .unwrap();
+                    if gemms == 3 {
+                        let dy = dys[i % 2].as_view();
+                        let mut db_col = db.slice_mut(..shape.adapter_len());
+                        plan.backward(
+                            &gpu.kernels,
+                            &gpu.blas,
+                            t,
+                            &x,
+                            &w.as_view(),
+                            &b_col,
+                            &dy,
+                            &mut buffers,
+                            &mut dx.as_view_mut(),
+                            &mut db_col,
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+        });
+    }
+}
+
+fn layers(c: &mut Criterion) {
+    if device_count() == 0 || !kernels_built() {
+        eprintln!(
+            "SKIPPED benches/layers: needs a CUDA GPU and a build with nvcc (kernels built: {})",
+            kernels_built()
+        );
+        return;
+    }
+    let stream = stream_on_device(0).expect("stream");
+    let context = stream.context().clone();
+    let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let gpu = Gpu {
+        kernels: BoneKernels::new(stream.clone()).expect("kernels"),
+        blas: RowMajorBlas::new(stream.clone()).expect("cuBLAS"),
+        stream,
+        start: context.new_event(timed).unwrap(),
+        end: context.new_event(timed).unwrap(),
+    };
+    // Llama-2-7B's projections at the paper's batch (1 x 512) and at T = 4096, r = 64.
+    let mut cases: Vec<((usize, usize, usize, usize), bool)> = Vec::new();
+    for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
+        for t in [512, 4096] {
+            cases.push(((n, k, t, 64), true));
+        }
+    }
+    // The r sweep on the square layer.
+    for r in [16, 32, 128] {
+        cases.push(((4096, 4096, 4096, r), true));
+    }
+    for (case, baselines) in cases {
+        let (n, k, t, r) = case;
+        let mut group = c.benchmark_group(format!("{n}x{k}/T{t}/r{r}"));
+        group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10);
+        bench_layer(&mut group, &gpu, case, baselines);
+        group.finish();
+    }
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

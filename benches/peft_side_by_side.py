@@ -1,0 +1,117 @@
+"""PEFT's own MiSS/Bone layers and PEFT LoRA on the shapes benches/layers.rs uses,
+measured the same way: CUDA events, warm-up, median of many, bf16 base weights, the
+adapter in PEFT's default dtype (f32), X requiring grad as inside a network.
+
+For each shape, T and path it reports: forward and forward + backward time (median ms),
+the memory autograd keeps between forward and backward (bytes of the tensors saved for
+backward, counted once each), and the peak memory of one step above what was allocated
+before it. Writes JSON to --out and prints a short table.
+
+  python3 benches/peft_side_by_side.py --out peft.json [--quick]
+"""
+
+import argparse
+import json
+import statistics
+
+import peft
+import torch
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
+TOKENS = [512, 4096]
+R = 64
+
+
+def layer(path, k, n, r):
+    base = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).to("cuda", torch.bfloat16)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    if path == "peft-lora":
+        config = peft.LoraConfig(r=r // 2, lora_alpha=r // 2, target_modules=["0"], lora_dropout=0.0)
+    else:
+        init = {"peft-bat": "bat", "peft-shared": True, "peft-mini": "mini"}[path]
+        extra = {"mini_r": r} if init == "mini" else {}
+        config = peft.MissConfig(r=r, init_weights=init, target_modules=["0"], **extra)
+    model = peft.get_peft_model(base, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p) * 0.01)
+    return model
+
+
+def kept_bytes(model, x):
+    seen = {}
+
+    def pack(tensor):
+        seen[(tensor.data_ptr(), tensor.numel())] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
+
+
+def timed(fn, repeats):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def measure(path, k, n, t, r, repeats):
+    model = layer(path, k, n, r)
+    xs = [torch.randn(t, k, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
+    dy = torch.randn(t, n, device="cuda", dtype=torch.bfloat16)
+    state = {"i": 0}
+
+    def forward():
+        state["i"] += 1
+        with torch.no_grad():
+            model(xs[state["i"] % 2])
+
+    def step():
+        state["i"] += 1
+        model(xs[state["i"] % 2]).backward(dy)
+
+    result = {"fwd_ms": timed(forward, repeats), "fwd_bwd_ms": timed(step, repeats), "kept_bytes": kept_bytes(model, xs[0])}
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    result["peak_bytes"] = torch.cuda.max_memory_allocated() - before
+    del model, xs, dy
+    torch.cuda.empty_cache()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true", help="one shape, fewer repeats")
+    args = parser.parse_args()
+    shapes, tokens, repeats = (SHAPES[:1], TOKENS[:1], 5) if args.quick else (SHAPES, TOKENS, 20)
+    results = {"versions": {"torch": torch.__version__, "peft": peft.__version__, "gpu": torch.cuda.get_device_name()}}
+    for n, k in shapes:
+        for t in tokens:
+            group = f"{n}x{k}/T{t}/r{R}"
+            results[group] = {}
+            for path in ["peft-lora", "peft-bat", "peft-shared", "peft-mini"]:
+                results[group][path] = measure(path, k, n, t, R, repeats)
+                m = results[group][path]
+                print(f"{group:24} {path:12} fwd {m['fwd_ms']:8.3f} ms  fwd+bwd {m['fwd_bwd_ms']:8.3f} ms  "
+                      f"kept {m['kept_bytes'] / 2**20:8.1f} MiB  peak {m['peak_bytes'] / 2**20:8.1f} MiB")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

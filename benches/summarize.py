@@ -1,0 +1,85 @@
+"""The summary table of a GPU bench run: criterion's medians (benches/layers.rs), PEFT's
+side-by-side numbers (benches/peft_side_by_side.py) and the memory lines the bench
+printed, with the first targets of the benchmark issue marked met or missed.
+
+  python3 benches/summarize.py CRITERION_HOME [peft.json] [bench.log]
+"""
+
+import json
+import os
+import re
+import sys
+
+OURS = ["bat-col", "bat-row", "shared", "mini"]
+PEFT_FOR = {"bat-col": "peft-bat", "shared": "peft-shared", "mini": "peft-mini", "lora": "peft-lora", "plan": "peft-bat"}
+
+
+def criterion_medians(root):
+    """{group: {function: median seconds}} from criterion's estimates."""
+    medians = {}
+    for directory, _, files in os.walk(root):
+        if os.path.basename(directory) != "new" or "estimates.json" not in files or "benchmark.json" not in files:
+            continue
+        with open(os.path.join(directory, "benchmark.json")) as f:
+            ids = json.load(f)
+        with open(os.path.join(directory, "estimates.json")) as f:
+            median_ns = json.load(f)["median"]["point_estimate"]
+        medians.setdefault(ids["group_id"], {})[ids["function_id"]] = median_ns * 1e-9
+    return medians
+
+
+def flops(group, function):
+    n, k, t = map(int, re.match(r"(\d+)x(\d+)/T(\d+)", group).groups())
+    path, pass_ = function.split("/")
+    units = 1 if pass_ == "fwd" else {"floor2": 2, "floor3": 3, "bat-col": 3, "plan": 3}.get(path, 2)
+    return 2.0 * t * n * k * units
+
+
+def main():
+    medians = criterion_medians(sys.argv[1])
+    peft = {}
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        with open(sys.argv[2]) as f:
+            peft = json.load(f)
+    kept = {}
+    if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
+        for line in open(sys.argv[3]):
+            m = re.match(r"memory (\d+x\d+) T(\d+) r(\d+) (\S+).*kept between forward and backward (\d+) B", line)
+            if m:
+                kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
+    targets = []
+    print(f"\n{'layer':22} {'path':9} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
+    for group in sorted(medians):
+        times = medians[group]
+        get = lambda path, p: times.get(f"{path}/{p}")
+        lora = get("lora", "fwd_bwd")
+        for path in OURS + ["plan", "lora"]:
+            fwd, both = get(path, "fwd"), get(path, "fwd_bwd")
+            if both is None:
+                continue
+            floor = get("floor3" if path in ("bat-col", "plan") else "floor2", "fwd_bwd")
+            peft_ms = peft.get(group, {}).get(PEFT_FOR.get(path, ""), {}).get("fwd_bwd_ms")
+            ratio = lambda a, b: f"{a / b:6.2f}" if a and b else "     -"
+            print(f"{group:22} {path:9} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
+                  f"{flops(group, path + '/fwd_bwd') / both / 1e12:8.1f} {ratio(both, lora)} {ratio(both, floor):>7} "
+                  f"{ratio(both * 1e3, peft_ms)}")
+            if path in ("bat-row", "shared", "mini") and lora:
+                targets.append((f"{group} {path} fwd+bwd <= 1.15 x LoRA", both / lora, both <= 1.15 * lora))
+            if path == "bat-col" and floor:
+                targets.append((f"{group} bat-col fwd+bwd <= 1.05 x 3-GEMM floor", both / floor, both <= 1.05 * floor))
+                if peft_ms:
+                    targets.append((f"{group} bat-col faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
+        floor_fwd, shared_fwd = get("floor", "fwd"), get("shared", "fwd")
+        if floor_fwd and shared_fwd:
+            print(f"{group:22} our GEMM (shared fwd) at {floor_fwd / shared_fwd:.0%} of cuBLAS's X W^T throughput")
+    for (group, path), ours in sorted(kept.items()):
+        lora_kept = kept.get((group, "lora"))
+        if path in OURS and lora_kept:
+            targets.append((f"{group} {path} kept memory <= LoRA's", ours / lora_kept, ours <= lora_kept))
+    print("\ntargets:")
+    for name, value, met in targets:
+        print(f"  {'met   ' if met else 'MISSED'} {name} ({value:.2f})")
+
+
+if __name__ == "__main__":
+    main()
