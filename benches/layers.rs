@@ -204,7 +204,8 @@ fn bench_layer(
     // The cuBLAS BatCol plan.
     let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
     let plan = BatColCublasPlan::new(&shape).unwrap();
-    let (mut w_prime, mut g) = (s.alloc_zeros::<bf16>(n * k).unwrap(), s.alloc_zeros::<f32>(n * k).unwrap());
+    let (mut w_prime, mut g) = (s.alloc_zeros::<bf16>(n * k).unwrap(), s.alloc_zeros::<bf16>(n * k).unwrap());
+    let mut onehot = s.alloc_zeros::<bf16>(k * r).unwrap();
     println!("memory {n}x{k} T{t} r{r} plan: transient {} B (W' and G)", plan.transient_bytes());
     let b_col = b.slice(..shape.adapter_len());
     for (pass, gemms) in [("fwd", 1), ("fwd_bwd", 3)] {
@@ -213,7 +214,11 @@ fn bench_layer(
             bencher.iter_custom(|iters| {
                 gpu.time(iters, |i| {
                     let x = xs[i % 2].as_view();
-                    let mut buffers = PlanBuffers { w_prime: w_prime.as_view_mut(), g: g.as_view_mut() };
+                    let mut buffers = PlanBuffers {
+                        w_prime: w_prime.as_view_mut(),
+                        g: g.as_view_mut(),
+                        onehot: onehot.as_view_mut(),
+                    };
                     plan.forward(
                         &gpu.kernels,
                         &gpu.blas,

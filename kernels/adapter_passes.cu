@@ -1,6 +1,7 @@
-// The adapter's own small passes around the GEMMs: element-wise or short reductions on
-// CUDA cores, O(T K r) or O(N K r) work against the GEMMs' O(T N K). One output element
-// per thread, f32 accumulation, sequential (deterministic) reductions.
+// The adapter's small passes around the GEMMs, on CUDA cores: the block sum S (one read of
+// X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the bf16 operands the
+// tensor-core GEMMs take. One output element per thread, f32 accumulation, sequential
+// (deterministic) reductions.
 #include "numeric.cuh"
 #include "params.h"
 
@@ -41,101 +42,6 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     e[idx] = from_f32<__nv_bfloat16>(a % r == b % r ? 1.f : 0.f);
 }
 
-// BatRow forward: X~[t, i r + c] = X[t, i r + c] + sum_j X[t, i r + j] B_i[c, j].  [T, K] bf16.
-template <typename TB>
-__device__ __forceinline__ void row_mix(const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ x,
-                                        const TB* __restrict__ b, __nv_bfloat16* __restrict__ x_mixed) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.k) return;
-    const int t = (int)(idx / layer.k), k = (int)(idx % layer.k), r = layer.r;
-    const int i = k / r, c = k % r;
-    const __nv_bfloat16* x_i = x + (long long)t * layer.k + i * r;
-    const TB* b_row = b + ((long long)i * r + c) * r;  // B_i[c, :]
-    float sum = to_f32(x_i[c]);
-    for (int j = 0; j < r; ++j) sum += to_f32(x_i[j]) * to_f32(b_row[j]);
-    x_mixed[idx] = from_f32<__nv_bfloat16>(sum);
-}
-
-// BatRow forward: R[t, c] = sum_i sum_j X[t, i r + j] B_i[c, j].  [T, r] bf16.
-template <typename TB>
-__device__ __forceinline__ void row_carry(const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ x,
-                                          const TB* __restrict__ b, __nv_bfloat16* __restrict__ carry) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.r) return;
-    const int t = (int)(idx / layer.r), c = (int)(idx % layer.r), r = layer.r;
-    float sum = 0.f;
-    for (int i = 0; i < layer.k / r; ++i) {
-        const __nv_bfloat16* x_i = x + (long long)t * layer.k + i * r;
-        const TB* b_row = b + ((long long)i * r + c) * r;
-        for (int j = 0; j < r; ++j) sum += to_f32(x_i[j]) * to_f32(b_row[j]);
-    }
-    carry[idx] = from_f32<__nv_bfloat16>(sum);
-}
-
-// BatRow backward: dR[t, c] = sum_o dY[t, o r + c].  [T, r] f32.
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_row_carry_grad(const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ dy, float* __restrict__ d_carry) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.r) return;
-    const int t = (int)(idx / layer.r), c = (int)(idx % layer.r);
-    const __nv_bfloat16* row = dy + (long long)t * layer.n;
-    float sum = 0.f;
-    for (int n = c; n < layer.n; n += layer.r) sum += to_f32(row[n]);
-    d_carry[idx] = sum;
-}
-
-// BatRow backward: dX[t, i r + c] = sum_j dX~[t, i r + j] (I + B_i)[j, c] + sum_j dR[t, j] B_i[j, c].
-template <typename TB>
-__device__ __forceinline__ void row_input_grad(const BoneLayer layer, int tokens, const float* __restrict__ dx_mixed,
-                                               const float* __restrict__ d_carry, const TB* __restrict__ b,
-                                               __nv_bfloat16* __restrict__ dx) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.k) return;
-    const int t = (int)(idx / layer.k), k = (int)(idx % layer.k), r = layer.r;
-    const int i = k / r, c = k % r;
-    const float* g = dx_mixed + (long long)t * layer.k + i * r;
-    const float* dr = d_carry + (long long)t * r;
-    const TB* b_i = b + (long long)i * r * r;
-    float sum = g[c];
-    for (int j = 0; j < r; ++j) sum += (g[j] + dr[j]) * to_f32(b_i[j * r + c]);
-    dx[idx] = from_f32<__nv_bfloat16>(sum);
-}
-
-// BatRow backward: dB_i[a, c] = sum_t (dX~[t, i r + a] + dR[t, a]) X[t, i r + c].  [K/r, r, r] f32.
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_row_block_grad(const BoneLayer layer, int tokens, const float* __restrict__ dx_mixed,
-                        const float* __restrict__ d_carry, const __nv_bfloat16* __restrict__ x, float* __restrict__ db) {
-    const long long idx = element_index();
-    const int r = layer.r;
-    if (idx >= (long long)layer.k * r) return;
-    const int i = (int)(idx / (r * r)), a = (int)(idx / r % r), c = (int)(idx % r);
-    float sum = 0.f;
-    for (int t = 0; t < tokens; ++t) {
-        const float g = dx_mixed[(long long)t * layer.k + i * r + a] + d_carry[(long long)t * r + a];
-        sum += g * to_f32(x[(long long)t * layer.k + i * r + c]);
-    }
-    db[idx] = sum;
-}
-
-// BatCol backward, for the output blocks of rows [row0, row0 + rows) of G = dY^T X (f32, [rows, K]):
-// dB_o[a, c] = sum_i sum_j (W[o r + j, i r + a] + [j == a]) G[o r + j, i r + c].
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_col_block_grad(const BoneLayer layer, int row0, int rows, const __nv_bfloat16* __restrict__ w,
-                        const float* __restrict__ g, float* __restrict__ db) {
-    const long long idx = element_index();
-    const int r = layer.r;
-    if (idx >= (long long)rows * r) return;
-    const int local_o = (int)(idx / (r * r)), a = (int)(idx / r % r), c = (int)(idx % r);
-    const int o = row0 / r + local_o;
-    float sum = 0.f;
-    for (int i = 0; i < layer.k / r; ++i)
-        for (int j = 0; j < r; ++j) {
-            const float w_plus_identity = to_f32(w[(long long)(o * r + j) * layer.k + i * r + a]) + (j == a ? 1.f : 0.f);
-            sum += w_plus_identity * g[(long long)(local_o * r + j) * layer.k + i * r + c];
-        }
-    db[(long long)o * r * r + a * r + c] = sum;
-}
-
 // dbias[n] = sum_t dY[t, n].  f32.
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     bone_bias_grad(int tokens, int n_out, const __nv_bfloat16* __restrict__ dy, float* __restrict__ dbias) {
@@ -157,27 +63,66 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     db[idx] = sum;
 }
 
+// The Bat blocks as GEMM operands, bf16: I + B_j and B_j, both [blocks, r, r].
+template <typename TB>
+__device__ __forceinline__ void bat_blocks(const BoneLayer layer, int blocks, const TB* __restrict__ b,
+                                           __nv_bfloat16* __restrict__ identity_plus, __nv_bfloat16* __restrict__ plain) {
+    const long long idx = element_index();
+    const int r = layer.r;
+    if (idx >= (long long)blocks * r * r) return;
+    const int a = (int)(idx / r % r), c = (int)(idx % r);
+    const float v = to_f32(b[idx]);
+    identity_plus[idx] = from_f32<__nv_bfloat16>(v + (a == c ? 1.f : 0.f));
+    plain[idx] = from_f32<__nv_bfloat16>(v);
+}
+
+// BatRow: the blocks side by side, stack[c, i r + j] = B_i[c, j] ([r, K] bf16), so that
+// R = X stack^T is one GEMM over K.
+template <typename TB>
+__device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ stack) {
+    const long long idx = element_index();
+    const int r = layer.r;
+    if (idx >= (long long)layer.k * r) return;
+    const int c = (int)(idx / layer.k), k = (int)(idx % layer.k);
+    const int i = k / r, j = k % r;
+    stack[idx] = from_f32<__nv_bfloat16>(to_f32(b[((long long)i * r + c) * r + j]));
+}
+
+// BatCol: onehot[q, a] = 1 where a = q / (K / r), [K, r] bf16. Read as a [K, r] matrix,
+// W's output block o (rows o r .. o r + r) has row q = a (K / r) + i holding W_{o,i}[a, :];
+// onehot routes B_o[a, :] to exactly those rows.
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_block_one_hot(const BoneLayer layer, __nv_bfloat16* __restrict__ onehot) {
+    const long long idx = element_index();
+    const int r = layer.r;
+    if (idx >= (long long)layer.k * r) return;
+    const int q = (int)(idx / r), a = (int)(idx % r);
+    onehot[idx] = from_f32<__nv_bfloat16>(q / (layer.k / r) == a ? 1.f : 0.f);
+}
+
+// out[i] = bf16(in[i]).
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_to_bf16(int count, const float* __restrict__ in, __nv_bfloat16* __restrict__ out) {
+    const long long idx = element_index();
+    if (idx >= count) return;
+    out[idx] = from_f32<__nv_bfloat16>(in[idx]);
+}
+
 // The passes that read the adapter B, for each of its storage types.
-#define BONE_ADAPTER_PASSES(B_NAME, TB)                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_shared_blocks_b_##B_NAME(                 \
-        const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ full,                          \
-        __nv_bfloat16* __restrict__ full_t) {                                                                       \
-        shared_blocks<TB>(layer, b, full, full_t);                                                                  \
-    }                                                                                                               \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_mix_b_##B_NAME(                       \
-        const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ x, const TB* __restrict__ b,           \
-        __nv_bfloat16* __restrict__ x_mixed) {                                                                      \
-        row_mix<TB>(layer, tokens, x, b, x_mixed);                                                                  \
-    }                                                                                                               \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_carry_b_##B_NAME(                     \
-        const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ x, const TB* __restrict__ b,           \
-        __nv_bfloat16* __restrict__ carry) {                                                                        \
-        row_carry<TB>(layer, tokens, x, b, carry);                                                                  \
-    }                                                                                                               \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_input_grad_b_##B_NAME(                \
-        const BoneLayer layer, int tokens, const float* __restrict__ dx_mixed, const float* __restrict__ d_carry,   \
-        const TB* __restrict__ b, __nv_bfloat16* __restrict__ dx) {                                                 \
-        row_input_grad<TB>(layer, tokens, dx_mixed, d_carry, b, dx);                                                \
+#define BONE_ADAPTER_PASSES(B_NAME, TB)                                                                        \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_shared_blocks_b_##B_NAME(            \
+        const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ full,                     \
+        __nv_bfloat16* __restrict__ full_t) {                                                                  \
+        shared_blocks<TB>(layer, b, full, full_t);                                                             \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_bat_blocks_b_##B_NAME(               \
+        const BoneLayer layer, int blocks, const TB* __restrict__ b, __nv_bfloat16* __restrict__ identity_plus, \
+        __nv_bfloat16* __restrict__ plain) {                                                                   \
+        bat_blocks<TB>(layer, blocks, b, identity_plus, plain);                                                \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_stack_b_##B_NAME(                \
+        const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ stack) {                  \
+        row_stack<TB>(layer, b, stack);                                                                        \
     }
 
 BONE_ADAPTER_PASSES(f32, float)

@@ -7,7 +7,8 @@
         bone_gemm::gemm<A_LAYOUT, B_LAYOUT, TOUT>(p);                                    \
     }
 
-BONE_GEMM_KERNEL(bone_gemm_kk_bf16, BONE_K_MAJOR, BONE_K_MAJOR, __nv_bfloat16)  // Y = X W^T
-BONE_GEMM_KERNEL(bone_gemm_kt_bf16, BONE_K_MAJOR, BONE_MN_MAJOR, __nv_bfloat16)  // dX = dY W
-BONE_GEMM_KERNEL(bone_gemm_kt_f32, BONE_K_MAJOR, BONE_MN_MAJOR, float)          // dX~ = dY W (f32)
-BONE_GEMM_KERNEL(bone_gemm_tt_f32, BONE_MN_MAJOR, BONE_MN_MAJOR, float)          // G = dY^T X, dB = S^T dY
+BONE_GEMM_KERNEL(bone_gemm_kk_bf16, BONE_K_MAJOR, BONE_K_MAJOR, __nv_bfloat16)   // Y = X W^T, X~_i, U
+BONE_GEMM_KERNEL(bone_gemm_kt_bf16, BONE_K_MAJOR, BONE_MN_MAJOR, __nv_bfloat16)  // dX = dY W, W'_o, dX_i
+BONE_GEMM_KERNEL(bone_gemm_kt_f32, BONE_K_MAJOR, BONE_MN_MAJOR, float)          // dX += dY_slab W'_slab (f32)
+BONE_GEMM_KERNEL(bone_gemm_tt_bf16, BONE_MN_MAJOR, BONE_MN_MAJOR, __nv_bfloat16) // G = dY^T X (bf16, feeds dB_o)
+BONE_GEMM_KERNEL(bone_gemm_tt_f32, BONE_MN_MAJOR, BONE_MN_MAJOR, float)          // dB = S^T dY, dB_o, dB_i

@@ -119,6 +119,11 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const long long z = blockIdx.z;
+    const __nv_bfloat16* a1 = (const __nv_bfloat16*)p.a + z * p.stride_a;
+    const __nv_bfloat16* b1 = (const __nv_bfloat16*)p.b + z * p.stride_b;
+    const __nv_bfloat16* a2 = (const __nv_bfloat16*)p.a2 + z * p.stride_a2;
+    const __nv_bfloat16* b2 = (const __nv_bfloat16*)p.b2 + z * p.stride_b2;
 
     const int tiles1 = (p.k + BK - 1) / BK, tiles2 = (p.k2 + BK - 1) / BK, tiles = tiles1 + tiles2;
     // Tile t of the concatenated K: the first pair, then the second.
@@ -126,10 +131,8 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         const bool first = t < tiles1;
         const int k0 = (first ? t : t - tiles1) * BK;
         const int k_total = first ? p.k : p.k2;
-        load_tile<A_LAYOUT>(a_tiles[stage], (const __nv_bfloat16*)(first ? p.a : p.a2), first ? p.lda : p.lda2, p.m,
-                            k_total, block_m, k0);
-        load_tile<B_LAYOUT>(b_tiles[stage], (const __nv_bfloat16*)(first ? p.b : p.b2), first ? p.ldb : p.ldb2, p.n,
-                            k_total, block_n, k0);
+        load_tile<A_LAYOUT>(a_tiles[stage], first ? a1 : a2, first ? p.lda : p.lda2, p.m, k_total, block_m, k0);
+        load_tile<B_LAYOUT>(b_tiles[stage], first ? b1 : b2, first ? p.ldb : p.ldb2, p.n, k_total, block_n, k0);
     };
 
     float acc[4][4][4];
@@ -163,7 +166,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         __syncthreads();  // everyone is done with this stage before it is refilled
     }
 
-    TOut* c = (TOut*)p.c;
+    TOut* c = (TOut*)p.c + z * p.stride_c;
     const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
 #pragma unroll
     for (int i = 0; i < 4; ++i)

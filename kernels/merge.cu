@@ -1,20 +1,18 @@
 // Merge: W' = W + dW for every variant, one output element per thread, f32 accumulation,
-// rounded once to W's type; over all of W' (deployment) or a window of it (BatCol's
-// forward and backward, see BoneWindow). Simple and bounds-safe over speed.
+// rounded once to W's type. Deployment-time work: simple and bounds-safe over speed.
 #include "numeric.cuh"
 #include "params.h"
 
 template <typename TW, typename TB>
-__device__ __forceinline__ void merge_element(const BoneLayer layer, const BoneWindow window, const TW* __restrict__ w,
+__device__ __forceinline__ void merge_element(const BoneLayer layer, const TW* __restrict__ w,
                                               const TB* __restrict__ b, TW* __restrict__ out) {
-    const long long total = (long long)window.rows * window.cols;
+    const long long total = (long long)layer.n * layer.k;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
-    const int out_row = (int)(idx / window.cols);
-    const int out_col = (int)(idx - (long long)out_row * window.cols);
-    const int row = window.row0 + out_row, col = window.col0 + out_col;
+    const int row = (int)(idx / layer.k);
+    const int col = (int)(idx - (long long)row * layer.k);
     const int r = layer.r;
-    float acc = to_f32(w[(long long)row * layer.k + col]);
+    float acc = to_f32(w[idx]);
     switch (layer.variant) {
         case BONE_BAT_COL:
         case BONE_BAT_ROW: {
@@ -34,15 +32,14 @@ __device__ __forceinline__ void merge_element(const BoneLayer layer, const BoneW
             acc += to_f32(b[(col % r) * layer.mini_r + row % layer.mini_r]);
             break;
     }
-    out[(long long)out_row * window.ld_out + out_col] = from_f32<TW>(acc);
+    out[idx] = from_f32<TW>(acc);
 }
 
 #define BONE_MERGE_KERNEL(W_NAME, TW, B_NAME, TB)                                                  \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                              \
-        bone_merge_w_##W_NAME##_b_##B_NAME(const BoneLayer layer, const BoneWindow window,        \
-                                           const TW* __restrict__ w, const TB* __restrict__ b,    \
-                                           TW* __restrict__ out) {                                 \
-        merge_element<TW, TB>(layer, window, w, b, out);                                           \
+        bone_merge_w_##W_NAME##_b_##B_NAME(const BoneLayer layer, const TW* __restrict__ w,       \
+                                           const TB* __restrict__ b, TW* __restrict__ out) {      \
+        merge_element<TW, TB>(layer, w, b, out);                                                   \
     }
 
 #define BONE_MERGE_FOR_W(W_NAME, TW)              \

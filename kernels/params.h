@@ -20,18 +20,6 @@ struct BoneLayer {
     int variant;  // enum BoneVariant
 };
 
-// A window of the merged weight W' = W + dW: rows [row0, row0 + rows) and columns
-// [col0, col0 + cols) of W', written to out[(n - row0) * ld_out + (k - col0)].
-// The merge writes the whole of W' (row0 = col0 = 0, rows = N, cols = K, ld_out = K);
-// BatCol's forward and backward form W' a bounded window at a time.
-struct BoneWindow {
-    int row0;
-    int col0;
-    int rows;
-    int cols;
-    int ld_out;
-};
-
 // Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256
 
@@ -45,9 +33,11 @@ enum BoneLayout {
 
 // C[M, N] = A1 B1^T + A2 B2^T (+ bias[n]) (+ C when accumulate), bf16 operands, f32
 // accumulation. The second pair is optional (k2 = 0); it appends a short product
-// along K (the adapter's r-wide term) to the same accumulators. Element counts fit in
-// int32; every leading dimension and the contiguous extent of every operand are
-// multiples of 8, and every pointer is 16-byte aligned (checked on the host).
+// along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
+// batch z offsets every operand by z times its stride (in elements; 0 shares it).
+// Element counts fit in int32; every leading dimension, stride and the contiguous
+// extent of every operand are multiples of 8, and every pointer is 16-byte aligned
+// (checked on the host).
 struct BoneGemm {
     const void* a;
     const void* b;
@@ -65,6 +55,11 @@ struct BoneGemm {
     int ldb2;
     int ldc;
     int accumulate;  // f32 output only: add to what c holds
+    long long stride_a;
+    long long stride_b;
+    long long stride_a2;
+    long long stride_b2;
+    long long stride_c;
 };
 
 // GEMM tile: BONE_GEMM_BM x BONE_GEMM_BN outputs per block of BONE_GEMM_THREADS threads,

@@ -1,98 +1,106 @@
-//! BatCol on the GPU. Nothing factors (bone-math.md), so W' must be formed; it is
-//! formed a bounded window at a time (the merge kernel over a window), never whole:
-//!   forward   for each slab of output rows: W'[slab, :] -> Y[:, slab] = X W'[slab, :]^T + bias
-//!   backward  for each slab of output rows: G = dY[:, slab]^T X, dB_o = sum_i (W_{o,i} + I)^T G_{o,i};
-//!             for each slab of input columns: W'[:, slab] -> dX[:, slab] = dY W'[:, slab]
-//! The slabs hold at most `WINDOW_BYTES` of workspace. This is the correct, general first
-//! version; forming each W' tile in shared memory inside the GEMM is the planned next step.
+//! BatCol on the GPU. Nothing factors (bone-math.md), so W' is formed, on tensor cores
+//! and a bounded slab of output rows at a time, never whole. Read as a `[K, r]` matrix,
+//! output block o of W (rows o r .. o r + r) has row q = a (K / r) + i holding
+//! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
+//!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
+//!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o + onehot^T G_o (batched),
+//!             and, if dX is wanted, W'[slab] and dX += dY[:, slab] W'[slab] (f32)
+//! This is the general first version; forming each W' tile in shared memory inside the
+//! main GEMM (no W' slab round trip through L2) is the planned next step.
 
-use super::handle::BoneKernels;
-use super::launch::{gemm_params, launch_elementwise};
-use super::params::BoneWindow;
+use super::launch::{Arg, Gemm, Launcher};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
-/// Workspace a BatCol pass may use for its windows of W' (bf16) and G (f32).
-const WINDOW_BYTES: usize = 32 << 20;
+/// Workspace a BatCol pass may use for its slabs of W' and G (bf16 each). The crate's
+/// unit tests (the CPU emulator) use 32 KiB so that small layers take several slabs.
+const SLAB_BYTES: usize = if cfg!(test) { 32 << 10 } else { 32 << 20 };
 
-/// Rows of W' (and G) per slab: a multiple of 128 (so of r) fitting `WINDOW_BYTES`
-/// with 6 bytes an element (bf16 W' + f32 G), at least 128, at most N.
+/// Rows of W' (and G) per slab: a multiple of 128 (so of r) fitting `SLAB_BYTES` at 4
+/// bytes an element, at least 128, at most N.
 fn slab_rows(layer: &LayerShape) -> usize {
-    (WINDOW_BYTES / (6 * layer.k()) / 128 * 128).max(128).min(layer.n())
+    (SLAB_BYTES / (4 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
-/// Columns of W' per slab for dX: a multiple of 128 fitting `WINDOW_BYTES` in bf16, at most K.
-fn slab_cols(layer: &LayerShape) -> usize {
-    (WINDOW_BYTES / (2 * layer.n()) / 128 * 128).max(128).min(layer.k())
-}
-
-/// Forward: a W' row slab. Backward: a W' window (row or column slab) and a G row slab.
-pub(super) fn regions(layer: &LayerShape, _tokens: usize, pass: Pass) -> Vec<usize> {
-    let row_slab = slab_rows(layer) * layer.k();
-    match pass {
-        Pass::Forward => vec![row_slab * 2],
-        Pass::Backward => vec![row_slab.max(layer.n() * slab_cols(layer)) * 2, row_slab * 4],
+/// I + B_o, B_o (bf16 `[N/r, r, r]` each), onehot `[K, r]` bf16, a W' slab; backward adds a
+/// G slab (bf16) and dX in f32 `[T, K]`.
+pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+    let (n, k, r) = (layer.n(), layer.k(), layer.r());
+    let slab = slab_rows(layer) * k * 2;
+    let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, slab];
+    if pass == Pass::Backward {
+        sizes.extend([slab, tokens * k * 4]);
     }
+    sizes
 }
 
-fn form_window(kernels: &BoneKernels, call: &Call, window: BoneWindow, out: u64) -> Result<()> {
-    let name = format!("bone_merge_w_bf16_b_{}", call.b_suffix);
-    let elements = window.rows as usize * window.cols as usize;
-    launch_elementwise!(kernels, &name, elements, &call.layer, &window, &call.w, &call.b, &out);
-    Ok(())
+fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
+    let layer = Arg::Layer(call.layer);
+    let blocks = [layer, Arg::I32((n / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
+    launcher.elementwise(&format!("bone_bat_blocks_b_{}", call.b_suffix), n * r, &blocks)?;
+    launcher.elementwise("bone_block_one_hot", k * r, &[layer, Arg::Ptr(regions[2])])
 }
 
-pub(super) fn forward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
+/// W' rows [row0, row0 + rows) into regions[3], `[rows, K]` bf16.
+fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize, rows: usize) -> Result<()> {
+    let (k, r) = (call.shape.k(), call.shape.r());
+    let (identity_plus, plain, onehot, slab) = (regions[0], regions[1], regions[2], regions[3]);
+    let first_block = (row0 / r * r * r * 2) as u64;
+    Gemm::new((call.w + (row0 * k * 2) as u64, r), (identity_plus + first_block, r), (slab, r), [k, r, r])
+        .second((onehot, r), (plain + first_block, r), r)
+        .strides([r * k, r * r, 0, r * r, r * k])
+        .launch(launcher, "bone_gemm_kt_bf16", rows / r)
+}
+
+pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
-        let window = BoneWindow { row0: row0 as i32, col0: 0, rows: rows as i32, cols: k as i32, ld_out: k as i32 };
-        form_window(kernels, call, window, regions[0])?;
-        // Y[:, row0 .. row0 + rows] (row0 is a multiple of 128: 16-byte aligned offsets).
-        let y = call.y + (row0 * 2) as u64;
-        let mut params = gemm_params(call.x, k, regions[0], k, y, n, [t, rows, k]);
-        if call.bias != 0 {
-            params.bias = (call.bias + (row0 * 2) as u64) as *const _;
-        }
-        kernels.gemm("bone_gemm_kk_bf16", &params)?;
+        form_slab(launcher, call, regions, row0, rows)?;
+        // Y[:, row0 ..] (row0 is a multiple of 128: the offsets stay 16-byte aligned).
+        let offset = (row0 * 2) as u64;
+        let bias = if call.bias == 0 { 0 } else { call.bias + offset };
+        Gemm::new((call.x, k), (regions[3], k), (call.y + offset, n), [t, rows, k]).bias(bias).launch(
+            launcher,
+            "bone_gemm_kk_bf16",
+            1,
+        )?;
     }
     Ok(())
 }
 
-pub(super) fn backward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
-    let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
-    let (w_window, g) = (regions[0], regions[1]);
+pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions)?;
+    let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
+    let (onehot, slab_buffer, g, dx_f32) = (regions[2], regions[3], regions[4], regions[5]);
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
-        // G [rows, K] = dY[:, row0 ..]^T X, reduced over T inside each GEMM tile (deterministic).
         let dy = call.y + (row0 * 2) as u64;
-        kernels.gemm("bone_gemm_tt_f32", &gemm_params(dy, n, call.x, k, g, k, [rows, k, t]))?;
-        let (first, count) = (row0 as i32, rows as i32);
-        launch_elementwise!(
-            kernels,
-            "bone_col_block_grad",
-            rows * call.shape.r(),
-            &call.layer,
-            &first,
-            &count,
-            &call.w,
-            &g,
-            &call.db
-        );
+        // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
+        Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, "bone_gemm_tt_bf16", 1)?;
+        // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :].
+        let db = call.db + (row0 * r * 4) as u64;
+        Gemm::new((call.w + (row0 * k * 2) as u64, r), (g, r), (db, r), [r, r, k])
+            .second((onehot, r), (g, r), k)
+            .strides([r * k, r * k, 0, r * k, r * r])
+            .launch(launcher, "bone_gemm_tt_f32", rows / r)?;
+        if call.dx != 0 {
+            form_slab(launcher, call, regions, row0, rows)?;
+            Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
+                launcher,
+                "bone_gemm_kt_f32",
+                1,
+            )?;
+        }
     }
     if call.dx != 0 {
-        let cols_slab = slab_cols(&call.shape);
-        for col0 in (0..k).step_by(cols_slab) {
-            let cols = cols_slab.min(k - col0);
-            let window =
-                BoneWindow { row0: 0, col0: col0 as i32, rows: n as i32, cols: cols as i32, ld_out: cols as i32 };
-            form_window(kernels, call, window, w_window)?;
-            let dx = call.dx + (col0 * 2) as u64;
-            kernels.gemm("bone_gemm_kt_bf16", &gemm_params(call.y, n, w_window, cols, dx, k, [t, cols, n]))?;
-        }
+        let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
+        launcher.elementwise("bone_to_bf16", t * k, &convert)?;
     }
     Ok(())
 }

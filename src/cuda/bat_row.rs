@@ -1,64 +1,74 @@
-//! BatRow on the GPU, in the factored form of bone-math.md:
-//!   forward   X~_i = X_i (I + B_i)^T, R = sum_i X_i B_i^T, Y = X~ W^T + R tiled over output blocks + bias
-//!   backward  dX~ = dY W, dR = sum_o dY_o, dX_i = dX~_i (I + B_i) + dR B_i, dB_i = (dX~_i + dR)^T X_i
+//! BatRow on the GPU, in the factored form of bone-math.md, every product on tensor cores:
+//!   forward   X~_i = X_i (I + B_i)^T (batched over i), R = X stack^T, Y = X~ W^T + R E^T + bias
+//!   backward  dX~ = dY W, dR = dY E, dX_i = dX~_i (I + B_i) + dR B_i, dB_i = (dX~_i + dR)^T X_i
+//! where E `[N, r]` tiles the identity over the output blocks and stack `[r, K]` holds the
+//! blocks side by side.
 
-use super::handle::BoneKernels;
-use super::launch::{gemm_params, launch_elementwise, with_second};
+use super::launch::{Arg, Gemm, Launcher};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
-/// Forward: X~ `[T, K]` bf16, R `[T, r]` bf16, the tiling matrix `[N, r]` bf16.
-/// Backward: dX~ `[T, K]` f32, dR `[T, r]` f32.
+/// I + B_i and B_i (bf16 `[K/r, r, r]` each), the stack `[r, K]` (forward only),
+/// X~ or dX~ `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all bf16.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
-    match pass {
-        Pass::Forward => vec![tokens * k * 2, tokens * r * 2, n * r * 2],
-        Pass::Backward => vec![tokens * k * 4, tokens * r * 4],
+    let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
+    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2]
+}
+
+/// The bf16 operands made from B, and E; `stack` only when asked.
+fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], stack: bool) -> Result<()> {
+    let (k, n, r, suffix) = (call.shape.k(), call.shape.n(), call.shape.r(), call.b_suffix);
+    let layer = Arg::Layer(call.layer);
+    let blocks = [layer, Arg::I32((k / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
+    launcher.elementwise(&format!("bone_bat_blocks_b_{suffix}"), k * r, &blocks)?;
+    if stack {
+        launcher.elementwise(
+            &format!("bone_row_stack_b_{suffix}"),
+            k * r,
+            &[layer, Arg::Ptr(call.b), Arg::Ptr(regions[2])],
+        )?;
     }
+    let identity = [Arg::I32(n as i32), Arg::I32(r as i32), Arg::I32(r as i32), Arg::Ptr(regions[5])];
+    launcher.elementwise("bone_tiled_identity", n * r, &identity)
 }
 
-pub(super) fn forward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
+pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions, true)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (x_mixed, carry, tiling) = (regions[0], regions[1], regions[2]);
-    let (layer, tokens, suffix) = (&call.layer, t as i32, call.b_suffix);
-    launch_elementwise!(
-        kernels,
-        &format!("bone_row_mix_b_{suffix}"),
-        t * k,
-        layer,
-        &tokens,
-        &call.x,
-        &call.b,
-        &x_mixed
-    );
-    launch_elementwise!(
-        kernels,
-        &format!("bone_row_carry_b_{suffix}"),
-        t * r,
-        layer,
-        &tokens,
-        &call.x,
-        &call.b,
-        &carry
-    );
-    let (rows, cols, block) = (n as i32, r as i32, r as i32);
-    launch_elementwise!(kernels, "bone_tiled_identity", n * r, &rows, &cols, &block, &tiling);
-    let mut params = with_second(gemm_params(x_mixed, k, call.w, k, call.y, n, [t, n, k]), carry, r, tiling, r, r);
-    params.bias = call.bias as *const _;
-    kernels.gemm("bone_gemm_kk_bf16", &params)
+    let (identity_plus, stack, x_mixed, carry, tiling) = (regions[0], regions[2], regions[3], regions[4], regions[5]);
+    // X~_i [T, r] = X_i (I + B_i)^T, one batch per input block.
+    Gemm::new((call.x, k), (identity_plus, r), (x_mixed, k), [t, r, r]).strides([r, r * r, 0, 0, r]).launch(
+        launcher,
+        "bone_gemm_kk_bf16",
+        k / r,
+    )?;
+    // R [T, r] = sum_i X_i B_i^T = X stack^T.
+    Gemm::new((call.x, k), (stack, k), (carry, r), [t, r, k]).launch(launcher, "bone_gemm_kk_bf16", 1)?;
+    Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
+        .second((carry, r), (tiling, r), r)
+        .bias(call.bias)
+        .launch(launcher, "bone_gemm_kk_bf16", 1)
 }
 
-pub(super) fn backward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
+pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions, false)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (dx_mixed, d_carry) = (regions[0], regions[1]);
-    let (layer, tokens) = (&call.layer, t as i32);
-    kernels.gemm("bone_gemm_kt_f32", &gemm_params(call.y, n, call.w, k, dx_mixed, k, [t, k, n]))?;
-    launch_elementwise!(kernels, "bone_row_carry_grad", t * r, layer, &tokens, &call.y, &d_carry);
+    let (identity_plus, plain, dx_mixed, d_carry, tiling) =
+        (regions[0], regions[1], regions[3], regions[4], regions[5]);
+    Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, "bone_gemm_kt_bf16", 1)?;
+    Gemm::new((call.y, n), (tiling, r), (d_carry, r), [t, r, n]).launch(launcher, "bone_gemm_kt_bf16", 1)?;
     if call.dx != 0 {
-        let name = format!("bone_row_input_grad_b_{}", call.b_suffix);
-        launch_elementwise!(kernels, &name, t * k, layer, &tokens, &dx_mixed, &d_carry, &call.b, &call.dx);
+        // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
+        Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])
+            .second((d_carry, r), (plain, r), r)
+            .strides([r, r * r, 0, r * r, r])
+            .launch(launcher, "bone_gemm_kt_bf16", k / r)?;
     }
-    launch_elementwise!(kernels, "bone_row_block_grad", k * r, layer, &tokens, &dx_mixed, &d_carry, &call.x, &call.db);
-    Ok(())
+    // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, reduced over T inside each tile (deterministic).
+    Gemm::new((dx_mixed, k), (call.x, k), (call.db, r), [r, r, t])
+        .second((d_carry, r), (call.x, k), t)
+        .strides([r, r, 0, r, r * r])
+        .launch(launcher, "bone_gemm_tt_f32", k / r)
 }

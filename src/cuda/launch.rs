@@ -1,29 +1,33 @@
-//! Launch plumbing shared by the forward and backward passes: one thread per element
-//! for the small passes, 128 x 128 tiles for the GEMM.
+//! How the forward and backward passes launch work: through [`Launcher`], so that the
+//! same launch sequence runs on the GPU ([`BoneKernels`]) and, in the crate's own tests,
+//! on a CPU emulator of the kernels (`cuda::emulator`), which checks the sequence (every
+//! offset, stride, layout and workspace region) against the oracle without a GPU.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::handle::BoneKernels;
-use super::params::{BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BoneGemm};
+use super::params::{BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BoneGemm, BoneLayer};
 use crate::error::Result;
 
-/// Launches kernel `$name` with one thread per element over `$elements` elements.
-///
-/// Every call site passes arguments whose types and order match the kernel's
-/// signature in kernels/*.cu, and device addresses that cover everything the kernel
-/// reads or writes for that element count (validated before the first launch of a pass).
-macro_rules! launch_elementwise {
-    ($kernels:expr, $name:expr, $elements:expr, $($arg:expr),+ $(,)?) => {{
-        let function = $kernels.function($name)?;
-        let config = $crate::cuda::launch::elementwise_config($elements);
-        let mut builder = $kernels.stream().launch_builder(&function);
-        $( cudarc::driver::PushKernelArg::arg(&mut builder, $arg); )+
-        // SAFETY: see the macro's contract above: argument types, order and extents
-        // match the kernel, whose every thread bounds-checks its element index.
-        unsafe { builder.launch(config) }?;
-    }};
+/// One kernel argument, passed by value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    I32(i32),
+    /// A device address.
+    Ptr(u64),
+    Layer(BoneLayer),
 }
-pub(crate) use launch_elementwise;
+
+pub(crate) trait Launcher {
+    /// `C = A1 B1^T + A2 B2^T (+ bias)` with the instantiation `kernel` (kernels/gemm.cu),
+    /// over `batches` batches (grid.z).
+    fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()>;
+
+    /// Kernel `kernel` with one thread per element over `elements` elements. The caller
+    /// passes `args` matching the kernel's signature in type and order, with device
+    /// addresses that cover everything the kernel reads and writes for that count.
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
+}
 
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
 pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
@@ -34,56 +38,111 @@ pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
     }
 }
 
-impl BoneKernels {
-    /// `C = A1 B1^T + A2 B2^T (+ bias)` with the instantiation `kernel` (see kernels/gemm.cu).
-    pub(crate) fn gemm(&self, kernel: &str, params: &BoneGemm) -> Result<()> {
+impl Launcher for BoneKernels {
+    fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
         let function = self.function(kernel)?;
         let config = LaunchConfig {
-            grid_dim: ((params.n as u32).div_ceil(BONE_GEMM_BN), (params.m as u32).div_ceil(BONE_GEMM_BM), 1),
+            grid_dim: (
+                (params.n as u32).div_ceil(BONE_GEMM_BN),
+                (params.m as u32).div_ceil(BONE_GEMM_BM),
+                batches as u32,
+            ),
             block_dim: (BONE_GEMM_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut builder = self.stream().launch_builder(&function);
         builder.arg(params);
         // SAFETY: `params` matches `BoneGemm` in kernels/params.h (bindgen-checked layout);
-        // the callers in this module build it from validated shapes: every operand holds
-        // the rows and columns its leading dimension and extents name, pointers are 16-byte
-        // aligned and leading dimensions multiples of 8, and the kernel masks every load
-        // and store against m, n, k and k2.
+        // the callers build it from validated shapes: every operand holds the rows and
+        // columns its leading dimension, strides and extents name for every batch, pointers
+        // are 16-byte aligned and leading dimensions and strides multiples of 8, and the
+        // kernel masks every load and store against m, n, k and k2.
         unsafe { builder.launch(config) }?;
+        Ok(())
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        let function = self.function(kernel)?;
+        let mut builder = self.stream().launch_builder(&function);
+        for arg in args {
+            match arg {
+                Arg::I32(value) => builder.arg(value),
+                Arg::Ptr(address) => builder.arg(address),
+                Arg::Layer(layer) => builder.arg(layer),
+            };
+        }
+        // SAFETY: see `Launcher::elementwise`: the caller's arguments match the kernel in
+        // type, order and extent, and every thread bounds-checks its element index.
+        unsafe { builder.launch(elementwise_config(elements)) }?;
         Ok(())
     }
 }
 
-/// A GEMM with only the first product, no bias, no accumulation; fill in the rest.
-pub(crate) fn gemm_params(a: u64, lda: usize, b: u64, ldb: usize, c: u64, ldc: usize, mnk: [usize; 3]) -> BoneGemm {
-    let [m, n, k] = mnk;
-    BoneGemm {
-        a: a as *const _,
-        b: b as *const _,
-        a2: std::ptr::null(),
-        b2: std::ptr::null(),
-        bias: std::ptr::null(),
-        c: c as *mut _,
-        m: m as i32,
-        n: n as i32,
-        k: k as i32,
-        k2: 0,
-        lda: lda as i32,
-        ldb: ldb as i32,
-        lda2: 0,
-        ldb2: 0,
-        ldc: ldc as i32,
-        accumulate: 0,
-    }
-}
+/// A GEMM description built up field by field (all strides 0, no second product, no bias).
+#[derive(Clone, Copy)]
+pub(crate) struct Gemm(pub BoneGemm);
 
-/// Adds the second product `A2 B2^T` (K extent `k2`) to a GEMM.
-pub(crate) fn with_second(mut params: BoneGemm, a2: u64, lda2: usize, b2: u64, ldb2: usize, k2: usize) -> BoneGemm {
-    params.a2 = a2 as *const _;
-    params.b2 = b2 as *const _;
-    params.lda2 = lda2 as i32;
-    params.ldb2 = ldb2 as i32;
-    params.k2 = k2 as i32;
-    params
+impl Gemm {
+    /// `C[m, n] = A[m, k] B[n, k]^T` with the given addresses and leading dimensions.
+    pub fn new(a: (u64, usize), b: (u64, usize), c: (u64, usize), [m, n, k]: [usize; 3]) -> Self {
+        Gemm(BoneGemm {
+            a: a.0 as *const _,
+            b: b.0 as *const _,
+            a2: std::ptr::null(),
+            b2: std::ptr::null(),
+            bias: std::ptr::null(),
+            c: c.0 as *mut _,
+            m: m as i32,
+            n: n as i32,
+            k: k as i32,
+            k2: 0,
+            lda: a.1 as i32,
+            ldb: b.1 as i32,
+            lda2: 0,
+            ldb2: 0,
+            ldc: c.1 as i32,
+            accumulate: 0,
+            stride_a: 0,
+            stride_b: 0,
+            stride_a2: 0,
+            stride_b2: 0,
+            stride_c: 0,
+        })
+    }
+
+    /// Adds the second product `A2 B2^T` with K extent `k2`.
+    pub fn second(mut self, a2: (u64, usize), b2: (u64, usize), k2: usize) -> Self {
+        self.0.a2 = a2.0 as *const _;
+        self.0.b2 = b2.0 as *const _;
+        self.0.lda2 = a2.1 as i32;
+        self.0.ldb2 = b2.1 as i32;
+        self.0.k2 = k2 as i32;
+        self
+    }
+
+    /// Per-batch element strides of A, B, A2, B2 and C.
+    pub fn strides(mut self, [a, b, a2, b2, c]: [usize; 5]) -> Self {
+        self.0.stride_a = a as i64;
+        self.0.stride_b = b as i64;
+        self.0.stride_a2 = a2 as i64;
+        self.0.stride_b2 = b2 as i64;
+        self.0.stride_c = c as i64;
+        self
+    }
+
+    /// Adds `bias[n]` (bf16) to every row.
+    pub fn bias(mut self, bias: u64) -> Self {
+        self.0.bias = bias as *const _;
+        self
+    }
+
+    /// Adds to what C (f32) holds.
+    pub fn accumulate(mut self, accumulate: bool) -> Self {
+        self.0.accumulate = i32::from(accumulate);
+        self
+    }
+
+    pub fn launch(&self, launcher: &impl Launcher, kernel: &str, batches: usize) -> Result<()> {
+        launcher.gemm(kernel, &self.0, batches)
+    }
 }

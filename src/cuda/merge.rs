@@ -4,7 +4,7 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::element::Element;
 use super::handle::BoneKernels;
-use super::params::{BONE_MERGE_THREADS, BoneLayer, BoneWindow};
+use super::params::{BONE_MERGE_THREADS, BoneLayer};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
@@ -38,10 +38,9 @@ impl BoneKernels {
         let (w_ptr, _w_done) = w.device_ptr(stream);
         let (b_ptr, _b_done) = b.device_ptr(stream);
         let (out_ptr, _out_done) = out.device_ptr_mut(stream);
-        let whole = BoneWindow { row0: 0, col0: 0, rows: params.n, cols: params.k, ld_out: params.k };
         let mut launch = stream.launch_builder(&function);
-        launch.arg(&params).arg(&whole).arg(&w_ptr).arg(&b_ptr).arg(&out_ptr);
-        // SAFETY: the arguments match `bone_merge_w_*_b_*(BoneLayer, BoneWindow, const TW*, const TB*, TW*)`
+        launch.arg(&params).arg(&w_ptr).arg(&b_ptr).arg(&out_ptr);
+        // SAFETY: the arguments match `bone_merge_w_*_b_*(BoneLayer, const TW*, const TB*, TW*)`
         // in type and order; W, B and out hold exactly the elements the kernel reads and
         // writes (checked above) and live in this context; the kernel bounds-checks every
         // index against N * K; `out` is borrowed mutably, so it cannot alias `w` or `b`.

@@ -11,6 +11,10 @@ mod bat_col;
 mod bat_row;
 mod device;
 mod element;
+#[cfg(test)]
+mod emulator;
+#[cfg(test)]
+mod emulator_tests;
 mod handle;
 mod image;
 pub(crate) mod launch;

@@ -17,8 +17,6 @@ use crate::variant::Variant;
 // asserts at compile time against kernels/params.h, so a by-value copy is exactly the
 // kernel's `const BoneLayer` parameter.
 unsafe impl DeviceRepr for BoneLayer {}
-// SAFETY: as above; plain integers.
-unsafe impl DeviceRepr for BoneWindow {}
 // SAFETY: as above; its pointers are device addresses, copied by value into the
 // kernel's `const BoneGemm` parameter and never dereferenced on the host.
 unsafe impl DeviceRepr for BoneGemm {}

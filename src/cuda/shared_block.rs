@@ -2,8 +2,7 @@
 //!   forward   Y = X W^T + S Bfull + bias, S = sum_i X_i            (one GEMM, S Bfull appended along K)
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
-use super::handle::BoneKernels;
-use super::launch::{gemm_params, launch_elementwise, with_second};
+use super::launch::{Arg, Gemm, Launcher};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -22,42 +21,46 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
 }
 
 /// S and the two layouts of Bfull, into regions 0, 1, 2.
-fn prepare(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
-    let (layer, tokens, r, n) = (&call.layer, call.tokens as i32, call.shape.r(), call.shape.n());
-    launch_elementwise!(kernels, "bone_chunk_sum", call.tokens * r, layer, &tokens, &call.x, &regions[0]);
-    let name = format!("bone_shared_blocks_b_{}", call.b_suffix);
-    launch_elementwise!(kernels, &name, r * n, layer, &call.b, &regions[1], &regions[2]);
-    Ok(())
+fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    let (r, n) = (call.shape.r(), call.shape.n());
+    let layer = Arg::Layer(call.layer);
+    let chunk_sum = [layer, Arg::I32(call.tokens as i32), Arg::Ptr(call.x), Arg::Ptr(regions[0])];
+    launcher.elementwise("bone_chunk_sum", call.tokens * r, &chunk_sum)?;
+    let blocks = [layer, Arg::Ptr(call.b), Arg::Ptr(regions[1]), Arg::Ptr(regions[2])];
+    launcher.elementwise(&format!("bone_shared_blocks_b_{}", call.b_suffix), r * n, &blocks)
 }
 
-pub(super) fn forward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(kernels, call, regions)?;
+pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let mut params =
-        with_second(gemm_params(call.x, k, call.w, k, call.y, n, [t, n, k]), regions[0], r, regions[2], r, r);
-    params.bias = call.bias as *const _;
-    kernels.gemm("bone_gemm_kk_bf16", &params)
+    Gemm::new((call.x, k), (call.w, k), (call.y, n), [t, n, k])
+        .second((regions[0], r), (regions[2], r), r)
+        .bias(call.bias)
+        .launch(launcher, "bone_gemm_kk_bf16", 1)
 }
 
-pub(super) fn backward(kernels: &BoneKernels, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(kernels, call, regions)?;
+pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     // dBfull [r, N] = S^T dY: both operands are read along T.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
-    kernels.gemm("bone_gemm_tt_f32", &gemm_params(regions[0], r, call.y, n, db_full, n, [r, n, t]))?;
+    Gemm::new((regions[0], r), (call.y, n), (db_full, n), [r, n, t]).launch(launcher, "bone_gemm_tt_f32", 1)?;
     if mini {
-        let mini_r = call.layer.mini_r as usize;
-        launch_elementwise!(kernels, "bone_mini_fold", r * mini_r, &call.layer, &db_full, &call.db);
+        let fold = [Arg::Layer(call.layer), Arg::Ptr(db_full), Arg::Ptr(call.db)];
+        launcher.elementwise("bone_mini_fold", r * call.layer.mini_r as usize, &fold)?;
     }
     if call.dx != 0 {
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
-        kernels.gemm("bone_gemm_kk_bf16", &gemm_params(call.y, n, regions[1], n, u, r, [t, r, n]))?;
-        let (rows, cols, block) = (r as i32, k as i32, r as i32);
-        launch_elementwise!(kernels, "bone_tiled_identity", r * k, &rows, &cols, &block, &tiling);
-        let params = with_second(gemm_params(call.y, n, call.w, k, call.dx, k, [t, k, n]), u, r, tiling, k, r);
-        kernels.gemm("bone_gemm_kt_bf16", &params)?;
+        Gemm::new((call.y, n), (regions[1], n), (u, r), [t, r, n]).launch(launcher, "bone_gemm_kk_bf16", 1)?;
+        let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
+        launcher.elementwise("bone_tiled_identity", r * k, &identity)?;
+        Gemm::new((call.y, n), (call.w, k), (call.dx, k), [t, k, n]).second((u, r), (tiling, k), r).launch(
+            launcher,
+            "bone_gemm_kt_bf16",
+            1,
+        )?;
     }
     Ok(())
 }

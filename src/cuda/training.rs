@@ -5,16 +5,18 @@
 //!
 //! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
-//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block, T x K (plus
-//! O((T + N) r)) for BatRow, and at most 32 MiB for BatCol, which forms W' a bounded
-//! window at a time (README, "Design"). dB is deterministic: every reduction
-//! runs in a fixed order (no atomics), so repeated runs are bitwise identical.
+//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K bf16
+//! plus O((T + N + K) r) for BatRow; for BatCol, 32 MiB of W' and G slabs plus O((N + K) r),
+//! and T x K f32 in the backward when dX is wanted (README, "Design"). dB is
+//! deterministic: every reduction runs in a fixed order (no atomics), so repeated runs
+//! are bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::element::Element;
 use super::handle::BoneKernels;
+use super::launch::{Arg, Launcher};
 use super::params::BoneLayer;
 use super::workspace::{Workspace, total_bytes};
 use super::{bat_col, bat_row, shared_block};
@@ -139,11 +141,7 @@ impl BoneKernels {
             dbias: 0,
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
-        match layer.variant() {
-            Variant::Shared | Variant::Mini { .. } => shared_block::forward(self, &call, &regions),
-            Variant::BatRow => bat_row::forward(self, &call, &regions),
-            Variant::BatCol => bat_col::forward(self, &call, &regions),
-        }
+        run_forward(self, &call, &regions)
     }
 
     /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
@@ -191,16 +189,7 @@ impl BoneKernels {
             dbias: dbias.as_ref().map_or(0, |d| d.0),
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward))?;
-        match layer.variant() {
-            Variant::Shared | Variant::Mini { .. } => shared_block::backward(self, &call, &regions)?,
-            Variant::BatRow => bat_row::backward(self, &call, &regions)?,
-            Variant::BatCol => bat_col::backward(self, &call, &regions)?,
-        }
-        if call.dbias != 0 {
-            let (tokens, n) = (tokens as i32, call.layer.n);
-            super::launch::launch_elementwise!(self, "bone_bias_grad", layer.n(), &tokens, &n, &call.y, &call.dbias);
-        }
-        Ok(())
+        run_backward(self, &call, &regions)
     }
 
     /// Checks shared by both passes: supported shape, X, W, B, bias, workspace stream.
@@ -226,8 +215,31 @@ impl BoneKernels {
     }
 }
 
+/// The forward's launches for a validated call, with its workspace regions.
+pub(super) fn run_forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    match call.shape.variant() {
+        Variant::Shared | Variant::Mini { .. } => shared_block::forward(launcher, call, regions),
+        Variant::BatRow => bat_row::forward(launcher, call, regions),
+        Variant::BatCol => bat_col::forward(launcher, call, regions),
+    }
+}
+
+/// The backward's launches for a validated call, with its workspace regions.
+pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+    match call.shape.variant() {
+        Variant::Shared | Variant::Mini { .. } => shared_block::backward(launcher, call, regions)?,
+        Variant::BatRow => bat_row::backward(launcher, call, regions)?,
+        Variant::BatCol => bat_col::backward(launcher, call, regions)?,
+    }
+    if call.dbias != 0 {
+        let args = [Arg::I32(call.tokens as i32), Arg::I32(call.layer.n), Arg::Ptr(call.y), Arg::Ptr(call.dbias)];
+        launcher.elementwise("bone_bias_grad", call.shape.n(), &args)?;
+    }
+    Ok(())
+}
+
 /// The workspace regions of one pass, in bytes, in the order the variant's code uses them.
-fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+pub(super) fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     match layer.variant() {
         Variant::Shared | Variant::Mini { .. } => shared_block::regions(layer, tokens, pass),
         Variant::BatRow => bat_row::regions(layer, tokens, pass),

@@ -1,14 +1,14 @@
 //! BatCol the way a careful user would build it from cuBLAS: W' formed whole in a
 //! transient N x K bf16 buffer (this crate's merge kernel), cuBLAS GEMMs, and this
-//! crate's dB kernel on G = dY^T X held whole in f32. Correct, simple, and
-//! N x K x 6 bytes of transient memory: the alternative the fused kernels must beat.
+//! crate's dB GEMM on G = dY^T X held whole in bf16. Correct, simple, and
+//! N x K x 4 bytes of transient memory: the alternative the fused kernels must beat.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::blas::{Operand, RowMajorBlas};
 use crate::cuda::BoneKernels;
-use crate::cuda::launch::launch_elementwise;
+use crate::cuda::launch::{Arg, Gemm, Launcher};
 use crate::cuda::params::BoneLayer;
 use crate::error::{BoneError, Result};
 use crate::shape::{LayerShape, check_len};
@@ -19,10 +19,11 @@ pub struct BatColCublasPlan {
     params: BoneLayer,
 }
 
-/// The plan's transient N x K buffers: W' (bf16) and G (f32).
+/// The plan's transient buffers: W' and G (bf16, N x K each) and onehot (bf16, K x r).
 pub struct PlanBuffers<'a> {
     pub w_prime: CudaViewMut<'a, bf16>,
-    pub g: CudaViewMut<'a, f32>,
+    pub g: CudaViewMut<'a, bf16>,
+    pub onehot: CudaViewMut<'a, bf16>,
 }
 
 impl BatColCublasPlan {
@@ -36,9 +37,9 @@ impl BatColCublasPlan {
         Ok(BatColCublasPlan { layer: *layer, params: BoneLayer::new(layer, None)? })
     }
 
-    /// Bytes of transient memory the plan needs (W' bf16 + G f32, both N x K).
+    /// Bytes of transient memory the plan needs (W' and G in bf16, both N x K; onehot K x r).
     pub fn transient_bytes(&self) -> usize {
-        self.layer.weight_len() * 6
+        self.layer.weight_len() * 4 + self.layer.k() * self.layer.r() * 2
     }
 
     fn form_w_prime(
@@ -99,6 +100,8 @@ impl BatColCublasPlan {
         check_len("dX", dx.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
         check_len("dB", db.len(), self.layer.adapter_len(), || self.layer.adapter_layout())?;
         check_len("G", buffers.g.len(), n * k, || format!("[N, K] = [{n}, {k}]"))?;
+        let r = self.layer.r();
+        check_len("onehot", buffers.onehot.len(), k * r, || format!("[K, r] = [{k}, {r}]"))?;
         self.form_w_prime(kernels, w, b, &mut buffers.w_prime)?;
         let stream = kernels.stream().clone();
         let (x, _x) = x.device_ptr(&stream);
@@ -108,31 +111,19 @@ impl BatColCublasPlan {
         let (dx, _dx) = dx.device_ptr_mut(&stream);
         let (g, _g) = buffers.g.device_ptr_mut(&stream);
         let (db, _db) = db.device_ptr_mut(&stream);
+        let (onehot, _onehot) = buffers.onehot.device_ptr_mut(&stream);
+        let dx_operands = (Operand::new(dy, n, false), Operand::new(w_prime, k, false));
+        let g_operands = (Operand::new(dy, n, true), Operand::new(x, k, false));
         // SAFETY: lengths checked above; outputs do not alias inputs.
         unsafe {
-            blas.gemm_row_major(
-                [t, k, n],
-                Operand::new(dy, n, false),
-                Operand::new(w_prime, k, false),
-                dx,
-                k,
-                0.0,
-                false,
-            )?;
-            blas.gemm_row_major([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), g, k, 0.0, true)?;
+            blas.gemm_row_major([t, k, n], dx_operands.0, dx_operands.1, dx, k, 0.0, false)?;
+            blas.gemm_row_major([n, k, t], g_operands.0, g_operands.1, g, k, 0.0, false)?;
         }
-        let (first, rows) = (0i32, n as i32);
-        launch_elementwise!(
-            kernels,
-            "bone_col_block_grad",
-            n * self.layer.r(),
-            &self.params,
-            &first,
-            &rows,
-            &w_ptr,
-            &g,
-            &db
-        );
-        Ok(())
+        // dB_o = W_o^T G_o + onehot^T G_o per output block, as in the fused path (cuda/bat_col.rs).
+        kernels.elementwise("bone_block_one_hot", k * r, &[Arg::Layer(self.params), Arg::Ptr(onehot)])?;
+        Gemm::new((w_ptr, r), (g, r), (db, r), [r, r, k])
+            .second((onehot, r), (g, r), k)
+            .strides([r * k, r * k, 0, r * k, r * r])
+            .launch(kernels, "bone_gemm_tt_f32", n / r)
     }
 }

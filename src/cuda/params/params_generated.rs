@@ -31,25 +31,6 @@ const _: () = {
     ["Offset of field: BoneLayer::mini_r"][::std::mem::offset_of!(BoneLayer, mini_r) - 12usize];
     ["Offset of field: BoneLayer::variant"][::std::mem::offset_of!(BoneLayer, variant) - 16usize];
 };
-#[repr(C)]
-#[derive(Debug, Copy, Clone)]
-pub struct BoneWindow {
-    pub row0: ::std::os::raw::c_int,
-    pub col0: ::std::os::raw::c_int,
-    pub rows: ::std::os::raw::c_int,
-    pub cols: ::std::os::raw::c_int,
-    pub ld_out: ::std::os::raw::c_int,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of BoneWindow"][::std::mem::size_of::<BoneWindow>() - 20usize];
-    ["Alignment of BoneWindow"][::std::mem::align_of::<BoneWindow>() - 4usize];
-    ["Offset of field: BoneWindow::row0"][::std::mem::offset_of!(BoneWindow, row0) - 0usize];
-    ["Offset of field: BoneWindow::col0"][::std::mem::offset_of!(BoneWindow, col0) - 4usize];
-    ["Offset of field: BoneWindow::rows"][::std::mem::offset_of!(BoneWindow, rows) - 8usize];
-    ["Offset of field: BoneWindow::cols"][::std::mem::offset_of!(BoneWindow, cols) - 12usize];
-    ["Offset of field: BoneWindow::ld_out"][::std::mem::offset_of!(BoneWindow, ld_out) - 16usize];
-};
 pub const BoneLayout_BONE_K_MAJOR: BoneLayout = 0;
 pub const BoneLayout_BONE_MN_MAJOR: BoneLayout = 1;
 pub type BoneLayout = ::std::os::raw::c_uint;
@@ -72,10 +53,15 @@ pub struct BoneGemm {
     pub ldb2: ::std::os::raw::c_int,
     pub ldc: ::std::os::raw::c_int,
     pub accumulate: ::std::os::raw::c_int,
+    pub stride_a: ::std::os::raw::c_longlong,
+    pub stride_b: ::std::os::raw::c_longlong,
+    pub stride_a2: ::std::os::raw::c_longlong,
+    pub stride_b2: ::std::os::raw::c_longlong,
+    pub stride_c: ::std::os::raw::c_longlong,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 88usize];
+    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 128usize];
     ["Alignment of BoneGemm"][::std::mem::align_of::<BoneGemm>() - 8usize];
     ["Offset of field: BoneGemm::a"][::std::mem::offset_of!(BoneGemm, a) - 0usize];
     ["Offset of field: BoneGemm::b"][::std::mem::offset_of!(BoneGemm, b) - 8usize];
@@ -93,4 +79,9 @@ const _: () = {
     ["Offset of field: BoneGemm::ldb2"][::std::mem::offset_of!(BoneGemm, ldb2) - 76usize];
     ["Offset of field: BoneGemm::ldc"][::std::mem::offset_of!(BoneGemm, ldc) - 80usize];
     ["Offset of field: BoneGemm::accumulate"][::std::mem::offset_of!(BoneGemm, accumulate) - 84usize];
+    ["Offset of field: BoneGemm::stride_a"][::std::mem::offset_of!(BoneGemm, stride_a) - 88usize];
+    ["Offset of field: BoneGemm::stride_b"][::std::mem::offset_of!(BoneGemm, stride_b) - 96usize];
+    ["Offset of field: BoneGemm::stride_a2"][::std::mem::offset_of!(BoneGemm, stride_a2) - 104usize];
+    ["Offset of field: BoneGemm::stride_b2"][::std::mem::offset_of!(BoneGemm, stride_b2) - 112usize];
+    ["Offset of field: BoneGemm::stride_c"][::std::mem::offset_of!(BoneGemm, stride_c) - 120usize];
 };

@@ -1,0 +1,106 @@
+//! Every variant's GPU launch sequence, run on the CPU emulator and checked against the
+//! f64 oracle: outputs start as NaN, so an element no launch writes fails the check.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::emulator::{Emulator, Ty};
+use super::params::BoneLayer;
+use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
+use crate::reference::{backward, forward};
+use crate::shape::{Dims, LayerShape};
+use crate::variant::Variant;
+
+fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    let diff: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (diff / norm).sqrt()
+}
+
+/// Values rounded to `ty`, as the device holds them.
+fn random(rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> Vec<f64> {
+    (0..len)
+        .map(|_| {
+            let v: f64 = rng.random_range(-scale..scale);
+            if ty == Ty::Bf16 { half::bf16::from_f64(v).to_f64() } else { f64::from(v as f32) }
+        })
+        .collect()
+}
+
+fn check(variant: Variant, (t, n, k, r): (usize, usize, usize, usize), b_ty: Ty, with_bias: bool, rng: &mut StdRng) {
+    let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
+    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias}");
+    let emulator = Emulator::default();
+    let x = random(rng, t * k, 1.0, Ty::Bf16);
+    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), Ty::Bf16);
+    let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);
+    let bias = random(rng, n, 0.5, Ty::Bf16);
+    let dy = random(rng, t * n, 1.0, Ty::Bf16);
+    let mut call = Call {
+        layer: BoneLayer::new(&shape, Some(t)).unwrap(),
+        shape,
+        tokens: t,
+        b_suffix: if b_ty == Ty::F32 { "f32" } else { "bf16" },
+        x: emulator.upload(Ty::Bf16, &x),
+        w: emulator.upload(Ty::Bf16, &w),
+        b: emulator.upload(b_ty, &b),
+        bias: if with_bias { emulator.upload(Ty::Bf16, &bias) } else { 0 },
+        y: emulator.alloc(t * n * 2),
+        dx: 0,
+        db: 0,
+        dbias: 0,
+    };
+    let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
+    run_forward(&emulator, &call, &regions(Pass::Forward)).unwrap();
+    let y = emulator.download(Ty::Bf16, call.y, t * n);
+    let bias_ref = with_bias.then_some(bias.as_slice());
+    let y_ref = forward(&shape, t, &x, &w, &b, bias_ref).unwrap();
+    let y_base = forward(&shape, t, &x, &w, &vec![0.0; b.len()], bias_ref).unwrap();
+    let err = rel_err(&y, &y_ref);
+    assert!(err < 1e-2, "{label}: Y relative error {err:.2e}");
+    let own: Vec<f64> = y.iter().zip(&y_base).map(|(a, b)| a - b).collect();
+    let own_ref: Vec<f64> = y_ref.iter().zip(&y_base).map(|(a, b)| a - b).collect();
+    let err = rel_err(&own, &own_ref);
+    assert!(err < 2e-2, "{label}: adapter contribution relative error {err:.2e}");
+
+    call.y = emulator.upload(Ty::Bf16, &dy);
+    call.bias = 0;
+    call.dx = emulator.alloc(t * k * 2);
+    call.db = emulator.alloc(shape.adapter_len() * 4);
+    call.dbias = emulator.alloc(n * 4);
+    run_backward(&emulator, &call, &regions(Pass::Backward)).unwrap();
+    let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
+    for (name, ty, address, want) in [
+        ("dX", Ty::Bf16, call.dx, &grads.dx),
+        ("dB", Ty::F32, call.db, &grads.db),
+        ("dbias", Ty::F32, call.dbias, &grads.dbias),
+    ] {
+        let got = emulator.download(ty, address, want.len());
+        let err = rel_err(&got, want);
+        assert!(err < 1e-2, "{label}: {name} relative error {err:.2e}");
+    }
+}
+
+#[test]
+fn every_variants_launch_sequence_computes_the_oracles_answer() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut case = 0;
+    for (n, k) in [(256, 96), (96, 256)] {
+        for r in [16, 32] {
+            for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
+                for t in [1, 33] {
+                    case += 1;
+                    let b_ty = if case % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
+                    check(variant, (t, n, k, r), b_ty, case % 3 != 0, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batcol_takes_several_slabs_here() {
+    let shape = LayerShape::new(Variant::BatCol, Dims { k: 96, n: 256, r: 16 }).unwrap();
+    let forward = region_sizes(&shape, 1, Pass::Forward);
+    assert!(forward[3] < 256 * 96 * 2, "the W' slab must be smaller than W so the slab loop runs more than once");
+}
