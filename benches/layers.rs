@@ -16,15 +16,13 @@
 
 use std::time::Duration;
 
-use bone_kernels::cuda::baseline::{
-    BatColCublasPlan, Lora, LoraGrads, LoraTensors, Operand, PlanBuffers, RowMajorBlas,
-};
+use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
 use bone_kernels::cuda::{
     BoneKernels, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
 };
 use bone_kernels::{Dims, LayerShape, Variant};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream};
 use half::bf16;
 use std::sync::Arc;
 
@@ -136,28 +134,20 @@ fn bench_layer(
 
     // cuBLAS floors.
     let mut dw = s.alloc_zeros::<bf16>(n * k).unwrap();
-    let gemm = |shape: [usize; 3], a: Operand, b: Operand, c: u64, ldc: usize| {
-        // SAFETY: every buffer was allocated with the sizes these shapes read and write.
-        unsafe { gpu.blas.gemm_row_major(shape, a, b, c, ldc, 0.0, false) }.unwrap()
-    };
+    let linear = Linear { k, n };
     let floors: [(&str, u64); 3] = [("floor/fwd", 1), ("floor2/fwd_bwd", 2), ("floor3/fwd_bwd", 3)];
     for (name, gemms) in floors {
         group.throughput(units(gemms));
         group.bench_function(name, |bencher| {
             bencher.iter_custom(|iters| {
                 gpu.time(iters, |i| {
-                    let (x, _x) = xs[i % 2].device_ptr(s);
-                    let (dy, _dy) = dys[i % 2].device_ptr(s);
-                    let (wp, _w) = w.device_ptr(s);
-                    let (yp, _y) = y.device_ptr_mut(s);
-                    gemm([t, n, k], Operand::new(x, k, false), Operand::new(wp, k, true), yp, n);
+                    let (x, dy) = (xs[i % 2].as_view(), dys[i % 2].as_view());
+                    linear.forward(&gpu.blas, t, &x, &w.as_view(), &mut y.as_view_mut()).unwrap();
                     if gemms >= 2 {
-                        let (dxp, _dx) = dx.device_ptr_mut(s);
-                        gemm([t, k, n], Operand::new(dy, n, false), Operand::new(wp, k, false), dxp, k);
+                        linear.input_grad(&gpu.blas, t, &dy, &w.as_view(), &mut dx.as_view_mut()).unwrap();
                     }
                     if gemms >= 3 {
-                        let (dwp, _dw) = dw.device_ptr_mut(s);
-                        gemm([n, k, t], Operand::new(dy, n, true), Operand::new(x, k, false), dwp, k);
+                        linear.weight_grad(&gpu.blas, t, &dy, &x, &mut dw.as_view_mut()).unwrap();
                     }
                 })
             })

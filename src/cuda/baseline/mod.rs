@@ -5,9 +5,11 @@
 //! All tensors are row-major bf16 (dB f32), on the handle's stream.
 
 mod blas;
+mod linear;
 mod lora;
 mod plan;
 
 pub use blas::{Operand, RowMajorBlas};
+pub use linear::Linear;
 pub use lora::{Lora, LoraGrads, LoraTensors};
 pub use plan::{BatColCublasPlan, PlanBuffers};
