@@ -21,8 +21,17 @@ fn loss_falls_for_every_method() {
         Method::Full,
     ];
     for method in methods {
-        let config =
-            RunConfig { task: Task::LowRank, method, width: 32, r: 4, tokens: 32, steps: 40, lr: 3e-3, seed: 3 };
+        let config = RunConfig {
+            task: Task::LowRank,
+            method,
+            width: 32,
+            r: 4,
+            tokens: 32,
+            steps: 40,
+            lr: 3e-3,
+            seed: 3,
+            gpu: false,
+        };
         let mut steps = 0;
         let curve = run(&config, || steps += 1).unwrap();
         assert_eq!(steps, 40, "{}: on_step per step", method.name());

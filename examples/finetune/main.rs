@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bone_kernels::Variant;
+use bone_kernels::cuda::kernels_built;
 use clap::{Parser, ValueEnum};
+use demo::gpu::Gpu;
 use demo::layer::Method;
 use demo::task::Task;
 use demo::train::{Curve, RunConfig, run};
@@ -37,9 +39,21 @@ enum TaskArg {
     BatColForm,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// The GPU where this build has kernels and the machine a device, else the CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "Bone vs LoRA vs full fine-tuning on a small task made here (CPU reference, f64)")]
+#[command(about = "Bone vs LoRA vs full fine-tuning on a small task made here")]
 struct Args {
+    /// Where the layers compute: the CPU (f64; the crate's reference for Bone) or the GPU
+    /// (bf16; the crate's kernels for Bone, cuBLAS for LoRA and full FT).
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineArg,
     /// What to train (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bat-col,bat-row,shared,mini,lora,full")]
     methods: Vec<MethodArg>,
@@ -94,6 +108,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let methods: Vec<Method> = args.methods.iter().map(|m| method(*m, &args)).collect();
+    let gpu = match args.engine {
+        EngineArg::Auto => Gpu::available(),
+        EngineArg::Cpu => false,
+        EngineArg::Gpu if Gpu::available() => true,
+        EngineArg::Gpu => return Err("--engine gpu: this build has no kernels or this machine no CUDA device".into()),
+    };
     let configs: Vec<RunConfig> = tasks
         .iter()
         .flat_map(|&task| methods.iter().map(move |&method| (task, method)))
@@ -108,6 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 steps: args.steps,
                 lr,
                 seed: args.seed,
+                gpu,
             })
         })
         .collect();
@@ -115,9 +136,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "network: x -> L1 -> tanh -> L2, both {0} x {0}, frozen; {1} tokens/step, {2} steps, AdamW, lr grid {3:?}",
         args.width, args.tokens, args.steps, args.lr_grid
     );
-    println!(
-        "engine: CPU reference (f64) for Bone; the fused GPU forward/backward is not in this version of the crate"
-    );
+    if gpu {
+        let name = Gpu::new()?.name;
+        println!("engine: GPU ({name}), bf16: this crate's kernels for Bone, cuBLAS for LoRA and full FT");
+    } else {
+        let why = if kernels_built() { "no CUDA device here" } else { "this build has no GPU kernels" };
+        println!("engine: CPU, f64: this crate's reference for Bone ({why}; --engine gpu where there is one)");
+    }
 
     let curves = train_all(&configs)?;
     let mut panels = Vec::new();
@@ -163,7 +188,8 @@ fn state_kib(trainable: usize) -> f64 {
     (trainable * 4 * size_of::<f32>()) as f64 / 1024.0
 }
 
-/// Runs every configuration, two at a time (one per core), behind one progress bar.
+/// Runs every configuration behind one progress bar: two at a time (one per core) on the
+/// CPU, one at a time on the GPU.
 fn train_all(configs: &[RunConfig]) -> Result<Vec<Curve>, bone_kernels::BoneError> {
     let total_steps = configs.iter().map(|c| c.steps as u64).sum();
     let bar = ProgressBar::new(total_steps);
@@ -174,7 +200,9 @@ fn train_all(configs: &[RunConfig]) -> Result<Vec<Curve>, bone_kernels::BoneErro
     let next = Mutex::new(0usize);
     let results: Vec<Mutex<Option<Result<Curve, bone_kernels::BoneError>>>> =
         configs.iter().map(|_| Mutex::new(None)).collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(configs.len().max(1));
+    let cores =
+        if configs.iter().any(|c| c.gpu) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let workers = cores.min(configs.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {

@@ -1,9 +1,16 @@
 //! One frozen linear layer with its trainable part: a Bone adapter (through the
 //! crate's public API), LoRA, or the full weight. The bias stays frozen in all three.
+//! On the CPU the arithmetic is f64 (the crate's reference for Bone); on the GPU it is
+//! bf16 with f32 accumulation (the crate's kernels for Bone, cuBLAS for the others).
 
+use std::rc::Rc;
+
+use bone_kernels::cuda::baseline::{Linear, Lora};
 use bone_kernels::reference;
 use bone_kernels::{BoneError, Dims, LayerShape, Variant};
 use nalgebra::DMatrix;
+
+use super::gpu::{Frozen, Gpu};
 
 /// What a run trains.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,6 +46,8 @@ pub struct Layer {
     w: Vec<f64>,
     bias: Vec<f64>,
     kind: Trainable,
+    /// The GPU and this layer's frozen tensors on it, when the GPU does the work.
+    device: Option<(Rc<Gpu>, Frozen)>,
     /// The trainable values: B for Bone, A then B for LoRA, W for full fine-tuning.
     pub params: Vec<f64>,
 }
@@ -48,13 +57,14 @@ fn rows(m: &DMatrix<f64>) -> Vec<f64> {
 }
 
 impl Layer {
-    /// Wraps the frozen `w` `[n, k]` and `bias`; `lora_a` gives LoRA's random A.
+    /// Wraps the frozen `w` `[n, k]` and `bias`; `lora_a` gives LoRA's random A; with
+    /// `gpu`, the layer's arithmetic runs there.
     pub fn new(
         method: Method,
         r: usize,
-        w: Vec<f64>,
-        bias: Vec<f64>,
+        (w, bias): (Vec<f64>, Vec<f64>),
         lora_a: impl FnOnce(usize) -> Vec<f64>,
+        gpu: Option<&Rc<Gpu>>,
     ) -> Result<Self, BoneError> {
         let (n, k) = (bias.len(), w.len() / bias.len());
         let (kind, params) = match method {
@@ -69,11 +79,22 @@ impl Layer {
             }
             Method::Full => (Trainable::Full, w.clone()),
         };
-        Ok(Layer { k, n, w, bias, kind, params })
+        let device = gpu.map(|gpu| gpu.frozen(&w, &bias).map(|frozen| (gpu.clone(), frozen))).transpose()?;
+        Ok(Layer { k, n, w, bias, kind, params, device })
     }
 
     /// `Y [t, n]` for `x [t, k]`.
     pub fn forward(&self, t: usize, x: &[f64]) -> Result<Vec<f64>, BoneError> {
+        if let Some((gpu, frozen)) = &self.device {
+            let (k, n) = (self.k, self.n);
+            return match &self.kind {
+                Trainable::Bone(shape) => gpu.bone_forward(shape, t, x, frozen, &self.params),
+                Trainable::Lora { rank } => {
+                    Ok(gpu.lora(&Lora { k, n, rank: *rank }, t, x, frozen, &self.params, None)?.0)
+                }
+                Trainable::Full => Ok(gpu.full(&Linear { k, n }, t, x, frozen, &self.params, None)?.0),
+            };
+        }
         match &self.kind {
             Trainable::Bone(shape) => reference::forward(shape, t, x, &self.w, &self.params, Some(&self.bias)),
             Trainable::Lora { rank } => {
@@ -90,6 +111,14 @@ impl Layer {
 
     /// `(dX, d params)` for the upstream gradient `dy [t, n]`.
     pub fn backward(&self, t: usize, x: &[f64], dy: &[f64]) -> Result<(Vec<f64>, Vec<f64>), BoneError> {
+        if let Some((gpu, frozen)) = &self.device {
+            let (k, n) = (self.k, self.n);
+            return match &self.kind {
+                Trainable::Bone(shape) => gpu.bone_backward(shape, t, x, frozen, &self.params, dy),
+                Trainable::Lora { rank } => gpu.lora(&Lora { k, n, rank: *rank }, t, x, frozen, &self.params, Some(dy)),
+                Trainable::Full => gpu.full(&Linear { k, n }, t, x, frozen, &self.params, Some(dy)),
+            };
+        }
         let (xm, dym) = (DMatrix::from_row_slice(t, self.k, x), DMatrix::from_row_slice(t, self.n, dy));
         match &self.kind {
             Trainable::Bone(shape) => {

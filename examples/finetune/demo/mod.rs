@@ -2,6 +2,7 @@
 //! command line so that `tests/demo_training.rs` can run the same loop.
 
 pub mod adamw;
+pub mod gpu;
 pub mod layer;
 pub mod network;
 pub mod task;

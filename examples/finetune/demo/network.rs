@@ -1,8 +1,11 @@
 //! The two-layer network `y = L2(tanh(L1(x)))`, every layer adapted the same way.
 
+use std::rc::Rc;
+
 use bone_kernels::BoneError;
 use rand::rngs::StdRng;
 
+use super::gpu::Gpu;
 use super::layer::{Layer, Method};
 use super::task::{Weights, uniform};
 
@@ -13,13 +16,19 @@ pub struct Network {
 
 impl Network {
     /// The frozen `base` with `method`'s trainable part; `rng` draws LoRA's A (PEFT's
-    /// Kaiming-uniform bound, 1/sqrt(K)).
-    pub fn new(method: Method, r: usize, base: &Weights, rng: &mut StdRng) -> Result<Self, BoneError> {
+    /// Kaiming-uniform bound, 1/sqrt(K)); with `gpu`, the layers compute there.
+    pub fn new(
+        method: Method,
+        r: usize,
+        base: &Weights,
+        rng: &mut StdRng,
+        gpu: Option<&Rc<Gpu>>,
+    ) -> Result<Self, BoneError> {
         let width = base.b1.len();
         let bound = 1.0 / (width as f64).sqrt();
         let mut lora_a = |len| uniform(rng, len, bound);
-        let first = Layer::new(method, r, base.w1.clone(), base.b1.clone(), &mut lora_a)?;
-        let second = Layer::new(method, r, base.w2.clone(), base.b2.clone(), &mut lora_a)?;
+        let first = Layer::new(method, r, (base.w1.clone(), base.b1.clone()), &mut lora_a, gpu)?;
+        let second = Layer::new(method, r, (base.w2.clone(), base.b2.clone()), &mut lora_a, gpu)?;
         Ok(Network { layers: [first, second], width })
     }
 

@@ -1,5 +1,6 @@
 //! One training run: same data, schedule and evaluation for every method.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bone_kernels::BoneError;
@@ -7,6 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::adamw::AdamW;
+use super::gpu::Gpu;
 use super::layer::Method;
 use super::network::Network;
 use super::task::{Task, make, uniform};
@@ -22,6 +24,8 @@ pub struct RunConfig {
     pub steps: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Train on the GPU (the crate's kernels for Bone, cuBLAS for LoRA and full FT).
+    pub gpu: bool,
 }
 
 pub struct Curve {
@@ -65,8 +69,10 @@ pub fn run(config: &RunConfig, mut on_step: impl FnMut()) -> Result<Curve, BoneE
     let mut world = StdRng::seed_from_u64(config.seed);
     let (base, target_weights) = make(config.task, config.width, config.r, &mut world);
     let mut init = StdRng::seed_from_u64(config.seed ^ 0x5eed);
-    let teacher = Network::new(Method::Full, config.r, &target_weights, &mut init)?;
-    let mut student = Network::new(config.method, config.r, &base, &mut init)?;
+    // The teacher only makes data: f64 on the CPU whatever the student runs on.
+    let teacher = Network::new(Method::Full, config.r, &target_weights, &mut init, None)?;
+    let gpu = if config.gpu { Some(Rc::new(Gpu::new()?)) } else { None };
+    let mut student = Network::new(config.method, config.r, &base, &mut init, gpu.as_ref())?;
     let mut optimizers = student.layers.each_ref().map(|l| AdamW::new(l.params.len(), 0.0));
 
     let d = config.width;
