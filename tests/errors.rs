@@ -122,6 +122,17 @@ fn gpu_errors_explain_themselves() {
     assert_eq!(err.to_string(), "CUDA driver error: CUDA_ERROR_OUT_OF_MEMORY");
     let err = BoneError::WrongContext { buffer: "W" };
     assert_eq!(err.to_string(), "buffer `W` lives in a different CUDA context than the handle's stream");
+    let err = BoneError::UnsupportedByKernels("r = 24; the kernels take r in [16, 32, 64, 128]".into());
+    assert_eq!(
+        err.to_string(),
+        "the GPU kernels do not support this yet: r = 24; the kernels take r in [16, 32, 64, 128]"
+    );
+    let err = BoneError::Misaligned { buffer: "X" };
+    assert!(err.to_string().starts_with("device buffer `X` starts at an address that is not 16-byte aligned"), "{err}");
+    let err = BoneError::WorkspaceStream;
+    assert!(err.to_string().contains("Workspace::new(kernels.stream().clone())"), "{err}");
+    let err = BoneError::Cublas("gemm: CUBLAS_STATUS_NOT_SUPPORTED".into());
+    assert_eq!(err.to_string(), "cuBLAS: gemm: CUBLAS_STATUS_NOT_SUPPORTED");
     let err = stream_on_device(device_count()).unwrap_err();
     assert!(matches!(err, BoneError::NoDevice(_)), "{err:?}");
     assert!(err.to_string().starts_with("no usable CUDA device: "), "{err}");

@@ -36,19 +36,13 @@ fn check(variant: Variant, (t, n, k, r): (usize, usize, usize, usize), b_ty: Ty,
     let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);
     let bias = random(rng, n, 0.5, Ty::Bf16);
     let dy = random(rng, t * n, 1.0, Ty::Bf16);
+    let suffix = if b_ty == Ty::F32 { "f32" } else { "bf16" };
+    let inputs = [emulator.upload(Ty::Bf16, &x), emulator.upload(Ty::Bf16, &w), emulator.upload(b_ty, &b)];
+    let inputs = Call::new(BoneLayer::new(&shape, Some(t)).unwrap(), shape, t, suffix, inputs).unwrap();
     let mut call = Call {
-        layer: BoneLayer::new(&shape, Some(t)).unwrap(),
-        shape,
-        tokens: t,
-        b_suffix: if b_ty == Ty::F32 { "f32" } else { "bf16" },
-        x: emulator.upload(Ty::Bf16, &x),
-        w: emulator.upload(Ty::Bf16, &w),
-        b: emulator.upload(b_ty, &b),
         bias: if with_bias { emulator.upload(Ty::Bf16, &bias) } else { 0 },
         y: emulator.alloc(t * n * 2),
-        dx: 0,
-        db: 0,
-        dbias: 0,
+        ..inputs
     };
     let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
     run_forward(&emulator, &call, &regions(Pass::Forward)).unwrap();

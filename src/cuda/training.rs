@@ -61,7 +61,7 @@ pub(crate) struct Call {
     pub layer: BoneLayer,
     pub shape: LayerShape,
     pub tokens: usize,
-    /// Kernel-name suffix of B's type.
+    /// Kernel-name suffix of B's type (`f32` or `bf16`).
     pub b_suffix: &'static str,
     pub x: u64,
     pub w: u64,
@@ -72,6 +72,33 @@ pub(crate) struct Call {
     pub dx: u64,
     pub db: u64,
     pub dbias: u64,
+}
+
+impl Call {
+    /// A call with its inputs X, W, B (X and W must be 16-byte aligned: GEMM operands);
+    /// the outputs and bias are filled in by the pass.
+    pub(crate) fn new(
+        layer: BoneLayer,
+        shape: LayerShape,
+        tokens: usize,
+        b_suffix: &'static str,
+        [x, w, b]: [u64; 3],
+    ) -> Result<Self> {
+        Ok(Call {
+            layer,
+            shape,
+            tokens,
+            b_suffix,
+            x: aligned("X", x)?,
+            w: aligned("W", w)?,
+            b,
+            bias: 0,
+            y: 0,
+            dx: 0,
+            db: 0,
+            dbias: 0,
+        })
+    }
 }
 
 /// Block sizes the kernels are built and tested for.
@@ -126,20 +153,8 @@ impl BoneKernels {
         let (b_ptr, _b) = weights.b.device_ptr(&stream);
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
-        let call = Call {
-            layer: params,
-            shape: *layer,
-            tokens,
-            b_suffix: TB::KERNEL_SUFFIX,
-            x: aligned("X", x_ptr)?,
-            w: aligned("W", w_ptr)?,
-            b: b_ptr,
-            bias: bias.as_ref().map_or(0, |b| b.0),
-            y: y_ptr,
-            dx: 0,
-            db: 0,
-            dbias: 0,
-        };
+        let inputs = Call::new(params, *layer, tokens, TB::KERNEL_SUFFIX, [x_ptr, w_ptr, b_ptr])?;
+        let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
         run_forward(self, &call, &regions)
     }
@@ -174,19 +189,13 @@ impl BoneKernels {
         let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
         let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
         let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
+        let inputs = Call::new(params, *layer, tokens, TB::KERNEL_SUFFIX, [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
-            layer: params,
-            shape: *layer,
-            tokens,
-            b_suffix: TB::KERNEL_SUFFIX,
-            x: aligned("X", x_ptr)?,
-            w: aligned("W", w_ptr)?,
-            b: b_ptr,
-            bias: 0,
             y: aligned("dY", dy_ptr)?,
             dx: dx.as_ref().map_or(0, |d| d.0),
             db: db_ptr,
             dbias: dbias.as_ref().map_or(0, |d| d.0),
+            ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward))?;
         run_backward(self, &call, &regions)

@@ -58,6 +58,12 @@ impl Gpu {
         Ok(self.kernels.stream().clone_dtoh(values)?.into_iter().map(Element::to_f64).collect())
     }
 
+    /// `y` `[T, N]` on the host with the frozen bias added (cuBLAS paths add no bias).
+    fn plus_bias(&self, y: &CudaSlice<bf16>, frozen: &Frozen) -> Result<Vec<f64>> {
+        let bias = self.down(&frozen.bias)?;
+        Ok(self.down(y)?.iter().enumerate().map(|(i, v)| v + bias[i % bias.len()]).collect())
+    }
+
     pub fn frozen(&self, w: &[f64], bias: &[f64]) -> Result<Frozen> {
         Ok(Frozen { w: self.up(w)?, bias: self.up(bias)? })
     }
@@ -130,8 +136,7 @@ impl Gpu {
             LoraTensors { x: x.as_view(), w: frozen.w.as_view(), a: a.as_view(), b: b.as_view(), h: h.as_view_mut() };
         lora.forward(&self.blas, t, &mut tensors, &mut y.as_view_mut())?;
         let Some(dy) = dy else {
-            let bias = self.down(&frozen.bias)?;
-            return Ok((self.down(&y)?.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect(), Vec::new()));
+            return Ok((self.plus_bias(&y, frozen)?, Vec::new()));
         };
         let dy = self.up::<bf16>(dy)?;
         let (mut dx, mut da, mut db, mut dh) =
@@ -158,8 +163,7 @@ impl Gpu {
         let Some(dy) = dy else {
             let mut y = self.zeros::<bf16>(t * linear.n)?;
             linear.forward(&self.blas, t, &x.as_view(), &w.as_view(), &mut y.as_view_mut())?;
-            let bias = self.down(&frozen.bias)?;
-            return Ok((self.down(&y)?.iter().enumerate().map(|(i, v)| v + bias[i % linear.n]).collect(), Vec::new()));
+            return Ok((self.plus_bias(&y, frozen)?, Vec::new()));
         };
         let dy = self.up::<bf16>(dy)?;
         let (mut dx, mut dw) = (self.zeros::<bf16>(t * linear.k)?, self.zeros::<bf16>(linear.n * linear.k)?);
