@@ -90,7 +90,9 @@ fn check<TB: AdapterElement>(kernels: &BoneKernels, workspace: &mut Workspace, c
     let (x_rows, dy_rows) = (rows(&x, k, &picked), rows(&dy, n, &picked));
     let bias_ref = case.bias.then_some(bias.as_slice());
     let y_ref = forward(shape, picked.len(), &x_rows, &w, &b, bias_ref).unwrap();
-    let y_base = forward(shape, picked.len(), &x_rows, &w, &vec![0.0; b.len()], bias_ref).unwrap();
+    // X W^T + bias: the shared-block oracle with B = 0 is one plain product (cheap on big layers).
+    let plain = layer(Variant::Shared, k, n, 16);
+    let y_base = forward(&plain, picked.len(), &x_rows, &w, &vec![0.0; 16 * n], bias_ref).unwrap();
     let y_got = rows(&y_gpu, n, &picked);
     let err = rel_err(&y_got, &y_ref);
     assert!(err < TOLERANCE, "{label}: Y relative error {err:.2e}");
@@ -143,7 +145,7 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     let mut workspace = Workspace::new(kernels.stream().clone());
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
         for variant in variants(64) {
-            for tokens in [1, 7, 128, 4096] {
+            for tokens in [1, 128, 4096] {
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
                 check::<f32>(&kernels, &mut workspace, &case, &mut rng);
