@@ -11,6 +11,7 @@ use safetensors::Dtype;
 use super::checkpoint::{Checkpoint, TensorEntry};
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result, io};
+use super::fast_merge::{self, Way};
 use super::file::Adapter;
 use super::output::StagedDir;
 use crate::cuda::{BoneKernels, Element, device_count, kernels_built, stream_on_device};
@@ -251,9 +252,14 @@ fn rewrite(
         }
     }
     let w = decode(dtype, bytes).ok_or_else(unsupported)?;
-    let new = match direction {
-        Direction::Merge => reference::merge(&shape, &w, b),
-        Direction::Unmerge { max_condition } => reference::unmerge(&shape, &w, b, max_condition),
+    let way = match direction {
+        Direction::Merge => Way::Merge,
+        Direction::Unmerge { max_condition } => Way::Unmerge { max_condition },
+    };
+    let new = match (fast_merge::bat_col(&shape, &w, b, way), direction) {
+        (Some(result), _) => result,
+        (None, Direction::Merge) => reference::merge(&shape, &w, b),
+        (None, Direction::Unmerge { max_condition }) => reference::unmerge(&shape, &w, b, max_condition),
     }
     .map_err(layer_error)?;
     Ok((encode(dtype, &new).ok_or_else(unsupported)?, false))

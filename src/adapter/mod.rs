@@ -15,6 +15,7 @@ mod checkpoint;
 mod config;
 mod dtype;
 mod error;
+mod fast_merge;
 mod file;
 mod output;
 

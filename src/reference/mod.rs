@@ -16,4 +16,5 @@ mod weights;
 
 pub use backward::{Gradients, backward};
 pub use forward::forward;
+pub(crate) use weights::checked_inverse;
 pub use weights::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge};

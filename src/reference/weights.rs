@@ -99,7 +99,7 @@ pub fn unmerge(layer: &LayerShape, merged: &[f64], b: &[f64], max_condition: f64
 }
 
 /// `a^{-1}`, refusing non-finite, singular or ill-conditioned blocks (2-norm condition, from the SVD).
-fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
+pub(crate) fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
     if a.iter().any(|v| !v.is_finite()) {
         return Err(BoneError::NonFiniteAdapter { block });
     }
