@@ -30,7 +30,7 @@ pub(crate) trait Launcher {
 }
 
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
-pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
+fn elementwise_config(elements: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((elements as u32).div_ceil(BONE_MERGE_THREADS).max(1), 1, 1),
         block_dim: (BONE_MERGE_THREADS, 1, 1),

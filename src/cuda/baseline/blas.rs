@@ -15,14 +15,14 @@ pub struct RowMajorBlas {
 
 /// One row-major operand: device address, leading dimension, and whether it is used transposed.
 #[derive(Clone, Copy, Debug)]
-pub struct Operand {
+pub(crate) struct Operand {
     pub address: u64,
     pub ld: usize,
     pub transposed: bool,
 }
 
 impl Operand {
-    pub fn new(address: u64, ld: usize, transposed: bool) -> Self {
+    pub(crate) fn new(address: u64, ld: usize, transposed: bool) -> Self {
         Operand { address, ld, transposed }
     }
 }
@@ -45,7 +45,7 @@ impl RowMajorBlas {
     /// Every address must hold the rows and columns its leading dimension and the sizes
     /// imply, on this handle's stream's context, and C must not alias A or B.
     #[allow(clippy::too_many_arguments)] // a GEMM's own parameters
-    pub unsafe fn gemm_row_major(
+    pub(crate) unsafe fn gemm_row_major(
         &self,
         [m, n, k]: [usize; 3],
         a: Operand,

@@ -9,7 +9,7 @@ mod linear;
 mod lora;
 mod plan;
 
-pub use blas::{Operand, RowMajorBlas};
+pub use blas::RowMajorBlas;
 pub use linear::Linear;
 pub use lora::{Lora, LoraGrads, LoraTensors};
 pub use plan::{BatColCublasPlan, PlanBuffers};
