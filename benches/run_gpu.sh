@@ -1,17 +1,34 @@
 #!/bin/bash
-# The one-call GPU benchmark run (after ../shared/tools/gpu-pack): the layer benches,
-# PEFT's side-by-side, then the summary table. On the device tool:
-#   command: "bash benches/run_gpu.sh"   carry: [".gpu"]
+# The one-call GPU run, after ../shared/tools/gpu-pack (which builds the test and bench
+# binaries into .gpu/ here): the GPU tests, the layer benches, PEFT's side-by-side, then
+# the summary table. On the device tool:
+#   command: "bash benches/run_gpu.sh [all|tests|benches]"   carry: [".gpu"]
+# Phases have their own time limits (TEST_TIMEOUT, BENCH_TIMEOUT, PEFT_TIMEOUT seconds);
 # QUICK=1 runs PEFT on one shape only. Logs and criterion's estimates land in $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-all}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 for d in $(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib/x86_64-linux-gnu /usr/local/lib/python3*/dist-packages \
-           -maxdepth 11 \( -name 'libcublas.so*' -o -name 'libcublasLt.so*' \) 2>/dev/null | xargs -r -n1 dirname | sort -u); do
+           -maxdepth 11 \( -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \) 2>/dev/null \
+           | xargs -r -n1 dirname | sort -u); do
   LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
 export LD_LIBRARY_PATH CRITERION_HOME="$OUT/criterion"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-timeout "${BENCH_TIMEOUT:-420}" .gpu/bin/bench-layers --bench ${BENCH_FILTER:-} 2>&1 | tee "$OUT/bench.log" | grep -E '^(memory|SKIPPED)|time:' | tail -80
-timeout "${PEFT_TIMEOUT:-240}" python3 benches/peft_side_by_side.py --out "$OUT/peft.json" ${QUICK:+--quick} 2>&1 | tee "$OUT/peft.log" | tail -30
-python3 benches/summarize.py "$OUT/criterion" "$OUT/peft.json" "$OUT/bench.log" | tee "$OUT/summary.txt"
+fail=0
+if [ "$mode" = all ] || [ "$mode" = tests ]; then
+  # Only the GPU tests (named gpu_*): the CPU ones ran in CI, and some read fixtures by path.
+  for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files .gpu/bin/test-lib-bone_kernels; do
+    [ -e "$t" ] || continue
+    echo "== $t"
+    timeout "${TEST_TIMEOUT:-300}" "$t" gpu_ --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' | tail -60 || fail=1
+  done
+fi
+if [ "$mode" = all ] || [ "$mode" = benches ]; then
+  timeout "${BENCH_TIMEOUT:-360}" .gpu/bin/bench-layers --bench ${BENCH_FILTER:-} 2>&1 | tee "$OUT/bench.log" | grep -E '^(memory|SKIPPED)|time:' | tail -80 || fail=1
+  timeout "${PEFT_TIMEOUT:-180}" python3 benches/peft_side_by_side.py --out "$OUT/peft.json" ${QUICK:+--quick} 2>&1 | tee "$OUT/peft.log" | tail -30 || fail=1
+  python3 benches/summarize.py "$OUT/criterion" "$OUT/peft.json" "$OUT/bench.log" | tee "$OUT/summary.txt"
+fi
+echo "run_gpu finished, fail=$fail"
+exit $fail
