@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 fail=0
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
   # Only the GPU tests (named gpu_*): the CPU ones ran in CI, and some read fixtures by path.
-  for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files .gpu/bin/test-lib-bone_kernels; do
+  for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files; do
     [ -e "$t" ] || continue
     echo "== $t"
     timeout "${TEST_TIMEOUT:-300}" "$t" gpu_ --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' | tail -60 || fail=1
