@@ -9,7 +9,8 @@
 //!   floor3/fwd_bwd       + dW = dY^T X                      (full fine-tuning; 3 GEMMs)
 //!   lora/*               LoRA rank r/2 (same parameters as BatCol/Shared on square W), cuBLAS
 //!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
-//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels
+//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM)
+//!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
 //! `benches/summarize.py` turns criterion's estimates into the summary table.
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
 use bone_kernels::cuda::{
-    BoneKernels, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
+    BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
 };
 use bone_kernels::{Dims, LayerShape, Variant};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
@@ -82,14 +83,19 @@ fn bench_layer(
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
 
-    for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }] {
+    let variants = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }];
+    for (variant, engine) in variants.into_iter().flat_map(|v| [(v, GemmEngine::Native), (v, GemmEngine::Cublas)]) {
         let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
-        let name = match variant {
+        let variant_name = match variant {
             Variant::BatCol => "bat-col",
             Variant::BatRow => "bat-row",
             Variant::Shared => "shared",
             Variant::Mini { .. } => "mini",
         };
+        let name =
+            if engine == GemmEngine::Cublas { format!("{variant_name}+cublas") } else { variant_name.to_string() };
+        let mut kernels = gpu.kernels.clone();
+        kernels.set_gemm_engine(engine).unwrap();
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: Some(bias.as_view()) };
         let bytes = gpu.kernels.workspace_bytes(&shape, t, Pass::Forward).max(gpu.kernels.workspace_bytes(
             &shape,
@@ -115,7 +121,7 @@ fn bench_layer(
             bencher.iter_custom(|iters| {
                 gpu.time(iters, |i| {
                     let x = xs[i % 2].as_view();
-                    gpu.kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
+                    kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
                     let mut grads = LayerGrads {
                         dx: Some(dx.as_view_mut()),
                         db: db.slice_mut(..shape.adapter_len()),
@@ -275,7 +281,7 @@ fn layers(c: &mut Criterion) {
     for (case, baselines) in cases {
         let (n, k, t, r) = case;
         let mut group = c.benchmark_group(format!("{n}x{k}/T{t}/r{r}"));
-        group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(10);
+        group.warm_up_time(Duration::from_millis(250)).measurement_time(Duration::from_millis(700)).sample_size(10);
         bench_layer(&mut group, &gpu, case, baselines);
         group.finish();
     }

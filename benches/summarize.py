@@ -10,8 +10,10 @@ import os
 import re
 import sys
 
-OURS = ["bat-col", "bat-row", "shared", "mini"]
+BASE = ["bat-col", "bat-row", "shared", "mini"]
+OURS = BASE + [f"{v}+cublas" for v in BASE]
 PEFT_FOR = {"bat-col": "peft-bat", "shared": "peft-shared", "mini": "peft-mini", "lora": "peft-lora", "plan": "peft-bat"}
+PEFT_FOR.update({f"{v}+cublas": PEFT_FOR[v] for v in BASE if v in PEFT_FOR})
 
 
 def criterion_medians(root):
@@ -31,7 +33,7 @@ def criterion_medians(root):
 def flops(group, function):
     n, k, t = map(int, re.match(r"(\d+)x(\d+)/T(\d+)", group).groups())
     path, pass_ = function.split("/")
-    units = 1 if pass_ == "fwd" else {"floor2": 2, "floor3": 3, "bat-col": 3, "plan": 3}.get(path, 2)
+    units = 1 if pass_ == "fwd" else {"floor2": 2, "floor3": 3, "bat-col": 3, "bat-col+cublas": 3, "plan": 3}.get(path, 2)
     return 2.0 * t * n * k * units
 
 
@@ -48,7 +50,7 @@ def main():
             if m:
                 kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
     targets = []
-    print(f"\n{'layer':22} {'path':9} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
+    print(f"\n{'layer':22} {'path':15} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
     for group in sorted(medians):
         times = medians[group]
         get = lambda path, p: times.get(f"{path}/{p}")
@@ -57,21 +59,23 @@ def main():
             fwd, both = get(path, "fwd"), get(path, "fwd_bwd")
             if both is None:
                 continue
-            floor = get("floor3" if path in ("bat-col", "plan") else "floor2", "fwd_bwd")
+            floor = get("floor3" if path.startswith("bat-col") or path == "plan" else "floor2", "fwd_bwd")
             peft_ms = peft.get(group, {}).get(PEFT_FOR.get(path, ""), {}).get("fwd_bwd_ms")
             ratio = lambda a, b: f"{a / b:6.2f}" if a and b else "     -"
-            print(f"{group:22} {path:9} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
+            print(f"{group:22} {path:15} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
                   f"{flops(group, path + '/fwd_bwd') / both / 1e12:8.1f} {ratio(both, lora)} {ratio(both, floor):>7} "
                   f"{ratio(both * 1e3, peft_ms)}")
-            if path in ("bat-row", "shared", "mini") and lora:
+            if path.split("+")[0] in ("bat-row", "shared", "mini") and lora:
                 targets.append((f"{group} {path} fwd+bwd <= 1.15 x LoRA", both / lora, both <= 1.15 * lora))
-            if path == "bat-col" and floor:
-                targets.append((f"{group} bat-col fwd+bwd <= 1.05 x 3-GEMM floor", both / floor, both <= 1.05 * floor))
+            if path.startswith("bat-col") and floor:
+                targets.append((f"{group} {path} fwd+bwd <= 1.05 x 3-GEMM floor", both / floor, both <= 1.05 * floor))
                 if peft_ms:
-                    targets.append((f"{group} bat-col faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
-        floor_fwd, shared_fwd = get("floor", "fwd"), get("shared", "fwd")
+                    targets.append((f"{group} {path} faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
+        floor_fwd, shared_fwd, shared_cublas = get("floor", "fwd"), get("shared", "fwd"), get("shared+cublas", "fwd")
         if floor_fwd and shared_fwd:
             print(f"{group:22} our GEMM (shared fwd) at {floor_fwd / shared_fwd:.0%} of cuBLAS's X W^T throughput")
+        if shared_fwd and shared_cublas:
+            print(f"{group:22} shared fwd, our GEMM / cuBLAS engine time: {shared_fwd / shared_cublas:.2f}")
     for (group, path), ours in sorted(kept.items()):
         lora_kept = kept.get((group, "lora"))
         if path in OURS and lora_kept:

@@ -127,3 +127,14 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
 
 BONE_ADAPTER_PASSES(f32, float)
 BONE_ADAPTER_PASSES(bf16, __nv_bfloat16)
+
+// c[row, col] += bias[col] over a [rows, cols] block with leading dimension ldc, bf16
+// (the bias epilogue when a library GEMM computed c).
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_add_bias(int rows, int cols, int ldc, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ c) {
+    const long long idx = element_index();
+    if (idx >= (long long)rows * cols) return;
+    const int row = (int)(idx / cols), col = (int)(idx % cols);
+    __nv_bfloat16* out = c + (long long)row * ldc + col;
+    *out = from_f32<__nv_bfloat16>(to_f32(*out) + to_f32(bias[col]));
+}

@@ -8,7 +8,7 @@
 
 mod common;
 
-use bone_kernels::cuda::{AdapterElement, BoneKernels, LayerGrads, LayerWeights, Workspace};
+use bone_kernels::cuda::{AdapterElement, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Workspace};
 use bone_kernels::reference::{backward, forward};
 use bone_kernels::{BoneError, LayerShape, Variant};
 use common::{fresh_rng, gpu_or_skip, layer, random_vec, rel_err};
@@ -122,7 +122,7 @@ fn variants(r: usize) -> [Variant; 4] {
 
 #[test]
 fn gpu_every_variant_matches_the_oracle_on_small_layers() {
-    let Some(kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_small_layers") else { return };
+    let Some(mut kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_small_layers") else { return };
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_small_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
     let mut index = 0;
@@ -130,7 +130,10 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
         for variant in variants(r) {
             for tokens in [1, 7, 128, 1000, 4096] {
                 index += 1;
-                let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 2 == 0, check_db: true };
+                // Both GEMM engines, alternately: this crate's GEMM and cuBLAS.
+                let engine = if index % 2 == 0 { GemmEngine::Native } else { GemmEngine::Cublas };
+                kernels.set_gemm_engine(engine).unwrap();
+                let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 3 == 0, check_db: true };
                 check::<f32>(&kernels, &mut workspace, &case, &mut rng);
                 check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
             }
@@ -140,12 +143,14 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
 
 #[test]
 fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
-    let Some(kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_llama_layers") else { return };
+    let Some(mut kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_llama_layers") else { return };
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_llama_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
         for variant in variants(64) {
             for tokens in [1, 128, 4096] {
+                let engine = if tokens == 128 { GemmEngine::Cublas } else { GemmEngine::Native };
+                kernels.set_gemm_engine(engine).unwrap();
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
                 check::<f32>(&kernels, &mut workspace, &case, &mut rng);
@@ -153,6 +158,7 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
         }
     }
     // r = 128 and bf16 B on one large layer.
+    kernels.set_gemm_engine(GemmEngine::Native).unwrap();
     for variant in variants(128) {
         let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
         check::<bf16>(&kernels, &mut workspace, &case, &mut rng);

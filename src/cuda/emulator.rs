@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 
 use half::bf16;
 
-use super::launch::{Arg, Launcher};
+use super::baseline::{Operand, Output};
+use super::launch::{Arg, Launcher, gemm_kind};
 use super::params::{BoneGemm, BoneLayer};
+use super::split::{Product, ProductRunner};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -168,10 +170,8 @@ impl Snapshot {
 
 impl Launcher for Emulator {
     fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
-        // bone_gemm_<A layout><B layout>_<out>: k = K-major, t = MN-major.
-        let spec = kernel.strip_prefix("bone_gemm_").expect("a GEMM kernel");
-        let (a_k_major, b_k_major) = (spec.as_bytes()[0] == b'k', spec.as_bytes()[1] == b'k');
-        let out = if spec.ends_with("f32") { Ty::F32 } else { Ty::Bf16 };
+        let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
+        let out = if out_f32 { Ty::F32 } else { Ty::Bf16 };
         let mut pairs = vec![(p.a as u64, p.lda, p.stride_a, p.b as u64, p.ldb, p.stride_b, p.k)];
         if p.k2 > 0 {
             pairs.push((p.a2 as u64, p.lda2, p.stride_a2, p.b2 as u64, p.ldb2, p.stride_b2, p.k2));
@@ -320,6 +320,17 @@ impl Launcher for Emulator {
                     }
                 }
             }
+            "bone_add_bias" => {
+                let (rows, cols, ldc, bias, c) = (int(args, 0), int(args, 1), int(args, 2), ptr(args, 3), ptr(args, 4));
+                expect(rows * cols);
+                for row in 0..rows {
+                    for col in 0..cols {
+                        let index = (row * ldc + col) as u64;
+                        let sum = self.read(Ty::Bf16, c, index) + self.read(Ty::Bf16, bias, col as u64);
+                        self.write(Ty::Bf16, c, index, sum);
+                    }
+                }
+            }
             "bone_to_bf16" => {
                 let (count, input, output) = (int(args, 0), ptr(args, 1), ptr(args, 2));
                 expect(count);
@@ -331,5 +342,36 @@ impl Launcher for Emulator {
             other => panic!("the emulator has no twin for kernel {other}"),
         }
         Ok(())
+    }
+}
+
+/// The emulator as a library GEMM: one product `C = op(A) op(B) + beta C` at a time.
+impl ProductRunner for Emulator {
+    fn product(&self, p: &Product) -> Result<()> {
+        let [m, n, k] = p.shape.map(|v| v as u64);
+        let out_ty = if p.out.f32 { Ty::F32 } else { Ty::Bf16 };
+        let (a, b) = (Snapshot::take(self, Ty::Bf16, p.a.address), Snapshot::take(self, Ty::Bf16, p.b.address));
+        let mut c = Snapshot::take(self, out_ty, p.out.address);
+        // op(A) is [m, k], op(B) is [k, n]; a transposed operand is stored the other way round.
+        let at = |op: &Operand, z: u64, row: u64, col: u64| -> u64 {
+            z * op.stride as u64 + if op.transposed { col * op.ld as u64 + row } else { row * op.ld as u64 + col }
+        };
+        let Output { ld: ldc, stride: stride_c, .. } = p.out;
+        for z in 0..p.batches as u64 {
+            for row in 0..m {
+                for col in 0..n {
+                    let sum: f64 = (0..k).map(|j| a.get(at(&p.a, z, row, j)) * b.get(at(&p.b, z, j, col))).sum();
+                    let index = z * stride_c as u64 + row * ldc as u64 + col;
+                    let old = if p.beta != 0.0 { f64::from(p.beta) * c.get(index) } else { 0.0 };
+                    c.set(index, sum + old);
+                }
+            }
+        }
+        c.store(self, p.out.address);
+        Ok(())
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        Launcher::elementwise(self, kernel, elements, args)
     }
 }

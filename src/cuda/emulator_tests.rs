@@ -1,11 +1,14 @@
 //! Every variant's GPU launch sequence, run on the CPU emulator and checked against the
-//! f64 oracle: outputs start as NaN, so an element no launch writes fails the check.
+//! f64 oracle, both as the native kernels run it and split into the single products a
+//! library GEMM (cuBLAS) takes: outputs start as NaN, so an element no launch writes
+//! fails the check.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty};
 use super::params::BoneLayer;
+use super::split::Split;
 use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
 use crate::reference::{backward, forward};
 use crate::shape::{Dims, LayerShape};
@@ -27,9 +30,27 @@ fn random(rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> Vec<f64> {
         .collect()
 }
 
-fn check(variant: Variant, (t, n, k, r): (usize, usize, usize, usize), b_ty: Ty, with_bias: bool, rng: &mut StdRng) {
+/// Runs the launch sequence on the emulator, natively or split into library-GEMM products.
+fn run(emulator: &Emulator, split: bool, pass: Pass, call: &Call, regions: &[u64]) {
+    let result = match (split, pass) {
+        (false, Pass::Forward) => run_forward(emulator, call, regions),
+        (false, Pass::Backward) => run_backward(emulator, call, regions),
+        (true, Pass::Forward) => run_forward(&Split(emulator), call, regions),
+        (true, Pass::Backward) => run_backward(&Split(emulator), call, regions),
+    };
+    result.unwrap();
+}
+
+fn check(
+    variant: Variant,
+    (t, n, k, r): (usize, usize, usize, usize),
+    b_ty: Ty,
+    with_bias: bool,
+    split: bool,
+    rng: &mut StdRng,
+) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
-    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias}");
+    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias} split={split}");
     let emulator = Emulator::default();
     let x = random(rng, t * k, 1.0, Ty::Bf16);
     let w = random(rng, n * k, (3.0 / k as f64).sqrt(), Ty::Bf16);
@@ -45,7 +66,7 @@ fn check(variant: Variant, (t, n, k, r): (usize, usize, usize, usize), b_ty: Ty,
         ..inputs
     };
     let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
-    run_forward(&emulator, &call, &regions(Pass::Forward)).unwrap();
+    run(&emulator, split, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(Ty::Bf16, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
     let y_ref = forward(&shape, t, &x, &w, &b, bias_ref).unwrap();
@@ -62,7 +83,7 @@ fn check(variant: Variant, (t, n, k, r): (usize, usize, usize, usize), b_ty: Ty,
     call.dx = emulator.alloc(t * k * 2);
     call.db = emulator.alloc(shape.adapter_len() * 4);
     call.dbias = emulator.alloc(n * 4);
-    run_backward(&emulator, &call, &regions(Pass::Backward)).unwrap();
+    run(&emulator, split, Pass::Backward, &call, &regions(Pass::Backward));
     let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
     for (name, ty, address, want) in [
         ("dX", Ty::Bf16, call.dx, &grads.dx),
@@ -85,7 +106,9 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
                 for t in [1, 33] {
                     case += 1;
                     let b_ty = if case % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
-                    check(variant, (t, n, k, r), b_ty, case % 3 != 0, &mut rng);
+                    for split in [false, true] {
+                        check(variant, (t, n, k, r), b_ty, case % 3 != 0, split, &mut rng);
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{CudaFunction, CudaModule, CudaStream, DeviceSlice};
 use cudarc::nvrtc::Ptx;
 
+use super::baseline::RowMajorBlas;
 use super::image::kernel_image;
 use crate::error::{BoneError, Result};
 use crate::shape::check_len;
@@ -13,11 +14,29 @@ use crate::shape::check_len;
 /// The Bone kernels, loaded once into the context of `stream`; every launch goes
 /// to that stream. Create one per stream (they are cheap to clone and share the
 /// module).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BoneKernels {
     stream: Arc<CudaStream>,
     module: Arc<CudaModule>,
     functions: Arc<Mutex<HashMap<String, CudaFunction>>>,
+    /// cuBLAS, when it computes the forward and backward products ([`GemmEngine::Cublas`]).
+    blas: Option<Arc<RowMajorBlas>>,
+}
+
+impl std::fmt::Debug for BoneKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoneKernels").field("stream", &self.stream).field("gemm_engine", &self.gemm_engine()).finish()
+    }
+}
+
+/// What computes the forward and backward passes' matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmEngine {
+    /// This crate's tensor-core GEMM (kernels/gemm.cuh), the adapter's product appended along K.
+    Native,
+    /// cuBLAS, the adapter's product as a second call accumulating into the first; the
+    /// same launch sequence otherwise, and this crate's kernels for everything else.
+    Cublas,
 }
 
 impl BoneKernels {
@@ -27,7 +46,28 @@ impl BoneKernels {
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
         let image = kernel_image()?;
         let module = stream.context().load_module(Ptx::from_binary(image.to_vec()))?;
-        Ok(BoneKernels { stream, module, functions: Arc::default() })
+        Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None })
+    }
+
+    /// Chooses what computes the passes' products (default [`GemmEngine::Native`]).
+    pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
+        self.blas = match engine {
+            GemmEngine::Native => None,
+            GemmEngine::Cublas => Some(match self.blas.take() {
+                Some(blas) => blas,
+                None => Arc::new(RowMajorBlas::new(self.stream.clone())?),
+            }),
+        };
+        Ok(())
+    }
+
+    pub fn gemm_engine(&self) -> GemmEngine {
+        if self.blas.is_some() { GemmEngine::Cublas } else { GemmEngine::Native }
+    }
+
+    /// cuBLAS, when it is the GEMM engine.
+    pub(crate) fn blas(&self) -> Option<&RowMajorBlas> {
+        self.blas.as_deref()
     }
 
     /// The stream every launch of this handle is ordered on.

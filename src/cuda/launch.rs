@@ -29,6 +29,13 @@ pub(crate) trait Launcher {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
 }
 
+/// What a GEMM instantiation's name (`bone_gemm_<A><B>_<out>`, k = K-major, t = MN-major)
+/// says: (A is K-major, B is K-major, the output is f32).
+pub(crate) fn gemm_kind(kernel: &str) -> (bool, bool, bool) {
+    let spec = kernel.strip_prefix("bone_gemm_").unwrap_or(kernel).as_bytes();
+    (spec.first() == Some(&b'k'), spec.get(1) == Some(&b'k'), kernel.ends_with("_f32"))
+}
+
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
 fn elementwise_config(elements: usize) -> LaunchConfig {
     LaunchConfig {

@@ -21,12 +21,13 @@ pub(crate) mod launch;
 mod merge;
 pub(crate) mod params;
 mod shared_block;
+mod split;
 mod training;
 mod workspace;
 
 pub use device::{device_count, stream_on_device};
 pub use element::Element;
-pub use handle::BoneKernels;
+pub use handle::{BoneKernels, GemmEngine};
 pub use image::{kernels_built, nvcc_version};
 pub use training::{AdapterElement, LayerGrads, LayerWeights, Pass};
 pub use workspace::Workspace;

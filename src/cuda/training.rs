@@ -18,6 +18,7 @@ use super::element::Element;
 use super::handle::BoneKernels;
 use super::launch::{Arg, Launcher};
 use super::params::BoneLayer;
+use super::split::{Cublas, Split};
 use super::workspace::{Workspace, total_bytes};
 use super::{bat_col, bat_row, shared_block};
 use crate::error::{BoneError, Result};
@@ -156,7 +157,10 @@ impl BoneKernels {
         let inputs = Call::new(params, *layer, tokens, TB::KERNEL_SUFFIX, [x_ptr, w_ptr, b_ptr])?;
         let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
-        run_forward(self, &call, &regions)
+        match self.blas() {
+            None => run_forward(self, &call, &regions),
+            Some(blas) => run_forward(&Split(Cublas { kernels: self, blas }), &call, &regions),
+        }
     }
 
     /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
@@ -198,7 +202,10 @@ impl BoneKernels {
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward))?;
-        run_backward(self, &call, &regions)
+        match self.blas() {
+            None => run_backward(self, &call, &regions),
+            Some(blas) => run_backward(&Split(Cublas { kernels: self, blas }), &call, &regions),
+        }
     }
 
     /// Checks shared by both passes: supported shape, X, W, B, bias, workspace stream.

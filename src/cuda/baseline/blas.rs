@@ -13,18 +13,29 @@ pub struct RowMajorBlas {
     stream: Arc<CudaStream>,
 }
 
-/// One row-major operand: device address, leading dimension, and whether it is used transposed.
+/// One row-major bf16 operand: device address, leading dimension, whether it is used
+/// transposed, and its element stride between batches.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Operand {
     pub address: u64,
     pub ld: usize,
     pub transposed: bool,
+    pub stride: usize,
 }
 
 impl Operand {
     pub(crate) fn new(address: u64, ld: usize, transposed: bool) -> Self {
-        Operand { address, ld, transposed }
+        Operand { address, ld, transposed, stride: 0 }
     }
+}
+
+/// A row-major output: address, leading dimension, batch stride (elements), f32 or bf16.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Output {
+    pub address: u64,
+    pub ld: usize,
+    pub stride: usize,
+    pub f32: bool,
 }
 
 impl RowMajorBlas {
@@ -42,12 +53,11 @@ impl RowMajorBlas {
     /// (`c_f32 = false`) or f32, all row-major; `op(A)` is `[m, k]`, `op(B)` is `[k, n]`.
     ///
     /// # Safety
-    /// Every address must hold the rows and columns its leading dimension and the sizes
-    /// imply, on this handle's stream's context, and C must not alias A or B.
+    /// As [`RowMajorBlas::gemm_batched`] with one batch.
     #[allow(clippy::too_many_arguments)] // a GEMM's own parameters
     pub(crate) unsafe fn gemm_row_major(
         &self,
-        [m, n, k]: [usize; 3],
+        shape: [usize; 3],
         a: Operand,
         b: Operand,
         c: u64,
@@ -55,14 +65,34 @@ impl RowMajorBlas {
         beta: f32,
         c_f32: bool,
     ) -> Result<()> {
+        let out = Output { address: c, ld: ldc, stride: 0, f32: c_f32 };
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.gemm_batched(shape, a, b, out, beta, 1) }
+    }
+
+    /// `batches` independent `C = op(A) op(B) + beta C`, each operand advanced by its stride.
+    ///
+    /// # Safety
+    /// Every address must hold, for every batch, the rows and columns its leading
+    /// dimension, stride and the sizes imply, in this handle's stream's context, and C
+    /// must not alias A or B.
+    pub(crate) unsafe fn gemm_batched(
+        &self,
+        [m, n, k]: [usize; 3],
+        a: Operand,
+        b: Operand,
+        out: Output,
+        beta: f32,
+        batches: usize,
+    ) -> Result<()> {
         let op = |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
         let alpha = 1.0f32;
-        let c_type = if c_f32 { sys::cudaDataType_t::CUDA_R_32F } else { sys::cudaDataType_t::CUDA_R_16BF };
+        let c_type = if out.f32 { sys::cudaDataType_t::CUDA_R_32F } else { sys::cudaDataType_t::CUDA_R_16BF };
         // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major
         // buffer read column-major is its transpose: swap the operands, keep their ops.
         // SAFETY: the caller's contract above covers every address; the scalars live on this stack frame.
         unsafe {
-            result::gemm_ex(
+            result::gemm_strided_batched_ex(
                 *self.blas.handle(),
                 op(b.transposed),
                 op(a.transposed),
@@ -73,13 +103,17 @@ impl RowMajorBlas {
                 b.address as *const _,
                 sys::cudaDataType_t::CUDA_R_16BF,
                 b.ld as i32,
+                b.stride as i64,
                 a.address as *const _,
                 sys::cudaDataType_t::CUDA_R_16BF,
                 a.ld as i32,
+                a.stride as i64,
                 (&beta) as *const f32 as *const _,
-                c as *mut _,
+                out.address as *mut _,
                 c_type,
-                ldc as i32,
+                out.ld as i32,
+                out.stride as i64,
+                batches as i32,
                 sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

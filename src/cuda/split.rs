@@ -1,0 +1,117 @@
+//! The same launch sequence on a library GEMM (cuBLAS): each `BoneGemm` becomes the
+//! single products a library call takes (the appended adapter product as a second call
+//! with beta = 1) and, where it has one, a bias-add kernel. The crate's unit tests run
+//! this split on the CPU emulator too, so the translation is checked against the oracle.
+
+use super::BoneKernels;
+use super::baseline::{Operand, Output, RowMajorBlas};
+use super::launch::{Arg, Launcher, gemm_kind};
+use super::params::BoneGemm;
+use crate::error::Result;
+
+/// One `C = op(A) op(B) + beta C`, batched, row-major.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Product {
+    pub shape: [usize; 3],
+    pub a: Operand,
+    pub b: Operand,
+    pub out: Output,
+    pub beta: f32,
+    pub batches: usize,
+}
+
+/// Runs single products and the element-wise kernels.
+pub(crate) trait ProductRunner {
+    fn product(&self, product: &Product) -> Result<()>;
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
+}
+
+impl<R: ProductRunner> ProductRunner for &R {
+    fn product(&self, product: &Product) -> Result<()> {
+        (**self).product(product)
+    }
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        (**self).elementwise(kernel, elements, args)
+    }
+}
+
+/// A [`Launcher`] that splits every GEMM into [`Product`]s for its runner.
+pub(crate) struct Split<R>(pub R);
+
+/// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one.
+pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
+    let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
+    // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
+    // B's storage transposed when B is K-major ([n][k]), as stored when MN-major ([k][n]).
+    let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, transposed: bool| Operand {
+        address: address as u64,
+        ld: ld as usize,
+        transposed,
+        stride: stride as usize,
+    };
+    let out = Output { address: p.c as u64, ld: p.ldc as usize, stride: p.stride_c as usize, f32: out_f32 };
+    let (m, n) = (p.m as usize, p.n as usize);
+    let mut products = vec![Product {
+        shape: [m, n, p.k as usize],
+        a: operand(p.a, p.lda, p.stride_a, !a_k_major),
+        b: operand(p.b, p.ldb, p.stride_b, b_k_major),
+        out,
+        beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
+        batches,
+    }];
+    if p.k2 > 0 {
+        products.push(Product {
+            shape: [m, n, p.k2 as usize],
+            a: operand(p.a2, p.lda2, p.stride_a2, !a_k_major),
+            b: operand(p.b2, p.ldb2, p.stride_b2, b_k_major),
+            out,
+            beta: 1.0,
+            batches,
+        });
+    }
+    products
+}
+
+impl<R: ProductRunner> Launcher for Split<R> {
+    fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        for product in products(kernel, params, batches) {
+            self.0.product(&product)?;
+        }
+        if !params.bias.is_null() {
+            assert_eq!(batches, 1, "the launch sequences add a bias only to unbatched GEMMs");
+            let (rows, cols) = (params.m as usize, params.n as usize);
+            let args = [
+                Arg::I32(params.m),
+                Arg::I32(params.n),
+                Arg::I32(params.ldc),
+                Arg::Ptr(params.bias as u64),
+                Arg::Ptr(params.c as u64),
+            ];
+            self.0.elementwise("bone_add_bias", rows * cols, &args)?;
+        }
+        Ok(())
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        self.0.elementwise(kernel, elements, args)
+    }
+}
+
+/// cuBLAS for the products, this crate's kernels for everything else.
+pub(crate) struct Cublas<'a> {
+    pub kernels: &'a BoneKernels,
+    pub blas: &'a RowMajorBlas,
+}
+
+impl ProductRunner for Cublas<'_> {
+    fn product(&self, p: &Product) -> Result<()> {
+        // SAFETY: every product comes from a `BoneGemm` that a launch sequence built from a
+        // validated call; the split keeps its addresses, leading dimensions, strides, batch
+        // count and sizes, so each operand holds what cuBLAS reads, and C aliases neither.
+        unsafe { self.blas.gemm_batched(p.shape, p.a, p.b, p.out, p.beta, p.batches) }
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        self.kernels.elementwise(kernel, elements, args)
+    }
+}
