@@ -1,80 +1,155 @@
-# Checks the index arithmetic of kernels/gemm.cuh without a GPU: simulates one K-step of
-# every warp with the PTX ISA semantics of ldmatrix (.trans) and mma.m16n8k16, for all four
-# operand layouts, against a direct product. Mirror any change to a_fragment / b_fragments /
-# the epilogue in gemm.cuh here. Needs numpy: python3 scripts/check_gemm_fragments.py
-# Simulates one warp's k16 step of kernels/gemm.cuh with the PTX-documented semantics of
-# ldmatrix(.trans) and mma.m16n8k16, for every operand layout, against a direct product.
+# Checks the index arithmetic of kernels/gemm.cuh without a GPU. It re-runs the kernel's
+# own logic in Python, line for line: load_tile (16-byte chunks, zero-fill masking), the
+# loop over the concatenated K of both products, a_fragment / b_fragments with the PTX ISA
+# semantics of ldmatrix (.trans), mma.m16n8k16's fragment layouts, batching by grid.z, and
+# the masked epilogue with bias and accumulate; for all four operand layouts on problem
+# sizes with ragged edges, against a direct product. Mirror any change to gemm.cuh here.
+# Needs numpy:  python3 scripts/check_gemm_fragments.py
 import numpy as np
-BM=BN=128; BK=32; PAD=8; KP=BK+PAD; MP=BM+PAD
-rng=np.random.default_rng(0)
 
-def ldmatrix(tile_flat, addrs, trans):
-    # addrs[lane] = element offset of the row start given by that lane; returns regs[lane][i] = (e0, e1)
-    out=[[None]*4 for _ in range(32)]
+BM = BN = 128; BK = 32; PAD = 8; KP = BK + PAD; MP = BM + PAD; THREADS = 256
+rng = np.random.default_rng(0)
+
+
+def ldmatrix(tile, addrs, trans):
+    """regs[lane][i] = the two elements lane receives from 8x8 matrix i (rows from lanes 8i..8i+7)."""
+    out = [[None] * 4 for _ in range(32)]
     for i in range(4):
-        rows=[tile_flat[addrs[8*i+j]:addrs[8*i+j]+8] for j in range(8)]
-        M=np.array(rows)  # 8x8, row j from lane 8i+j
-        for T in range(32):
-            if not trans: out[T][i]=(M[T//4, 2*(T%4)], M[T//4, 2*(T%4)+1])
-            else: out[T][i]=(M[2*(T%4), T//4], M[2*(T%4)+1, T//4])
+        m = np.array([tile[addrs[8 * i + j]:addrs[8 * i + j] + 8] for j in range(8)])
+        for t in range(32):
+            out[t][i] = (m[t // 4, 2 * (t % 4)], m[t // 4, 2 * (t % 4) + 1]) if not trans else \
+                        (m[2 * (t % 4), t // 4], m[2 * (t % 4) + 1, t // 4])
     return out
 
-def a_frag(tile, layout, m0, k0):
-    addrs=[]
-    for lane in range(32):
-        if layout=='K':
-            row=m0+lane%16; col=k0+(lane//16)*8; addrs.append(row*KP+col)
-        else:
-            k=k0+lane%8+(lane//16)*8; m=m0+((lane//8)%2)*8; addrs.append(k*MP+m)
-    return ldmatrix(tile, addrs, layout!='K')
 
-def b_frag(tile, layout, n0, k0):
-    addrs=[]
-    for lane in range(32):
-        if layout=='K':
-            n=n0+lane%8+(lane//16)*8; k=k0+((lane//8)%2)*8; addrs.append(n*KP+k)
-        else:
-            k=k0+lane%8+((lane//8)%2)*8; n=n0+(lane//16)*8; addrs.append(k*MP+n)
-    return ldmatrix(tile, addrs, layout!='K')
+def a_fragment(tile, layout, m0, k0):
+    if layout == "K":
+        addrs = [(m0 + lane % 16) * KP + k0 + (lane // 16) * 8 for lane in range(32)]
+    else:
+        addrs = [(k0 + lane % 8 + (lane // 16) * 8) * MP + m0 + ((lane // 8) % 2) * 8 for lane in range(32)]
+    return ldmatrix(tile, addrs, layout != "K")
+
+
+def b_fragments(tile, layout, n0, k0):
+    if layout == "K":
+        addrs = [(n0 + lane % 8 + (lane // 16) * 8) * KP + k0 + ((lane // 8) % 2) * 8 for lane in range(32)]
+    else:
+        addrs = [(k0 + lane % 8 + ((lane // 8) % 2) * 8) * MP + n0 + (lane // 16) * 8 for lane in range(32)]
+    return ldmatrix(tile, addrs, layout != "K")
+
 
 def mma(acc, a, b0, b1):
-    # acc[T] = [c0,c1,c2,c3]; build full A (16x16), B (16x8) from fragments
-    A=np.zeros((16,16)); B=np.zeros((16,8))
-    for T in range(32):
-        g,t=T//4,T%4
-        for reg,(r,c) in enumerate([(g,2*t),(g+8,2*t),(g,2*t+8),(g+8,2*t+8)]):
-            A[r,c],A[r,c+1]=a[T][reg]
-        B[2*t,g],B[2*t+1,g]=b0[T]; B[2*t+8,g],B[2*t+9,g]=b1[T]
-    C=A@B
-    for T in range(32):
-        g,t=T//4,T%4
-        acc[T][0]+=C[g,2*t]; acc[T][1]+=C[g,2*t+1]; acc[T][2]+=C[g+8,2*t]; acc[T][3]+=C[g+8,2*t+1]
+    """acc[lane] = [c0..c3] += A (16x16 from a) x B (16x8 from b0, b1)."""
+    A = np.zeros((16, 16)); B = np.zeros((16, 8))
+    for t in range(32):
+        g, q = t // 4, t % 4
+        for reg, (r, c) in enumerate([(g, 2 * q), (g + 8, 2 * q), (g, 2 * q + 8), (g + 8, 2 * q + 8)]):
+            A[r, c], A[r, c + 1] = a[t][reg]
+        B[2 * q, g], B[2 * q + 1, g] = b0[t]
+        B[2 * q + 8, g], B[2 * q + 9, g] = b1[t]
+    C = A @ B
+    for t in range(32):
+        g, q = t // 4, t % 4
+        acc[t][0] += C[g, 2 * q]; acc[t][1] += C[g, 2 * q + 1]
+        acc[t][2] += C[g + 8, 2 * q]; acc[t][3] += C[g + 8, 2 * q + 1]
 
-for la in 'KM':
-  for lb in 'KM':
-    Am=rng.standard_normal((BM,BK)); Bm=rng.standard_normal((BN,BK))  # logical A[m][k], B[n][k]
-    ta=np.zeros(BM*KP); tb=np.zeros(BM*KP)
-    for m in range(BM):
-        for k in range(BK):
-            if la=='K': ta[m*KP+k]=Am[m,k]
-            else: ta[k*MP+m]=Am[m,k]
-            if lb=='K': tb[m*KP+k]=Bm[m,k]
-            else: tb[k*MP+m]=Bm[m,k]
-    for warp in range(8):
-        wm=(warp//4)*64; wn=(warp%4)*32
-        acc=[[[ [0.0]*4 for _ in range(32)] for j in range(4)] for i in range(4)]
-        for ks in range(0,BK,16):
-            a=[a_frag(ta,la,wm+i*16,ks) for i in range(4)]
-            b=[b_frag(tb,lb,wn+j*16,ks) for j in range(2)]
-            for i in range(4):
-                for j in range(4):
-                    b0=[b[j//2][T][(j%2)*2] for T in range(32)]; b1=[b[j//2][T][(j%2)*2+1] for T in range(32)]
-                    mma(acc[i][j], a[i], b0, b1)
-        ref=Am@Bm.T
-        for i in range(4):
-            for j in range(4):
-                for T in range(32):
-                    for e in range(4):
-                        row=wm+i*16+T//4+(e//2)*8; col=wn+j*8+(T%4)*2+(e%2)
-                        assert abs(acc[i][j][T][e]-ref[row,col])<1e-9, (la,lb,warp,i,j,T,e)
-    print(f"A {la}-major, B {lb}-major: all 8 warps match the direct product")
+
+def load_tile(tile, layout, src, base, ld, rows_total, k_total, row0, k0):
+    chunks = BM * BK // 8
+    for c in range(chunks):  # every thread's chunks, threadIdx.x + j * THREADS
+        if layout == "K":
+            row, kc = c // (BK // 8), (c % (BK // 8)) * 8
+            grow, gk = row0 + row, k0 + kc
+            valid = grow < rows_total and gk < k_total
+            dst = row * KP + kc
+            tile[dst:dst + 8] = src[base + grow * ld + gk: base + grow * ld + gk + 8] if valid else 0
+        else:
+            kr, rc = c // (BM // 8), (c % (BM // 8)) * 8
+            gk, grow = k0 + kr, row0 + rc
+            valid = gk < k_total and grow < rows_total
+            dst = kr * MP + rc
+            tile[dst:dst + 8] = src[base + gk * ld + grow: base + gk * ld + grow + 8] if valid else 0
+
+
+def gemm(la, lb, p, memory, batches):
+    """Runs every CTA of the kernel over `memory` (dict name -> flat array)."""
+    tiles1, tiles2 = -(-p["k"] // BK), -(-p["k2"] // BK)
+    for z in range(batches):
+        for by in range(-(-p["m"] // BM)):
+            for bx in range(-(-p["n"] // BN)):
+                block_m, block_n = by * BM, bx * BN
+                acc = {(w, i, j): [[0.0] * 4 for _ in range(32)] for w in range(8) for i in range(4) for j in range(4)}
+                for t in range(tiles1 + tiles2):
+                    first = t < tiles1
+                    k0 = (t if first else t - tiles1) * BK
+                    k_total = p["k"] if first else p["k2"]
+                    sa = np.zeros(BM * KP); sb = np.zeros(BM * KP)
+                    a, lda, sta = ("a", p["lda"], p["stride_a"]) if first else ("a2", p["lda2"], p["stride_a2"])
+                    b, ldb, stb = ("b", p["ldb"], p["stride_b"]) if first else ("b2", p["ldb2"], p["stride_b2"])
+                    load_tile(sa, la, memory[a], z * sta, lda, p["m"], k_total, block_m, k0)
+                    load_tile(sb, lb, memory[b], z * stb, ldb, p["n"], k_total, block_n, k0)
+                    for w in range(8):
+                        wm, wn = (w // 4) * 64, (w % 4) * 32
+                        for ks in range(0, BK, 16):
+                            af = [a_fragment(sa, la, wm + i * 16, ks) for i in range(4)]
+                            bf = [b_fragments(sb, lb, wn + j * 16, ks) for j in range(2)]
+                            for i in range(4):
+                                for j in range(4):
+                                    b0 = [bf[j // 2][l][(j % 2) * 2] for l in range(32)]
+                                    b1 = [bf[j // 2][l][(j % 2) * 2 + 1] for l in range(32)]
+                                    mma(acc[(w, i, j)], af[i], b0, b1)
+                c = memory["c"]
+                for w in range(8):
+                    wm, wn = (w // 4) * 64, (w % 4) * 32
+                    for i in range(4):
+                        for j in range(4):
+                            for lane in range(32):
+                                for e in range(4):
+                                    row = block_m + wm + i * 16 + lane // 4 + (e // 2) * 8
+                                    col = block_n + wn + j * 8 + (lane % 4) * 2 + (e % 2)
+                                    if row < p["m"] and col < p["n"]:
+                                        v = acc[(w, i, j)][lane][e] + (memory["bias"][col] if p["bias"] else 0.0)
+                                        idx = z * p["stride_c"] + row * p["ldc"] + col
+                                        c[idx] = c[idx] + v if p["accumulate"] else v
+
+
+def stored(layout, logical, ld, rows_first):
+    """A logical [rows, k] operand stored K-major ([rows][k], ld) or MN-major ([k][rows], ld)."""
+    rows, k = logical.shape
+    if layout == "K":
+        buf = np.full((rows, ld), np.nan); buf[:, :k] = logical
+    else:
+        buf = np.full((k, ld), np.nan); buf[:, :rows] = logical.T
+    return buf
+
+
+def check(la, lb):
+    m, n, k, k2, batches = 200, 136, 40, 16, 2  # ragged against 128 x 128 x 32 tiles
+    pads = 8  # leading dimensions beyond the extent (multiples of 8), NaN-filled so reads past them show
+    A = rng.standard_normal((batches, m, k)); B = rng.standard_normal((batches, n, k))
+    A2 = rng.standard_normal((batches, m, k2)); B2 = rng.standard_normal((batches, n, k2))
+    bias = rng.standard_normal(n); c0 = rng.standard_normal((batches, m, n + pads))
+    memory = {}
+    p = {"m": m, "n": n, "k": k, "k2": k2, "bias": True, "accumulate": True}
+    for name, logical, layout, extent in [("a", A, la, (m, k)), ("b", B, lb, (n, k)), ("a2", A2, la, (m, k2)), ("b2", B2, lb, (n, k2))]:
+        rows, kk = extent
+        ld = (kk if layout == "K" else rows) + pads
+        bufs = [stored(layout, logical[z], ld, True) for z in range(batches)]
+        memory[name] = np.concatenate([b.ravel() for b in bufs] + [np.full(64, np.nan)])
+        p["ld" + name] = ld
+        p["stride_" + name] = bufs[0].size
+    memory["bias"] = bias
+    memory["c"] = c0.ravel().copy()
+    p["ldc"] = n + pads; p["stride_c"] = m * (n + pads)
+    gemm(la, lb, p, memory, batches)
+    got = memory["c"].reshape(batches, m, n + pads)
+    want = c0.copy()
+    for z in range(batches):
+        want[z, :, :n] += A[z] @ B[z].T + A2[z] @ B2[z].T + bias
+    assert np.allclose(got, want, atol=1e-9), f"A {la}-major, B {lb}-major: max error {np.nanmax(np.abs(got - want))}"
+    print(f"A {la}-major, B {lb}-major: every CTA of a ragged batched two-product GEMM matches the direct product")
+
+
+for la in "KM":
+    for lb in "KM":
+        check(la, lb)
