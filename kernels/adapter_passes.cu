@@ -138,3 +138,14 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     __nv_bfloat16* out = c + (long long)row * ldc + col;
     *out = from_f32<__nv_bfloat16>(to_f32(*out) + to_f32(bias[col]));
 }
+
+// out[i] = sum over c of partials[c * len + i], c in order: the fixed-order second pass
+// of a reduction over T split into chunks (dB stays bitwise reproducible).
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_sum_chunks(int count, int len, const float* __restrict__ partials, float* __restrict__ out) {
+    const long long idx = element_index();
+    if (idx >= len) return;
+    float sum = 0.f;
+    for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
+    out[idx] = sum;
+}

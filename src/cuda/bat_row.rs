@@ -5,16 +5,19 @@
 //! blocks side by side.
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
 /// I + B_i and B_i (bf16 `[K/r, r, r]` each), the stack `[r, K]` (forward only),
-/// X~ or dX~ `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all bf16.
+/// X~ or dX~ `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all bf16; backward adds dB's partial
+/// sums over token chunks (f32).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
-    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2]
+    let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
+    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials]
 }
 
 /// The bf16 operands made from B, and E; `stack` only when asked.
@@ -66,9 +69,13 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             .strides([r, r * r, 0, r * r, r])
             .launch(launcher, "bone_gemm_kt_bf16", k / r)?;
     }
-    // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, reduced over T inside each tile (deterministic).
-    Gemm::new((dx_mixed, k), (call.x, k), (call.db, r), [r, r, t])
-        .second((d_carry, r), (call.x, k), t)
-        .strides([r, r, 0, r, r * r])
-        .launch(launcher, "bone_gemm_tt_f32", k / r)
+    // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
+    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], call.db, |first, len, out| {
+        let rows = |base: u64, width: usize| base + (first * width * 2) as u64;
+        let x = rows(call.x, k);
+        Gemm::new((rows(dx_mixed, k), k), (x, k), (out, r), [r, r, len])
+            .second((rows(d_carry, r), r), (x, k), len)
+            .strides([r, r, 0, r, r * r])
+            .launch(launcher, "bone_gemm_tt_f32", k / r)
+    })
 }

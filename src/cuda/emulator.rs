@@ -331,6 +331,14 @@ impl Launcher for Emulator {
                     }
                 }
             }
+            "bone_sum_chunks" => {
+                let (count, len, partials, out) = (int(args, 0), int(args, 1), ptr(args, 2), ptr(args, 3));
+                expect(len);
+                for i in 0..len {
+                    let sum = (0..count).map(|c| self.read(Ty::F32, partials, (c * len + i) as u64)).sum();
+                    self.write(Ty::F32, out, i as u64, sum);
+                }
+            }
             "bone_to_bf16" => {
                 let (count, input, output) = (int(args, 0), ptr(args, 1), ptr(args, 2));
                 expect(count);

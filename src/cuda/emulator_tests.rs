@@ -121,3 +121,15 @@ fn batcol_takes_several_slabs_here() {
     let forward = region_sizes(&shape, 1, Pass::Forward);
     assert!(forward[3] < 256 * 96 * 2, "the W' slab must be smaller than W so the slab loop runs more than once");
 }
+
+#[test]
+fn reductions_over_token_chunks_match_the_oracle() {
+    // 513 tokens: two chunks of 257 and 256 for the dB reductions (see token_chunks).
+    assert_eq!(super::token_chunks::plan(513, 1), (257, 2));
+    let mut rng = StdRng::seed_from_u64(12);
+    for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
+        for split in [false, true] {
+            check(variant, (513, 64, 96, 32), Ty::F32, true, split, &mut rng);
+        }
+    }
+}

@@ -22,6 +22,7 @@ mod merge;
 pub(crate) mod params;
 mod shared_block;
 mod split;
+mod token_chunks;
 mod training;
 mod workspace;
 

@@ -3,19 +3,27 @@
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 use crate::variant::Variant;
 
+/// Output tiles of dBfull = S^T dY (`[r, N]`).
+fn db_tiles(layer: &LayerShape) -> usize {
+    layer.r().div_ceil(128) * layer.n().div_ceil(128)
+}
+
 /// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16; backward adds
-/// U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]` bf16 and, for mini, dBfull `[r, N]` f32.
+/// U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]` bf16, for mini dBfull `[r, N]`
+/// f32, and dBfull's partial sums over token chunks.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let mut sizes = vec![tokens * r * 2, r * n * 2, n * r * 2];
     if pass == Pass::Backward {
         let mini = matches!(layer.variant(), Variant::Mini { .. });
-        sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }]);
+        let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n);
+        sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials]);
     }
     sizes
 }
@@ -42,10 +50,13 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    // dBfull [r, N] = S^T dY: both operands are read along T.
+    // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
-    Gemm::new((regions[0], r), (call.y, n), (db_full, n), [r, n, t]).launch(launcher, "bone_gemm_tt_f32", 1)?;
+    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], db_full, |first, len, out| {
+        let (s, dy) = (regions[0] + (first * r * 2) as u64, call.y + (first * n * 2) as u64);
+        Gemm::new((s, r), (dy, n), (out, n), [r, n, len]).launch(launcher, "bone_gemm_tt_f32", 1)
+    })?;
     if mini {
         let fold = [Arg::Layer(call.layer), Arg::Ptr(db_full), Arg::Ptr(call.db)];
         launcher.elementwise("bone_mini_fold", r * call.layer.mini_r as usize, &fold)?;

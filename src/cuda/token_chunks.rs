@@ -1,0 +1,66 @@
+//! Reductions over T (dB = S^T dY, dB_i = (dX~_i + dR)^T X_i) have few output tiles, so
+//! one GEMM over all of T runs on few SMs. They are split into chunks of tokens, each
+//! chunk's partial sum written apart, then summed in a fixed order: more parallelism,
+//! and dB stays bitwise reproducible. The split depends only on the shapes, not the GPU.
+
+use super::launch::{Arg, Launcher};
+use crate::error::Result;
+
+/// Thread blocks worth aiming for (about two per SM on a large GPU).
+const TARGET_BLOCKS: usize = 256;
+/// Fewest tokens worth a chunk of their own.
+const MIN_CHUNK: usize = 256;
+
+/// How `tokens` are cut for a reduction with `tiles` output tiles: (tokens per chunk, chunks).
+pub(crate) fn plan(tokens: usize, tiles: usize) -> (usize, usize) {
+    let chunks = (TARGET_BLOCKS / tiles.max(1)).clamp(1, (tokens / MIN_CHUNK).max(1));
+    let len = tokens.div_ceil(chunks);
+    (len, tokens.div_ceil(len))
+}
+
+/// Bytes of f32 partial sums a reduction producing `outputs` elements needs (0 when unsplit).
+pub(crate) fn partial_bytes(tokens: usize, tiles: usize, outputs: usize) -> usize {
+    match plan(tokens, tiles) {
+        (_, 1) => 0,
+        (_, chunks) => chunks * outputs * 4,
+    }
+}
+
+/// Runs `chunk(first_token, tokens, destination)` for every chunk, each writing its
+/// `outputs` partial sums; then sums them in order into `out`. Unsplit, the one chunk
+/// writes `out` directly.
+pub(crate) fn reduce(
+    launcher: &impl Launcher,
+    (tokens, tiles, outputs): (usize, usize, usize),
+    partials: u64,
+    out: u64,
+    mut chunk: impl FnMut(usize, usize, u64) -> Result<()>,
+) -> Result<()> {
+    let (len, chunks) = plan(tokens, tiles);
+    if chunks == 1 {
+        return chunk(0, tokens, out);
+    }
+    for c in 0..chunks {
+        let first = c * len;
+        chunk(first, len.min(tokens - first), partials + (c * outputs * 4) as u64)?;
+    }
+    let args = [Arg::I32(chunks as i32), Arg::I32(outputs as i32), Arg::Ptr(partials), Arg::Ptr(out)];
+    launcher.elementwise("bone_sum_chunks", outputs, &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn chunks_cover_the_tokens_and_stay_large() {
+        for tokens in [1, 7, 255, 256, 1000, 4096, 65536] {
+            for tiles in [1, 32, 64, 300] {
+                let (len, chunks) = plan(tokens, tiles);
+                assert!(len * chunks >= tokens && len * (chunks - 1) < tokens, "T={tokens} tiles={tiles}");
+                assert!(chunks == 1 || len >= 256, "T={tokens} tiles={tiles}: chunks of {len}");
+            }
+        }
+        assert_eq!(plan(4096, 32), (512, 8));
+    }
+}
