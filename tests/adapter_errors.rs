@@ -209,6 +209,18 @@ fn an_existing_output_and_a_missing_checkpoint_are_refused() {
 }
 
 #[test]
+fn an_output_inside_an_input_is_refused() {
+    let scratch = Scratch::new();
+    let before = scratch.listing();
+    let adapter = Adapter::load(&scratch.adapter()).unwrap();
+    let out = scratch.base().join("merged");
+    let err = apply(&scratch.base(), &adapter, &out, &ApplyOptions::new(Direction::Merge), |_, _| {}).unwrap_err();
+    assert!(matches!(err, AdapterError::OutputInsideInput { .. }), "{err}");
+    assert!(err.to_string().contains("is inside the input"), "{err}");
+    assert_eq!(scratch.listing(), before, "nothing written");
+}
+
+#[test]
 fn an_index_that_names_a_missing_shard_is_named() {
     let scratch = Scratch::new();
     std::fs::remove_dir_all(scratch.base()).unwrap();

@@ -91,6 +91,7 @@ pub fn apply(
     if out.exists() {
         return Err(AdapterError::OutputExists { path: out.to_path_buf() });
     }
+    refuse_output_inside(out, &[base, &adapter.dir])?;
     let checkpoint = Checkpoint::open(base)?;
     let targets = plan(&checkpoint, adapter, options.direction)?;
     let kernels = gpu(options)?;
@@ -279,6 +280,24 @@ fn gpu_merge<T: Element>(kernels: &BoneKernels, shape: &LayerShape, bytes: &[u8]
         value.write_le(&mut merged);
     }
     Ok(merged)
+}
+
+/// The output may not be created inside an input directory: that would change the input
+/// (and copying the base's other files would copy the output into itself).
+fn refuse_output_inside(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(parent) = parent.canonicalize() else { return Ok(()) }; // a missing parent fails later, clearly
+    for input in inputs {
+        if let Ok(input) = input.canonicalize()
+            && parent.starts_with(&input)
+        {
+            return Err(AdapterError::OutputInsideInput { out: out.to_path_buf(), input });
+        }
+    }
+    Ok(())
 }
 
 /// Copies everything in `from` except the shards (config.json, tokenizer files, the index, ...).

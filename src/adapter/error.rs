@@ -45,6 +45,9 @@ pub enum AdapterError {
     #[error("{path} already exists; the output must be a new directory (nothing was written)", path = path.display())]
     OutputExists { path: PathBuf },
 
+    #[error("{out} is inside the input {input}; write the output elsewhere (nothing was written)", out = out.display(), input = input.display())]
+    OutputInsideInput { out: PathBuf, input: PathBuf },
+
     #[error("{path}: the adapter trains biases (bias = {bias:?}); the base biases it replaced cannot be recovered, so it cannot be unmerged", path = path.display())]
     BiasNotReversible { path: PathBuf, bias: String },
 
