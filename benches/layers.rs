@@ -7,7 +7,9 @@
 //!   floor/fwd            Y = X W^T                          (cuBLAS; 1 GEMM)
 //!   floor2/fwd_bwd       + dX = dY W                        (frozen base, the LoRA-order floor; 2 GEMMs)
 //!   floor3/fwd_bwd       + dW = dY^T X                      (full fine-tuning; 3 GEMMs)
-//!   lora/*               LoRA rank r/2 (same parameters as BatCol/Shared on square W), cuBLAS
+//!   lora/*               LoRA rank r/2 via cuBLAS: (K + N) r/2 parameters, exactly BatCol's and
+//!                        Shared's N r on square W; on the MLP shapes BatCol has N r (1.46x LoRA's
+//!                        at 11008 x 4096, 0.54x at 4096 x 11008) and BatRow K r (the reverse)
 //!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
 //!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
