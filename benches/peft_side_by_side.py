@@ -8,11 +8,13 @@ backward, counted once each), and the peak memory of one step above what was all
 before it. Writes JSON to --out and prints a short table.
 
   python3 benches/peft_side_by_side.py --out peft.json [--quick]
+  python3 benches/peft_side_by_side.py --out /tmp/p.json --device cpu --smoke   # checks the script, no GPU
 """
 
 import argparse
 import json
 import statistics
+import time
 
 import peft
 import torch
@@ -22,8 +24,11 @@ TOKENS = [512, 4096]
 R = 64
 
 
+DEVICE = "cuda"
+
+
 def layer(path, k, n, r):
-    base = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).to("cuda", torch.bfloat16)
+    base = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).to(DEVICE, torch.bfloat16)
     for p in base.parameters():
         p.requires_grad_(False)
     if path == "peft-lora":
@@ -53,23 +58,29 @@ def kept_bytes(model, x):
 
 
 def timed(fn, repeats):
+    """Median milliseconds of `fn`: CUDA events on the GPU, the wall clock on the CPU."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if DEVICE == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            began = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - began) * 1e3)
     return statistics.median(times)
 
 
 def measure(path, k, n, t, r, repeats):
     model = layer(path, k, n, r)
-    xs = [torch.randn(t, k, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
-    dy = torch.randn(t, n, device="cuda", dtype=torch.bfloat16)
+    xs = [torch.randn(t, k, device=DEVICE, dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
+    dy = torch.randn(t, n, device=DEVICE, dtype=torch.bfloat16)
     state = {"i": 0}
 
     def forward():
@@ -82,14 +93,16 @@ def measure(path, k, n, t, r, repeats):
         model(xs[state["i"] % 2]).backward(dy)
 
     result = {"fwd_ms": timed(forward, repeats), "fwd_bwd_ms": timed(step, repeats), "kept_bytes": kept_bytes(model, xs[0])}
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    result["peak_bytes"] = torch.cuda.max_memory_allocated() - before
-    del model, xs, dy
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        result["peak_bytes"] = torch.cuda.max_memory_allocated() - before
+        torch.cuda.empty_cache()
+    else:
+        result["peak_bytes"] = 0  # no allocator statistics on the CPU
     return result
 
 
@@ -97,15 +110,23 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--quick", action="store_true", help="one shape, fewer repeats")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu to check the script itself")
+    parser.add_argument("--smoke", action="store_true", help="a tiny shape (with --device cpu)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     shapes, tokens, repeats = (SHAPES[:1], TOKENS[:1], 5) if args.quick else (SHAPES, TOKENS, 20)
-    results = {"versions": {"torch": torch.__version__, "peft": peft.__version__, "gpu": torch.cuda.get_device_name()}}
+    r = R
+    if args.smoke:
+        shapes, tokens, repeats, r = [(128, 256)], [32], 3, 16
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+    results = {"versions": {"torch": torch.__version__, "peft": peft.__version__, "gpu": device_name}}
     for n, k in shapes:
         for t in tokens:
-            group = f"{n}x{k}/T{t}/r{R}"
+            group = f"{n}x{k}/T{t}/r{r}"
             results[group] = {}
             for path in ["peft-lora", "peft-bat", "peft-shared", "peft-mini"]:
-                results[group][path] = measure(path, k, n, t, R, repeats)
+                results[group][path] = measure(path, k, n, t, r, repeats)
                 m = results[group][path]
                 print(f"{group:24} {path:12} fwd {m['fwd_ms']:8.3f} ms  fwd+bwd {m['fwd_bwd_ms']:8.3f} ms  "
                       f"kept {m['kept_bytes'] / 2**20:8.1f} MiB  peak {m['peak_bytes'] / 2**20:8.1f} MiB")
