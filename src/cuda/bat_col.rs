@@ -5,8 +5,9 @@
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o + onehot^T G_o (batched),
 //!             and, if dX is wanted, W'[slab] and dX += dY[:, slab] W'[slab] (f32)
-//! This is the general first version; forming each W' tile in shared memory inside the
-//! main GEMM (no W' slab round trip through L2) is the planned next step.
+//! Forming each W' tile in shared memory inside the main GEMM instead would save the
+//! slab's round trip through L2 but redo the transform for every token tile (README,
+//! "Design"): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::training::{Call, Pass};
