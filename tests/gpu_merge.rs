@@ -82,3 +82,14 @@ fn gpu_merge_refuses_bad_buffers_before_launch() {
     let err = kernels.merge(&shape, &foreign_w, &b, &mut out).unwrap_err();
     assert!(matches!(err, BoneError::WrongContext { buffer: "W" }), "{err}");
 }
+
+#[test]
+fn gpu_handles_on_other_streams_share_the_module() {
+    let Some(kernels) = gpu_or_skip("gpu_handles_on_other_streams_share_the_module") else { return };
+    let mut rng = fresh_rng("gpu_handles_on_other_streams_share_the_module");
+    let second = kernels.on_stream(kernels.stream().context().new_stream().unwrap()).unwrap();
+    check_merge::<bf16, f32>(&second, &layer(Variant::BatCol, 128, 64, 16), &mut rng, 1e-2);
+    let other_context = cudarc::driver::CudaContext::new_non_primary(0, 0).unwrap().new_stream().unwrap();
+    let err = kernels.on_stream(other_context).unwrap_err();
+    assert!(matches!(err, BoneError::WrongContext { buffer: "stream" }), "{err}");
+}

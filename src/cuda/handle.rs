@@ -49,6 +49,19 @@ impl BoneKernels {
         Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None })
     }
 
+    /// A handle for another stream of the same context, sharing the loaded module (and
+    /// the GEMM engine choice; cuBLAS, if chosen, gets a handle on the new stream).
+    pub fn on_stream(&self, stream: Arc<CudaStream>) -> Result<Self> {
+        if stream.context() != self.stream.context() {
+            return Err(BoneError::WrongContext { buffer: "stream" });
+        }
+        let blas = match self.blas {
+            Some(_) => Some(Arc::new(RowMajorBlas::new(stream.clone())?)),
+            None => None,
+        };
+        Ok(BoneKernels { stream, module: self.module.clone(), functions: self.functions.clone(), blas })
+    }
+
     /// Chooses what computes the passes' products (default [`GemmEngine::Native`]).
     pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
         self.blas = match engine {
