@@ -221,6 +221,22 @@ fn an_output_inside_an_input_is_refused() {
 }
 
 #[test]
+fn an_index_that_points_outside_its_directory_is_refused() {
+    let scratch = Scratch::new();
+    std::fs::remove_dir_all(scratch.base()).unwrap();
+    copy_dir(&adapters_dir().join("base_f32_sharded"), &scratch.base());
+    let index = scratch.base().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(
+        &index,
+        text.replacen("\"model-00001-of-00005.safetensors\"", "\"../model-00001-of-00005.safetensors\"", 1),
+    )
+    .unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("which is not a file name in this directory"), "{message}");
+}
+
+#[test]
 fn an_index_that_names_a_missing_shard_is_named() {
     let scratch = Scratch::new();
     std::fs::remove_dir_all(scratch.base()).unwrap();

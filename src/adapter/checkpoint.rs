@@ -59,6 +59,13 @@ impl Checkpoint {
                     let message = format!("maps {tensor:?} to {file}, not a file name");
                     return Err(AdapterError::Config { path: index_path, field: "weight_map", message });
                 };
+                // A shard is a file of this directory: no separators, no "..", so neither
+                // the read nor the merged copy's write can leave its directory.
+                let plain = Path::new(file).file_name().is_some_and(|name| name == file) && file != "..";
+                if !plain {
+                    let message = format!("maps {tensor:?} to {file:?}, which is not a file name in this directory");
+                    return Err(AdapterError::Config { path: index_path, field: "weight_map", message });
+                }
                 index.insert(tensor.clone(), file.to_string());
             }
             let mut files: Vec<String> = index.values().cloned().collect();
