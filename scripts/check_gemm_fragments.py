@@ -1,9 +1,13 @@
 # Checks the index arithmetic of kernels/gemm.cuh without a GPU. It re-runs the kernel's
 # own logic in Python, line for line: load_tile (16-byte chunks, zero-fill masking), the
-# loop over the concatenated K of both products, a_fragment / b_fragments with the PTX ISA
-# semantics of ldmatrix (.trans), mma.m16n8k16's fragment layouts, batching by grid.z, and
-# the masked epilogue with bias and accumulate; for all four operand layouts on problem
-# sizes with ragged edges, against a direct product. Mirror any change to gemm.cuh here.
+# cp.async pipeline (commit groups and wait_group counts), the loop over the concatenated K
+# of both products, a_fragment / b_fragments with the PTX ISA semantics of ldmatrix (.trans),
+# mma.m16n8k16's fragment layouts, batching by grid.z, and the masked epilogue with bias and
+# accumulate; for all four operand layouts on problem sizes with ragged edges, against a
+# direct product. The pipeline runs twice: with every copy landing as soon as it is issued
+# (a stage overwritten while still being read shows) and as late as wait_group allows (a
+# stage read before its copy has landed shows). Barriers are not modelled: check them by eye.
+# Mirror any change to gemm.cuh here.
 # Needs numpy:  python3 scripts/check_gemm_fragments.py
 import numpy as np
 
@@ -54,7 +58,30 @@ def mma(acc, a, b0, b1):
         acc[t][2] += C[g + 8, 2 * q]; acc[t][3] += C[g + 8, 2 * q + 1]
 
 
-def load_tile(tile, layout, src, base, ld, rows_total, k_total, row0, k0):
+class Copies:
+    """cp.async: copies join the open group; commit closes it; wait(n) lands all but the
+    newest n groups. `eager` lands every copy at issue instead (the earliest it may)."""
+
+    def __init__(self, eager):
+        self.eager, self.open, self.groups = eager, [], []
+
+    def copy(self, tile, dst, values):
+        if self.eager:
+            tile[dst:dst + 8] = values
+        else:
+            self.open.append((tile, dst, np.array(values, dtype=float)))
+
+    def commit(self):
+        self.groups.append(self.open)
+        self.open = []
+
+    def wait(self, newest_pending):
+        while len(self.groups) > newest_pending:
+            for tile, dst, values in self.groups.pop(0):
+                tile[dst:dst + 8] = values
+
+
+def load_tile(copies, tile, layout, src, base, ld, rows_total, k_total, row0, k0):
     chunks = BM * BK // 8
     for c in range(chunks):  # every thread's chunks, threadIdx.x + j * THREADS
         if layout == "K":
@@ -62,32 +89,48 @@ def load_tile(tile, layout, src, base, ld, rows_total, k_total, row0, k0):
             grow, gk = row0 + row, k0 + kc
             valid = grow < rows_total and gk < k_total
             dst = row * KP + kc
-            tile[dst:dst + 8] = src[base + grow * ld + gk: base + grow * ld + gk + 8] if valid else 0
+            copies.copy(tile, dst, src[base + grow * ld + gk: base + grow * ld + gk + 8] if valid else np.zeros(8))
         else:
             kr, rc = c // (BM // 8), (c % (BM // 8)) * 8
             gk, grow = k0 + kr, row0 + rc
             valid = gk < k_total and grow < rows_total
             dst = kr * MP + rc
-            tile[dst:dst + 8] = src[base + gk * ld + grow: base + gk * ld + grow + 8] if valid else 0
+            copies.copy(tile, dst, src[base + gk * ld + grow: base + gk * ld + grow + 8] if valid else np.zeros(8))
 
 
-def gemm(la, lb, p, memory, batches):
+def gemm(la, lb, p, memory, batches, eager):
     """Runs every CTA of the kernel over `memory` (dict name -> flat array)."""
     tiles1, tiles2 = -(-p["k"] // BK), -(-p["k2"] // BK)
+    tiles = tiles1 + tiles2
     for z in range(batches):
         for by in range(-(-p["m"] // BM)):
             for bx in range(-(-p["n"] // BN)):
                 block_m, block_n = by * BM, bx * BN
                 acc = {(w, i, j): [[0.0] * 4 for _ in range(32)] for w in range(8) for i in range(4) for j in range(4)}
-                for t in range(tiles1 + tiles2):
+                # Shared memory starts as garbage: NaN shows any read of a copy not yet landed.
+                a_tiles = [np.full(BM * KP, np.nan) for _ in range(2)]
+                b_tiles = [np.full(BM * KP, np.nan) for _ in range(2)]
+                copies = Copies(eager)
+
+                def load(t, stage):
                     first = t < tiles1
                     k0 = (t if first else t - tiles1) * BK
                     k_total = p["k"] if first else p["k2"]
-                    sa = np.zeros(BM * KP); sb = np.zeros(BM * KP)
                     a, lda, sta = ("a", p["lda"], p["stride_a"]) if first else ("a2", p["lda2"], p["stride_a2"])
                     b, ldb, stb = ("b", p["ldb"], p["stride_b"]) if first else ("b2", p["ldb2"], p["stride_b2"])
-                    load_tile(sa, la, memory[a], z * sta, lda, p["m"], k_total, block_m, k0)
-                    load_tile(sb, lb, memory[b], z * stb, ldb, p["n"], k_total, block_n, k0)
+                    load_tile(copies, a_tiles[stage], la, memory[a], z * sta, lda, p["m"], k_total, block_m, k0)
+                    load_tile(copies, b_tiles[stage], lb, memory[b], z * stb, ldb, p["n"], k_total, block_n, k0)
+
+                if tiles > 0:
+                    load(0, 0)
+                copies.commit()
+                for t in range(tiles):
+                    stage = t % 2
+                    if t + 1 < tiles:
+                        load(t + 1, (t + 1) % 2)
+                    copies.commit()
+                    copies.wait(1)  # tile t has landed; t + 1 may still be in flight
+                    sa, sb = a_tiles[stage], b_tiles[stage]
                     for w in range(8):
                         wm, wn = (w // 4) * 64, (w % 4) * 32
                         for ks in range(0, BK, 16):
@@ -141,13 +184,16 @@ def check(la, lb):
     memory["bias"] = bias
     memory["c"] = c0.ravel().copy()
     p["ldc"] = n + pads; p["stride_c"] = m * (n + pads)
-    gemm(la, lb, p, memory, batches)
-    got = memory["c"].reshape(batches, m, n + pads)
     want = c0.copy()
     for z in range(batches):
         want[z, :, :n] += A[z] @ B[z].T + A2[z] @ B2[z].T + bias
-    assert np.allclose(got, want, atol=1e-9), f"A {la}-major, B {lb}-major: max error {np.nanmax(np.abs(got - want))}"
-    print(f"A {la}-major, B {lb}-major: every CTA of a ragged batched two-product GEMM matches the direct product")
+    for eager in (True, False):
+        memory["c"] = c0.ravel().copy()
+        gemm(la, lb, p, memory, batches, eager)
+        got = memory["c"].reshape(batches, m, n + pads)
+        when = "eager" if eager else "late"
+        assert np.allclose(got, want, atol=1e-9), f"A {la}-major, B {lb}-major, {when} copies: max error {np.nanmax(np.abs(got - want))}"
+    print(f"A {la}-major, B {lb}-major: every CTA of a ragged batched two-product GEMM matches the direct product (copies eager and late)")
 
 
 for la in "KM":
