@@ -142,6 +142,20 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
 }
 
 #[test]
+fn gpu_the_shared_block_takes_k_not_a_multiple_of_r() {
+    let Some(kernels) = gpu_or_skip("gpu_the_shared_block_takes_k_not_a_multiple_of_r") else { return };
+    let mut rng = fresh_rng("gpu_the_shared_block_takes_k_not_a_multiple_of_r");
+    let mut workspace = Workspace::new(kernels.stream().clone());
+    // K = 392 = 6 x 64 + 8: the last chunk of X is zero-padded, as PEFT does.
+    for variant in [Variant::Shared, Variant::Mini { mini_r: 32 }] {
+        for tokens in [1, 300] {
+            let case = Case { shape: layer(variant, 392, 256, 64), tokens, bias: true, check_db: true };
+            check::<f32>(&kernels, &mut workspace, &case, &mut rng);
+        }
+    }
+}
+
+#[test]
 fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     let Some(mut kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_llama_layers") else { return };
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_llama_layers");

@@ -133,3 +133,14 @@ fn reductions_over_token_chunks_match_the_oracle() {
         }
     }
 }
+
+#[test]
+fn the_shared_block_takes_k_not_a_multiple_of_r() {
+    // K = 104 = 3 x 32 + 8: the last chunk of X is zero-padded, as PEFT does.
+    let mut rng = StdRng::seed_from_u64(13);
+    for variant in [Variant::Shared, Variant::Mini { mini_r: 16 }] {
+        for split in [false, true] {
+            check(variant, (9, 64, 104, 32), Ty::F32, true, split, &mut rng);
+        }
+    }
+}
