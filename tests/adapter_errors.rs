@@ -182,6 +182,16 @@ fn an_adapter_shape_that_disagrees_with_the_base_is_named() {
 }
 
 #[test]
+fn an_adapter_holding_nan_is_refused() {
+    let scratch = Scratch::new();
+    let mut bytes = f32_bytes(384);
+    bytes[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+    scratch.write_adapter_tensors(&[(Q0, Dtype::F32, vec![6, 8, 8], bytes)]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains(&format!("{Q0} holds NaN or infinity")), "{message}");
+}
+
+#[test]
 fn an_integer_adapter_tensor_is_a_dtype_error() {
     let scratch = Scratch::new();
     scratch.write_adapter_tensors(&[(Q0, Dtype::I32, vec![6, 8, 8], f32_bytes(384))]);

@@ -155,6 +155,9 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
     };
     for layer in &adapter.layers {
         let adapter_key = format!("base_model.model.{}.{block}", layer.module);
+        if layer.values.iter().any(|v| !v.is_finite()) {
+            return Err(AdapterError::NonFinite { path: adapter_file, key: adapter_key });
+        }
         let (name, entry) = base_tensor(&layer.module, "weight", adapter_key.clone())?;
         let [n, k] = entry.shape[..] else {
             let expected = "[N, K] (a linear layer's weight)".to_string();

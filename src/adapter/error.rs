@@ -33,6 +33,9 @@ pub enum AdapterError {
     #[error("{path}: {key}: shape {actual:?}, expected {expected}", path = path.display())]
     ShapeMismatch { path: PathBuf, key: String, expected: String, actual: Vec<usize> },
 
+    #[error("{path}: {key} holds NaN or infinity; merging it would corrupt the weights (PEFT's safe_merge refuses it too)", path = path.display())]
+    NonFinite { path: PathBuf, key: String },
+
     #[error("{path}: {key}: dtype {dtype} is not one this tool merges (BF16, F16, F32, F64)", path = path.display())]
     UnsupportedDtype { path: PathBuf, key: String, dtype: String },
 
