@@ -39,22 +39,30 @@ impl AdapterElement for bf16 {}
 
 /// One layer's device weights: W `[N, K]`, B as PEFT stores it, optional bias `[N]`.
 pub struct LayerWeights<'a, TB> {
+    /// The frozen weight, `nn.Linear.weight`, `[N, K]` bf16, 16-byte aligned.
     pub w: CudaView<'a, bf16>,
+    /// The trainable block, PEFT's layout ([`LayerShape::adapter_dims`]), f32 or bf16.
     pub b: CudaView<'a, TB>,
+    /// The frozen bias `[N]`, if the layer has one (used by the forward only).
     pub bias: Option<CudaView<'a, bf16>>,
 }
 
 /// Where the backward pass writes: dX `[T, K]` (optional), dB (B's shape), dbias `[N]` (optional).
 pub struct LayerGrads<'a> {
+    /// dX `[T, K]` bf16, when the layer's input needs a gradient.
     pub dx: Option<CudaViewMut<'a, bf16>>,
+    /// dB in B's shape, f32, overwritten (not accumulated).
     pub db: CudaViewMut<'a, f32>,
+    /// dbias `[N]` f32 (the column sums of dY), when the bias is trained.
     pub dbias: Option<CudaViewMut<'a, f32>>,
 }
 
 /// Which pass a workspace is sized for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
+    /// [`BoneKernels::forward`].
     Forward,
+    /// [`BoneKernels::backward`].
     Backward,
 }
 
