@@ -18,7 +18,8 @@ const TARGETS: [&str; 4] = [
 
 fn main() {
     println!("cargo::rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH", "BONE_KERNELS_DENY_SPILLS", "BONE_KERNELS_VERBOSE"] {
+    let settings = ["BONE_KERNELS_DENY_SPILLS", "BONE_KERNELS_VERBOSE", "BONE_KERNELS_NO_COMPRESS"];
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"].into_iter().chain(settings) {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rustc-check-cfg=cfg(bone_kernels_built)");
@@ -42,10 +43,12 @@ fn main() {
 
     let fatbin = out_dir.join("bone_kernels.fatbin");
     let mut cmd = Command::new(&nvcc);
-    // Compressed (the driver inflates it at load): every test and bench binary embeds the image.
-    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo", "-Xfatbin=-compress-all"])
-        .arg("-I")
-        .arg(&kernel_dir);
+    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo"]).arg("-I").arg(&kernel_dir);
+    // Compressed (the driver inflates it at load): every test and bench binary embeds the
+    // image. BONE_KERNELS_NO_COMPRESS=1 embeds it as nvcc wrote it.
+    if env::var("BONE_KERNELS_NO_COMPRESS").is_err() {
+        cmd.arg("-Xfatbin=-compress-all");
+    }
     for target in TARGETS {
         cmd.arg("-gencode").arg(target);
     }
