@@ -6,7 +6,8 @@
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
 
-use super::blas::{Operand, RowMajorBlas};
+use super::blas::RowMajorBlas;
+use super::linear::Linear;
 use crate::cuda::BoneKernels;
 use crate::cuda::launch::{Arg, Gemm, Launcher};
 use crate::cuda::params::BoneLayer;
@@ -42,14 +43,16 @@ impl BatColCublasPlan {
         self.layer.weight_len() * 4 + self.layer.k() * self.layer.r() * 2
     }
 
-    fn form_w_prime(
-        &self,
-        kernels: &BoneKernels,
-        w: &CudaView<bf16>,
-        b: &CudaView<f32>,
-        out: &mut CudaViewMut<bf16>,
-    ) -> Result<()> {
-        kernels.merge(&self.layer, w, b, out)
+    /// X `[T, K]` and the `[T, N]` buffer `name`, checked before anything is launched.
+    fn check_tokens(&self, t: usize, x: usize, out: usize, name: &'static str) -> Result<()> {
+        let (k, n) = (self.layer.k(), self.layer.n());
+        check_len("X", x, t * k, || format!("[T, K] = [{t}, {k}]"))?;
+        check_len(name, out, t * n, || format!("[T, N] = [{t}, {n}]"))
+    }
+
+    /// The plain GEMMs on W' and G, through the cuBLAS linear layer.
+    fn linear(&self) -> Linear {
+        Linear { k: self.layer.k(), n: self.layer.n() }
     }
 
     /// `Y = X W'^T`.
@@ -65,18 +68,9 @@ impl BatColCublasPlan {
         buffers: &mut PlanBuffers,
         y: &mut CudaViewMut<bf16>,
     ) -> Result<()> {
-        let (k, n) = (self.layer.k(), self.layer.n());
-        check_len("X", x.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
-        check_len("Y", y.len(), t * n, || format!("[T, N] = [{t}, {n}]"))?;
-        self.form_w_prime(kernels, w, b, &mut buffers.w_prime)?;
-        let stream = kernels.stream().clone();
-        let (x, _x) = x.device_ptr(&stream);
-        let (w_prime, _wp) = buffers.w_prime.device_ptr(&stream);
-        let (y, _y) = y.device_ptr_mut(&stream);
-        // SAFETY: lengths checked above and by merge (W' is [N, K]); Y does not alias X or W'.
-        unsafe {
-            blas.gemm_row_major([t, n, k], Operand::new(x, k, false), Operand::new(w_prime, k, true), y, n, 0.0, false)
-        }
+        self.check_tokens(t, x.len(), y.len(), "Y")?; // before the merge launches anything
+        kernels.merge(&self.layer, w, b, &mut buffers.w_prime)?;
+        self.linear().forward(blas, t, x, &buffers.w_prime.as_view(), y)
     }
 
     /// dX = dY W' (W' formed again) and dB from G = dY^T X.
@@ -94,32 +88,22 @@ impl BatColCublasPlan {
         dx: &mut CudaViewMut<bf16>,
         db: &mut CudaViewMut<f32>,
     ) -> Result<()> {
-        let (k, n) = (self.layer.k(), self.layer.n());
-        check_len("X", x.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
-        check_len("dY", dy.len(), t * n, || format!("[T, N] = [{t}, {n}]"))?;
+        let (k, n, r) = (self.layer.k(), self.layer.n(), self.layer.r());
+        self.check_tokens(t, x.len(), dy.len(), "dY")?;
         check_len("dX", dx.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
-        check_len("dB", db.len(), self.layer.adapter_len(), || self.layer.adapter_layout())?;
         check_len("G", buffers.g.len(), n * k, || format!("[N, K] = [{n}, {k}]"))?;
-        let r = self.layer.r();
+        check_len("dB", db.len(), self.layer.adapter_len(), || self.layer.adapter_layout())?;
         check_len("onehot", buffers.onehot.len(), k * r, || format!("[K, r] = [{k}, {r}]"))?;
-        self.form_w_prime(kernels, w, b, &mut buffers.w_prime)?;
+        kernels.merge(&self.layer, w, b, &mut buffers.w_prime)?;
+        let linear = self.linear();
+        linear.input_grad(blas, t, dy, &buffers.w_prime.as_view(), dx)?;
+        linear.weight_grad(blas, t, dy, x, &mut buffers.g)?;
+        // dB_o = W_o^T G_o + onehot^T G_o per output block, as in the fused path (cuda/bat_col.rs).
         let stream = kernels.stream().clone();
-        let (x, _x) = x.device_ptr(&stream);
         let (w_ptr, _w) = w.device_ptr(&stream);
-        let (w_prime, _wp) = buffers.w_prime.device_ptr(&stream);
-        let (dy, _dy) = dy.device_ptr(&stream);
-        let (dx, _dx) = dx.device_ptr_mut(&stream);
-        let (g, _g) = buffers.g.device_ptr_mut(&stream);
+        let (g, _g) = buffers.g.device_ptr(&stream);
         let (db, _db) = db.device_ptr_mut(&stream);
         let (onehot, _onehot) = buffers.onehot.device_ptr_mut(&stream);
-        let dx_operands = (Operand::new(dy, n, false), Operand::new(w_prime, k, false));
-        let g_operands = (Operand::new(dy, n, true), Operand::new(x, k, false));
-        // SAFETY: lengths checked above; outputs do not alias inputs.
-        unsafe {
-            blas.gemm_row_major([t, k, n], dx_operands.0, dx_operands.1, dx, k, 0.0, false)?;
-            blas.gemm_row_major([n, k, t], g_operands.0, g_operands.1, g, k, 0.0, false)?;
-        }
-        // dB_o = W_o^T G_o + onehot^T G_o per output block, as in the fused path (cuda/bat_col.rs).
         kernels.elementwise("bone_block_one_hot", k * r, &[Arg::Layer(self.params), Arg::Ptr(onehot)])?;
         Gemm::new((w_ptr, r), (g, r), (db, r), [r, r, k])
             .second((onehot, r), (g, r), k)
