@@ -39,6 +39,22 @@ impl Ty {
             Ty::F32 => 4,
         }
     }
+
+    /// The value stored little-endian at the start of `bytes`.
+    fn decode(self, bytes: &[u8]) -> f64 {
+        match self {
+            Ty::Bf16 => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+            Ty::F32 => f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
+        }
+    }
+
+    /// Stores `value`, rounded to this type (through f32, as the kernels round), at the start of `bytes`.
+    fn encode(self, value: f64, bytes: &mut [u8]) {
+        match self {
+            Ty::Bf16 => bytes[..2].copy_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
+            Ty::F32 => bytes[..4].copy_from_slice(&(value as f32).to_le_bytes()),
+        }
+    }
 }
 
 impl Emulator {
@@ -79,23 +95,13 @@ impl Emulator {
     pub fn read(&self, ty: Ty, base: u64, index: u64) -> f64 {
         let address = base + index * ty.size();
         let (start, offset) = self.locate(address, ty.size());
-        let memory = self.memory.borrow();
-        let bytes = &memory[&start][offset..offset + ty.size() as usize];
-        match ty {
-            Ty::Bf16 => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
-            Ty::F32 => f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
-        }
+        ty.decode(&self.memory.borrow()[&start][offset..])
     }
 
     pub fn write(&self, ty: Ty, base: u64, index: u64, value: f64) {
         let address = base + index * ty.size();
         let (start, offset) = self.locate(address, ty.size());
-        let mut memory = self.memory.borrow_mut();
-        let data = memory.get_mut(&start).expect("located");
-        match ty {
-            Ty::Bf16 => data[offset..offset + 2].copy_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
-            Ty::F32 => data[offset..offset + 4].copy_from_slice(&(value as f32).to_le_bytes()),
-        }
+        ty.encode(value, &mut self.memory.borrow_mut().get_mut(&start).expect("located")[offset..]);
     }
 }
 
@@ -146,20 +152,12 @@ impl Snapshot {
     }
 
     fn get(&self, index: u64) -> f64 {
-        let at = self.at(index);
-        let b = &self.bytes[at..];
-        match self.ty {
-            Ty::Bf16 => bf16::from_le_bytes([b[0], b[1]]).to_f64(),
-            Ty::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        }
+        self.ty.decode(&self.bytes[self.at(index)..])
     }
 
     fn set(&mut self, index: u64, value: f64) {
         let at = self.at(index);
-        match self.ty {
-            Ty::Bf16 => self.bytes[at..at + 2].copy_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
-            Ty::F32 => self.bytes[at..at + 4].copy_from_slice(&(value as f32).to_le_bytes()),
-        }
+        self.ty.encode(value, &mut self.bytes[at..]);
     }
 
     fn store(self, emulator: &Emulator, address: u64) {
