@@ -10,8 +10,11 @@
 
 #include "numeric.cuh"
 #include "params.h"
+#include "ptx.cuh"
 
 namespace bone_gemm {
+
+using namespace bone_ptx;
 
 constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = BONE_GEMM_BK;
 constexpr int PAD = 8;  // bf16 elements of row padding: spreads ldmatrix rows over banks
@@ -20,38 +23,6 @@ constexpr int MN_MAJOR_PITCH = BM + PAD;      // smem row of an MN-major tile: [
 constexpr int TILE_ELEMS = BM * K_MAJOR_PITCH;  // >= BK * MN_MAJOR_PITCH, holds either
 static_assert(BM == BN, "one tile size serves both operands");
 static_assert(TILE_ELEMS >= BK * MN_MAJOR_PITCH, "tile buffer too small");
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, or zeros when !valid (src-size 0 reads nothing).
-__device__ __forceinline__ void copy16(void* dst, const void* src, bool valid) {
-    const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void copy_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void copy_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Loads one operand's [rows, BK] tile (rows = BM or BN, starting at row0, k0) into smem.
 // LAYOUT K-major: src[row * ld + k]; MN-major: src[k * ld + row].

@@ -1,28 +1,89 @@
-//! A CPU emulator of the kernels, for the crate's own tests: it runs the exact launch
-//! sequence of every variant's forward and backward (every offset, stride, layout, batch
-//! count and workspace region) over emulated device memory, and the results are checked
-//! against the f64 oracle. Each allocation is separate and every access is bounds-checked,
-//! so a launch that reads or writes outside what it was given fails here, without a GPU.
-//!
-//! It emulates what each kernel computes (from its contract in kernels/), not how: the
-//! tensor-core fragment arithmetic is checked separately (scripts/check_gemm_fragments.py)
-//! and on the GPU (tests/gpu_training.rs).
+//! The crate's GPU launch sequences on the CPU, for its own tests: every kernel launch
+//! runs the real kernel source (kernels/*.cu), compiled for the host by the
+//! `bone-host-kernels` dev-dependency (one fiber per CUDA thread, warp collectives for
+//! ldmatrix and mma.sync, cp.async landing early or late), over host memory laid out as
+//! the device's would be. Each allocation sits between guard bytes that are checked after
+//! every launch, and starts as NaN (0xFF bytes), so an element nothing wrote fails the
+//! oracle comparison. Library GEMMs (the cuBLAS engine) are emulated by a direct product.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use bone_host_kernels::{KernelArg, Landing};
+use cudarc::driver::LaunchConfig;
 use half::bf16;
 
 use super::baseline::{Operand, Output};
-use super::launch::{Arg, Launcher, gemm_kind};
-use super::params::{BoneGemm, BoneLayer};
+use super::launch::{Arg, Launcher, elementwise_config, gemm_config, gemm_kind};
+use super::params::BoneGemm;
 use super::split::{Product, ProductRunner};
 use crate::error::Result;
 
-#[derive(Default)]
+/// Guard bytes on each side of an allocation.
+const GUARD: usize = 4096;
+/// Allocations start on this boundary, like cudaMalloc's.
+const ALIGN: usize = 256;
+
+/// One host allocation standing in for device memory: `GUARD` bytes, the data, `GUARD`
+/// bytes, all starting as 0xFF. Only raw pointers reach it (the kernels write through them).
+struct Allocation {
+    storage: *mut [u8],
+    data: *mut u8,
+    len: usize,
+}
+
+impl Allocation {
+    fn new(len: usize) -> Self {
+        let storage = Box::into_raw(vec![0xFF_u8; len + 2 * GUARD + ALIGN].into_boxed_slice());
+        let base = storage.cast::<u8>();
+        let data = base.wrapping_add(GUARD + (ALIGN - (base as usize + GUARD) % ALIGN) % ALIGN);
+        Allocation { storage, data, len }
+    }
+
+    /// Whether the guard bytes on both sides are still 0xFF.
+    fn guards_intact(&self) -> bool {
+        let check = |from: *const u8, count: usize| {
+            // SAFETY: both ranges lie inside `storage`, which this allocation owns.
+            (0..count).all(|i| unsafe { *from.add(i) } == 0xFF)
+        };
+        check(self.data.wrapping_sub(GUARD), GUARD) && check(self.data.wrapping_add(self.len), GUARD)
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        // SAFETY: `storage` came from Box::into_raw and is freed once, here.
+        drop(unsafe { Box::from_raw(self.storage) });
+    }
+}
+
+/// Whether the kernels were compiled for the host. Without a C++17 compiler they are not,
+/// and the tests that run them print a notice and return, unless
+/// `BONE_REQUIRE_HOST_KERNELS=1` (CI), which makes that a failure.
+pub(crate) fn host_kernels_or_skip(test: &str) -> bool {
+    if bone_host_kernels::available() {
+        return true;
+    }
+    let required = std::env::var("BONE_REQUIRE_HOST_KERNELS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "BONE_REQUIRE_HOST_KERNELS=1 but the kernels were not compiled for the host (no C++17 compiler)"
+    );
+    eprintln!("SKIPPED {test}: the kernels were not compiled for the host (no C++17 compiler found)");
+    false
+}
+
 pub(crate) struct Emulator {
-    /// Allocations by start address.
-    memory: RefCell<BTreeMap<u64, Vec<u8>>>,
+    /// Allocations by data address.
+    memory: RefCell<BTreeMap<u64, Allocation>>,
+    /// When the GEMM's cp.async copies land.
+    landing: Landing,
+}
+
+impl Default for Emulator {
+    fn default() -> Self {
+        Emulator::with_landing(Landing::Late)
+    }
 }
 
 /// Element types in emulated memory.
@@ -48,23 +109,26 @@ impl Ty {
         }
     }
 
-    /// Stores `value`, rounded to this type (through f32, as the kernels round), at the start of `bytes`.
-    fn encode(self, value: f64, bytes: &mut [u8]) {
+    /// `value` rounded to this type (through f32, as the kernels round), little-endian.
+    fn encode(self, value: f64) -> Vec<u8> {
         match self {
-            Ty::Bf16 => bytes[..2].copy_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
-            Ty::F32 => bytes[..4].copy_from_slice(&(value as f32).to_le_bytes()),
+            Ty::Bf16 => bf16::from_f32(value as f32).to_le_bytes().to_vec(),
+            Ty::F32 => (value as f32).to_le_bytes().to_vec(),
         }
     }
 }
 
 impl Emulator {
-    /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned like the real
-    /// workspace, with a gap after it so that neighbouring allocations never touch.
+    pub fn with_landing(landing: Landing) -> Self {
+        Emulator { memory: RefCell::default(), landing }
+    }
+
+    /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned.
     pub fn alloc(&self, bytes: usize) -> u64 {
-        let mut memory = self.memory.borrow_mut();
-        let start = memory.iter().next_back().map_or(1 << 20, |(a, v)| a + v.len() as u64 + 4096).next_multiple_of(256);
-        memory.insert(start, vec![0xFF; bytes]);
-        start
+        let allocation = Allocation::new(bytes);
+        let address = allocation.data as u64;
+        self.memory.borrow_mut().insert(address, allocation);
+        address
     }
 
     pub fn upload(&self, ty: Ty, values: &[f64]) -> u64 {
@@ -79,74 +143,71 @@ impl Emulator {
         (0..len as u64).map(|i| self.read(ty, address, i)).collect()
     }
 
-    fn locate(&self, address: u64, bytes: u64) -> (u64, usize) {
+    /// The bytes from `address` to the end of the allocation holding it.
+    fn bytes_from(&self, address: u64) -> usize {
         let memory = self.memory.borrow();
-        let (&start, data) =
+        let (&start, allocation) =
             memory.range(..=address).next_back().unwrap_or_else(|| panic!("address {address:#x} is not allocated"));
-        let offset = address - start;
         assert!(
-            offset + bytes <= data.len() as u64,
-            "access at {address:#x} (+{bytes}) beyond the allocation at {start:#x} of {} bytes",
-            data.len()
+            address - start <= allocation.len as u64,
+            "address {address:#x} is beyond the allocation at {start:#x}"
         );
-        (start, offset as usize)
+        allocation.len - (address - start) as usize
+    }
+
+    /// Checks that `bytes` bytes at `address` lie inside one allocation.
+    fn check_range(&self, address: u64, bytes: u64) {
+        assert!(bytes <= self.bytes_from(address) as u64, "access at {address:#x} (+{bytes}) beyond its allocation");
+    }
+
+    fn read_bytes(&self, address: u64, count: usize) -> Vec<u8> {
+        self.check_range(address, count as u64);
+        // SAFETY: the range lies inside a live allocation (checked above).
+        unsafe { std::slice::from_raw_parts(address as *const u8, count) }.to_vec()
+    }
+
+    fn write_bytes(&self, address: u64, bytes: &[u8]) {
+        self.check_range(address, bytes.len() as u64);
+        // SAFETY: the range lies inside a live allocation (checked above), reached only
+        // through raw pointers.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), address as *mut u8, bytes.len()) };
     }
 
     pub fn read(&self, ty: Ty, base: u64, index: u64) -> f64 {
-        let address = base + index * ty.size();
-        let (start, offset) = self.locate(address, ty.size());
-        ty.decode(&self.memory.borrow()[&start][offset..])
+        ty.decode(&self.read_bytes(base + index * ty.size(), ty.size() as usize))
     }
 
     pub fn write(&self, ty: Ty, base: u64, index: u64, value: f64) {
-        let address = base + index * ty.size();
-        let (start, offset) = self.locate(address, ty.size());
-        ty.encode(value, &mut self.memory.borrow_mut().get_mut(&start).expect("located")[offset..]);
+        self.write_bytes(base + index * ty.size(), &ty.encode(value));
+    }
+
+    /// Runs `kernel` on the host over `config`'s grid, then checks every guard.
+    fn launch(&self, kernel: &str, config: LaunchConfig, args: &[KernelArg]) {
+        let (g, b) = (config.grid_dim, config.block_dim);
+        // SAFETY: the launch sequences under test pass addresses of this emulator's live
+        // allocations; a kernel straying past them lands in guard bytes, checked below.
+        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], args, self.landing) }
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (address, allocation) in self.memory.borrow().iter() {
+            assert!(allocation.guards_intact(), "{kernel} wrote outside the allocation at {address:#x}");
+        }
     }
 }
 
-fn ptr(args: &[Arg], i: usize) -> u64 {
-    match args[i] {
-        Arg::Ptr(p) => p,
-        other => panic!("argument {i} should be a pointer, is {other:?}"),
-    }
-}
-
-fn int(args: &[Arg], i: usize) -> i64 {
-    match args[i] {
-        Arg::I32(v) => v.into(),
-        other => panic!("argument {i} should be an int, is {other:?}"),
-    }
-}
-
-fn layer(args: &[Arg]) -> BoneLayer {
-    match args[0] {
-        Arg::Layer(l) => l,
-        other => panic!("argument 0 should be the layer, is {other:?}"),
-    }
-}
-
-/// The B type a kernel name ends in.
-fn b_type(kernel: &str) -> Ty {
-    if kernel.ends_with("_b_f32") { Ty::F32 } else { Ty::Bf16 }
-}
-
-/// A copy of the allocation holding `address`, read as elements of `ty` from `address` on;
-/// indexing past the allocation panics.
+/// A copy of the allocation holding `address`, from `address` to its end, read as
+/// elements of `ty`; indexing past the allocation panics.
 struct Snapshot {
     bytes: Vec<u8>,
-    offset: usize,
     ty: Ty,
 }
 
 impl Snapshot {
     fn take(emulator: &Emulator, ty: Ty, address: u64) -> Self {
-        let (start, offset) = emulator.locate(address, 0);
-        Snapshot { bytes: emulator.memory.borrow()[&start].clone(), offset, ty }
+        Snapshot { bytes: emulator.read_bytes(address, emulator.bytes_from(address)), ty }
     }
 
     fn at(&self, index: u64) -> usize {
-        let at = self.offset + (index * self.ty.size()) as usize;
+        let at = (index * self.ty.size()) as usize;
         assert!(at + self.ty.size() as usize <= self.bytes.len(), "element {index} is beyond its allocation");
         at
     }
@@ -157,26 +218,25 @@ impl Snapshot {
 
     fn set(&mut self, index: u64, value: f64) {
         let at = self.at(index);
-        self.ty.encode(value, &mut self.bytes[at..]);
+        let encoded = self.ty.encode(value);
+        self.bytes[at..at + encoded.len()].copy_from_slice(&encoded);
     }
 
     fn store(self, emulator: &Emulator, address: u64) {
-        let (start, _) = emulator.locate(address, 0);
-        emulator.memory.borrow_mut().insert(start, self.bytes);
+        emulator.write_bytes(address, &self.bytes);
     }
 }
 
 impl Launcher for Emulator {
     fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
-        let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
-        let out = if out_f32 { Ty::F32 } else { Ty::Bf16 };
+        let (a_k_major, b_k_major, _) = gemm_kind(kernel);
         let mut pairs = vec![(p.a as u64, p.lda, p.stride_a, p.b as u64, p.ldb, p.stride_b, p.k)];
         if p.k2 > 0 {
             pairs.push((p.a2 as u64, p.lda2, p.stride_a2, p.b2 as u64, p.ldb2, p.stride_b2, p.k2));
         }
-        // The kernel's contract (params.h): 16-byte aligned operands, leading dimensions and
-        // strides in multiples of 8 elements, and each operand's contiguous extent too
-        // (16-byte chunks are loaded whole or zero-filled).
+        // The kernel's contract (params.h), which a CPU cannot enforce by faulting: 16-byte
+        // aligned operands, leading dimensions and strides in multiples of 8 elements, and
+        // each operand's contiguous extent too (16-byte chunks are loaded whole or not).
         for &(a, lda, sa, b, ldb, sb, k) in &pairs {
             assert!(a % 16 == 0 && b % 16 == 0, "{kernel}: operand not 16-byte aligned");
             assert!(
@@ -187,166 +247,21 @@ impl Launcher for Emulator {
             let b_extent = if b_k_major { k } else { p.n };
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
-        let operands: Vec<_> = pairs
-            .iter()
-            .map(|&(a, lda, sa, b, ldb, sb, k)| {
-                (
-                    Snapshot::take(self, Ty::Bf16, a),
-                    lda as u64,
-                    sa as u64,
-                    Snapshot::take(self, Ty::Bf16, b),
-                    ldb as u64,
-                    sb as u64,
-                    k as u64,
-                )
-            })
-            .collect();
-        let bias = (!p.bias.is_null()).then(|| Snapshot::take(self, Ty::Bf16, p.bias as u64));
-        let mut c = Snapshot::take(self, out, p.c as u64);
-        assert!(p.accumulate == 0 || out == Ty::F32, "accumulate is for f32 outputs");
-        for z in 0..batches as u64 {
-            for row in 0..p.m as u64 {
-                for col in 0..p.n as u64 {
-                    let mut acc = 0.0;
-                    for (a, lda, sa, b, ldb, sb, k_extent) in &operands {
-                        for k in 0..*k_extent {
-                            let a_index = z * sa + if a_k_major { row * lda + k } else { k * lda + row };
-                            let b_index = z * sb + if b_k_major { col * ldb + k } else { k * ldb + col };
-                            acc += a.get(a_index) * b.get(b_index);
-                        }
-                    }
-                    acc += bias.as_ref().map_or(0.0, |bias| bias.get(col));
-                    let c_index = z * p.stride_c as u64 + row * p.ldc as u64 + col;
-                    if p.accumulate != 0 {
-                        acc += c.get(c_index);
-                    }
-                    c.set(c_index, acc);
-                }
-            }
-        }
-        c.store(self, p.c as u64);
+        assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
+        self.launch(kernel, gemm_config(p, batches), &[KernelArg::from(p)]);
         Ok(())
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
-        let expect = |count: i64| assert_eq!(elements as i64, count, "{kernel}: launched over {elements} elements");
-        let base = kernel.split("_b_").next().expect("a name");
-        match base {
-            "bone_chunk_sum" => {
-                let (l, tokens, x, s) = (layer(args), int(args, 1), ptr(args, 2), ptr(args, 3));
-                let (r, k) = (l.r as i64, l.k as i64);
-                expect(tokens * r);
-                for t in 0..tokens {
-                    for j in 0..r {
-                        let sum = (j..k).step_by(r as usize).map(|c| self.read(Ty::Bf16, x, (t * k + c) as u64)).sum();
-                        self.write(Ty::Bf16, s, (t * r + j) as u64, sum);
-                    }
-                }
-            }
-            "bone_shared_blocks" => {
-                let (l, b, full, full_t) = (layer(args), ptr(args, 1), ptr(args, 2), ptr(args, 3));
-                let (r, n) = (l.r as u64, l.n as u64);
-                expect((r * n) as i64);
-                let mini = l.variant == super::params::BoneVariant_BONE_MINI as i32;
-                for j in 0..r {
-                    for col in 0..n {
-                        let index = if mini { j * l.mini_r as u64 + col % l.mini_r as u64 } else { j * n + col };
-                        let v = self.read(b_type(kernel), b, index);
-                        self.write(Ty::Bf16, full, j * n + col, v);
-                        self.write(Ty::Bf16, full_t, col * r + j, v);
-                    }
-                }
-            }
-            "bone_tiled_identity" => {
-                let (rows, cols, r, e) = (int(args, 0), int(args, 1), int(args, 2), ptr(args, 3));
-                expect(rows * cols);
-                for idx in 0..rows * cols {
-                    let (a, b) = (idx / cols, idx % cols);
-                    self.write(Ty::Bf16, e, idx as u64, if a % r == b % r { 1.0 } else { 0.0 });
-                }
-            }
-            "bone_bias_grad" => {
-                let (tokens, n, dy, dbias) = (int(args, 0), int(args, 1), ptr(args, 2), ptr(args, 3));
-                expect(n);
-                for col in 0..n {
-                    let sum = (0..tokens).map(|t| self.read(Ty::Bf16, dy, (t * n + col) as u64)).sum();
-                    self.write(Ty::F32, dbias, col as u64, sum);
-                }
-            }
-            "bone_mini_fold" => {
-                let (l, full, db) = (layer(args), ptr(args, 1), ptr(args, 2));
-                let (r, n, mini_r) = (l.r as i64, l.n as i64, l.mini_r as i64);
-                expect(r * mini_r);
-                for j in 0..r {
-                    for m in 0..mini_r {
-                        let sum =
-                            (m..n).step_by(mini_r as usize).map(|c| self.read(Ty::F32, full, (j * n + c) as u64)).sum();
-                        self.write(Ty::F32, db, (j * mini_r + m) as u64, sum);
-                    }
-                }
-            }
-            "bone_bat_blocks" => {
-                let (l, blocks, b, plus, plain) = (layer(args), int(args, 1), ptr(args, 2), ptr(args, 3), ptr(args, 4));
-                let r = l.r as i64;
-                expect(blocks * r * r);
-                for idx in 0..blocks * r * r {
-                    let v = self.read(b_type(kernel), b, idx as u64);
-                    let diagonal = (idx / r % r) == idx % r;
-                    self.write(Ty::Bf16, plus, idx as u64, v + if diagonal { 1.0 } else { 0.0 });
-                    self.write(Ty::Bf16, plain, idx as u64, v);
-                }
-            }
-            "bone_row_stack" => {
-                let (l, b, stack) = (layer(args), ptr(args, 1), ptr(args, 2));
-                let (r, k) = (l.r as i64, l.k as i64);
-                expect(k * r);
-                for c in 0..r {
-                    for col in 0..k {
-                        let (i, j) = (col / r, col % r);
-                        let v = self.read(b_type(kernel), b, ((i * r + c) * r + j) as u64);
-                        self.write(Ty::Bf16, stack, (c * k + col) as u64, v);
-                    }
-                }
-            }
-            "bone_block_one_hot" => {
-                let (l, onehot) = (layer(args), ptr(args, 1));
-                let (r, k) = (l.r as i64, l.k as i64);
-                expect(k * r);
-                for q in 0..k {
-                    for a in 0..r {
-                        self.write(Ty::Bf16, onehot, (q * r + a) as u64, if q / (k / r) == a { 1.0 } else { 0.0 });
-                    }
-                }
-            }
-            "bone_add_bias" => {
-                let (rows, cols, ldc, bias, c) = (int(args, 0), int(args, 1), int(args, 2), ptr(args, 3), ptr(args, 4));
-                expect(rows * cols);
-                for row in 0..rows {
-                    for col in 0..cols {
-                        let index = (row * ldc + col) as u64;
-                        let sum = self.read(Ty::Bf16, c, index) + self.read(Ty::Bf16, bias, col as u64);
-                        self.write(Ty::Bf16, c, index, sum);
-                    }
-                }
-            }
-            "bone_sum_chunks" => {
-                let (count, len, partials, out) = (int(args, 0), int(args, 1), ptr(args, 2), ptr(args, 3));
-                expect(len);
-                for i in 0..len {
-                    let sum = (0..count).map(|c| self.read(Ty::F32, partials, (c * len + i) as u64)).sum();
-                    self.write(Ty::F32, out, i as u64, sum);
-                }
-            }
-            "bone_to_bf16" => {
-                let (count, input, output) = (int(args, 0), ptr(args, 1), ptr(args, 2));
-                expect(count);
-                for i in 0..count as u64 {
-                    let v = self.read(Ty::F32, input, i);
-                    self.write(Ty::Bf16, output, i, v);
-                }
-            }
-            other => panic!("the emulator has no twin for kernel {other}"),
-        }
+        let args: Vec<KernelArg> = args
+            .iter()
+            .map(|arg| match arg {
+                Arg::I32(v) => KernelArg::from(v),
+                Arg::Ptr(address) => KernelArg::from(address),
+                Arg::Layer(layer) => KernelArg::from(layer),
+            })
+            .collect();
+        self.launch(kernel, elementwise_config(elements), &args);
         Ok(())
     }
 }

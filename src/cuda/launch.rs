@@ -1,7 +1,7 @@
 //! How the forward and backward passes launch work: through [`Launcher`], so that the
 //! same launch sequence runs on the GPU ([`BoneKernels`]) and, in the crate's own tests,
-//! on a CPU emulator of the kernels (`cuda::emulator`), which checks the sequence (every
-//! offset, stride, layout and workspace region) against the oracle without a GPU.
+//! on the CPU (`cuda::emulator`: the same kernel sources compiled for the host), where the
+//! sequence and the kernels are checked against the oracle without a GPU.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
@@ -37,7 +37,7 @@ pub(crate) fn gemm_kind(kernel: &str) -> (bool, bool, bool) {
 }
 
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
-fn elementwise_config(elements: usize) -> LaunchConfig {
+pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((elements as u32).div_ceil(BONE_MERGE_THREADS).max(1), 1, 1),
         block_dim: (BONE_MERGE_THREADS, 1, 1),
@@ -45,18 +45,19 @@ fn elementwise_config(elements: usize) -> LaunchConfig {
     }
 }
 
+/// One block per output tile, one grid.z layer per batch.
+pub(crate) fn gemm_config(params: &BoneGemm, batches: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((params.n as u32).div_ceil(BONE_GEMM_BN), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
+        block_dim: (BONE_GEMM_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 impl Launcher for BoneKernels {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
         let function = self.function(kernel)?;
-        let config = LaunchConfig {
-            grid_dim: (
-                (params.n as u32).div_ceil(BONE_GEMM_BN),
-                (params.m as u32).div_ceil(BONE_GEMM_BM),
-                batches as u32,
-            ),
-            block_dim: (BONE_GEMM_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let config = gemm_config(params, batches);
         let mut builder = self.stream().launch_builder(&function);
         builder.arg(params);
         // SAFETY: `params` matches `BoneGemm` in kernels/params.h (bindgen-checked layout);

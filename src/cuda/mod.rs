@@ -15,6 +15,8 @@ mod element;
 mod emulator;
 #[cfg(test)]
 mod emulator_tests;
+#[cfg(test)]
+mod gemm_tests;
 mod handle;
 mod image;
 pub(crate) mod launch;

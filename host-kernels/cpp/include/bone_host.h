@@ -1,0 +1,89 @@
+// The CUDA dialect the kernels in kernels/ use, on the host: qualifiers, thread and block
+// indices, __syncthreads, bf16/f16 storage types and their conversions, and the PTX
+// wrappers of kernels/ptx.cuh (cp.async, ldmatrix, mma.sync) as warp collectives.
+// Each CUDA thread runs as a fiber of runtime.cpp; every fiber of a block runs on one
+// OS thread, so `static thread_local` storage is the block's shared memory.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#define __host__
+#define __device__
+#define __forceinline__ inline
+#define __global__ __attribute__((used))
+#define __launch_bounds__(...)
+#define __shared__ static thread_local
+#define __align__(n) __attribute__((aligned(n)))
+
+struct dim3 {
+    unsigned x, y, z;
+};
+
+namespace bone_host {
+// One CUDA thread's coordinates; `current` is the running fiber's.
+struct Coordinates {
+    dim3 thread_idx, block_idx, block_dim, grid_dim;
+};
+extern thread_local const Coordinates* current;
+void sync_threads();
+// cp.async: a 16-byte copy of `bytes` (0 or 16) source bytes, the rest zero-filled.
+void async_copy(void* dst, const void* src, int bytes);
+void async_commit();
+void async_wait(int newest_pending);
+void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans);
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+}  // namespace bone_host
+
+#define threadIdx (::bone_host::current->thread_idx)
+#define blockIdx (::bone_host::current->block_idx)
+#define blockDim (::bone_host::current->block_dim)
+#define gridDim (::bone_host::current->grid_dim)
+inline void __syncthreads() { ::bone_host::sync_threads(); }
+
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+struct __half {
+    uint16_t bits;
+};
+
+inline float __bfloat162float(__nv_bfloat16 v) {
+    const uint32_t u = uint32_t(v.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+// Round to nearest even, as __float2bfloat16_rn; NaN stays NaN.
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return {uint16_t((u >> 16) | 0x40u)};
+    return {uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline float __half2float(__half v) {
+    _Float16 h;
+    std::memcpy(&h, &v.bits, 2);
+    return float(h);
+}
+inline __half __float2half_rn(float f) {
+    const _Float16 h = _Float16(f);  // IEEE round to nearest even
+    __half v;
+    std::memcpy(&v.bits, &h, 2);
+    return v;
+}
+
+// kernels/ptx.cuh's wrappers, with the same signatures.
+namespace bone_ptx {
+inline void copy16(void* dst, const void* src, bool valid) { bone_host::async_copy(dst, src, valid ? 16 : 0); }
+inline void copy_commit() { bone_host::async_commit(); }
+template <int N>
+inline void copy_wait() {
+    bone_host::async_wait(N);
+}
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x4(r, p, false); }
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x4(r, p, true); }
+inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    bone_host::mma_m16n8k16_bf16(d, a, b0, b1);
+}
+}  // namespace bone_ptx

@@ -1,0 +1,111 @@
+//! bone-kernels' CUDA sources, compiled for and run on the CPU, so that the crate's tests
+//! execute the real kernels (not a re-implementation of them) without a GPU.
+//!
+//! Each CUDA thread is a fiber; a block's fibers run on one OS thread and switch at
+//! `__syncthreads` and at the warp collectives (`ldmatrix`, `mma.sync`), which see all 32
+//! lanes' registers at once, with the PTX ISA's fragment layouts. `cp.async` copies land
+//! as soon as they are issued or as late as `cp.async.wait_group` allows ([`Landing`]).
+//! A barrier some thread never reaches, lanes of a warp at different collectives, and
+//! misaligned `ldmatrix`/`cp.async` addresses are errors.
+//!
+//! What it does not model: memory outside what the kernel is given is not protected (the
+//! caller checks guard bytes), timing, and instructions the kernels do not use.
+
+#[cfg(bone_host_kernels_built)]
+use std::ffi::{CString, c_char, c_void};
+
+/// When `cp.async` copies reach shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landing {
+    /// At issue: a stage refilled while another warp still reads it shows.
+    Early,
+    /// At the `cp.async.wait_group` that must complete them: a stage read before its
+    /// wait shows.
+    Late,
+}
+
+/// One kernel argument: its bytes, as the kernel's parameter holds them.
+pub struct KernelArg<'a>(pub &'a [u8]);
+
+impl<'a, T: Copy> From<&'a T> for KernelArg<'a> {
+    fn from(value: &'a T) -> Self {
+        // SAFETY: any initialised `Copy` value's bytes may be read; the slice borrows `value`.
+        KernelArg(unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) })
+    }
+}
+
+#[cfg(bone_host_kernels_built)]
+unsafe extern "C" {
+    fn bone_host_launch(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        args: *const *const c_void,
+        arg_sizes: *const usize,
+        arg_count: usize,
+        late_copies: i32,
+        error: *mut c_char,
+        error_capacity: usize,
+    ) -> i32;
+}
+
+/// Whether the kernels were compiled for the host (a C++17 compiler was found).
+pub fn available() -> bool {
+    cfg!(bone_host_kernels_built)
+}
+
+/// Runs kernel `name` over `grid` x `block` threads, to completion.
+///
+/// Returns an error for an unknown kernel, arguments whose count or sizes differ from the
+/// kernel's parameters, a deadlock, a misaligned collective, or when the host kernels
+/// were not built.
+///
+/// # Safety
+/// As for a CUDA launch: every address among `args` must cover what the kernel reads and
+/// writes at this grid and these arguments (here, in host memory), and nothing else may
+/// touch that memory while it runs.
+#[cfg(bone_host_kernels_built)]
+pub unsafe fn launch(
+    name: &str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    args: &[KernelArg],
+    landing: Landing,
+) -> Result<(), String> {
+    let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} holds a NUL"))?;
+    let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
+    let sizes: Vec<usize> = args.iter().map(|a| a.0.len()).collect();
+    let mut error = vec![0u8; 1024];
+    // SAFETY: the pointer arrays hold `args.len()` entries each, every argument's bytes
+    // outlive the call, `error` holds its stated capacity, and the caller vouches for the
+    // addresses inside the arguments.
+    let status = unsafe {
+        bone_host_launch(
+            c_name.as_ptr(),
+            grid.as_ptr(),
+            block.as_ptr(),
+            pointers.as_ptr(),
+            sizes.as_ptr(),
+            args.len(),
+            i32::from(landing == Landing::Late),
+            error.as_mut_ptr().cast(),
+            error.len(),
+        )
+    };
+    if status == 0 {
+        return Ok(());
+    }
+    let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
+    Err(String::from_utf8_lossy(&error[..end]).into_owned())
+}
+
+/// Without a C++17 compiler there are no host kernels: every launch says so.
+///
+/// # Safety
+/// Nothing runs; the signature matches the built version.
+#[cfg(not(bone_host_kernels_built))]
+pub unsafe fn launch(name: &str, _: [u32; 3], _: [u32; 3], _: &[KernelArg], _: Landing) -> Result<(), String> {
+    Err(format!(
+        "cannot run {name}: the host kernels were not built (no C++17 compiler was found; install g++ or clang++)"
+    ))
+}

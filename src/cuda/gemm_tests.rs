@@ -1,0 +1,120 @@
+//! The tensor-core GEMM (kernels/gemm.cuh), every instantiation, run from its own source on
+//! the CPU (`bone-host-kernels`) against a direct f64 product: ragged edges against the
+//! 128 x 128 x 32 tiles, a second product appended along K, bias, accumulation into f32,
+//! batches with strides, and cp.async copies landing both as early and as late as the PTX
+//! rules allow. Outputs start as NaN, so an element the kernel does not write fails.
+
+use bone_host_kernels::Landing;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::emulator::{Emulator, Ty, host_kernels_or_skip};
+use super::launch::{Gemm, gemm_kind};
+
+const KERNELS: [&str; 5] =
+    ["bone_gemm_kk_bf16", "bone_gemm_kt_bf16", "bone_gemm_kt_f32", "bone_gemm_tt_bf16", "bone_gemm_tt_f32"];
+
+/// One operand [rows, k] of one batch z: K-major `v[z stride + row ld + k]`, else
+/// `v[z stride + k ld + row]`.
+struct Operand {
+    values: Vec<f64>,
+    ld: usize,
+    stride: usize,
+    k_major: bool,
+}
+
+impl Operand {
+    fn random(rng: &mut StdRng, rows: usize, k: usize, batches: usize, k_major: bool) -> Self {
+        // Padded leading dimensions and batch strides: the kernel must honour both.
+        let ld = if k_major { k + 8 } else { rows + 8 };
+        let stride = ld * if k_major { rows } else { k } + 16;
+        let values =
+            (0..stride * batches).map(|_| half::bf16::from_f64(rng.random_range(-1.0..1.0)).to_f64()).collect();
+        Operand { values, ld, stride, k_major }
+    }
+
+    fn at(&self, z: usize, row: usize, k: usize) -> f64 {
+        self.values[z * self.stride + if self.k_major { row * self.ld + k } else { k * self.ld + row }]
+    }
+}
+
+fn check(
+    kernel: &str,
+    [m, n, k, k2]: [usize; 4],
+    batches: usize,
+    bias: bool,
+    accumulate: bool,
+    landing: Landing,
+    rng: &mut StdRng,
+) {
+    let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
+    let label =
+        format!("{kernel} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}");
+    let emulator = Emulator::with_landing(landing);
+    let a = Operand::random(rng, m, k, batches, a_k_major);
+    let b = Operand::random(rng, n, k, batches, b_k_major);
+    let a2 = Operand::random(rng, m, k2.max(8), batches, a_k_major);
+    let b2 = Operand::random(rng, n, k2.max(8), batches, b_k_major);
+    let bias_values: Vec<f64> = (0..n).map(|_| half::bf16::from_f64(rng.random_range(-1.0..1.0)).to_f64()).collect();
+    let (ldc, stride_c) = (n + 8, (n + 8) * m + 8);
+    let out_ty = if out_f32 { Ty::F32 } else { Ty::Bf16 };
+    let c_before: Vec<f64> = (0..stride_c * batches).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let c = if accumulate { emulator.upload(out_ty, &c_before) } else { emulator.alloc(stride_c * batches * 4) };
+
+    let upload = |o: &Operand| (emulator.upload(Ty::Bf16, &o.values), o.ld);
+    let mut gemm = Gemm::new(upload(&a), upload(&b), (c, ldc), [m, n, k])
+        .strides([a.stride, b.stride, a2.stride, b2.stride, stride_c])
+        .accumulate(accumulate);
+    if k2 > 0 {
+        gemm = gemm.second(upload(&a2), upload(&b2), k2);
+    }
+    if bias {
+        gemm = gemm.bias(emulator.upload(Ty::Bf16, &bias_values));
+    }
+    gemm.launch(&emulator, kernel, batches).unwrap();
+
+    let got = emulator.download(out_ty, c, stride_c * batches);
+    let tolerance = if out_f32 { 1e-5 } else { 8e-3 };
+    for z in 0..batches {
+        for row in 0..m {
+            for (col, bias_value) in bias_values.iter().enumerate() {
+                let mut want: f64 = (0..k).map(|j| a.at(z, row, j) * b.at(z, col, j)).sum();
+                want += (0..k2).map(|j| a2.at(z, row, j) * b2.at(z, col, j)).sum::<f64>();
+                let index = z * stride_c + row * ldc + col;
+                want += if bias { *bias_value } else { 0.0 };
+                want += if accumulate { f64::from(c_before[index] as f32) } else { 0.0 };
+                let error = (got[index] - want).abs() / (1.0 + want.abs());
+                assert!(error < tolerance, "{label}: C[{z}, {row}, {col}] = {}, want {want}", got[index]);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_gemm_instantiation_on_ragged_shapes_with_copies_landing_early_and_late() {
+    if !host_kernels_or_skip("every_gemm_instantiation_on_ragged_shapes_with_copies_landing_early_and_late") {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(21);
+    for kernel in KERNELS {
+        let (a_k_major, _, out_f32) = gemm_kind(kernel);
+        // M is contiguous (a multiple of 8) only where A is MN-major.
+        let m = if a_k_major { 137 } else { 136 };
+        for landing in [Landing::Early, Landing::Late] {
+            check(kernel, [m, 264, 200, 24], 2, true, out_f32, landing, &mut rng);
+            check(kernel, [if a_k_major { 1 } else { 8 }, 8, 8, 0], 1, false, false, landing, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn a_gemm_with_no_k_writes_the_bias_alone() {
+    if !host_kernels_or_skip("a_gemm_with_no_k_writes_the_bias_alone") {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(22);
+    for landing in [Landing::Early, Landing::Late] {
+        check("bone_gemm_kk_bf16", [40, 24, 0, 0], 1, true, false, landing, &mut rng);
+        check("bone_gemm_tt_f32", [40, 24, 0, 16], 1, false, true, landing, &mut rng);
+    }
+}
