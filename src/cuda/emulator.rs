@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bone_host_kernels::{KernelArg, Landing};
 use cudarc::driver::LaunchConfig;
-use half::bf16;
+use half::{bf16, f16};
 
 use super::baseline::{Operand, Output};
 use super::launch::{Arg, Launcher, elementwise_config, gemm_config, gemm_kind};
@@ -90,13 +90,14 @@ impl Default for Emulator {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Ty {
     Bf16,
+    F16,
     F32,
 }
 
 impl Ty {
     fn size(self) -> u64 {
         match self {
-            Ty::Bf16 => 2,
+            Ty::Bf16 | Ty::F16 => 2,
             Ty::F32 => 4,
         }
     }
@@ -105,6 +106,7 @@ impl Ty {
     fn decode(self, bytes: &[u8]) -> f64 {
         match self {
             Ty::Bf16 => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+            Ty::F16 => f16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
             Ty::F32 => f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
         }
     }
@@ -113,6 +115,7 @@ impl Ty {
     fn encode(self, value: f64) -> Vec<u8> {
         match self {
             Ty::Bf16 => bf16::from_f32(value as f32).to_le_bytes().to_vec(),
+            Ty::F16 => f16::from_f32(value as f32).to_le_bytes().to_vec(),
             Ty::F32 => (value as f32).to_le_bytes().to_vec(),
         }
     }

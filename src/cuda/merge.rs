@@ -1,10 +1,11 @@
 //! `W' = W + dW` on the GPU (kernels/merge.cu).
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::element::Element;
 use super::handle::BoneKernels;
-use super::params::{BONE_MERGE_THREADS, BoneLayer};
+use super::launch::{Arg, Launcher};
+use super::params::BoneLayer;
 use crate::error::Result;
 use crate::shape::LayerShape;
 
@@ -21,30 +22,30 @@ impl BoneKernels {
         b: &impl DevicePtr<TB>,
         out: &mut impl DevicePtrMut<TW>,
     ) -> Result<()> {
-        let params = BoneLayer::new(layer, None)?;
         let weight_layout = || format!("[N, K] = [{}, {}]", layer.n(), layer.k());
         self.check_buffer("W", w, layer.weight_len(), weight_layout)?;
         self.check_buffer("B", b, layer.adapter_len(), || layer.adapter_layout())?;
         self.check_buffer("out", out, layer.weight_len(), weight_layout)?;
 
-        let function = self.function(&format!("bone_merge_w_{}_b_{}", TW::KERNEL_SUFFIX, TB::KERNEL_SUFFIX))?;
-        let total = layer.weight_len() as u32; // <= i32::MAX, checked by BoneLayer::new
-        let config = LaunchConfig {
-            grid_dim: (total.div_ceil(BONE_MERGE_THREADS), 1, 1),
-            block_dim: (BONE_MERGE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let stream = self.stream();
         let (w_ptr, _w_done) = w.device_ptr(stream);
         let (b_ptr, _b_done) = b.device_ptr(stream);
         let (out_ptr, _out_done) = out.device_ptr_mut(stream);
-        let mut launch = stream.launch_builder(&function);
-        launch.arg(&params).arg(&w_ptr).arg(&b_ptr).arg(&out_ptr);
-        // SAFETY: the arguments match `bone_merge_w_*_b_*(BoneLayer, const TW*, const TB*, TW*)`
-        // in type and order; W, B and out hold exactly the elements the kernel reads and
-        // writes (checked above) and live in this context; the kernel bounds-checks every
-        // index against N * K; `out` is borrowed mutably, so it cannot alias `w` or `b`.
-        unsafe { launch.launch(config) }?;
-        Ok(())
+        // W, B and out hold exactly the elements the kernel reads and writes (checked
+        // above); `out` is borrowed mutably, so it cannot alias `w` or `b`.
+        launch_merge(self, layer, (TW::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [w_ptr, b_ptr, out_ptr])
     }
+}
+
+/// The merge kernel for W of type suffix `types.0` and B of `types.1`, one thread per
+/// element of W, over device addresses of W, B and out that the caller has checked.
+pub(crate) fn launch_merge(
+    launcher: &impl Launcher,
+    layer: &LayerShape,
+    types: (&str, &str),
+    [w, b, out]: [u64; 3],
+) -> Result<()> {
+    let params = BoneLayer::new(layer, None)?;
+    let kernel = format!("bone_merge_w_{}_b_{}", types.0, types.1);
+    launcher.elementwise(&kernel, layer.weight_len(), &[Arg::Layer(params), Arg::Ptr(w), Arg::Ptr(b), Arg::Ptr(out)])
 }

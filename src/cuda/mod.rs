@@ -21,6 +21,8 @@ mod handle;
 mod image;
 pub(crate) mod launch;
 mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub(crate) mod params;
 mod shared_block;
 mod split;
