@@ -11,7 +11,8 @@
 //!                        Shared's N r on square W; on the MLP shapes BatCol has N r (1.46x LoRA's
 //!                        at 11008 x 4096, 0.54x at 4096 x 11008) and BatRow K r (the reverse)
 //!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
-//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM)
+//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM on mma.sync)
+//!   <variant>+wgmma/*    the same with its wgmma GEMM (compute capability 9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
@@ -84,9 +85,26 @@ fn bench_layer(
     let mut dbias = s.alloc_zeros::<f32>(n).unwrap();
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
+    // Every engine this GPU has (the wgmma GEMM needs compute capability 9.0).
+    let engines: Vec<(GemmEngine, BoneKernels)> = [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::Cublas]
+        .into_iter()
+        .filter_map(|engine| {
+            let mut kernels = gpu.kernels.clone();
+            match kernels.set_gemm_engine(engine) {
+                Ok(()) => Some((engine, kernels)),
+                Err(e) => {
+                    println!("skipping the {engine:?} engine: {e}");
+                    None
+                }
+            }
+        })
+        .collect();
 
     let variants = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }];
-    for (variant, engine) in variants.into_iter().flat_map(|v| [(v, GemmEngine::Native), (v, GemmEngine::Cublas)]) {
+    let paths = variants
+        .into_iter()
+        .flat_map(|variant| engines.iter().map(move |(engine, kernels)| (variant, *engine, kernels)));
+    for (variant, engine, kernels) in paths {
         let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
         let variant_name = match variant {
             Variant::BatCol => "bat-col",
@@ -94,10 +112,11 @@ fn bench_layer(
             Variant::Shared => "shared",
             Variant::Mini { .. } => "mini",
         };
-        let name =
-            if engine == GemmEngine::Cublas { format!("{variant_name}+cublas") } else { variant_name.to_string() };
-        let mut kernels = gpu.kernels.clone();
-        kernels.set_gemm_engine(engine).unwrap();
+        let name = match engine {
+            GemmEngine::Native => variant_name.to_string(),
+            GemmEngine::Wgmma => format!("{variant_name}+wgmma"),
+            GemmEngine::Cublas => format!("{variant_name}+cublas"),
+        };
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: Some(bias.as_view()) };
         let bytes = gpu.kernels.workspace_bytes(&shape, t, Pass::Forward).max(gpu.kernels.workspace_bytes(
             &shape,
@@ -112,7 +131,7 @@ fn bench_layer(
         group.bench_function(format!("{name}/fwd"), |bencher| {
             bencher.iter_custom(|iters| {
                 gpu.time(iters, |i| {
-                    gpu.kernels
+                    kernels
                         .forward(&shape, t, &xs[i % 2].as_view(), &weights, &mut y.as_view_mut(), &mut workspace)
                         .unwrap()
                 })
@@ -129,7 +148,7 @@ fn bench_layer(
                         db: db.slice_mut(..shape.adapter_len()),
                         dbias: Some(dbias.as_view_mut()),
                     };
-                    gpu.kernels
+                    kernels
                         .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
                         .unwrap();
                 })

@@ -11,9 +11,10 @@ import re
 import sys
 
 BASE = ["bat-col", "bat-row", "shared", "mini"]
-OURS = BASE + [f"{v}+cublas" for v in BASE]
-PEFT_FOR = {"bat-col": "peft-bat", "shared": "peft-shared", "mini": "peft-mini", "lora": "peft-lora", "plan": "peft-bat"}
-PEFT_FOR.update({f"{v}+cublas": PEFT_FOR[v] for v in BASE if v in PEFT_FOR})
+ENGINES = ["", "+wgmma", "+cublas"]  # our GEMM on mma.sync, on wgmma, and cuBLAS
+OURS = [v + e for v in BASE for e in ENGINES]
+PEFT_FOR = {"lora": "peft-lora", "plan": "peft-bat"}
+PEFT_FOR.update({v + e: p for v, p in [("bat-col", "peft-bat"), ("shared", "peft-shared"), ("mini", "peft-mini")] for e in ENGINES})
 
 
 def criterion_medians(root):
@@ -33,7 +34,7 @@ def criterion_medians(root):
 def flops(group, function):
     n, k, t = map(int, re.match(r"(\d+)x(\d+)/T(\d+)", group).groups())
     path, pass_ = function.split("/")
-    units = 1 if pass_ == "fwd" else {"floor2": 2, "floor3": 3, "bat-col": 3, "bat-col+cublas": 3, "plan": 3}.get(path, 2)
+    units = 1 if pass_ == "fwd" else {"floor2": 2, "floor3": 3, "bat-col": 3, "plan": 3}.get(path.split("+")[0], 2)
     return 2.0 * t * n * k * units
 
 
@@ -71,11 +72,13 @@ def main():
                 targets.append((f"{group} {path} fwd+bwd <= 1.05 x 3-GEMM floor", both / floor, both <= 1.05 * floor))
                 if peft_ms:
                     targets.append((f"{group} {path} faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
-        floor_fwd, shared_fwd, shared_cublas = get("floor", "fwd"), get("shared", "fwd"), get("shared+cublas", "fwd")
-        if floor_fwd and shared_fwd:
-            print(f"{group:22} our GEMM (shared fwd) at {floor_fwd / shared_fwd:.0%} of cuBLAS's X W^T throughput")
-        if shared_fwd and shared_cublas:
-            print(f"{group:22} shared fwd, our GEMM / cuBLAS engine time: {shared_fwd / shared_cublas:.2f}")
+        floor_fwd, shared_cublas = get("floor", "fwd"), get("shared+cublas", "fwd")
+        for engine, gemm in [("", "mma.sync"), ("+wgmma", "wgmma")]:
+            shared_fwd = get("shared" + engine, "fwd")
+            if floor_fwd and shared_fwd:
+                print(f"{group:22} our {gemm} GEMM (shared fwd) at {floor_fwd / shared_fwd:.0%} of cuBLAS's X W^T throughput")
+            if shared_fwd and shared_cublas:
+                print(f"{group:22} shared fwd, our {gemm} GEMM / cuBLAS engine time: {shared_fwd / shared_cublas:.2f}")
     for (group, path), ours in sorted(kept.items()):
         lora_kept = kept.get((group, "lora"))
         if path in OURS and lora_kept:

@@ -1,6 +1,8 @@
 // The GEMM instantiations the Rust side launches (names: bone_gemm_<A><B>_<out>, with
-// k = K-major and t = MN-major operands).
+// k = K-major and t = MN-major operands), and the same for sm_90a's wgmma GEMM
+// (bone_wgmma_<A><B>_<out>).
 #include "gemm.cuh"
+#include "gemm_wgmma.cuh"
 
 #define BONE_GEMM_KERNEL(NAME, A_LAYOUT, B_LAYOUT, TOUT)                                \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS) NAME(const BoneGemm p) { \
@@ -12,3 +14,14 @@ BONE_GEMM_KERNEL(bone_gemm_kt_bf16, BONE_K_MAJOR, BONE_MN_MAJOR, __nv_bfloat16) 
 BONE_GEMM_KERNEL(bone_gemm_kt_f32, BONE_K_MAJOR, BONE_MN_MAJOR, float)          // dX += dY_slab W'_slab (f32)
 BONE_GEMM_KERNEL(bone_gemm_tt_bf16, BONE_MN_MAJOR, BONE_MN_MAJOR, __nv_bfloat16) // G = dY^T X (bf16, feeds dB_o)
 BONE_GEMM_KERNEL(bone_gemm_tt_f32, BONE_MN_MAJOR, BONE_MN_MAJOR, float)          // dB = S^T dY, dB_o, dB_i
+
+#define BONE_WGMMA_KERNEL(NAME, A_LAYOUT, B_LAYOUT, TOUT)                                       \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1) NAME(const BoneGemm p) { \
+        bone_wgmma::gemm<A_LAYOUT, B_LAYOUT, TOUT>(p);                                          \
+    }
+
+BONE_WGMMA_KERNEL(bone_wgmma_kk_bf16, BONE_K_MAJOR, BONE_K_MAJOR, __nv_bfloat16)
+BONE_WGMMA_KERNEL(bone_wgmma_kt_bf16, BONE_K_MAJOR, BONE_MN_MAJOR, __nv_bfloat16)
+BONE_WGMMA_KERNEL(bone_wgmma_kt_f32, BONE_K_MAJOR, BONE_MN_MAJOR, float)
+BONE_WGMMA_KERNEL(bone_wgmma_tt_bf16, BONE_MN_MAJOR, BONE_MN_MAJOR, __nv_bfloat16)
+BONE_WGMMA_KERNEL(bone_wgmma_tt_f32, BONE_MN_MAJOR, BONE_MN_MAJOR, float)

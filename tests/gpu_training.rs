@@ -11,7 +11,7 @@ mod common;
 use bone_kernels::cuda::{AdapterElement, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Workspace};
 use bone_kernels::reference::{backward, forward};
 use bone_kernels::{BoneError, LayerShape, Variant};
-use common::{fresh_rng, gpu_or_skip, layer, random_vec, rel_err};
+use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
 use half::bf16;
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -39,8 +39,14 @@ struct Case {
 fn check<TB: AdapterElement>(kernels: &BoneKernels, workspace: &mut Workspace, case: &Case, rng: &mut StdRng) {
     let (shape, t) = (&case.shape, case.tokens);
     let (k, n) = (shape.k(), shape.n());
-    let label =
-        format!("{} T={t} N={n} K={k} r={} bias={} B={}", shape.variant(), shape.r(), case.bias, TB::KERNEL_SUFFIX);
+    let label = format!(
+        "{} T={t} N={n} K={k} r={} bias={} B={} engine={:?}",
+        shape.variant(),
+        shape.r(),
+        case.bias,
+        TB::KERNEL_SUFFIX,
+        kernels.gemm_engine()
+    );
     let stream = kernels.stream().clone();
     let (x_host, x) = to_bf16(&random_vec(rng, t * k, 1.0));
     let (w_host, w) = to_bf16(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
@@ -125,14 +131,14 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
     let Some(mut kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_small_layers") else { return };
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_small_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
+    let engines = gemm_engines(&kernels);
     let mut index = 0;
     for r in [16, 32, 64, 128] {
         for variant in variants(r) {
             for tokens in [1, 7, 128, 1000, 4096] {
                 index += 1;
-                // Both GEMM engines, alternately: this crate's GEMM and cuBLAS.
-                let engine = if index % 2 == 0 { GemmEngine::Native } else { GemmEngine::Cublas };
-                kernels.set_gemm_engine(engine).unwrap();
+                // Every GEMM engine in turn: this crate's (mma.sync, wgmma) and cuBLAS.
+                kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
                 let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 3 == 0, check_db: true };
                 check::<f32>(&kernels, &mut workspace, &case, &mut rng);
                 check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
@@ -160,22 +166,24 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     let Some(mut kernels) = gpu_or_skip("gpu_every_variant_matches_the_oracle_on_llama_layers") else { return };
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_llama_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
+    let engines = gemm_engines(&kernels);
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
         for variant in variants(64) {
-            for tokens in [1, 128, 4096] {
-                let engine = if tokens == 128 { GemmEngine::Cublas } else { GemmEngine::Native };
-                kernels.set_gemm_engine(engine).unwrap();
+            for (i, tokens) in [1, 128, 4096].into_iter().enumerate() {
+                kernels.set_gemm_engine(engines[i % engines.len()]).unwrap();
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
                 check::<f32>(&kernels, &mut workspace, &case, &mut rng);
             }
         }
     }
-    // r = 128 and bf16 B on one large layer.
-    kernels.set_gemm_engine(GemmEngine::Native).unwrap();
-    for variant in variants(128) {
-        let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
-        check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+    // r = 128 and bf16 B on one large layer, on each of the crate's GEMMs.
+    for engine in engines.into_iter().filter(|&e| e != GemmEngine::Cublas) {
+        kernels.set_gemm_engine(engine).unwrap();
+        for variant in variants(128) {
+            let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
+            check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+        }
     }
 }
 

@@ -13,7 +13,11 @@
 //   - ldmatrix row addresses must be 16-byte aligned;
 //   - cp.async copies land either as soon as they are issued or as late as
 //     cp.async.wait_group allows (the launch chooses), so a stage read before its copy
-//     was waited for, or refilled while still being read, gives wrong numbers.
+//     was waited for, or refilled while still being read, gives wrong numbers;
+//   - wgmma.mma_async is computed only when wgmma.wait_group retires it, reading shared
+//     memory then and writing the accumulators then, so accumulators read before the
+//     wait, or a stage refilled before it, give wrong numbers; an mma_async needs a
+//     wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it.
 #include <ucontext.h>
 
 #include <atomic>
@@ -35,6 +39,8 @@ namespace {
 
 constexpr size_t STACK_BYTES = 64 * 1024;
 constexpr int WARP = 32;
+constexpr int WARPGROUP = 128;
+constexpr size_t SHARED_ALIGN = 1024;
 
 struct Copy {
     void* dst;
@@ -78,10 +84,31 @@ struct Warp {
     LaneOut out[WARP];
 };
 
+// One recorded wgmma.mma_async m64n128k16: its descriptors and each thread's accumulators.
+struct PendingMma {
+    uint64_t desc_a, desc_b;
+    int trans_a, trans_b;
+    float* d[WARPGROUP];
+};
+
+enum class GroupOp { Fence, Mma, Commit, Wait };
+
+struct Warpgroup {
+    GroupOp op;
+    int arrived;
+    int arg;  // wait_group's count, or the mma's two transpose flags
+    bool fenced;
+    uint64_t desc_a[WARPGROUP], desc_b[WARPGROUP];
+    float* d[WARPGROUP];
+    std::vector<PendingMma> open;
+    std::deque<std::vector<PendingMma>> committed;
+};
+
 struct Launch {
     const KernelEntry* kernel;
     void* const* args;
     dim3 grid, block;
+    size_t shared_bytes;
     bool late_copies;
 };
 
@@ -161,6 +188,10 @@ class BlockRunner {
         : launch_(launch), fibers_(launch.block.x * launch.block.y * launch.block.z) {
         for (Fiber& f : fibers_) f.stack.resize(STACK_BYTES);
         warps_.resize((fibers_.size() + WARP - 1) / WARP);
+        warpgroups_.resize((fibers_.size() + WARPGROUP - 1) / WARPGROUP);
+        shared_storage_.resize(launch.shared_bytes + SHARED_ALIGN);
+        const uintptr_t base = reinterpret_cast<uintptr_t>(shared_storage_.data());
+        shared_ = shared_storage_.data() + (SHARED_ALIGN - base % SHARED_ALIGN) % SHARED_ALIGN;
     }
 
     // Runs block `index` (x fastest) to its end; returns the error, or "" on success.
@@ -171,6 +202,13 @@ class BlockRunner {
         error_.clear();
         at_barrier_ = 0;
         for (Warp& w : warps_) w.arrived = 0;
+        for (Warpgroup& g : warpgroups_) {
+            g.arrived = 0;
+            g.fenced = false;
+            g.open.clear();
+            g.committed.clear();
+        }
+        std::memset(shared_, 0xFF, launch_.shared_bytes);  // NaN until written
         for (size_t i = 0; i < fibers_.size(); ++i) {
             Fiber& f = fibers_[i];
             const unsigned t = unsigned(i);
@@ -235,6 +273,38 @@ class BlockRunner {
         return w.out[lane];
     }
 
+    void warpgroup_collective(GroupOp op, int arg, float* d, uint64_t desc_a, uint64_t desc_b) {
+        Fiber& f = self();
+        if (warpgroups_.size() * WARPGROUP != fibers_.size()) fail("wgmma in a block whose size is not a multiple of 128");
+        const size_t group = running_ / WARPGROUP, lane = running_ % WARPGROUP;
+        Warpgroup& g = warpgroups_[group];
+        if (g.arrived == 0) {
+            g.op = op;
+            g.arg = arg;
+        } else if (g.op != op || g.arg != arg) {
+            fail("the threads of warpgroup " + std::to_string(group) + " meet at different wgmma operations");
+        }
+        g.d[lane] = d;
+        g.desc_a[lane] = desc_a;
+        g.desc_b[lane] = desc_b;
+        if (++g.arrived == WARPGROUP) {
+            g.arrived = 0;
+            act(g);
+            for (size_t l = 0; l < WARPGROUP; ++l) fibers_[group * WARPGROUP + l].state = State::Runnable;
+        } else {
+            f.state = State::AtCollective;
+            yield(f);
+        }
+    }
+
+    unsigned char* shared() { return shared_; }
+
+    uint32_t shared_offset(const void* p) {
+        const auto* byte = static_cast<const unsigned char*>(p);
+        if (byte < shared_ || byte > shared_ + launch_.shared_bytes) fail("a shared address outside dynamic shared memory");
+        return uint32_t(byte - shared_);
+    }
+
     void async_copy(const Copy& copy) {
         if (launch_.late_copies) {
             self().open.push_back(copy);
@@ -293,6 +363,75 @@ class BlockRunner {
         }
     }
 
+    void act(Warpgroup& g) {
+        switch (g.op) {
+            case GroupOp::Fence:
+                g.fenced = true;
+                break;
+            case GroupOp::Mma: {
+                if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
+                PendingMma m{g.desc_a[0], g.desc_b[0], g.arg & 1, g.arg >> 1, {}};
+                for (int l = 0; l < WARPGROUP; ++l) {
+                    if (g.desc_a[l] != m.desc_a || g.desc_b[l] != m.desc_b) {
+                        fail("the threads of a warpgroup give wgmma different descriptors");
+                    }
+                    m.d[l] = g.d[l];
+                }
+                g.open.push_back(m);
+                break;
+            }
+            case GroupOp::Commit:
+                g.committed.push_back(std::move(g.open));
+                g.open.clear();
+                break;
+            case GroupOp::Wait:
+                while (g.committed.size() > size_t(g.arg)) {
+                    for (const PendingMma& m : g.committed.front()) perform(m);
+                    g.committed.pop_front();
+                }
+                g.fenced = false;
+                break;
+        }
+    }
+
+    // Element (mn, k) of an operand in the no-swizzle canonical layout: 8 x 8 core matrices
+    // of 8 lines of 16 bytes, LBO bytes apart along K and SBO bytes apart along M or N; a
+    // line holds 8 consecutive k (K-major) or, transposed, 8 consecutive mn.
+    float operand(uint64_t desc, int trans, int mn, int k) {
+        const uint64_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4,
+                       sbo = ((desc >> 32) & 0x3FFF) << 4;
+        if ((desc >> 62) != 0 || ((desc >> 49) & 7) != 0) {
+            fail("only wgmma's no-swizzle layout with base offset 0 is modelled");
+        }
+        const uint64_t line = trans ? k % 8 : mn % 8, column = trans ? mn % 8 : k % 8;
+        const uint64_t offset = start + (mn / 8) * sbo + (k / 8) * lbo + line * 16 + column * 2;
+        if (offset + 2 > launch_.shared_bytes) fail("a wgmma operand reaches outside dynamic shared memory");
+        uint16_t bits;
+        std::memcpy(&bits, shared_ + offset, 2);
+        return bf16_bits_to_float(bits);
+    }
+
+    // D[64 x 128] += A[64 x 16] B[128 x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
+    // row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
+    void perform(const PendingMma& m) {
+        static thread_local float a[64][16], b[128][16];
+        for (int k = 0; k < 16; ++k) {
+            for (int mn = 0; mn < 64; ++mn) a[mn][k] = operand(m.desc_a, m.trans_a, mn, k);
+            for (int mn = 0; mn < 128; ++mn) b[mn][k] = operand(m.desc_b, m.trans_b, mn, k);
+        }
+        for (int l = 0; l < WARPGROUP; ++l) {
+            const int row0 = 16 * (l / 32) + (l % 32) / 4, col0 = 2 * (l % 4);
+            for (int j = 0; j < 16; ++j) {
+                for (int e = 0; e < 4; ++e) {
+                    const int row = row0 + 8 * (e / 2), col = col0 + 8 * j + e % 2;
+                    double sum = m.d[l][4 * j + e];
+                    for (int k = 0; k < 16; ++k) sum += double(a[row][k]) * double(b[col][k]);
+                    m.d[l][4 * j + e] = float(sum);
+                }
+            }
+        }
+    }
+
     std::string deadlock() const {
         size_t done = 0, barrier = 0, collective = 0;
         for (const Fiber& f : fibers_) {
@@ -307,6 +446,9 @@ class BlockRunner {
     const Launch& launch_;
     std::vector<Fiber> fibers_;
     std::vector<Warp> warps_;
+    std::vector<Warpgroup> warpgroups_;
+    std::vector<unsigned char> shared_storage_;
+    unsigned char* shared_ = nullptr;  // 1 KiB aligned, within shared_storage_
     ucontext_t scheduler_;
     size_t running_ = 0;
     size_t at_barrier_ = 0;
@@ -335,6 +477,20 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
     for (int i = 0; i < 4; ++i) r[i] = out.r[i];
 }
 
+unsigned char* dynamic_shared() { return runner->shared(); }
+
+uint32_t shared_offset(const void* p) { return runner->shared_offset(p); }
+
+void wgmma_fence() { runner->warpgroup_collective(GroupOp::Fence, 0, nullptr, 0, 0); }
+
+void wgmma_commit() { runner->warpgroup_collective(GroupOp::Commit, 0, nullptr, 0, 0); }
+
+void wgmma_wait(int newest_pending) { runner->warpgroup_collective(GroupOp::Wait, newest_pending, nullptr, 0, 0); }
+
+void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
+    runner->warpgroup_collective(GroupOp::Mma, trans_a | (trans_b << 1), d, desc_a, desc_b);
+}
+
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     LaneIn in{};
     for (int i = 0; i < 4; ++i) in.a[i] = a[i];
@@ -354,12 +510,13 @@ int report(char* error, size_t capacity, const std::string& message) {
 }
 }  // namespace
 
-// Runs `name` over grid x block with the kernel arguments `args` (each a pointer to the
-// argument's bytes, `arg_sizes` long), blocks spread over the cores. Returns 0, or 1 with
+// Runs `name` over grid x block, with `shared_bytes` of dynamic shared memory per block and
+// the kernel arguments `args` (each a pointer to the argument's bytes, `arg_sizes` long),
+// blocks spread over the cores. Returns 0, or 1 with
 // the reason in `error`.
-extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, void* const* args,
-                                const size_t* arg_sizes, size_t arg_count, int late_copies, char* error,
-                                size_t error_capacity) {
+extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
+                                void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
+                                char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -375,7 +532,8 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
                               std::to_string(kernel->arg_sizes[i]) + " bytes, given " + std::to_string(arg_sizes[i]));
         }
     }
-    const Launch launch{kernel, args, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]}, late_copies != 0};
+    const Launch launch{kernel,       args, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
+                        shared_bytes, late_copies != 0};
     const unsigned blocks = grid[0] * grid[1] * grid[2];
     if (blocks == 0 || block[0] * block[1] * block[2] == 0) return report(error, error_capacity, "empty launch");
     std::atomic<unsigned> next{0};

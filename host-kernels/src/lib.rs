@@ -3,8 +3,10 @@
 //!
 //! Each CUDA thread is a fiber; a block's fibers run on one OS thread and switch at
 //! `__syncthreads` and at the warp collectives (`ldmatrix`, `mma.sync`), which see all 32
-//! lanes' registers at once, with the PTX ISA's fragment layouts. `cp.async` copies land
-//! as soon as they are issued or as late as `cp.async.wait_group` allows ([`Landing`]).
+//! lanes' registers at once, with the PTX ISA's fragment layouts, and the warpgroup
+//! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it,
+//! from the shared memory of that moment). `cp.async` copies land as soon as they are
+//! issued or as late as `cp.async.wait_group` allows ([`Landing`]).
 //! A barrier some thread never reaches, lanes of a warp at different collectives, and
 //! misaligned `ldmatrix`/`cp.async` addresses are errors.
 //!
@@ -40,6 +42,7 @@ unsafe extern "C" {
         name: *const c_char,
         grid: *const u32,
         block: *const u32,
+        shared_bytes: usize,
         args: *const *const c_void,
         arg_sizes: *const usize,
         arg_count: usize,
@@ -54,7 +57,8 @@ pub fn available() -> bool {
     cfg!(bone_host_kernels_built)
 }
 
-/// Runs kernel `name` over `grid` x `block` threads, to completion.
+/// Runs kernel `name` over `grid` x `block` threads, with `shared_bytes` of dynamic shared
+/// memory per block (starting as NaN), to completion.
 ///
 /// Returns an error for an unknown kernel, arguments whose count or sizes differ from the
 /// kernel's parameters, a deadlock, a misaligned collective, or when the host kernels
@@ -69,6 +73,7 @@ pub unsafe fn launch(
     name: &str,
     grid: [u32; 3],
     block: [u32; 3],
+    shared_bytes: usize,
     args: &[KernelArg],
     landing: Landing,
 ) -> Result<(), String> {
@@ -84,6 +89,7 @@ pub unsafe fn launch(
             c_name.as_ptr(),
             grid.as_ptr(),
             block.as_ptr(),
+            shared_bytes,
             pointers.as_ptr(),
             sizes.as_ptr(),
             args.len(),
@@ -104,7 +110,14 @@ pub unsafe fn launch(
 /// # Safety
 /// Nothing runs; the signature matches the built version.
 #[cfg(not(bone_host_kernels_built))]
-pub unsafe fn launch(name: &str, _: [u32; 3], _: [u32; 3], _: &[KernelArg], _: Landing) -> Result<(), String> {
+pub unsafe fn launch(
+    name: &str,
+    _: [u32; 3],
+    _: [u32; 3],
+    _: usize,
+    _: &[KernelArg],
+    _: Landing,
+) -> Result<(), String> {
     Err(format!(
         "cannot run {name}: the host kernels were not built (no C++17 compiler was found; install g++ or clang++)"
     ))

@@ -14,7 +14,7 @@ use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
 use super::baseline::{Operand, Output};
-use super::launch::{Arg, Launcher, elementwise_config, gemm_config, gemm_kind};
+use super::launch::{Arg, GemmKernels, Launcher, elementwise_config, gemm_kind};
 use super::params::BoneGemm;
 use super::split::{Product, ProductRunner};
 use crate::error::Result;
@@ -78,11 +78,13 @@ pub(crate) struct Emulator {
     memory: RefCell<BTreeMap<u64, Allocation>>,
     /// When the GEMM's cp.async copies land.
     landing: Landing,
+    /// Which GEMM kernels `gemm` runs.
+    gemm_kernels: GemmKernels,
 }
 
 impl Default for Emulator {
     fn default() -> Self {
-        Emulator::with_landing(Landing::Late)
+        Emulator::new(Landing::Late, GemmKernels::MmaSync)
     }
 }
 
@@ -122,8 +124,8 @@ impl Ty {
 }
 
 impl Emulator {
-    pub fn with_landing(landing: Landing) -> Self {
-        Emulator { memory: RefCell::default(), landing }
+    pub fn new(landing: Landing, gemm_kernels: GemmKernels) -> Self {
+        Emulator { memory: RefCell::default(), landing, gemm_kernels }
     }
 
     /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned.
@@ -186,10 +188,10 @@ impl Emulator {
 
     /// Runs `kernel` on the host over `config`'s grid, then checks every guard.
     fn launch(&self, kernel: &str, config: LaunchConfig, args: &[KernelArg]) {
-        let (g, b) = (config.grid_dim, config.block_dim);
+        let (g, b, shared) = (config.grid_dim, config.block_dim, config.shared_mem_bytes as usize);
         // SAFETY: the launch sequences under test pass addresses of this emulator's live
         // allocations; a kernel straying past them lands in guard bytes, checked below.
-        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], args, self.landing) }
+        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, self.landing) }
             .unwrap_or_else(|e| panic!("{e}"));
         for (address, allocation) in self.memory.borrow().iter() {
             assert!(allocation.guards_intact(), "{kernel} wrote outside the allocation at {address:#x}");
@@ -251,7 +253,8 @@ impl Launcher for Emulator {
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
-        self.launch(kernel, gemm_config(p, batches), &[KernelArg::from(p)]);
+        let family = self.gemm_kernels;
+        self.launch(&family.name(kernel), family.config(p, batches), &[KernelArg::from(p)]);
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! Every variant's GPU launch sequence, run on the CPU emulator and checked against the
-//! f64 oracle, both as the native kernels run it and split into the single products a
+//! f64 oracle, on each of the crate's GEMMs (mma.sync, wgmma) and split into the single products a
 //! library GEMM (cuBLAS) takes: outputs start as NaN, so an element no launch writes
 //! fails the check.
 
@@ -7,12 +7,15 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
+use super::handle::GemmEngine;
+use super::launch::GemmKernels;
 use super::params::BoneLayer;
 use super::split::Split;
 use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
 use crate::reference::{backward, forward};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
+use bone_host_kernels::Landing;
 
 fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     let diff: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
@@ -30,8 +33,19 @@ fn random(rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> Vec<f64> {
         .collect()
 }
 
-/// Runs the launch sequence on the emulator, natively or split into library-GEMM products.
-fn run(emulator: &Emulator, split: bool, pass: Pass, call: &Call, regions: &[u64]) {
+const ENGINES: [GemmEngine; 3] = [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::Cublas];
+
+/// An emulator running the crate's GEMM kernels of `engine` (mma.sync for the library
+/// engine, which launches only the element-wise kernels there).
+fn emulator_for(engine: GemmEngine) -> Emulator {
+    let family = if engine == GemmEngine::Wgmma { GemmKernels::Wgmma } else { GemmKernels::MmaSync };
+    Emulator::new(Landing::Late, family)
+}
+
+/// Runs the launch sequence on the emulator, on the crate's GEMM or split into
+/// library-GEMM products.
+fn run(emulator: &Emulator, engine: GemmEngine, pass: Pass, call: &Call, regions: &[u64]) {
+    let split = engine == GemmEngine::Cublas;
     let result = match (split, pass) {
         (false, Pass::Forward) => run_forward(emulator, call, regions),
         (false, Pass::Backward) => run_backward(emulator, call, regions),
@@ -46,12 +60,12 @@ fn check(
     (t, n, k, r): (usize, usize, usize, usize),
     b_ty: Ty,
     with_bias: bool,
-    split: bool,
+    engine: GemmEngine,
     rng: &mut StdRng,
 ) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
-    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias} split={split}");
-    let emulator = Emulator::default();
+    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias} {engine:?}");
+    let emulator = emulator_for(engine);
     let x = random(rng, t * k, 1.0, Ty::Bf16);
     let w = random(rng, n * k, (3.0 / k as f64).sqrt(), Ty::Bf16);
     let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);
@@ -66,7 +80,7 @@ fn check(
         ..inputs
     };
     let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
-    run(&emulator, split, Pass::Forward, &call, &regions(Pass::Forward));
+    run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(Ty::Bf16, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
     let y_ref = forward(&shape, t, &x, &w, &b, bias_ref).unwrap();
@@ -83,7 +97,7 @@ fn check(
     call.dx = emulator.alloc(t * k * 2);
     call.db = emulator.alloc(shape.adapter_len() * 4);
     call.dbias = emulator.alloc(n * 4);
-    run(&emulator, split, Pass::Backward, &call, &regions(Pass::Backward));
+    run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
     let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
     for (name, ty, address, want) in [
         ("dX", Ty::Bf16, call.dx, &grads.dx),
@@ -109,8 +123,8 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
                 for t in [1, 33] {
                     case += 1;
                     let b_ty = if case % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
-                    for split in [false, true] {
-                        check(variant, (t, n, k, r), b_ty, case % 3 != 0, split, &mut rng);
+                    for engine in ENGINES {
+                        check(variant, (t, n, k, r), b_ty, case % 3 != 0, engine, &mut rng);
                     }
                 }
             }
@@ -134,8 +148,8 @@ fn reductions_over_token_chunks_match_the_oracle() {
     assert_eq!(super::token_chunks::plan(513, 1), (257, 2));
     let mut rng = StdRng::seed_from_u64(12);
     for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
-        for split in [false, true] {
-            check(variant, (513, 64, 96, 32), Ty::F32, true, split, &mut rng);
+        for engine in ENGINES {
+            check(variant, (513, 64, 96, 32), Ty::F32, true, engine, &mut rng);
         }
     }
 }
@@ -148,8 +162,8 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
     // K = 104 = 3 x 32 + 8: the last chunk of X is zero-padded, as PEFT does.
     let mut rng = StdRng::seed_from_u64(13);
     for variant in [Variant::Shared, Variant::Mini { mini_r: 16 }] {
-        for split in [false, true] {
-            check(variant, (9, 64, 104, 32), Ty::F32, true, split, &mut rng);
+        for engine in ENGINES {
+            check(variant, (9, 64, 104, 32), Ty::F32, true, engine, &mut rng);
         }
     }
 }

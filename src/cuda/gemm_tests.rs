@@ -1,5 +1,6 @@
-//! The tensor-core GEMM (kernels/gemm.cuh), every instantiation, run from its own source on
-//! the CPU (`bone-host-kernels`) against a direct f64 product: ragged edges against the
+//! The tensor-core GEMMs (kernels/gemm.cuh on mma.sync, kernels/gemm_wgmma.cuh on wgmma),
+//! every instantiation, run from their own source on the CPU (`bone-host-kernels`) against
+//! a direct f64 product: ragged edges against the
 //! 128 x 128 x 32 tiles, a second product appended along K, bias, accumulation into f32,
 //! batches with strides, and cp.async copies landing both as early and as late as the PTX
 //! rules allow. Outputs start as NaN, so an element the kernel does not write fails.
@@ -9,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
-use super::launch::{Gemm, gemm_kind};
+use super::launch::{Gemm, GemmKernels, gemm_kind};
 
 const KERNELS: [&str; 5] =
     ["bone_gemm_kk_bf16", "bone_gemm_kt_bf16", "bone_gemm_kt_f32", "bone_gemm_tt_bf16", "bone_gemm_tt_f32"];
@@ -39,18 +40,20 @@ impl Operand {
 }
 
 fn check(
+    family: GemmKernels,
     kernel: &str,
     [m, n, k, k2]: [usize; 4],
     batches: usize,
-    bias: bool,
-    accumulate: bool,
+    (bias, accumulate): (bool, bool),
     landing: Landing,
     rng: &mut StdRng,
 ) {
     let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
-    let label =
-        format!("{kernel} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}");
-    let emulator = Emulator::with_landing(landing);
+    let label = format!(
+        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}",
+        family.name(kernel)
+    );
+    let emulator = Emulator::new(landing, family);
     let a = Operand::random(rng, m, k, batches, a_k_major);
     let b = Operand::random(rng, n, k, batches, b_k_major);
     let a2 = Operand::random(rng, m, k2.max(8), batches, a_k_major);
@@ -90,19 +93,37 @@ fn check(
     }
 }
 
+const FAMILIES: [GemmKernels; 2] = [GemmKernels::MmaSync, GemmKernels::Wgmma];
+
 #[test]
-fn every_gemm_instantiation_on_ragged_shapes_with_copies_landing_early_and_late() {
-    if !host_kernels_or_skip("every_gemm_instantiation_on_ragged_shapes_with_copies_landing_early_and_late") {
+fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {
+    if !host_kernels_or_skip("every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late") {
         return;
     }
     let mut rng = StdRng::seed_from_u64(21);
-    for kernel in KERNELS {
-        let (a_k_major, _, out_f32) = gemm_kind(kernel);
-        // M is contiguous (a multiple of 8) only where A is MN-major.
-        let m = if a_k_major { 137 } else { 136 };
+    for family in FAMILIES {
+        for kernel in KERNELS {
+            let (a_k_major, _, out_f32) = gemm_kind(kernel);
+            // M is contiguous (a multiple of 8) only where A is MN-major.
+            let m = if a_k_major { 137 } else { 136 };
+            for landing in [Landing::Early, Landing::Late] {
+                check(family, kernel, [m, 264, 200, 24], 2, (true, out_f32), landing, &mut rng);
+                check(family, kernel, [if a_k_major { 1 } else { 8 }, 8, 8, 0], 1, (false, false), landing, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_long_k_cycles_every_pipeline_stage_several_times() {
+    if !host_kernels_or_skip("a_long_k_cycles_every_pipeline_stage_several_times") {
+        return;
+    }
+    // 21 K tiles of 32 (mma.sync, 2 stages), 11 of 64 (wgmma, 4 stages).
+    let mut rng = StdRng::seed_from_u64(23);
+    for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
-            check(kernel, [m, 264, 200, 24], 2, true, out_f32, landing, &mut rng);
-            check(kernel, [if a_k_major { 1 } else { 8 }, 8, 8, 0], 1, false, false, landing, &mut rng);
+            check(family, "bone_gemm_kt_f32", [72, 136, 640, 24], 1, (false, true), landing, &mut rng);
         }
     }
 }
@@ -113,8 +134,10 @@ fn a_gemm_with_no_k_writes_the_bias_alone() {
         return;
     }
     let mut rng = StdRng::seed_from_u64(22);
-    for landing in [Landing::Early, Landing::Late] {
-        check("bone_gemm_kk_bf16", [40, 24, 0, 0], 1, true, false, landing, &mut rng);
-        check("bone_gemm_tt_f32", [40, 24, 0, 16], 1, false, true, landing, &mut rng);
+    for family in FAMILIES {
+        for landing in [Landing::Early, Landing::Late] {
+            check(family, "bone_gemm_kk_bf16", [40, 24, 0, 0], 1, (true, false), landing, &mut rng);
+            check(family, "bone_gemm_tt_f32", [40, 24, 0, 16], 1, (false, true), landing, &mut rng);
+        }
     }
 }

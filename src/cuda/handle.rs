@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaModule, CudaStream, DeviceSlice};
 use cudarc::nvrtc::Ptx;
 
 use super::baseline::RowMajorBlas;
 use super::image::kernel_image;
+use super::launch::GemmKernels;
 use crate::error::{BoneError, Result};
 use crate::shape::check_len;
 
@@ -21,6 +23,8 @@ pub struct BoneKernels {
     functions: Arc<Mutex<HashMap<String, CudaFunction>>>,
     /// cuBLAS, when it computes the forward and backward products ([`GemmEngine::Cublas`]).
     blas: Option<Arc<RowMajorBlas>>,
+    /// The crate's GEMM kernels otherwise.
+    gemm_kernels: GemmKernels,
 }
 
 impl std::fmt::Debug for BoneKernels {
@@ -32,8 +36,12 @@ impl std::fmt::Debug for BoneKernels {
 /// What computes the forward and backward passes' matrix products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmEngine {
-    /// This crate's tensor-core GEMM (kernels/gemm.cuh), the adapter's product appended along K.
+    /// This crate's tensor-core GEMM on mma.sync (kernels/gemm.cuh), the adapter's product
+    /// appended along K. Any supported GPU (compute capability 8.0 and later).
     Native,
+    /// The same GEMM on Hopper's wgmma (kernels/gemm_wgmma.cuh): compute capability 9.0
+    /// only (H100, H200).
+    Wgmma,
     /// cuBLAS, the adapter's product as a second call accumulating into the first; the
     /// same launch sequence otherwise, and this crate's kernels for everything else.
     Cublas,
@@ -46,7 +54,7 @@ impl BoneKernels {
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
         let image = kernel_image()?;
         let module = stream.context().load_module(Ptx::from_binary(image.to_vec()))?;
-        Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None })
+        Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None, gemm_kernels: GemmKernels::MmaSync })
     }
 
     /// A handle for another stream of the same context, sharing the loaded module (and
@@ -59,23 +67,52 @@ impl BoneKernels {
             Some(_) => Some(Arc::new(RowMajorBlas::new(stream.clone())?)),
             None => None,
         };
-        Ok(BoneKernels { stream, module: self.module.clone(), functions: self.functions.clone(), blas })
+        Ok(BoneKernels {
+            stream,
+            module: self.module.clone(),
+            functions: self.functions.clone(),
+            blas,
+            gemm_kernels: self.gemm_kernels,
+        })
     }
 
     /// Chooses what computes the passes' products (default [`GemmEngine::Native`]).
+    ///
+    /// [`GemmEngine::Wgmma`] fails with [`BoneError::UnsupportedByKernels`] on a device
+    /// other than compute capability 9.0.
     pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
+        if engine == GemmEngine::Wgmma {
+            let context = self.stream.context();
+            let major = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+            let minor = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+            if (major, minor) != (9, 0) {
+                return Err(BoneError::UnsupportedByKernels(format!(
+                    "the wgmma GEMM needs compute capability 9.0 (H100, H200); this device is {major}.{minor}"
+                )));
+            }
+        }
         self.blas = match engine {
-            GemmEngine::Native => None,
+            GemmEngine::Native | GemmEngine::Wgmma => None,
             GemmEngine::Cublas => Some(match self.blas.take() {
                 Some(blas) => blas,
                 None => Arc::new(RowMajorBlas::new(self.stream.clone())?),
             }),
         };
+        self.gemm_kernels = if engine == GemmEngine::Wgmma { GemmKernels::Wgmma } else { GemmKernels::MmaSync };
         Ok(())
     }
 
     pub fn gemm_engine(&self) -> GemmEngine {
-        if self.blas.is_some() { GemmEngine::Cublas } else { GemmEngine::Native }
+        match (self.blas.is_some(), self.gemm_kernels) {
+            (true, _) => GemmEngine::Cublas,
+            (false, GemmKernels::MmaSync) => GemmEngine::Native,
+            (false, GemmKernels::Wgmma) => GemmEngine::Wgmma,
+        }
+    }
+
+    /// The crate's GEMM kernels this handle launches when cuBLAS is not the engine.
+    pub(crate) fn gemm_kernels(&self) -> GemmKernels {
+        self.gemm_kernels
     }
 
     /// cuBLAS, when it is the GEMM engine.
@@ -90,12 +127,22 @@ impl BoneKernels {
 
     /// The kernel `name`, looked up in the module once and cached.
     pub(crate) fn function(&self, name: &str) -> Result<CudaFunction> {
+        self.function_with_shared(name, 0)
+    }
+
+    /// The kernel `name`, allowed `shared_bytes` of dynamic shared memory per block (the
+    /// driver's default limit is 48 KiB), looked up once and cached.
+    pub(crate) fn function_with_shared(&self, name: &str, shared_bytes: u32) -> Result<CudaFunction> {
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         let mut functions = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(function) = functions.get(name) {
             return Ok(function.clone());
         }
         let function = self.module.load_function(name)?;
+        if shared_bytes > 48 * 1024 {
+            let attribute = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+            function.set_attribute(attribute, shared_bytes as i32)?;
+        }
         functions.insert(name.to_string(), function.clone());
         Ok(function)
     }

@@ -6,7 +6,9 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::handle::BoneKernels;
-use super::params::{BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BoneGemm, BoneLayer};
+use super::params::{
+    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_SMEM_BYTES, BoneGemm, BoneLayer,
+};
 use crate::error::Result;
 
 /// One kernel argument, passed by value.
@@ -45,19 +47,53 @@ pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
     }
 }
 
-/// One block per output tile, one grid.z layer per batch.
-pub(crate) fn gemm_config(params: &BoneGemm, batches: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((params.n as u32).div_ceil(BONE_GEMM_BN), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
-        block_dim: (BONE_GEMM_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+/// Which of the crate's tensor-core GEMM kernels run [`Launcher::gemm`]. Both take the
+/// same `BoneGemm` with the same tile and grid; the launch sequences name the mma.sync
+/// instantiation (`bone_gemm_<A><B>_<out>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GemmKernels {
+    /// `bone_gemm_*` (kernels/gemm.cuh): mma.sync, sm_80 and later.
+    MmaSync,
+    /// `bone_wgmma_*` (kernels/gemm_wgmma.cuh): wgmma, sm_90a only.
+    Wgmma,
+}
+
+impl GemmKernels {
+    /// This family's kernel for the instantiation named `kernel`.
+    pub fn name(self, kernel: &str) -> String {
+        match self {
+            GemmKernels::MmaSync => kernel.to_string(),
+            GemmKernels::Wgmma => kernel.replacen("bone_gemm_", "bone_wgmma_", 1),
+        }
+    }
+
+    /// Dynamic shared memory per block.
+    pub fn shared_bytes(self) -> u32 {
+        match self {
+            GemmKernels::MmaSync => 0,
+            GemmKernels::Wgmma => BONE_WGMMA_SMEM_BYTES,
+        }
+    }
+
+    /// One block per output tile, one grid.z layer per batch.
+    pub fn config(self, params: &BoneGemm, batches: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (
+                (params.n as u32).div_ceil(BONE_GEMM_BN),
+                (params.m as u32).div_ceil(BONE_GEMM_BM),
+                batches as u32,
+            ),
+            block_dim: (BONE_GEMM_THREADS, 1, 1),
+            shared_mem_bytes: self.shared_bytes(),
+        }
     }
 }
 
 impl Launcher for BoneKernels {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
-        let function = self.function(kernel)?;
-        let config = gemm_config(params, batches);
+        let family = self.gemm_kernels();
+        let function = self.function_with_shared(&family.name(kernel), family.shared_bytes())?;
+        let config = family.config(params, batches);
         let mut builder = self.stream().launch_builder(&function);
         builder.arg(params);
         // SAFETY: `params` matches `BoneGemm` in kernels/params.h (bindgen-checked layout);

@@ -69,6 +69,20 @@ pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
     Some(BoneKernels::new(stream).expect("load the kernel module"))
 }
 
+/// The GEMM engines `kernels`' GPU has: this crate's mma.sync GEMM, its wgmma GEMM where
+/// the compute capability is 9.0 (a printed notice otherwise), and cuBLAS.
+pub fn gemm_engines(kernels: &bone_kernels::cuda::BoneKernels) -> Vec<bone_kernels::cuda::GemmEngine> {
+    use bone_kernels::cuda::GemmEngine;
+    let mut probe = kernels.clone();
+    let mut engines = vec![GemmEngine::Native];
+    match probe.set_gemm_engine(GemmEngine::Wgmma) {
+        Ok(()) => engines.push(GemmEngine::Wgmma),
+        Err(e) => skip_notice(&format!("the wgmma engine is not tested here: {e}")),
+    }
+    engines.push(GemmEngine::Cublas);
+    engines
+}
+
 /// One layer's random inputs for the oracle tests.
 pub struct Case {
     pub shape: LayerShape,

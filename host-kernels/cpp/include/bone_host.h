@@ -1,6 +1,7 @@
 // The CUDA dialect the kernels in kernels/ use, on the host: qualifiers, thread and block
-// indices, __syncthreads, bf16/f16 storage types and their conversions, and the PTX
-// wrappers of kernels/ptx.cuh (cp.async, ldmatrix, mma.sync) as warp collectives.
+// indices, __syncthreads, dynamic shared memory, bf16/f16 storage types and their
+// conversions, and the PTX wrappers of kernels/ptx.cuh (cp.async, ldmatrix, mma.sync as
+// warp collectives; wgmma as warpgroup collectives).
 // Each CUDA thread runs as a fiber of runtime.cpp; every fiber of a block runs on one
 // OS thread, so `static thread_local` storage is the block's shared memory.
 #pragma once
@@ -33,6 +34,16 @@ void async_commit();
 void async_wait(int newest_pending);
 void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans);
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+// The block's dynamic shared memory, and an address's offset in it (what the GPU's
+// shared window address is to wgmma's descriptors).
+unsigned char* dynamic_shared();
+uint32_t shared_offset(const void* p);
+// wgmma as warpgroup collectives. mma_async only records the product; it is computed,
+// reading shared memory then, when wgmma.wait_group retires its group.
+void wgmma_fence();
+void wgmma_commit();
+void wgmma_wait(int newest_pending);
+void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
 }  // namespace bone_host
 
 #define threadIdx (::bone_host::current->thread_idx)
@@ -85,5 +96,19 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x4(r, p, true); }
 inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     bone_host::mma_m16n8k16_bf16(d, a, b0, b1);
+}
+inline unsigned char* dynamic_smem() { return bone_host::dynamic_shared(); }
+inline uint32_t smem_addr(const void* p) { return bone_host::shared_offset(p); }
+inline void fence_proxy_async() {}  // one memory here: nothing to order between proxies
+inline void wgmma_fence() { bone_host::wgmma_fence(); }
+inline void wgmma_commit() { bone_host::wgmma_commit(); }
+template <int N>
+inline void wgmma_wait() {
+    bone_host::wgmma_wait(N);
+}
+inline void wgmma_fence_operands(float (&)[64]) {}  // the accumulators are written only at a wait here
+template <int TRANS_A, int TRANS_B>
+inline void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+    bone_host::wgmma_m64n128k16(d, desc_a, desc_b, TRANS_A, TRANS_B);
 }
 }  // namespace bone_ptx

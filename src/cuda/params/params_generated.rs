@@ -7,6 +7,7 @@ pub const BONE_GEMM_BM: u32 = 128;
 pub const BONE_GEMM_BN: u32 = 128;
 pub const BONE_GEMM_BK: u32 = 32;
 pub const BONE_GEMM_THREADS: u32 = 256;
+pub const BONE_WGMMA_SMEM_BYTES: u32 = 131072;
 pub const BoneVariant_BONE_BAT_COL: BoneVariant = 0;
 pub const BoneVariant_BONE_BAT_ROW: BoneVariant = 1;
 pub const BoneVariant_BONE_SHARED: BoneVariant = 2;

@@ -1,0 +1,145 @@
+// The same GEMM as gemm.cuh (struct BoneGemm, same tile and grid), for sm_90a:
+// wgmma.mma_async m64n128k16 reading both operands from shared memory. A block of two
+// warpgroups computes a 128 x 128 tile (each warpgroup 64 rows x 128 columns, 64 f32
+// accumulators per thread), stepping 64 along K through a 4-stage cp.async pipeline in
+// BONE_WGMMA_SMEM_BYTES of dynamic shared memory.
+//
+// Shared-memory tiles use wgmma's canonical layout without swizzle: 8 x 8 core matrices of
+// 128 contiguous bytes (8 lines of 16 bytes); a tile's 8-row group holds its 8 core
+// matrices along K side by side (LBO = 128 B), and 8-row groups follow 1 KiB apart
+// (SBO). A K-major operand's line is one row's 8 consecutive k; an MN-major operand's
+// line is one k's 8 consecutive rows, read with wgmma's transpose flag. The chunk a
+// thread copies is chosen so that each 8-thread phase of a warp's 16-byte stores fills
+// one whole core matrix (no bank conflicts) and each warp reads 64 contiguous bytes from
+// each of 8 rows of global memory.
+#pragma once
+#include "gemm.cuh"
+
+// wgmma exists only on sm_90a; other targets get a kernel that traps (the host never
+// launches it there: GemmEngine::Wgmma requires compute capability 9.0).
+#if defined(BONE_KERNELS_ON_HOST) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
+#define BONE_HAS_WGMMA 1
+#else
+#define BONE_HAS_WGMMA 0
+#endif
+
+namespace bone_wgmma {
+
+using namespace bone_ptx;
+
+constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = 64, STAGES = 4;
+constexpr int CORE_BYTES = 128;                     // one 8 x 8 bf16 core matrix
+constexpr int GROUP_BYTES = (BK / 8) * CORE_BYTES;  // one 8-row group across BK: the SBO
+constexpr int TILE_BYTES = (BM / 8) * GROUP_BYTES;
+constexpr int STAGE_BYTES = 2 * TILE_BYTES;  // A tile, then B tile
+static_assert(BM == 128 && BN == 128 && BONE_GEMM_THREADS == 256, "two warpgroups of m64n128");
+static_assert(STAGES * STAGE_BYTES == BONE_WGMMA_SMEM_BYTES, "params.h states the shared memory size");
+
+// A no-swizzle matrix descriptor: start address, LBO = 128 B (along K), SBO = 1 KiB.
+__device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {
+    const uint64_t start = (smem_addr(tile) & 0x3FFFF) >> 4;
+    return start | (uint64_t(CORE_BYTES >> 4) << 16) | (uint64_t(GROUP_BYTES >> 4) << 32);
+}
+
+// Copies one operand's [128 rows, BK] tile starting at (row0, k0) into the layout above.
+// K-major: src[row * ld + k]; MN-major: src[k * ld + row]. Outside rows_total or
+// k_total, zeros (the contract makes every chunk wholly inside or outside).
+template <int LAYOUT>
+__device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat16* src, int ld, int rows_total,
+                                          int k_total, int row0, int k0) {
+    constexpr int CHUNKS = BM * BK / 8;
+    for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
+        const int line = c % 8;
+        int row, k, group, core;
+        if (LAYOUT == BONE_K_MAJOR) {
+            core = (c / 8) % (BK / 8);  // k / 8
+            group = c / (8 * (BK / 8));  // row / 8
+            row = group * 8 + line;
+            k = core * 8;
+        } else {
+            group = (c / 8) % (BM / 8);  // row / 8
+            core = c / (8 * (BM / 8));   // k / 8
+            row = group * 8;
+            k = core * 8 + line;
+        }
+        const int grow = row0 + row, gk = k0 + k;
+        const bool valid = grow < rows_total && gk < k_total;
+        const long long offset = LAYOUT == BONE_K_MAJOR ? (long long)grow * ld + gk : (long long)gk * ld + grow;
+        copy16(tile + group * GROUP_BYTES + core * CORE_BYTES + line * 16, valid ? src + offset : src, valid);
+    }
+}
+
+template <int A_LAYOUT, int B_LAYOUT, typename TOut>
+__device__ __forceinline__ void gemm(const BoneGemm& p) {
+#if BONE_HAS_WGMMA
+    unsigned char* smem = dynamic_smem();
+    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const long long z = blockIdx.z;
+    const __nv_bfloat16* a1 = (const __nv_bfloat16*)p.a + z * p.stride_a;
+    const __nv_bfloat16* b1 = (const __nv_bfloat16*)p.b + z * p.stride_b;
+    const __nv_bfloat16* a2 = (const __nv_bfloat16*)p.a2 + z * p.stride_a2;
+    const __nv_bfloat16* b2 = (const __nv_bfloat16*)p.b2 + z * p.stride_b2;
+
+    const int tiles1 = (p.k + BK - 1) / BK, tiles2 = (p.k2 + BK - 1) / BK, tiles = tiles1 + tiles2;
+    // Tile t of the concatenated K (the first pair, then the second) into stage `stage`.
+    auto load = [&](int t, int stage) {
+        const bool first = t < tiles1;
+        const int k0 = (first ? t : t - tiles1) * BK;
+        const int k_total = first ? p.k : p.k2;
+        unsigned char* a_tile = smem + stage * STAGE_BYTES;
+        load_tile<A_LAYOUT>(a_tile, first ? a1 : a2, first ? p.lda : p.lda2, p.m, k_total, block_m, k0);
+        load_tile<B_LAYOUT>(a_tile + TILE_BYTES, first ? b1 : b2, first ? p.ldb : p.ldb2, p.n, k_total, block_n, k0);
+    };
+
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+
+    // One commit group per tile, empty past the end, so that wait<STAGES - 2> at step t
+    // always means "tile t has landed".
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < tiles) load(s, s);
+        copy_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        copy_wait<STAGES - 2>();
+        fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy
+        __syncthreads();      // everyone's copies of tile t, and both warpgroups done with t - 1
+        if (t + STAGES - 1 < tiles) load(t + STAGES - 1, (t + STAGES - 1) % STAGES);  // the stage t - 1 used
+        copy_commit();
+
+        const unsigned char* a_tile = smem + (t % STAGES) * STAGE_BYTES + warpgroup * (64 / 8) * GROUP_BYTES;
+        const unsigned char* b_tile = smem + (t % STAGES) * STAGE_BYTES + TILE_BYTES;
+        wgmma_fence_operands(acc);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) {
+            wgmma_m64n128k16_bf16<A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
+                                                      descriptor(b_tile + ks * 2 * CORE_BYTES));
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands(acc);
+    }
+
+    TOut* c = (TOut*)p.c + z * p.stride_c;
+    const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
+            const int col = block_n + j * 8 + (lane % 4) * 2 + (e % 2);
+            if (row < p.m && col < p.n) {
+                const float v = acc[j * 4 + e] + (bias ? to_f32(bias[col]) : 0.f);
+                bone_gemm::store_out<TOut>(c, (long long)row * p.ldc + col, v, p.accumulate != 0);
+            }
+        }
+#else
+    __trap();
+#endif
+}
+
+}  // namespace bone_wgmma
