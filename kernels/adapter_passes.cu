@@ -42,14 +42,28 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     e[idx] = from_f32<__nv_bfloat16>(a % r == b % r ? 1.f : 0.f);
 }
 
-// dbias[n] = sum_t dY[t, n].  f32.
+// dbias[n] = sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
+// columns; each of its warps sums every (warps)-th token of them (a warp reads 64
+// contiguous bytes of a row, several rows in flight), then the first warp adds the
+// warps' partial sums in order. One block per BONE_BIAS_GRAD_COLUMNS columns.
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     bone_bias_grad(int tokens, int n_out, const __nv_bfloat16* __restrict__ dy, float* __restrict__ dbias) {
-    const long long n = element_index();
-    if (n >= n_out) return;
+    constexpr int LANES = BONE_MERGE_THREADS / BONE_BIAS_GRAD_COLUMNS;
+    __shared__ float partial[LANES][BONE_BIAS_GRAD_COLUMNS];
+    const int lane = threadIdx.x / BONE_BIAS_GRAD_COLUMNS, c = threadIdx.x % BONE_BIAS_GRAD_COLUMNS;
+    const int column = blockIdx.x * BONE_BIAS_GRAD_COLUMNS + c;
     float sum = 0.f;
-    for (int t = 0; t < tokens; ++t) sum += to_f32(dy[(long long)t * n_out + n]);
-    dbias[n] = sum;
+    if (column < n_out) {
+#pragma unroll 8
+        for (int t = lane; t < tokens; t += LANES) sum += to_f32(dy[(long long)t * n_out + column]);
+    }
+    partial[lane][c] = sum;
+    __syncthreads();
+    if (lane == 0 && column < n_out) {
+        float total = 0.f;
+        for (int l = 0; l < LANES; ++l) total += partial[l][c];
+        dbias[column] = total;
+    }
 }
 
 // MiSS mini: dB[j, m] = sum over n = m mod mini_r of dBfull[j, n].

@@ -22,6 +22,8 @@ struct BoneLayer {
 
 // Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256
+// Columns of dY one block of bone_bias_grad reduces (a warp's width).
+#define BONE_BIAS_GRAD_COLUMNS 32
 
 // Operand layouts of the tensor-core GEMM (kernels/gemm.cuh).
 // A is [M, K]: BONE_K_MAJOR means a[m * lda + k], BONE_MN_MAJOR means a[k * lda + m].

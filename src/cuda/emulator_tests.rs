@@ -159,11 +159,12 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
     if !host_kernels_or_skip("the_shared_block_takes_k_not_a_multiple_of_r") {
         return;
     }
-    // K = 104 = 3 x 32 + 8: the last chunk of X is zero-padded, as PEFT does.
+    // K = 104 = 3 x 32 + 8: the last chunk of X is zero-padded, as PEFT does. N = 72 is not
+    // a whole number of dbias blocks (32 columns).
     let mut rng = StdRng::seed_from_u64(13);
-    for variant in [Variant::Shared, Variant::Mini { mini_r: 16 }] {
+    for variant in [Variant::Shared, Variant::Mini { mini_r: 24 }] {
         for engine in ENGINES {
-            check(variant, (9, 64, 104, 32), Ty::F32, true, engine, &mut rng);
+            check(variant, (9, 72, 104, 32), Ty::F32, true, engine, &mut rng);
         }
     }
 }

@@ -18,7 +18,7 @@ use half::bf16;
 use super::element::Element;
 use super::handle::BoneKernels;
 use super::launch::{Arg, Launcher};
-use super::params::BoneLayer;
+use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS, BoneLayer};
 use super::split::{Cublas, Split};
 use super::workspace::{Workspace, total_bytes};
 use super::{bat_col, bat_row, shared_block};
@@ -258,7 +258,9 @@ pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64
     }
     if call.dbias != 0 {
         let args = [Arg::I32(call.tokens as i32), Arg::I32(call.layer.n), Arg::Ptr(call.y), Arg::Ptr(call.dbias)];
-        launcher.elementwise("bone_bias_grad", call.shape.n(), &args)?;
+        // One block of BONE_MERGE_THREADS threads per BONE_BIAS_GRAD_COLUMNS columns.
+        let blocks = call.shape.n().div_ceil(BONE_BIAS_GRAD_COLUMNS as usize);
+        launcher.elementwise("bone_bias_grad", blocks * BONE_MERGE_THREADS as usize, &args)?;
     }
     Ok(())
 }
