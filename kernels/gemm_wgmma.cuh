@@ -1,8 +1,9 @@
 // The same GEMM as gemm.cuh (struct BoneGemm, same tile and grid), for sm_90a:
 // wgmma.mma_async m64n128k16 reading both operands from shared memory. A block of two
 // warpgroups computes a 128 x 128 tile (each warpgroup 64 rows x 128 columns, 64 f32
-// accumulators per thread), stepping 64 along K through a 4-stage cp.async pipeline in
-// BONE_WGMMA_SMEM_BYTES of dynamic shared memory.
+// accumulators per thread), stepping 64 along K through a 5-stage cp.async pipeline in
+// BONE_WGMMA_SMEM_BYTES of dynamic shared memory; one wgmma group stays in flight across
+// each step's barrier.
 //
 // Shared-memory tiles use wgmma's canonical layout without swizzle: 8 x 8 core matrices of
 // 128 contiguous bytes (8 lines of 16 bytes); a tile's 8-row group holds its 8 core
@@ -27,7 +28,7 @@ namespace bone_wgmma {
 
 using namespace bone_ptx;
 
-constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = 64, STAGES = 4;
+constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = 64, STAGES = 5;
 constexpr int CORE_BYTES = 128;                     // one 8 x 8 bf16 core matrix
 constexpr int GROUP_BYTES = (BK / 8) * CORE_BYTES;  // one 8-row group across BK: the SBO
 constexpr int TILE_BYTES = (BM / 8) * GROUP_BYTES;
@@ -96,18 +97,20 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = 0.f;
 
-    // One commit group per tile, empty past the end, so that wait<STAGES - 2> at step t
-    // always means "tile t has landed".
+    // One commit group per tile, empty past the end, so that copy_wait<STAGES - 3> at step t
+    // always means "tile t has landed". Tiles are prefetched STAGES - 2 ahead: of the
+    // STAGES stages, one more holds the tile the wgmma group still in flight reads.
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < STAGES - 2; ++s) {
         if (s < tiles) load(s, s);
         copy_commit();
     }
     for (int t = 0; t < tiles; ++t) {
-        copy_wait<STAGES - 2>();
+        copy_wait<STAGES - 3>();
         fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy
-        __syncthreads();      // everyone's copies of tile t, and both warpgroups done with t - 1
-        if (t + STAGES - 1 < tiles) load(t + STAGES - 1, (t + STAGES - 1) % STAGES);  // the stage t - 1 used
+        __syncthreads();      // everyone's copies of tile t; both warpgroups retired tile t - 2
+        const int next = t + STAGES - 2;
+        if (next < tiles) load(next, next % STAGES);  // into the stage tile t - 2 used
         copy_commit();
 
         const unsigned char* a_tile = smem + (t % STAGES) * STAGE_BYTES + warpgroup * (64 / 8) * GROUP_BYTES;
@@ -120,9 +123,11 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                                       descriptor(b_tile + ks * 2 * CORE_BYTES));
         }
         wgmma_commit();
-        wgmma_wait<0>();
+        wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on past the next barrier
         wgmma_fence_operands(acc);
     }
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
 
     TOut* c = (TOut*)p.c + z * p.stride_c;
     const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;

@@ -72,5 +72,5 @@ struct BoneGemm {
 #define BONE_GEMM_THREADS 256
 
 // The sm_90a GEMM (kernels/gemm_wgmma.cuh): same tile and threads, its pipeline in this
-// much dynamic shared memory (4 stages of two 128 x 64 bf16 tiles).
-#define BONE_WGMMA_SMEM_BYTES 131072
+// much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles).
+#define BONE_WGMMA_SMEM_BYTES 163840

@@ -119,7 +119,7 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
     if !host_kernels_or_skip("a_long_k_cycles_every_pipeline_stage_several_times") {
         return;
     }
-    // 21 K tiles of 32 (mma.sync, 2 stages), 11 of 64 (wgmma, 4 stages).
+    // 21 K tiles of 32 (mma.sync, 2 stages), 11 of 64 (wgmma, 5 stages).
     let mut rng = StdRng::seed_from_u64(23);
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
