@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "gemm_common.cuh"
 #include "numeric.cuh"
 #include "params.h"
 #include "ptx.cuh"
@@ -72,17 +73,6 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const __nv_bfloat1
     }
 }
 
-template <typename T>
-__device__ __forceinline__ void store_out(T* c, long long idx, float v, bool accumulate);
-template <>
-__device__ __forceinline__ void store_out<float>(float* c, long long idx, float v, bool accumulate) {
-    c[idx] = accumulate ? c[idx] + v : v;
-}
-template <>
-__device__ __forceinline__ void store_out<__nv_bfloat16>(__nv_bfloat16* c, long long idx, float v, bool) {
-    c[idx] = from_f32<__nv_bfloat16>(v);
-}
-
 template <int A_LAYOUT, int B_LAYOUT, typename TOut>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
     __shared__ __align__(128) __nv_bfloat16 a_tiles[2][TILE_ELEMS];
@@ -91,19 +81,12 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const long long z = blockIdx.z;
-    const __nv_bfloat16* a1 = (const __nv_bfloat16*)p.a + z * p.stride_a;
-    const __nv_bfloat16* b1 = (const __nv_bfloat16*)p.b + z * p.stride_b;
-    const __nv_bfloat16* a2 = (const __nv_bfloat16*)p.a2 + z * p.stride_a2;
-    const __nv_bfloat16* b2 = (const __nv_bfloat16*)p.b2 + z * p.stride_b2;
-
-    const int tiles1 = (p.k + BK - 1) / BK, tiles2 = (p.k2 + BK - 1) / BK, tiles = tiles1 + tiles2;
-    // Tile t of the concatenated K: the first pair, then the second.
+    const bone_gemm_common::Batch<BK> batch(p, z);
+    const int tiles = batch.tiles;
     auto load = [&](int t, int stage) {
-        const bool first = t < tiles1;
-        const int k0 = (first ? t : t - tiles1) * BK;
-        const int k_total = first ? p.k : p.k2;
-        load_tile<A_LAYOUT>(a_tiles[stage], first ? a1 : a2, first ? p.lda : p.lda2, p.m, k_total, block_m, k0);
-        load_tile<B_LAYOUT>(b_tiles[stage], first ? b1 : b2, first ? p.ldb : p.ldb2, p.n, k_total, block_n, k0);
+        const bone_gemm_common::KTile k = batch.tile(t);
+        load_tile<A_LAYOUT>(a_tiles[stage], k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+        load_tile<B_LAYOUT>(b_tiles[stage], k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
 
     float acc[4][4][4];
@@ -137,8 +120,6 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         __syncthreads();  // everyone is done with this stage before it is refilled
     }
 
-    TOut* c = (TOut*)p.c + z * p.stride_c;
-    const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -147,10 +128,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
             for (int e = 0; e < 4; ++e) {
                 const int row = block_m + warp_m + i * 16 + lane / 4 + (e / 2) * 8;
                 const int col = block_n + warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
-                if (row < p.m && col < p.n) {
-                    const float v = acc[i][j][e] + (bias ? to_f32(bias[col]) : 0.f);
-                    store_out<TOut>(c, (long long)row * p.ldc + col, v, p.accumulate != 0);
-                }
+                bone_gemm_common::store<TOut>(p, z, row, col, acc[i][j][e]);
             }
 }
 

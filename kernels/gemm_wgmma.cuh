@@ -14,7 +14,8 @@
 // one whole core matrix (no bank conflicts) and each warp reads 64 contiguous bytes from
 // each of 8 rows of global memory.
 #pragma once
-#include "gemm.cuh"
+#include "gemm_common.cuh"
+#include "ptx.cuh"
 
 // wgmma exists only on sm_90a; other targets get a kernel that traps (the host never
 // launches it there: GemmEngine::Wgmma requires compute capability 9.0).
@@ -77,20 +78,14 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const long long z = blockIdx.z;
-    const __nv_bfloat16* a1 = (const __nv_bfloat16*)p.a + z * p.stride_a;
-    const __nv_bfloat16* b1 = (const __nv_bfloat16*)p.b + z * p.stride_b;
-    const __nv_bfloat16* a2 = (const __nv_bfloat16*)p.a2 + z * p.stride_a2;
-    const __nv_bfloat16* b2 = (const __nv_bfloat16*)p.b2 + z * p.stride_b2;
-
-    const int tiles1 = (p.k + BK - 1) / BK, tiles2 = (p.k2 + BK - 1) / BK, tiles = tiles1 + tiles2;
-    // Tile t of the concatenated K (the first pair, then the second) into stage `stage`.
+    const bone_gemm_common::Batch<BK> batch(p, z);
+    const int tiles = batch.tiles;
+    // Tile t of the concatenated K into stage `stage`.
     auto load = [&](int t, int stage) {
-        const bool first = t < tiles1;
-        const int k0 = (first ? t : t - tiles1) * BK;
-        const int k_total = first ? p.k : p.k2;
+        const bone_gemm_common::KTile k = batch.tile(t);
         unsigned char* a_tile = smem + stage * STAGE_BYTES;
-        load_tile<A_LAYOUT>(a_tile, first ? a1 : a2, first ? p.lda : p.lda2, p.m, k_total, block_m, k0);
-        load_tile<B_LAYOUT>(a_tile + TILE_BYTES, first ? b1 : b2, first ? p.ldb : p.ldb2, p.n, k_total, block_n, k0);
+        load_tile<A_LAYOUT>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+        load_tile<B_LAYOUT>(a_tile + TILE_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
 
     float acc[64];
@@ -129,18 +124,13 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
 
-    TOut* c = (TOut*)p.c + z * p.stride_c;
-    const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
             const int col = block_n + j * 8 + (lane % 4) * 2 + (e % 2);
-            if (row < p.m && col < p.n) {
-                const float v = acc[j * 4 + e] + (bias ? to_f32(bias[col]) : 0.f);
-                bone_gemm::store_out<TOut>(c, (long long)row * p.ldc + col, v, p.accumulate != 0);
-            }
+            bone_gemm_common::store<TOut>(p, z, row, col, acc[j * 4 + e]);
         }
 #else
     __trap();

@@ -10,22 +10,22 @@ fatbin=${1:-$(ls -t target/*/build/bone-kernels-*/out/bone_kernels.fatbin 2>/dev
 [ -n "$fatbin" ] && [ -f "$fatbin" ] || { echo "check_sass: no fatbin (build with nvcc on PATH first)" >&2; exit 1; }
 sass=$(cuobjdump -sass "$fatbin")
 status=0
+
+# require ARCH SASS PREFIX INSTRUCTION: every kernel named PREFIX* in SASS uses INSTRUCTION.
+require() {
+  local arch=$1 arch_sass=$2 prefix=$3 instruction=$4 kernels f count
+  kernels=$(grep -oE "Function : ${prefix}[a-z0-9_]+" <<<"$arch_sass" | awk '{print $3}' | sort -u)
+  [ -n "$kernels" ] || { echo "check_sass: no ${prefix}* kernels for $arch" >&2; status=1; }
+  for f in $kernels; do
+    count=$(awk -v f="Function : $f" '/Function : /{on = ($0 ~ f"$")} on' <<<"$arch_sass" | grep -c "$instruction" || true)
+    if [ "$count" -eq 0 ]; then echo "check_sass: $arch $f has no $instruction" >&2; status=1; else echo "$arch $f: $count $instruction"; fi
+  done
+}
+
 for arch in sm_80 sm_89 sm_90a; do
   arch_sass=$(awk -v a="arch = $arch" '/^[[:space:]]*arch = /{on = index($0, a) > 0} on' <<<"$sass")
-  gemms=$(grep -oE 'Function : bone_gemm_[a-z0-9_]+' <<<"$arch_sass" | awk '{print $3}' | sort -u)
-  [ -n "$gemms" ] || { echo "check_sass: no GEMM kernels for $arch" >&2; status=1; }
-  for f in $gemms; do
-    count=$(awk -v f="Function : $f" '/Function : /{on = ($0 ~ f"$")} on' <<<"$arch_sass" | grep -c HMMA || true)
-    if [ "$count" -eq 0 ]; then echo "check_sass: $arch $f has no HMMA" >&2; status=1; else echo "$arch $f: $count HMMA"; fi
-  done
-  if [ "$arch" = sm_90a ]; then
-    wgmmas=$(grep -oE 'Function : bone_wgmma_[a-z0-9_]+' <<<"$arch_sass" | awk '{print $3}' | sort -u)
-    [ -n "$wgmmas" ] || { echo "check_sass: no wgmma GEMM kernels for sm_90a" >&2; status=1; }
-    for f in $wgmmas; do
-      count=$(awk -v f="Function : $f" '/Function : /{on = ($0 ~ f"$")} on' <<<"$arch_sass" | grep -c HGMMA || true)
-      if [ "$count" -eq 0 ]; then echo "check_sass: sm_90a $f has no HGMMA" >&2; status=1; else echo "sm_90a $f: $count HGMMA"; fi
-    done
-  fi
+  require "$arch" "$arch_sass" bone_gemm_ HMMA
+  [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_wgmma_ HGMMA
   if grep -qE '\b(LDL|STL)\b' <<<"$arch_sass"; then echo "check_sass: local memory traffic (LDL/STL) on $arch" >&2; status=1; fi
 done
 exit $status
