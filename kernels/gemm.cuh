@@ -79,7 +79,9 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     __shared__ __align__(128) __nv_bfloat16 b_tiles[2][TILE_ELEMS];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    int tile_m, tile_n;
+    bone_gemm_common::block_tile(tile_m, tile_n);
+    const int block_m = tile_m * BM, block_n = tile_n * BN;
     const long long z = blockIdx.z;
     const bone_gemm_common::Batch<BK> batch(p, z);
     const int tiles = batch.tiles;

@@ -76,7 +76,9 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
     unsigned char* smem = dynamic_smem();
     const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    int tile_m, tile_n;
+    bone_gemm_common::block_tile(tile_m, tile_n);
+    const int block_m = tile_m * BM, block_n = tile_n * BN;
     const long long z = blockIdx.z;
     const bone_gemm_common::Batch<BK> batch(p, z);
     const int tiles = batch.tiles;

@@ -129,6 +129,18 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
 }
 
 #[test]
+fn blocks_cover_every_tile_when_grouped_by_tile_rows() {
+    if !host_kernels_or_skip("blocks_cover_every_tile_when_grouped_by_tile_rows") {
+        return;
+    }
+    // 11 tile rows (a group of 8, then one of 3) by 3 tile columns, two batches.
+    let mut rng = StdRng::seed_from_u64(24);
+    for family in FAMILIES {
+        check(family, "bone_gemm_kk_bf16", [1290, 264, 16, 0], 2, (true, false), Landing::Late, &mut rng);
+    }
+}
+
+#[test]
 fn a_gemm_with_no_k_writes_the_bias_alone() {
     if !host_kernels_or_skip("a_gemm_with_no_k_writes_the_bias_alone") {
         return;

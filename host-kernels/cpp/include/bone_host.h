@@ -5,6 +5,7 @@
 // Each CUDA thread runs as a fiber of runtime.cpp; every fiber of a block runs on one
 // OS thread, so `static thread_local` storage is the block's shared memory.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -51,6 +52,8 @@ void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int tran
 #define blockDim (::bone_host::current->block_dim)
 #define gridDim (::bone_host::current->grid_dim)
 inline void __syncthreads() { ::bone_host::sync_threads(); }
+using std::max;  // CUDA's device min and max
+using std::min;
 
 struct __nv_bfloat16 {
     uint16_t bits;
