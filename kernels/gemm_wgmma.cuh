@@ -1,9 +1,11 @@
-// The same GEMM as gemm.cuh (struct BoneGemm, same tile and grid), for sm_90a:
-// wgmma.mma_async m64n128k16 reading both operands from shared memory. A block of two
-// warpgroups computes a 128 x 128 tile (each warpgroup 64 rows x 128 columns, 64 f32
-// accumulators per thread), stepping 64 along K through a 5-stage cp.async pipeline in
-// BONE_WGMMA_SMEM_BYTES of dynamic shared memory; one wgmma group stays in flight across
-// each step's barrier.
+// The same GEMM as gemm.cuh (struct BoneGemm), for sm_90a: wgmma.mma_async m64nNk16
+// reading both operands from shared memory. A block of two warpgroups computes a 128 x
+// TILE_N tile (each warpgroup 64 rows x TILE_N columns, TILE_N / 2 f32 accumulators per
+// thread), stepping 64 along K through a cp.async pipeline in dynamic shared memory,
+// one wgmma group kept in flight across each step's barrier. Two widths:
+//   TILE_N = 128: 5 stages of 32 KiB (BONE_WGMMA_SMEM_BYTES), the grid of gemm.cuh;
+//   TILE_N = 256: 4 stages of 48 KiB (BONE_WGMMA_WIDE_SMEM_BYTES), half the blocks along
+//                 N, and a third less L2 traffic per product (the host picks it for N > 128).
 //
 // Shared-memory tiles use wgmma's canonical layout without swizzle: 8 x 8 core matrices of
 // 128 contiguous bytes (8 lines of 16 bytes); a tile's 8-row group holds its 8 core
@@ -29,13 +31,21 @@ namespace bone_wgmma {
 
 using namespace bone_ptx;
 
-constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = 64, STAGES = 5;
+constexpr int BM = BONE_GEMM_BM, BK = 64;
 constexpr int CORE_BYTES = 128;                     // one 8 x 8 bf16 core matrix
 constexpr int GROUP_BYTES = (BK / 8) * CORE_BYTES;  // one 8-row group across BK: the SBO
-constexpr int TILE_BYTES = (BM / 8) * GROUP_BYTES;
-constexpr int STAGE_BYTES = 2 * TILE_BYTES;  // A tile, then B tile
-static_assert(BM == 128 && BN == 128 && BONE_GEMM_THREADS == 256, "two warpgroups of m64n128");
-static_assert(STAGES * STAGE_BYTES == BONE_WGMMA_SMEM_BYTES, "params.h states the shared memory size");
+static_assert(BM == 128 && BONE_GEMM_THREADS == 256, "two warpgroups of 64 rows");
+
+// The pipeline of one tile width: the A tile, then the B tile, per stage.
+template <int TILE_N>
+struct Pipeline {
+    static constexpr int A_BYTES = (BM / 8) * GROUP_BYTES;
+    static constexpr int STAGE_BYTES = A_BYTES + (TILE_N / 8) * GROUP_BYTES;
+    static constexpr int STAGES = TILE_N == 128 ? 5 : 4;
+    static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+};
+static_assert(Pipeline<128>::SMEM_BYTES == BONE_WGMMA_SMEM_BYTES, "params.h states the shared memory size");
+static_assert(Pipeline<BONE_WGMMA_WIDE_BN>::SMEM_BYTES == BONE_WGMMA_WIDE_SMEM_BYTES, "params.h states it too");
 
 // A no-swizzle matrix descriptor: start address, LBO = 128 B (along K), SBO = 1 KiB.
 __device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {
@@ -43,13 +53,15 @@ __device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {
     return start | (uint64_t(CORE_BYTES >> 4) << 16) | (uint64_t(GROUP_BYTES >> 4) << 32);
 }
 
-// Copies one operand's [128 rows, BK] tile starting at (row0, k0) into the layout above.
+// Copies one operand's [ROWS, BK] tile starting at (row0, k0) into the layout above.
 // K-major: src[row * ld + k]; MN-major: src[k * ld + row]. Outside rows_total or
 // k_total, zeros (the contract makes every chunk wholly inside or outside).
-template <int LAYOUT>
+template <int LAYOUT, int ROWS>
 __device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat16* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
-    constexpr int CHUNKS = BM * BK / 8;
+    constexpr int CHUNKS = ROWS * BK / 8;
+    static_assert(CHUNKS % BONE_GEMM_THREADS == 0, "whole rounds of chunks");
+#pragma unroll
     for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
         const int line = c % 8;
         int row, k, group, core;
@@ -59,8 +71,8 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat
             row = group * 8 + line;
             k = core * 8;
         } else {
-            group = (c / 8) % (BM / 8);  // row / 8
-            core = c / (8 * (BM / 8));   // k / 8
+            group = (c / 8) % (ROWS / 8);  // row / 8
+            core = c / (8 * (ROWS / 8));   // k / 8
             row = group * 8;
             k = core * 8 + line;
         }
@@ -71,28 +83,30 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat
     }
 }
 
-template <int A_LAYOUT, int B_LAYOUT, typename TOut>
+template <int A_LAYOUT, int B_LAYOUT, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
+    using Pipe = Pipeline<TILE_N>;
+    constexpr int STAGES = Pipe::STAGES;
     unsigned char* smem = dynamic_smem();
     const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     int tile_m, tile_n;
     bone_gemm_common::block_tile(tile_m, tile_n);
-    const int block_m = tile_m * BM, block_n = tile_n * BN;
+    const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
     const long long z = blockIdx.z;
     const bone_gemm_common::Batch<BK> batch(p, z);
     const int tiles = batch.tiles;
     // Tile t of the concatenated K into stage `stage`.
     auto load = [&](int t, int stage) {
         const bone_gemm_common::KTile k = batch.tile(t);
-        unsigned char* a_tile = smem + stage * STAGE_BYTES;
-        load_tile<A_LAYOUT>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
-        load_tile<B_LAYOUT>(a_tile + TILE_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+        unsigned char* a_tile = smem + stage * Pipe::STAGE_BYTES;
+        load_tile<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+        load_tile<B_LAYOUT, TILE_N>(a_tile + Pipe::A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
 
-    float acc[64];
+    float acc[TILE_N / 2];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+    for (int i = 0; i < TILE_N / 2; ++i) acc[i] = 0.f;
 
     // One commit group per tile, empty past the end, so that copy_wait<STAGES - 3> at step t
     // always means "tile t has landed". Tiles are prefetched STAGES - 2 ahead: of the
@@ -110,14 +124,15 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         if (next < tiles) load(next, next % STAGES);  // into the stage tile t - 2 used
         copy_commit();
 
-        const unsigned char* a_tile = smem + (t % STAGES) * STAGE_BYTES + warpgroup * (64 / 8) * GROUP_BYTES;
-        const unsigned char* b_tile = smem + (t % STAGES) * STAGE_BYTES + TILE_BYTES;
+        const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
+        const unsigned char* a_tile = stage + warpgroup * (64 / 8) * GROUP_BYTES;
+        const unsigned char* b_tile = stage + Pipe::A_BYTES;
         wgmma_fence_operands(acc);
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ++ks) {
-            wgmma_m64n128k16_bf16<A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
-                                                      descriptor(b_tile + ks * 2 * CORE_BYTES));
+            wgmma_bf16<TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
+                                                   descriptor(b_tile + ks * 2 * CORE_BYTES));
         }
         wgmma_commit();
         wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on past the next barrier
@@ -127,7 +142,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     wgmma_fence_operands(acc);
 
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < TILE_N / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;

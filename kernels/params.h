@@ -72,5 +72,8 @@ struct BoneGemm {
 #define BONE_GEMM_THREADS 256
 
 // The sm_90a GEMM (kernels/gemm_wgmma.cuh): same tile and threads, its pipeline in this
-// much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles).
+// much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles); and its wide
+// version, 128 x BONE_WGMMA_WIDE_BN tiles (4 stages of 128 x 64 and 256 x 64).
 #define BONE_WGMMA_SMEM_BYTES 163840
+#define BONE_WGMMA_WIDE_BN 256
+#define BONE_WGMMA_WIDE_SMEM_BYTES 196608

@@ -84,10 +84,10 @@ struct Warp {
     LaneOut out[WARP];
 };
 
-// One recorded wgmma.mma_async m64n128k16: its descriptors and each thread's accumulators.
+// One recorded wgmma.mma_async m64nNk16: its width, descriptors and each thread's accumulators.
 struct PendingMma {
     uint64_t desc_a, desc_b;
-    int trans_a, trans_b;
+    int n, trans_a, trans_b;
     float* d[WARPGROUP];
 };
 
@@ -96,7 +96,7 @@ enum class GroupOp { Fence, Mma, Commit, Wait };
 struct Warpgroup {
     GroupOp op;
     int arrived;
-    int arg;  // wait_group's count, or the mma's two transpose flags
+    int arg;  // wait_group's count, or the mma's transpose flags and width (trans_a | trans_b << 1 | n << 2)
     bool fenced;
     uint64_t desc_a[WARPGROUP], desc_b[WARPGROUP];
     float* d[WARPGROUP];
@@ -370,7 +370,7 @@ class BlockRunner {
                 break;
             case GroupOp::Mma: {
                 if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
-                PendingMma m{g.desc_a[0], g.desc_b[0], g.arg & 1, g.arg >> 1, {}};
+                PendingMma m{g.desc_a[0], g.desc_b[0], g.arg >> 2, g.arg & 1, (g.arg >> 1) & 1, {}};
                 for (int l = 0; l < WARPGROUP; ++l) {
                     if (g.desc_a[l] != m.desc_a || g.desc_b[l] != m.desc_b) {
                         fail("the threads of a warpgroup give wgmma different descriptors");
@@ -411,17 +411,17 @@ class BlockRunner {
         return bf16_bits_to_float(bits);
     }
 
-    // D[64 x 128] += A[64 x 16] B[128 x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
+    // D[64 x n] += A[64 x 16] B[n x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
     // row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
     void perform(const PendingMma& m) {
-        static thread_local float a[64][16], b[128][16];
+        static thread_local float a[64][16], b[256][16];
         for (int k = 0; k < 16; ++k) {
             for (int mn = 0; mn < 64; ++mn) a[mn][k] = operand(m.desc_a, m.trans_a, mn, k);
-            for (int mn = 0; mn < 128; ++mn) b[mn][k] = operand(m.desc_b, m.trans_b, mn, k);
+            for (int mn = 0; mn < m.n; ++mn) b[mn][k] = operand(m.desc_b, m.trans_b, mn, k);
         }
         for (int l = 0; l < WARPGROUP; ++l) {
             const int row0 = 16 * (l / 32) + (l % 32) / 4, col0 = 2 * (l % 4);
-            for (int j = 0; j < 16; ++j) {
+            for (int j = 0; j < m.n / 8; ++j) {
                 for (int e = 0; e < 4; ++e) {
                     const int row = row0 + 8 * (e / 2), col = col0 + 8 * j + e % 2;
                     double sum = m.d[l][4 * j + e];
@@ -487,8 +487,9 @@ void wgmma_commit() { runner->warpgroup_collective(GroupOp::Commit, 0, nullptr, 
 
 void wgmma_wait(int newest_pending) { runner->warpgroup_collective(GroupOp::Wait, newest_pending, nullptr, 0, 0); }
 
-void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
-    runner->warpgroup_collective(GroupOp::Mma, trans_a | (trans_b << 1), d, desc_a, desc_b);
+void wgmma_m64nNk16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
+    if (n != 128 && n != 256) runner->fail("wgmma m64nNk16 is modelled for N = 128 and 256");
+    runner->warpgroup_collective(GroupOp::Mma, trans_a | (trans_b << 1) | (n << 2), d, desc_a, desc_b);
 }
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

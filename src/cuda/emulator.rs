@@ -253,8 +253,8 @@ impl Launcher for Emulator {
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
-        let family = self.gemm_kernels;
-        self.launch(&family.name(kernel), family.config(p, batches), &[KernelArg::from(p)]);
+        let (name, config) = self.gemm_kernels.select(kernel, p, batches);
+        self.launch(&name, config, &[KernelArg::from(p)]);
         Ok(())
     }
 

@@ -7,7 +7,8 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::handle::BoneKernels;
 use super::params::{
-    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_SMEM_BYTES, BoneGemm, BoneLayer,
+    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
+    BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
 };
 use crate::error::Result;
 
@@ -56,46 +57,38 @@ pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
 pub(crate) enum GemmKernels {
     /// `bone_gemm_*` (kernels/gemm.cuh): mma.sync, sm_80 and later.
     MmaSync,
-    /// `bone_wgmma_*` (kernels/gemm_wgmma.cuh): wgmma, sm_90a only.
+    /// `bone_wgmma_*` and `bone_wgmma_wide_*` (kernels/gemm_wgmma.cuh): wgmma, sm_90a only.
     Wgmma,
 }
 
 impl GemmKernels {
-    /// This family's kernel for the instantiation named `kernel`.
-    pub fn name(self, kernel: &str) -> String {
-        match self {
-            GemmKernels::MmaSync => kernel.to_string(),
-            GemmKernels::Wgmma => kernel.replacen("bone_gemm_", "bone_wgmma_", 1),
-        }
-    }
-
-    /// Dynamic shared memory per block.
-    pub fn shared_bytes(self) -> u32 {
-        match self {
-            GemmKernels::MmaSync => 0,
-            GemmKernels::Wgmma => BONE_WGMMA_SMEM_BYTES,
-        }
-    }
-
-    /// One block per output tile, one grid.z layer per batch.
-    pub fn config(self, params: &BoneGemm, batches: usize) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (
-                (params.n as u32).div_ceil(BONE_GEMM_BN),
-                (params.m as u32).div_ceil(BONE_GEMM_BM),
-                batches as u32,
-            ),
+    /// The kernel of this family that runs the instantiation `kernel` on `params` over
+    /// `batches`, and its launch: one block per output tile, one grid.z layer per batch.
+    /// The wgmma family takes 128 x 256 tiles where N exceeds 128, else 128 x 128.
+    pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
+        let wide = params.n as u32 > BONE_GEMM_BN;
+        let (name, tile_n, shared_mem_bytes) = match self {
+            GemmKernels::MmaSync => (kernel.to_string(), BONE_GEMM_BN, 0),
+            GemmKernels::Wgmma if wide => {
+                (kernel.replacen("bone_gemm_", "bone_wgmma_wide_", 1), BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES)
+            }
+            GemmKernels::Wgmma => {
+                (kernel.replacen("bone_gemm_", "bone_wgmma_", 1), BONE_GEMM_BN, BONE_WGMMA_SMEM_BYTES)
+            }
+        };
+        let config = LaunchConfig {
+            grid_dim: ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
             block_dim: (BONE_GEMM_THREADS, 1, 1),
-            shared_mem_bytes: self.shared_bytes(),
-        }
+            shared_mem_bytes,
+        };
+        (name, config)
     }
 }
 
 impl Launcher for BoneKernels {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
-        let family = self.gemm_kernels();
-        let function = self.function_with_shared(&family.name(kernel), family.shared_bytes())?;
-        let config = family.config(params, batches);
+        let (name, config) = self.gemm_kernels().select(kernel, params, batches);
+        let function = self.function_with_shared(&name, config.shared_mem_bytes)?;
         let mut builder = self.stream().launch_builder(&function);
         builder.arg(params);
         // SAFETY: `params` matches `BoneGemm` in kernels/params.h (bindgen-checked layout);

@@ -44,7 +44,8 @@ uint32_t shared_offset(const void* p);
 void wgmma_fence();
 void wgmma_commit();
 void wgmma_wait(int newest_pending);
-void wgmma_m64n128k16(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
+// D[64 x n] += A B^T, n = 128 or 256; d holds the thread's n / 2 accumulators.
+void wgmma_m64nNk16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
 }  // namespace bone_host
 
 #define threadIdx (::bone_host::current->thread_idx)
@@ -109,9 +110,10 @@ template <int N>
 inline void wgmma_wait() {
     bone_host::wgmma_wait(N);
 }
-inline void wgmma_fence_operands(float (&)[64]) {}  // the accumulators are written only at a wait here
-template <int TRANS_A, int TRANS_B>
-inline void wgmma_m64n128k16_bf16(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
-    bone_host::wgmma_m64n128k16(d, desc_a, desc_b, TRANS_A, TRANS_B);
+template <int N>
+inline void wgmma_fence_operands(float (&)[N]) {}  // the accumulators are written only at a wait here
+template <int N, int TRANS_A, int TRANS_B>
+inline void wgmma_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b) {
+    bone_host::wgmma_m64nNk16(d, N, desc_a, desc_b, TRANS_A, TRANS_B);
 }
 }  // namespace bone_ptx
