@@ -273,3 +273,44 @@ pub(super) fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec
         Variant::BatCol => bat_col::regions(layer, tokens, pass),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Dims;
+
+    fn shape(variant: Variant, k: usize, n: usize, r: usize) -> LayerShape {
+        LayerShape::new(variant, Dims { k, n, r }).unwrap()
+    }
+
+    #[test]
+    fn only_the_block_sizes_and_dimensions_the_kernels_take_pass() {
+        for r in [16, 32, 64, 128] {
+            check_supported(&shape(Variant::BatCol, 256, 256, r), 7).unwrap();
+        }
+        for r in [8, 24, 256] {
+            let err = check_supported(&shape(Variant::Shared, 512, 512, r), 7).unwrap_err();
+            assert!(
+                matches!(&err, BoneError::UnsupportedByKernels(why) if why.starts_with(&format!("r = {r};"))),
+                "{err}"
+            );
+        }
+        // The shared block takes K = 100 (not a multiple of r), but the GEMMs need multiples of 8.
+        let err = check_supported(&shape(Variant::Shared, 100, 96, 32), 7).unwrap_err();
+        assert!(matches!(&err, BoneError::UnsupportedByKernels(why) if why.contains("K = 100")), "{err}");
+        // Element counts must fit the kernels' 32-bit indexing: T x K here.
+        let err = check_supported(&shape(Variant::Shared, 16384, 64, 64), 1 << 17).unwrap_err();
+        assert!(matches!(err, BoneError::TooLargeForKernels { .. }), "{err}");
+    }
+
+    #[test]
+    fn gemm_operands_must_be_16_byte_aligned() {
+        let layer = shape(Variant::Shared, 64, 64, 32);
+        let params = check_supported(&layer, 4).unwrap();
+        assert!(Call::new(params, layer, 4, "f32", [256, 512, 8]).is_ok(), "B is not a GEMM operand");
+        for (name, addresses) in [("X", [8, 512, 0]), ("W", [256, 520, 0])] {
+            let err = Call::new(params, layer, 4, "f32", addresses).err().expect("misaligned");
+            assert!(matches!(err, BoneError::Misaligned { buffer } if buffer == name), "{err}");
+        }
+    }
+}
