@@ -61,7 +61,11 @@ fn main() {
     );
     let table_path = out.join("kernels_on_host.cpp");
     fs::write(&table_path, table).expect("write the kernel table");
-    build().file(&table_path).file(manifest.join("cpp/runtime.cpp")).compile("bone_host_kernels");
+    build()
+        .file(&table_path)
+        .file(manifest.join("cpp/runtime.cpp"))
+        .file(manifest.join("cpp/ptx_semantics.cpp"))
+        .compile("bone_host_kernels");
     println!("cargo::rustc-cfg=bone_host_kernels_built");
 }
 

@@ -1,7 +1,8 @@
 // Runs a kernel launch on the CPU: every block on one OS thread (blocks spread over the
 // cores), every CUDA thread of a block as a fiber switched cooperatively. A fiber runs
-// until it reaches __syncthreads or a warp collective (ldmatrix, mma); the collectives
-// see the registers of all 32 lanes at once, as the hardware does. The lowest-numbered
+// until it reaches __syncthreads or a collective (ldmatrix and mma per warp, wgmma per
+// warpgroup), which sees the registers of all its lanes at once, as the hardware does;
+// what each collective computes is in ptx_semantics.cpp. The lowest-numbered
 // runnable thread always runs next, so warp 0 gets as far ahead of the rest as the
 // barriers let it: a missing barrier shows as a read of data not yet written (or already
 // overwritten) by the warps behind.
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "bone_host.h"
+#include "ptx_semantics.h"
 #include "registry.h"
 
 namespace bone_host {
@@ -38,8 +40,6 @@ thread_local const Coordinates* current = nullptr;
 namespace {
 
 constexpr size_t STACK_BYTES = 64 * 1024;
-constexpr int WARP = 32;
-constexpr int WARPGROUP = 128;
 constexpr size_t SHARED_ALIGN = 1024;
 
 struct Copy {
@@ -84,13 +84,6 @@ struct Warp {
     LaneOut out[WARP];
 };
 
-// One recorded wgmma.mma_async m64nNk16: its width, descriptors and each thread's accumulators.
-struct PendingMma {
-    uint64_t desc_a, desc_b;
-    int n, trans_a, trans_b;
-    float* d[WARPGROUP];
-};
-
 enum class GroupOp { Fence, Mma, Commit, Wait };
 
 struct Warpgroup {
@@ -100,8 +93,8 @@ struct Warpgroup {
     bool fenced;
     uint64_t desc_a[WARPGROUP], desc_b[WARPGROUP];
     float* d[WARPGROUP];
-    std::vector<PendingMma> open;
-    std::deque<std::vector<PendingMma>> committed;
+    std::vector<WgmmaOp> open;  // issued, not yet committed
+    std::deque<std::vector<WgmmaOp>> committed;
 };
 
 struct Launch {
@@ -111,71 +104,6 @@ struct Launch {
     size_t shared_bytes;
     bool late_copies;
 };
-
-uint16_t element(const void* row, int index) {
-    uint16_t v;
-    std::memcpy(&v, static_cast<const char*>(row) + 2 * index, 2);
-    return v;
-}
-
-float bf16_bits_to_float(uint32_t bits) {
-    const uint32_t u = (bits & 0xffffu) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lanes 8i..8i+7 give the rows of matrix
-// i; lane l receives, in register i, row l/4, columns 2(l%4) and 2(l%4)+1 of matrix i
-// (of its transpose with .trans), the lower column in the low half.
-void ldmatrix(Warp& w, bool trans) {
-    for (int i = 0; i < 4; ++i) {
-        for (int l = 0; l < WARP; ++l) {
-            const int row = l / 4, col = 2 * (l % 4);
-            uint32_t lo, hi;
-            if (!trans) {
-                lo = element(w.in[8 * i + row].address, col);
-                hi = element(w.in[8 * i + row].address, col + 1);
-            } else {
-                lo = element(w.in[8 * i + col].address, row);
-                hi = element(w.in[8 * i + col + 1].address, row);
-            }
-            w.out[l].r[i] = lo | (hi << 16);
-        }
-    }
-}
-
-// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, D = A B + C with the PTX ISA's
-// fragment layouts (g = lane / 4, q = lane % 4):
-//   A (16 x 16): a[0] = A[g][2q..], a[1] = A[g+8][2q..], a[2] = A[g][2q+8..], a[3] = A[g+8][2q+8..]
-//   B (16 x 8, k x n): b0 = B[2q..2q+1][g], b1 = B[2q+8..2q+9][g]
-//   C, D (16 x 8): d[0..1] = C[g][2q..2q+1], d[2..3] = C[g+8][2q..2q+1]
-// The products of bf16 values are exact in double; the sum is rounded once to f32.
-void mma(Warp& w) {
-    double a[16][16], b[16][8], c[16][8];
-    for (int l = 0; l < WARP; ++l) {
-        const int g = l / 4, q = l % 4;
-        const int a_rows[4] = {g, g + 8, g, g + 8}, a_cols[4] = {2 * q, 2 * q, 2 * q + 8, 2 * q + 8};
-        for (int reg = 0; reg < 4; ++reg) {
-            a[a_rows[reg]][a_cols[reg]] = bf16_bits_to_float(w.in[l].a[reg]);
-            a[a_rows[reg]][a_cols[reg] + 1] = bf16_bits_to_float(w.in[l].a[reg] >> 16);
-        }
-        for (int reg = 0; reg < 2; ++reg) {
-            b[2 * q + 8 * reg][g] = bf16_bits_to_float(w.in[l].b[reg]);
-            b[2 * q + 8 * reg + 1][g] = bf16_bits_to_float(w.in[l].b[reg] >> 16);
-        }
-        for (int e = 0; e < 4; ++e) c[g + 8 * (e / 2)][2 * q + e % 2] = w.in[l].d[e];
-    }
-    for (int l = 0; l < WARP; ++l) {
-        const int g = l / 4, q = l % 4;
-        for (int e = 0; e < 4; ++e) {
-            const int i = g + 8 * (e / 2), j = 2 * q + e % 2;
-            double sum = c[i][j];
-            for (int k = 0; k < 16; ++k) sum += a[i][k] * b[k][j];
-            w.out[l].d[e] = float(sum);
-        }
-    }
-}
 
 class BlockRunner;
 thread_local BlockRunner* runner = nullptr;
@@ -357,9 +285,20 @@ class BlockRunner {
             }
         }
         if (w.op == Op::Mma) {
-            mma(w);
+            MmaLane lanes[WARP];
+            for (int l = 0; l < WARP; ++l) {
+                std::memcpy(lanes[l].a, w.in[l].a, sizeof lanes[l].a);
+                std::memcpy(lanes[l].b, w.in[l].b, sizeof lanes[l].b);
+                std::memcpy(lanes[l].d, w.in[l].d, sizeof lanes[l].d);
+            }
+            mma_m16n8k16_bf16(lanes);
+            for (int l = 0; l < WARP; ++l) std::memcpy(w.out[l].d, lanes[l].d, sizeof lanes[l].d);
         } else {
-            ldmatrix(w, w.op == Op::LdmatrixTrans);
+            const void* rows[WARP];
+            uint32_t out[WARP][4];
+            for (int l = 0; l < WARP; ++l) rows[l] = w.in[l].address;
+            ldmatrix_x4(rows, w.op == Op::LdmatrixTrans, out);
+            for (int l = 0; l < WARP; ++l) std::memcpy(w.out[l].r, out[l], sizeof out[l]);
         }
     }
 
@@ -370,7 +309,7 @@ class BlockRunner {
                 break;
             case GroupOp::Mma: {
                 if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
-                PendingMma m{g.desc_a[0], g.desc_b[0], g.arg >> 2, g.arg & 1, (g.arg >> 1) & 1, {}};
+                WgmmaOp m{g.desc_a[0], g.desc_b[0], g.arg >> 2, g.arg & 1, (g.arg >> 1) & 1, {}};
                 for (int l = 0; l < WARPGROUP; ++l) {
                     if (g.desc_a[l] != m.desc_a || g.desc_b[l] != m.desc_b) {
                         fail("the threads of a warpgroup give wgmma different descriptors");
@@ -386,49 +325,14 @@ class BlockRunner {
                 break;
             case GroupOp::Wait:
                 while (g.committed.size() > size_t(g.arg)) {
-                    for (const PendingMma& m : g.committed.front()) perform(m);
+                    for (const WgmmaOp& m : g.committed.front()) {
+                        const std::string error = wgmma_m64nNk16_bf16(m, shared_, launch_.shared_bytes);
+                        if (!error.empty()) fail(error);
+                    }
                     g.committed.pop_front();
                 }
                 g.fenced = false;
                 break;
-        }
-    }
-
-    // Element (mn, k) of an operand in the no-swizzle canonical layout: 8 x 8 core matrices
-    // of 8 lines of 16 bytes, LBO bytes apart along K and SBO bytes apart along M or N; a
-    // line holds 8 consecutive k (K-major) or, transposed, 8 consecutive mn.
-    float operand(uint64_t desc, int trans, int mn, int k) {
-        const uint64_t start = (desc & 0x3FFF) << 4, lbo = ((desc >> 16) & 0x3FFF) << 4,
-                       sbo = ((desc >> 32) & 0x3FFF) << 4;
-        if ((desc >> 62) != 0 || ((desc >> 49) & 7) != 0) {
-            fail("only wgmma's no-swizzle layout with base offset 0 is modelled");
-        }
-        const uint64_t line = trans ? k % 8 : mn % 8, column = trans ? mn % 8 : k % 8;
-        const uint64_t offset = start + (mn / 8) * sbo + (k / 8) * lbo + line * 16 + column * 2;
-        if (offset + 2 > launch_.shared_bytes) fail("a wgmma operand reaches outside dynamic shared memory");
-        uint16_t bits;
-        std::memcpy(&bits, shared_ + offset, 2);
-        return bf16_bits_to_float(bits);
-    }
-
-    // D[64 x n] += A[64 x 16] B[n x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
-    // row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
-    void perform(const PendingMma& m) {
-        static thread_local float a[64][16], b[256][16];
-        for (int k = 0; k < 16; ++k) {
-            for (int mn = 0; mn < 64; ++mn) a[mn][k] = operand(m.desc_a, m.trans_a, mn, k);
-            for (int mn = 0; mn < m.n; ++mn) b[mn][k] = operand(m.desc_b, m.trans_b, mn, k);
-        }
-        for (int l = 0; l < WARPGROUP; ++l) {
-            const int row0 = 16 * (l / 32) + (l % 32) / 4, col0 = 2 * (l % 4);
-            for (int j = 0; j < m.n / 8; ++j) {
-                for (int e = 0; e < 4; ++e) {
-                    const int row = row0 + 8 * (e / 2), col = col0 + 8 * j + e % 2;
-                    double sum = m.d[l][4 * j + e];
-                    for (int k = 0; k < 16; ++k) sum += double(a[row][k]) * double(b[col][k]);
-                    m.d[l][4 * j + e] = float(sum);
-                }
-            }
         }
     }
 

@@ -1,0 +1,36 @@
+// What the PTX instructions the kernels use compute, given every participating lane's
+// operands at once (the PTX ISA's fragment layouts and wgmma's shared-memory matrix
+// descriptors). No scheduling here: block_runner.cpp gathers the lanes and calls these.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace bone_host {
+
+constexpr int WARP = 32;
+constexpr int WARPGROUP = 128;
+
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: `rows[l]` is lane l's row address.
+void ldmatrix_x4(const void* const (&rows)[WARP], bool trans, uint32_t (&out)[WARP][4]);
+
+// One lane's operands of mma.sync m16n8k16 bf16 -> f32; d is updated in place.
+struct MmaLane {
+    uint32_t a[4];
+    uint32_t b[2];
+    float d[4];
+};
+void mma_m16n8k16_bf16(MmaLane (&lanes)[WARP]);
+
+// One wgmma.mma_async m64nNk16 bf16 -> f32: its width, descriptors, transpose flags and
+// each thread's accumulators.
+struct WgmmaOp {
+    uint64_t desc_a, desc_b;
+    int n, trans_a, trans_b;
+    float* d[WARPGROUP];
+};
+// Computes `op` (D += A B^T) reading A and B from the `shared_bytes` of shared memory at
+// `shared`. Returns "" or why the operands cannot be read.
+std::string wgmma_m64nNk16_bf16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes);
+
+}  // namespace bone_host
