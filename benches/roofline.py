@@ -1,0 +1,94 @@
+"""The two numbers before any measurement: for each bench shape and path, the time the
+arithmetic alone needs at the H200's bf16 matrix rate and the time its tensors need at the
+memory bandwidth; the larger is the floor no implementation beats. benches/summarize.py
+prints each measured time against it (roof%).
+
+Ceilings: 790 TFLOP/s (an 8192^3 bf16 product on random data) and 4.3 TB/s (a device to
+device copy, bytes read plus written), both measured on this workplace's H200s
+(see the device tool's KINDS.md); override with --tflops / --tbps.
+
+Counts, per path (bf16 operands, 2 bytes; T tokens, W is N x K, block r, LoRA rank q = r/2):
+  every large product  2 T N K flops; reads its two operands and writes its output once
+  floor/fwd    1 product                       floor2/fwd_bwd  2      floor3/fwd_bwd  3
+  lora         1 (fwd) or 2 (fwd_bwd) products, plus 2 T q (K + N) flops per adapter
+               product: 2 forward, 4 more backward
+  shared/mini  1 or 2 products, plus the r-wide term: 2 T N r forward; dX's and dB's
+               2 T N r each backward
+  bat-row      1 or 2 products, plus X (I + B)^T and R: 4 T K r forward; the block products
+               of dX and dB: 6 T K r backward
+  bat-col      1 or 3 products (dB needs dY^T X's blocks), plus W' = W (I + B) + B: 2 N K r
+               once per pass, and dB's block products: 2 N K r
+  plan         as bat-col
+Suffixes (+wgmma, +cublas) name engines of the same path: same floor.
+
+  python3 benches/roofline.py            # the table for every bench shape
+"""
+
+import argparse
+import re
+
+TFLOPS, TBPS = 790.0, 4.3
+ELEMENT = 2
+
+
+def shape_of(group):
+    """(N, K, T, r) from a criterion group name like 11008x4096/T512/r64."""
+    n, k, t, r = map(int, re.match(r"(\d+)x(\d+)/T(\d+)/r(\d+)", group).groups())
+    return n, k, t, r
+
+
+def counts(group, path, pass_):
+    """(flops, bytes) the path needs at least."""
+    n, k, t, r = shape_of(group)
+    base = path.split("+")[0]
+    backward = pass_ == "fwd_bwd"
+    products = {"floor": 1, "floor2": 2, "floor3": 3, "bat-col": 3, "plan": 3}.get(base, 2) if backward else 1
+    flops = products * 2.0 * t * n * k
+    q = r // 2
+    extra = {
+        "lora": 2 * t * q * (k + n) * (3 if backward else 1),
+        "shared": 2 * t * n * r * (3 if backward else 1),
+        "mini": 2 * t * n * r * (3 if backward else 1),
+        "bat-row": 4 * t * k * r + (6 * t * k * r if backward else 0),
+        "bat-col": 2 * n * k * r * (3 if backward else 1),
+        "plan": 2 * n * k * r * (3 if backward else 1),
+    }
+    flops += extra.get(base, 0)
+    bytes_ = products * ELEMENT * (t * k + n * k + t * n)
+    return flops, bytes_
+
+
+def floor_seconds(group, path, pass_, tflops=TFLOPS, tbps=TBPS):
+    flops, bytes_ = counts(group, path, pass_)
+    return max(flops / (tflops * 1e12), bytes_ / (tbps * 1e12))
+
+
+def bench_groups():
+    """The shapes benches/layers.rs runs."""
+    groups = [f"{n}x{k}/T{t}/r64" for n, k in [(4096, 4096), (11008, 4096), (4096, 11008)] for t in (512, 4096)]
+    return groups + [f"4096x4096/T4096/r{r}" for r in (16, 32, 128)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tflops", type=float, default=TFLOPS)
+    parser.add_argument("--tbps", type=float, default=TBPS)
+    args = parser.parse_args()
+    paths = ["floor", "floor2", "floor3", "lora", "shared", "mini", "bat-row", "bat-col"]
+    print(f"floors in ms at {args.tflops:.0f} TFLOP/s and {args.tbps:.1f} TB/s (c: arithmetic-bound, m: memory-bound)")
+    print(f"{'layer':22} {'pass':8} " + " ".join(f"{p:>9}" for p in paths))
+    for group in bench_groups():
+        for pass_ in ("fwd", "fwd_bwd"):
+            cells = []
+            for path in paths:
+                if path in ("floor2", "floor3") and pass_ == "fwd" or path == "floor" and pass_ == "fwd_bwd":
+                    cells.append(f"{'-':>9}")
+                    continue
+                flops, bytes_ = counts(group, path, pass_)
+                compute, memory = flops / (args.tflops * 1e12), bytes_ / (args.tbps * 1e12)
+                cells.append(f"{max(compute, memory) * 1e3:8.3f}{'c' if compute >= memory else 'm'}")
+            print(f"{group:22} {pass_:8} " + " ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
