@@ -86,17 +86,15 @@ fn bench_layer(
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
     // Every engine this GPU has (the wgmma GEMM needs compute capability 9.0).
-    let engines: Vec<(GemmEngine, BoneKernels)> = [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::Cublas]
+    let engines: Vec<(GemmEngine, BoneKernels)> = gpu
+        .kernels
+        .available_gemm_engines()
+        .unwrap()
         .into_iter()
-        .filter_map(|engine| {
+        .map(|engine| {
             let mut kernels = gpu.kernels.clone();
-            match kernels.set_gemm_engine(engine) {
-                Ok(()) => Some((engine, kernels)),
-                Err(e) => {
-                    println!("skipping the {engine:?} engine: {e}");
-                    None
-                }
-            }
+            kernels.set_gemm_engine(engine).unwrap();
+            (engine, kernels)
         })
         .collect();
 

@@ -76,15 +76,31 @@ impl BoneKernels {
         })
     }
 
+    /// The GEMM engines this handle's device can run: [`GemmEngine::Native`] and
+    /// [`GemmEngine::Cublas`] everywhere, [`GemmEngine::Wgmma`] on compute capability 9.0.
+    pub fn available_gemm_engines(&self) -> Result<Vec<GemmEngine>> {
+        let mut engines = vec![GemmEngine::Native];
+        if self.compute_capability()? == (9, 0) {
+            engines.push(GemmEngine::Wgmma);
+        }
+        engines.push(GemmEngine::Cublas);
+        Ok(engines)
+    }
+
+    fn compute_capability(&self) -> Result<(i32, i32)> {
+        let context = self.stream.context();
+        let major = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        Ok((major, minor))
+    }
+
     /// Chooses what computes the passes' products (default [`GemmEngine::Native`]).
     ///
     /// [`GemmEngine::Wgmma`] fails with [`BoneError::UnsupportedByKernels`] on a device
-    /// other than compute capability 9.0.
+    /// other than compute capability 9.0 (see [`BoneKernels::available_gemm_engines`]).
     pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
         if engine == GemmEngine::Wgmma {
-            let context = self.stream.context();
-            let major = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-            let minor = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+            let (major, minor) = self.compute_capability()?;
             if (major, minor) != (9, 0) {
                 return Err(BoneError::UnsupportedByKernels(format!(
                     "the wgmma GEMM needs compute capability 9.0 (H100, H200); this device is {major}.{minor}"

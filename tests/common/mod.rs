@@ -69,17 +69,13 @@ pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
     Some(BoneKernels::new(stream).expect("load the kernel module"))
 }
 
-/// The GEMM engines `kernels`' GPU has: this crate's mma.sync GEMM, its wgmma GEMM where
-/// the compute capability is 9.0 (a printed notice otherwise), and cuBLAS.
+/// The GEMM engines `kernels`' GPU has, with a printed notice when the wgmma one is not
+/// among them (it needs compute capability 9.0).
 pub fn gemm_engines(kernels: &bone_kernels::cuda::BoneKernels) -> Vec<bone_kernels::cuda::GemmEngine> {
-    use bone_kernels::cuda::GemmEngine;
-    let mut probe = kernels.clone();
-    let mut engines = vec![GemmEngine::Native];
-    match probe.set_gemm_engine(GemmEngine::Wgmma) {
-        Ok(()) => engines.push(GemmEngine::Wgmma),
-        Err(e) => skip_notice(&format!("the wgmma engine is not tested here: {e}")),
+    let engines = kernels.available_gemm_engines().expect("query the device");
+    if !engines.contains(&bone_kernels::cuda::GemmEngine::Wgmma) {
+        skip_notice("the wgmma engine is not tested here: it needs compute capability 9.0");
     }
-    engines.push(GemmEngine::Cublas);
     engines
 }
 
