@@ -30,7 +30,7 @@ fn loss_falls_for_every_method() {
             steps: 40,
             lr: 3e-3,
             seed: 3,
-            gpu: false,
+            gpu: None,
         };
         let mut steps = 0;
         let curve = run(&config, || steps += 1).unwrap();

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bone_kernels::Variant;
-use bone_kernels::cuda::kernels_built;
+use bone_kernels::cuda::{GemmEngine, kernels_built};
 use clap::{Parser, ValueEnum};
 use demo::gpu::Gpu;
 use demo::layer::Method;
@@ -47,6 +47,27 @@ enum EngineArg {
     Gpu,
 }
 
+/// What computes the Bone layers' products on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GemmArg {
+    /// The crate's mma.sync GEMM (any supported GPU).
+    Native,
+    /// The crate's wgmma GEMM (H100, H200).
+    Wgmma,
+    /// cuBLAS.
+    Cublas,
+}
+
+impl GemmArg {
+    fn engine(self) -> GemmEngine {
+        match self {
+            GemmArg::Native => GemmEngine::Native,
+            GemmArg::Wgmma => GemmEngine::Wgmma,
+            GemmArg::Cublas => GemmEngine::Cublas,
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Bone vs LoRA vs full fine-tuning on a small task made here")]
 struct Args {
@@ -54,6 +75,9 @@ struct Args {
     /// (bf16; the crate's kernels for Bone, cuBLAS for LoRA and full FT).
     #[arg(long, value_enum, default_value = "auto")]
     engine: EngineArg,
+    /// On the GPU, what computes the Bone layers' products.
+    #[arg(long, value_enum, default_value = "native")]
+    gemm: GemmArg,
     /// What to train (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bat-col,bat-row,shared,mini,lora,full")]
     methods: Vec<MethodArg>,
@@ -109,9 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let methods: Vec<Method> = args.methods.iter().map(|m| method(*m, &args)).collect();
     let gpu = match args.engine {
-        EngineArg::Auto => Gpu::available(),
-        EngineArg::Cpu => false,
-        EngineArg::Gpu if Gpu::available() => true,
+        EngineArg::Auto if Gpu::available() => Some(args.gemm.engine()),
+        EngineArg::Auto | EngineArg::Cpu => None,
+        EngineArg::Gpu if Gpu::available() => Some(args.gemm.engine()),
         EngineArg::Gpu => return Err("--engine gpu: this build has no kernels or this machine no CUDA device".into()),
     };
     let configs: Vec<RunConfig> = tasks
@@ -136,9 +160,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "network: x -> L1 -> tanh -> L2, both {0} x {0}, frozen; {1} tokens/step, {2} steps, AdamW, lr grid {3:?}",
         args.width, args.tokens, args.steps, args.lr_grid
     );
-    if gpu {
-        let name = Gpu::new()?.name;
-        println!("engine: GPU ({name}), bf16: this crate's kernels for Bone, cuBLAS for LoRA and full FT");
+    if let Some(engine) = gpu {
+        let name = Gpu::new(engine)?.name;
+        println!(
+            "engine: GPU ({name}), bf16: this crate's kernels for Bone ({engine:?} GEMM), cuBLAS for LoRA and full FT"
+        );
     } else {
         let why = if kernels_built() { "no CUDA device here" } else { "this build has no GPU kernels" };
         println!("engine: CPU, f64: this crate's reference for Bone ({why}; --engine gpu where there is one)");
@@ -200,8 +226,11 @@ fn train_all(configs: &[RunConfig]) -> Result<Vec<Curve>, bone_kernels::BoneErro
     let next = Mutex::new(0usize);
     let results: Vec<Mutex<Option<Result<Curve, bone_kernels::BoneError>>>> =
         configs.iter().map(|_| Mutex::new(None)).collect();
-    let cores =
-        if configs.iter().any(|c| c.gpu) { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let cores = if configs.iter().any(|c| c.gpu.is_some()) {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
     let workers = cores.min(configs.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {

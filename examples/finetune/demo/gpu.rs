@@ -7,7 +7,8 @@ use std::cell::RefCell;
 
 use bone_kernels::cuda::baseline::{Linear, Lora, LoraGrads, LoraTensors, RowMajorBlas};
 use bone_kernels::cuda::{
-    BoneKernels, Element, LayerGrads, LayerWeights, Workspace, device_count, kernels_built, stream_on_device,
+    BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace, device_count, kernels_built,
+    stream_on_device,
 };
 use bone_kernels::{BoneError, LayerShape};
 use cudarc::driver::CudaSlice;
@@ -34,11 +35,14 @@ impl Gpu {
         kernels_built() && device_count() > 0
     }
 
-    pub fn new() -> Result<Self> {
+    /// The GPU engine, with `engine` computing the Bone layers' products.
+    pub fn new(engine: GemmEngine) -> Result<Self> {
         let stream = stream_on_device(0)?;
         let name = stream.context().name()?;
+        let mut kernels = BoneKernels::new(stream.clone())?;
+        kernels.set_gemm_engine(engine)?;
         Ok(Gpu {
-            kernels: BoneKernels::new(stream.clone())?,
+            kernels,
             blas: RowMajorBlas::new(stream.clone())?,
             workspace: RefCell::new(Workspace::new(stream)),
             name,

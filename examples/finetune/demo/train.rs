@@ -4,6 +4,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bone_kernels::BoneError;
+use bone_kernels::cuda::GemmEngine;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -24,8 +25,9 @@ pub struct RunConfig {
     pub steps: usize,
     pub lr: f64,
     pub seed: u64,
-    /// Train on the GPU (the crate's kernels for Bone, cuBLAS for LoRA and full FT).
-    pub gpu: bool,
+    /// Train on the GPU (the crate's kernels for Bone, with this GEMM engine; cuBLAS for
+    /// LoRA and full FT), or on the CPU (None).
+    pub gpu: Option<GemmEngine>,
 }
 
 pub struct Curve {
@@ -71,7 +73,7 @@ pub fn run(config: &RunConfig, mut on_step: impl FnMut()) -> Result<Curve, BoneE
     let mut init = StdRng::seed_from_u64(config.seed ^ 0x5eed);
     // The teacher only makes data: f64 on the CPU whatever the student runs on.
     let teacher = Network::new(Method::Full, config.r, &target_weights, &mut init, None)?;
-    let gpu = if config.gpu { Some(Rc::new(Gpu::new()?)) } else { None };
+    let gpu = config.gpu.map(|engine| Gpu::new(engine).map(Rc::new)).transpose()?;
     let mut student = Network::new(config.method, config.r, &base, &mut init, gpu.as_ref())?;
     let mut optimizers = student.layers.each_ref().map(|l| AdamW::new(l.params.len(), 0.0));
 
