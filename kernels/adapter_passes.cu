@@ -1,53 +1,54 @@
 // The adapter's small passes around the GEMMs, on CUDA cores: the block sum S (one read of
-// X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the bf16 operands the
-// tensor-core GEMMs take. One output element per thread, f32 accumulation, sequential
-// (deterministic) reductions.
+// X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the operands the
+// tensor-core GEMMs take, all in the activations' type TX (bf16 or f16). One output
+// element per thread (dbias: see there), f32 accumulation, sequential (deterministic)
+// reductions. Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
 #include "numeric.cuh"
 #include "params.h"
 
 __device__ __forceinline__ long long element_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 
-// S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded. [T, r] bf16.
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_chunk_sum(const BoneLayer layer, int tokens, const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ s) {
+// S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded. [T, r].
+template <typename TX>
+__device__ __forceinline__ void chunk_sum(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) {
     const long long idx = element_index();
     if (idx >= (long long)tokens * layer.r) return;
     const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
-    const __nv_bfloat16* row = x + (long long)t * layer.k;
+    const TX* row = x + (long long)t * layer.k;
     float sum = 0.f;
     for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
-    s[idx] = from_f32<__nv_bfloat16>(sum);
+    s[idx] = from_f32<TX>(sum);
 }
 
-// The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), in bf16,
-// both as [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull).
-template <typename TB>
-__device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* __restrict__ b,
-                                              __nv_bfloat16* __restrict__ full, __nv_bfloat16* __restrict__ full_t) {
+// The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), both as
+// [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull).
+template <typename TX, typename TB>
+__device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ full,
+                                              TX* __restrict__ full_t) {
     const long long idx = element_index();
     if (idx >= (long long)layer.r * layer.n) return;
     const int j = (int)(idx / layer.n), n = (int)(idx % layer.n);
     const float v = layer.variant == BONE_MINI ? to_f32(b[j * layer.mini_r + n % layer.mini_r]) : to_f32(b[idx]);
-    full[idx] = from_f32<__nv_bfloat16>(v);
-    full_t[(long long)n * layer.r + j] = from_f32<__nv_bfloat16>(v);
+    full[idx] = from_f32<TX>(v);
+    full_t[(long long)n * layer.r + j] = from_f32<TX>(v);
 }
 
 // E[a, b] = 1 where a mod r == b mod r, else 0: [N, r] tiles R over the output blocks
 // (BatRow forward); [r, K] tiles dY Bfull^T over K (shared-block backward).
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_tiled_identity(int rows, int cols, int r, __nv_bfloat16* __restrict__ e) {
+template <typename TX>
+__device__ __forceinline__ void tiled_identity(int rows, int cols, int r, TX* __restrict__ e) {
     const long long idx = element_index();
     if (idx >= (long long)rows * cols) return;
     const int a = (int)(idx / cols), b = (int)(idx % cols);
-    e[idx] = from_f32<__nv_bfloat16>(a % r == b % r ? 1.f : 0.f);
+    e[idx] = from_f32<TX>(a % r == b % r ? 1.f : 0.f);
 }
 
 // dbias[n] = sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
 // columns; each of its warps sums every (warps)-th token of them (a warp reads 64
 // contiguous bytes of a row, several rows in flight), then the first warp adds the
 // warps' partial sums in order. One block per BONE_BIAS_GRAD_COLUMNS columns.
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_bias_grad(int tokens, int n_out, const __nv_bfloat16* __restrict__ dy, float* __restrict__ dbias) {
+template <typename TX>
+__device__ __forceinline__ void bias_grad(int tokens, int n_out, const TX* __restrict__ dy, float* __restrict__ dbias) {
     constexpr int LANES = BONE_MERGE_THREADS / BONE_BIAS_GRAD_COLUMNS;
     __shared__ float partial[LANES][BONE_BIAS_GRAD_COLUMNS];
     const int lane = threadIdx.x / BONE_BIAS_GRAD_COLUMNS, c = threadIdx.x % BONE_BIAS_GRAD_COLUMNS;
@@ -77,80 +78,60 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     db[idx] = sum;
 }
 
-// The Bat blocks as GEMM operands, bf16: I + B_j and B_j, both [blocks, r, r].
-template <typename TB>
+// The Bat blocks as GEMM operands: I + B_j and B_j, both [blocks, r, r].
+template <typename TX, typename TB>
 __device__ __forceinline__ void bat_blocks(const BoneLayer layer, int blocks, const TB* __restrict__ b,
-                                           __nv_bfloat16* __restrict__ identity_plus, __nv_bfloat16* __restrict__ plain) {
+                                           TX* __restrict__ identity_plus, TX* __restrict__ plain) {
     const long long idx = element_index();
     const int r = layer.r;
     if (idx >= (long long)blocks * r * r) return;
     const int a = (int)(idx / r % r), c = (int)(idx % r);
     const float v = to_f32(b[idx]);
-    identity_plus[idx] = from_f32<__nv_bfloat16>(v + (a == c ? 1.f : 0.f));
-    plain[idx] = from_f32<__nv_bfloat16>(v);
+    identity_plus[idx] = from_f32<TX>(v + (a == c ? 1.f : 0.f));
+    plain[idx] = from_f32<TX>(v);
 }
 
-// BatRow: the blocks side by side, stack[c, i r + j] = B_i[c, j] ([r, K] bf16), so that
+// BatRow: the blocks side by side, stack[c, i r + j] = B_i[c, j] ([r, K]), so that
 // R = X stack^T is one GEMM over K.
-template <typename TB>
-__device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ stack) {
+template <typename TX, typename TB>
+__device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ stack) {
     const long long idx = element_index();
     const int r = layer.r;
     if (idx >= (long long)layer.k * r) return;
     const int c = (int)(idx / layer.k), k = (int)(idx % layer.k);
     const int i = k / r, j = k % r;
-    stack[idx] = from_f32<__nv_bfloat16>(to_f32(b[((long long)i * r + c) * r + j]));
+    stack[idx] = from_f32<TX>(to_f32(b[((long long)i * r + c) * r + j]));
 }
 
-// BatCol: onehot[q, a] = 1 where a = q / (K / r), [K, r] bf16. Read as a [K, r] matrix,
+// BatCol: onehot[q, a] = 1 where a = q / (K / r), [K, r]. Read as a [K, r] matrix,
 // W's output block o (rows o r .. o r + r) has row q = a (K / r) + i holding W_{o,i}[a, :];
 // onehot routes B_o[a, :] to exactly those rows.
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_block_one_hot(const BoneLayer layer, __nv_bfloat16* __restrict__ onehot) {
+template <typename TX>
+__device__ __forceinline__ void block_one_hot(const BoneLayer layer, TX* __restrict__ onehot) {
     const long long idx = element_index();
     const int r = layer.r;
     if (idx >= (long long)layer.k * r) return;
     const int q = (int)(idx / r), a = (int)(idx % r);
-    onehot[idx] = from_f32<__nv_bfloat16>(q / (layer.k / r) == a ? 1.f : 0.f);
+    onehot[idx] = from_f32<TX>(q / (layer.k / r) == a ? 1.f : 0.f);
 }
 
-// out[i] = bf16(in[i]).
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_to_bf16(int count, const float* __restrict__ in, __nv_bfloat16* __restrict__ out) {
+// out[i] = in[i], rounded from f32.
+template <typename TX>
+__device__ __forceinline__ void from_f32_pass(int count, const float* __restrict__ in, TX* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= count) return;
-    out[idx] = from_f32<__nv_bfloat16>(in[idx]);
+    out[idx] = from_f32<TX>(in[idx]);
 }
 
-// The passes that read the adapter B, for each of its storage types.
-#define BONE_ADAPTER_PASSES(B_NAME, TB)                                                                        \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_shared_blocks_b_##B_NAME(            \
-        const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ full,                     \
-        __nv_bfloat16* __restrict__ full_t) {                                                                  \
-        shared_blocks<TB>(layer, b, full, full_t);                                                             \
-    }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_bat_blocks_b_##B_NAME(               \
-        const BoneLayer layer, int blocks, const TB* __restrict__ b, __nv_bfloat16* __restrict__ identity_plus, \
-        __nv_bfloat16* __restrict__ plain) {                                                                   \
-        bat_blocks<TB>(layer, blocks, b, identity_plus, plain);                                                \
-    }                                                                                                          \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_stack_b_##B_NAME(                \
-        const BoneLayer layer, const TB* __restrict__ b, __nv_bfloat16* __restrict__ stack) {                  \
-        row_stack<TB>(layer, b, stack);                                                                        \
-    }
-
-BONE_ADAPTER_PASSES(f32, float)
-BONE_ADAPTER_PASSES(bf16, __nv_bfloat16)
-
-// c[row, col] += bias[col] over a [rows, cols] block with leading dimension ldc, bf16
-// (the bias epilogue when a library GEMM computed c).
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_add_bias(int rows, int cols, int ldc, const __nv_bfloat16* __restrict__ bias, __nv_bfloat16* __restrict__ c) {
+// c[row, col] += bias[col] over a [rows, cols] block with leading dimension ldc (the bias
+// epilogue when a library GEMM computed c).
+template <typename TX>
+__device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {
     const long long idx = element_index();
     if (idx >= (long long)rows * cols) return;
     const int row = (int)(idx / cols), col = (int)(idx % cols);
-    __nv_bfloat16* out = c + (long long)row * ldc + col;
-    *out = from_f32<__nv_bfloat16>(to_f32(*out) + to_f32(bias[col]));
+    TX* out = c + (long long)row * ldc + col;
+    *out = from_f32<TX>(to_f32(*out) + to_f32(bias[col]));
 }
 
 // out[i] = sum over c of partials[c * len + i], c in order: the fixed-order second pass
@@ -163,3 +144,53 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
     out[idx] = sum;
 }
+
+// The passes of activations of type TX (named _x_<X_NAME>).
+#define BONE_ACTIVATION_PASSES(X_NAME, TX)                                                                        \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
+        bone_chunk_sum_x_##X_NAME(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) { \
+        chunk_sum<TX>(layer, tokens, x, s);                                                                       \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
+        bone_tiled_identity_x_##X_NAME(int rows, int cols, int r, TX* __restrict__ e) {                          \
+        tiled_identity<TX>(rows, cols, r, e);                                                                     \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
+        bone_bias_grad_x_##X_NAME(int tokens, int n_out, const TX* __restrict__ dy, float* __restrict__ dbias) {  \
+        bias_grad<TX>(tokens, n_out, dy, dbias);                                                                  \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
+        bone_block_one_hot_x_##X_NAME(const BoneLayer layer, TX* __restrict__ onehot) {                           \
+        block_one_hot<TX>(layer, onehot);                                                                         \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
+        bone_from_f32_x_##X_NAME(int count, const float* __restrict__ in, TX* __restrict__ out) {                 \
+        from_f32_pass<TX>(count, in, out);                                                                        \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_add_bias_x_##X_NAME(                     \
+        int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {                           \
+        add_bias<TX>(rows, cols, ldc, bias, c);                                                                   \
+    }
+
+// The passes that read the adapter B (type TB, named _b_<B_NAME>) into TX operands.
+#define BONE_ADAPTER_PASSES(X_NAME, TX, B_NAME, TB)                                                               \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_shared_blocks_x_##X_NAME##_b_##B_NAME(   \
+        const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ full, TX* __restrict__ full_t) {         \
+        shared_blocks<TX, TB>(layer, b, full, full_t);                                                            \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_bat_blocks_x_##X_NAME##_b_##B_NAME(      \
+        const BoneLayer layer, int blocks, const TB* __restrict__ b, TX* __restrict__ identity_plus,              \
+        TX* __restrict__ plain) {                                                                                 \
+        bat_blocks<TX, TB>(layer, blocks, b, identity_plus, plain);                                               \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_stack_x_##X_NAME##_b_##B_NAME(       \
+        const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ stack) {                                \
+        row_stack<TX, TB>(layer, b, stack);                                                                       \
+    }
+
+BONE_ACTIVATION_PASSES(bf16, __nv_bfloat16)
+BONE_ACTIVATION_PASSES(f16, __half)
+BONE_ADAPTER_PASSES(bf16, __nv_bfloat16, f32, float)
+BONE_ADAPTER_PASSES(bf16, __nv_bfloat16, bf16, __nv_bfloat16)
+BONE_ADAPTER_PASSES(f16, __half, f32, float)
+BONE_ADAPTER_PASSES(f16, __half, bf16, __nv_bfloat16)

@@ -1,6 +1,6 @@
 // The tensor-core GEMM every forward and backward product goes through:
 //   C[M, N] = A1 B1^T + A2 B2^T (+ bias) (+ C)   (see struct BoneGemm in params.h)
-// mma.sync m16n8k16 bf16 -> f32 (sm_80+), ldmatrix (with .trans for MN-major operands),
+// mma.sync m16n8k16 bf16 or f16 -> f32 (sm_80+), ldmatrix (with .trans for MN-major operands),
 // cp.async double buffering. 128 x 128 tile per block, 8 warps of 64 x 32, K step 32.
 // Rows beyond M, columns beyond N and K beyond the operand's extent are zero-filled
 // on load and never stored, so any M, N, K (multiples of 8 where contiguous) work.
@@ -18,7 +18,7 @@ namespace bone_gemm {
 using namespace bone_ptx;
 
 constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = BONE_GEMM_BK;
-constexpr int PAD = 8;  // bf16 elements of row padding: spreads ldmatrix rows over banks
+constexpr int PAD = 8;  // elements of row padding: spreads ldmatrix rows over banks
 constexpr int K_MAJOR_PITCH = BK + PAD;       // smem row of a K-major tile: [rows][BK]
 constexpr int MN_MAJOR_PITCH = BM + PAD;      // smem row of an MN-major tile: [BK][rows]
 constexpr int TILE_ELEMS = BM * K_MAJOR_PITCH;  // >= BK * MN_MAJOR_PITCH, holds either
@@ -27,8 +27,8 @@ static_assert(TILE_ELEMS >= BK * MN_MAJOR_PITCH, "tile buffer too small");
 
 // Loads one operand's [rows, BK] tile (rows = BM or BN, starting at row0, k0) into smem.
 // LAYOUT K-major: src[row * ld + k]; MN-major: src[k * ld + row].
-template <int LAYOUT>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* src, int ld, int rows_total,
+template <int LAYOUT, typename T>
+__device__ __forceinline__ void load_tile(T* tile, const T* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
     constexpr int CHUNKS = BM * BK / 8;  // 16-byte chunks per tile
     for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
@@ -36,21 +36,21 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat
             const int row = c / (BK / 8), kc = (c % (BK / 8)) * 8;
             const int grow = row0 + row, gk = k0 + kc;
             const bool valid = grow < rows_total && gk < k_total;
-            const __nv_bfloat16* p = valid ? src + (long long)grow * ld + gk : src;
+            const T* p = valid ? src + (long long)grow * ld + gk : src;
             copy16(tile + row * K_MAJOR_PITCH + kc, p, valid);
         } else {
             const int kr = c / (BM / 8), rc = (c % (BM / 8)) * 8;
             const int gk = k0 + kr, grow = row0 + rc;
             const bool valid = gk < k_total && grow < rows_total;
-            const __nv_bfloat16* p = valid ? src + (long long)gk * ld + grow : src;
+            const T* p = valid ? src + (long long)gk * ld + grow : src;
             copy16(tile + kr * MN_MAJOR_PITCH + rc, p, valid);
         }
     }
 }
 
 // The A fragment (16 x 16, rows m0.., k k0..) of an smem tile, for mma's row-major A.
-template <int LAYOUT>
-__device__ __forceinline__ void a_fragment(uint32_t (&r)[4], const __nv_bfloat16* tile, int m0, int k0, int lane) {
+template <int LAYOUT, typename T>
+__device__ __forceinline__ void a_fragment(uint32_t (&r)[4], const T* tile, int m0, int k0, int lane) {
     if (LAYOUT == BONE_K_MAJOR) {
         const int row = m0 + (lane % 16), col = k0 + (lane / 16) * 8;
         ldmatrix_x4(r, tile + row * K_MAJOR_PITCH + col);
@@ -62,8 +62,8 @@ __device__ __forceinline__ void a_fragment(uint32_t (&r)[4], const __nv_bfloat16
 
 // The B fragments of two n8 tiles (n n0..n0+15, k k0..k0+15): r[0], r[1] for n0..n0+7,
 // r[2], r[3] for n0+8..n0+15, for mma's column-major B.
-template <int LAYOUT>
-__device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const __nv_bfloat16* tile, int n0, int k0, int lane) {
+template <int LAYOUT, typename T>
+__device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int n0, int k0, int lane) {
     if (LAYOUT == BONE_K_MAJOR) {
         const int n = n0 + (lane % 8) + (lane / 16) * 8, k = k0 + ((lane / 8) % 2) * 8;
         ldmatrix_x4(r, tile + n * K_MAJOR_PITCH + k);
@@ -73,20 +73,20 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const __nv_bfloat1
     }
 }
 
-template <int A_LAYOUT, int B_LAYOUT, typename TOut>
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
-    __shared__ __align__(128) __nv_bfloat16 a_tiles[2][TILE_ELEMS];
-    __shared__ __align__(128) __nv_bfloat16 b_tiles[2][TILE_ELEMS];
+    __shared__ __align__(128) TIn a_tiles[2][TILE_ELEMS];
+    __shared__ __align__(128) TIn b_tiles[2][TILE_ELEMS];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
     int tile_m, tile_n;
     bone_gemm_common::block_tile(tile_m, tile_n);
     const int block_m = tile_m * BM, block_n = tile_n * BN;
     const long long z = blockIdx.z;
-    const bone_gemm_common::Batch<BK> batch(p, z);
+    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
     const int tiles = batch.tiles;
     auto load = [&](int t, int stage) {
-        const bone_gemm_common::KTile k = batch.tile(t);
+        const bone_gemm_common::KTile<TIn> k = batch.tile(t);
         load_tile<A_LAYOUT>(a_tiles[stage], k.a, k.lda, p.m, k.k_total, block_m, k.k0);
         load_tile<B_LAYOUT>(b_tiles[stage], k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
@@ -117,7 +117,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) mma_bf16(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
+                for (int j = 0; j < 4; ++j) mma<TIn>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
         }
         __syncthreads();  // everyone is done with this stage before it is refilled
     }
@@ -130,7 +130,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
             for (int e = 0; e < 4; ++e) {
                 const int row = block_m + warp_m + i * 16 + lane / 4 + (e / 2) * 8;
                 const int col = block_n + warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
-                bone_gemm_common::store<TOut>(p, z, row, col, acc[i][j][e]);
+                bone_gemm_common::store<TIn, TOut>(p, z, row, col, acc[i][j][e]);
             }
 }
 

@@ -3,6 +3,7 @@
 // epilogue store (bias, accumulation, rounding).
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "numeric.cuh"
 #include "params.h"
@@ -25,53 +26,55 @@ __device__ __forceinline__ void block_tile(int& tile_m, int& tile_n) {
     tile_n = in_group / rows;
 }
 
-// One K tile: which product's operands, their leading dimensions, that product's K
-// extent and the tile's first k.
+// One K tile: which product's operands (T: bf16 or f16), their leading dimensions, that
+// product's K extent and the tile's first k.
+template <typename T>
 struct KTile {
-    const __nv_bfloat16* a;
-    const __nv_bfloat16* b;
+    const T* a;
+    const T* b;
     int lda, ldb, k_total, k0;
 };
 
-// Batch z of a BoneGemm, its K cut into tiles of TILE_K: the first product's, then the second's.
-template <int TILE_K>
+// Batch z of a BoneGemm on T operands, its K cut into tiles of TILE_K: the first
+// product's, then the second's.
+template <int TILE_K, typename T>
 struct Batch {
     const BoneGemm& p;
-    const __nv_bfloat16 *a1, *b1, *a2, *b2;
+    const T *a1, *b1, *a2, *b2;
     int tiles1, tiles;
 
     __device__ __forceinline__ Batch(const BoneGemm& params, long long z)
         : p(params),
-          a1((const __nv_bfloat16*)params.a + z * params.stride_a),
-          b1((const __nv_bfloat16*)params.b + z * params.stride_b),
-          a2((const __nv_bfloat16*)params.a2 + z * params.stride_a2),
-          b2((const __nv_bfloat16*)params.b2 + z * params.stride_b2),
+          a1((const T*)params.a + z * params.stride_a),
+          b1((const T*)params.b + z * params.stride_b),
+          a2((const T*)params.a2 + z * params.stride_a2),
+          b2((const T*)params.b2 + z * params.stride_b2),
           tiles1((params.k + TILE_K - 1) / TILE_K),
           tiles(tiles1 + (params.k2 + TILE_K - 1) / TILE_K) {}
 
-    __device__ __forceinline__ KTile tile(int t) const {
+    __device__ __forceinline__ KTile<T> tile(int t) const {
         const bool first = t < tiles1;
         return {first ? a1 : a2,     first ? b1 : b2,        first ? p.lda : p.lda2, first ? p.ldb : p.ldb2,
                 first ? p.k : p.k2, (first ? t : t - tiles1) * TILE_K};
     }
 };
 
+// Rounded once to a 16-bit output; an f32 output may add to what it holds.
 template <typename T>
-__device__ __forceinline__ void store_out(T* c, long long idx, float v, bool accumulate);
+__device__ __forceinline__ void store_out(T* c, long long idx, float v, bool) {
+    c[idx] = from_f32<T>(v);
+}
 template <>
 __device__ __forceinline__ void store_out<float>(float* c, long long idx, float v, bool accumulate) {
     c[idx] = accumulate ? c[idx] + v : v;
 }
-template <>
-__device__ __forceinline__ void store_out<__nv_bfloat16>(__nv_bfloat16* c, long long idx, float v, bool) {
-    c[idx] = from_f32<__nv_bfloat16>(v);
-}
 
-// C[z][row, col] = v (+ bias[col]) (+ what C holds, f32 only), where inside M x N.
-template <typename TOut>
+// C[z][row, col] = v (+ bias[col], of the operands' type TIn) (+ what C holds, f32 only),
+// where inside M x N.
+template <typename TIn, typename TOut>
 __device__ __forceinline__ void store(const BoneGemm& p, long long z, int row, int col, float v) {
     if (row >= p.m || col >= p.n) return;
-    const __nv_bfloat16* bias = (const __nv_bfloat16*)p.bias;
+    const TIn* bias = (const TIn*)p.bias;
     TOut* c = (TOut*)p.c + z * p.stride_c;
     store_out<TOut>(c, (long long)row * p.ldc + col, v + (bias ? to_f32(bias[col]) : 0.f), p.accumulate != 0);
 }

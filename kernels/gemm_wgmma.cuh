@@ -32,7 +32,7 @@ namespace bone_wgmma {
 using namespace bone_ptx;
 
 constexpr int BM = BONE_GEMM_BM, BK = 64;
-constexpr int CORE_BYTES = 128;                     // one 8 x 8 bf16 core matrix
+constexpr int CORE_BYTES = 128;                     // one 8 x 8 core matrix of 16-bit elements
 constexpr int GROUP_BYTES = (BK / 8) * CORE_BYTES;  // one 8-row group across BK: the SBO
 static_assert(BM == 128 && BONE_GEMM_THREADS == 256, "two warpgroups of 64 rows");
 
@@ -56,8 +56,8 @@ __device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {
 // Copies one operand's [ROWS, BK] tile starting at (row0, k0) into the layout above.
 // K-major: src[row * ld + k]; MN-major: src[k * ld + row]. Outside rows_total or
 // k_total, zeros (the contract makes every chunk wholly inside or outside).
-template <int LAYOUT, int ROWS>
-__device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat16* src, int ld, int rows_total,
+template <int LAYOUT, int ROWS, typename T>
+__device__ __forceinline__ void load_tile(unsigned char* tile, const T* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
     constexpr int CHUNKS = ROWS * BK / 8;
     static_assert(CHUNKS % BONE_GEMM_THREADS == 0, "whole rounds of chunks");
@@ -83,7 +83,7 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const __nv_bfloat
     }
 }
 
-template <int A_LAYOUT, int B_LAYOUT, typename TOut, int TILE_N>
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
     using Pipe = Pipeline<TILE_N>;
@@ -94,11 +94,11 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     bone_gemm_common::block_tile(tile_m, tile_n);
     const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
     const long long z = blockIdx.z;
-    const bone_gemm_common::Batch<BK> batch(p, z);
+    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
     const int tiles = batch.tiles;
     // Tile t of the concatenated K into stage `stage`.
     auto load = [&](int t, int stage) {
-        const bone_gemm_common::KTile k = batch.tile(t);
+        const bone_gemm_common::KTile<TIn> k = batch.tile(t);
         unsigned char* a_tile = smem + stage * Pipe::STAGE_BYTES;
         load_tile<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
         load_tile<B_LAYOUT, TILE_N>(a_tile + Pipe::A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
@@ -131,7 +131,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ++ks) {
-            wgmma_bf16<TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
+            wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
                                                    descriptor(b_tile + ks * 2 * CORE_BYTES));
         }
         wgmma_commit();
@@ -147,7 +147,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         for (int e = 0; e < 4; ++e) {
             const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
             const int col = block_n + j * 8 + (lane % 4) * 2 + (e % 2);
-            bone_gemm_common::store<TOut>(p, z, row, col, acc[j * 4 + e]);
+            bone_gemm_common::store<TIn, TOut>(p, z, row, col, acc[j * 4 + e]);
         }
 #else
     __trap();

@@ -13,7 +13,14 @@ uint16_t element(const void* row, int index) {
     return v;
 }
 
-float bf16_bits_to_float(uint32_t bits) {
+// The 16-bit element in the low half of `bits`: bf16, or f16 when `f16`.
+float to_float(uint32_t bits, bool f16) {
+    if (f16) {
+        const uint16_t h = uint16_t(bits & 0xffffu);
+        _Float16 v;
+        std::memcpy(&v, &h, 2);
+        return float(v);
+    }
     const uint32_t u = (bits & 0xffffu) << 16;
     float f;
     std::memcpy(&f, &u, 4);
@@ -42,25 +49,25 @@ void ldmatrix_x4(const void* const (&rows)[WARP], bool trans, uint32_t (&out)[WA
     }
 }
 
-// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, D = A B + C with the PTX ISA's
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, D = A B + C with the PTX ISA's
 // fragment layouts (g = lane / 4, q = lane % 4):
 //   A (16 x 16): a[0] = A[g][2q..], a[1] = A[g+8][2q..], a[2] = A[g][2q+8..], a[3] = A[g+8][2q+8..]
 //   B (16 x 8, k x n): b0 = B[2q..2q+1][g], b1 = B[2q+8..2q+9][g]
 //   C, D (16 x 8): d[0..1] = C[g][2q..2q+1], d[2..3] = C[g+8][2q..2q+1]
-// The products of bf16 values are exact in double; the sum is rounded once to f32.
-void mma_m16n8k16_bf16(MmaLane (&lanes)[WARP]) {
+// The products of bf16 or f16 values are exact in double; the sum is rounded once to f32.
+void mma_m16n8k16(MmaLane (&lanes)[WARP], bool f16) {
     double a[16][16], b[16][8], c[16][8];
     float d[WARP][4];
     for (int l = 0; l < WARP; ++l) {
         const int g = l / 4, q = l % 4;
         const int a_rows[4] = {g, g + 8, g, g + 8}, a_cols[4] = {2 * q, 2 * q, 2 * q + 8, 2 * q + 8};
         for (int reg = 0; reg < 4; ++reg) {
-            a[a_rows[reg]][a_cols[reg]] = bf16_bits_to_float(lanes[l].a[reg]);
-            a[a_rows[reg]][a_cols[reg] + 1] = bf16_bits_to_float(lanes[l].a[reg] >> 16);
+            a[a_rows[reg]][a_cols[reg]] = to_float(lanes[l].a[reg], f16);
+            a[a_rows[reg]][a_cols[reg] + 1] = to_float(lanes[l].a[reg] >> 16, f16);
         }
         for (int reg = 0; reg < 2; ++reg) {
-            b[2 * q + 8 * reg][g] = bf16_bits_to_float(lanes[l].b[reg]);
-            b[2 * q + 8 * reg + 1][g] = bf16_bits_to_float(lanes[l].b[reg] >> 16);
+            b[2 * q + 8 * reg][g] = to_float(lanes[l].b[reg], f16);
+            b[2 * q + 8 * reg + 1][g] = to_float(lanes[l].b[reg] >> 16, f16);
         }
         for (int e = 0; e < 4; ++e) c[g + 8 * (e / 2)][2 * q + e % 2] = lanes[l].d[e];
     }
@@ -94,8 +101,8 @@ uint64_t operand_offset(uint64_t desc, int trans, int mn, int k) {
 
 // D[64 x n] += A[64 x 16] B[n x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
 // row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2. The
-// products of bf16 values are exact in double; each sum is rounded once to f32.
-std::string wgmma_m64nNk16_bf16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes) {
+// products of 16-bit values are exact in double; each sum is rounded once to f32.
+std::string wgmma_m64nNk16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes) {
     for (uint64_t desc : {op.desc_a, op.desc_b}) {
         if ((desc >> 62) != 0 || ((desc >> 49) & 7) != 0) return "only wgmma's no-swizzle layout with base offset 0 is modelled";
     }
@@ -105,7 +112,7 @@ std::string wgmma_m64nNk16_bf16(const WgmmaOp& op, const unsigned char* shared, 
         if (offset + 2 > shared_bytes) return false;
         uint16_t bits;
         std::memcpy(&bits, shared + offset, 2);
-        value = bf16_bits_to_float(bits);
+        value = to_float(bits, op.f16);
         return true;
     };
     for (int k = 0; k < 16; ++k) {

@@ -14,23 +14,25 @@ constexpr int WARPGROUP = 128;
 // ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: `rows[l]` is lane l's row address.
 void ldmatrix_x4(const void* const (&rows)[WARP], bool trans, uint32_t (&out)[WARP][4]);
 
-// One lane's operands of mma.sync m16n8k16 bf16 -> f32; d is updated in place.
+// One lane's operands of mma.sync m16n8k16 -> f32; d is updated in place. The operands
+// are bf16, or f16 when `f16`.
 struct MmaLane {
     uint32_t a[4];
     uint32_t b[2];
     float d[4];
 };
-void mma_m16n8k16_bf16(MmaLane (&lanes)[WARP]);
+void mma_m16n8k16(MmaLane (&lanes)[WARP], bool f16);
 
-// One wgmma.mma_async m64nNk16 bf16 -> f32: its width, descriptors, transpose flags and
-// each thread's accumulators.
+// One wgmma.mma_async m64nNk16 -> f32: its width, operand type (bf16, or f16 when
+// `f16`), descriptors, transpose flags and each thread's accumulators.
 struct WgmmaOp {
     uint64_t desc_a, desc_b;
     int n, trans_a, trans_b;
+    bool f16;
     float* d[WARPGROUP];
 };
 // Computes `op` (D += A B^T) reading A and B from the `shared_bytes` of shared memory at
 // `shared`. Returns "" or why the operands cannot be read.
-std::string wgmma_m64nNk16_bf16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes);
+std::string wgmma_m64nNk16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes);
 
 }  // namespace bone_host

@@ -54,7 +54,7 @@ void land(const Copy& c) {
 }
 
 enum class State { Runnable, AtBarrier, AtCollective, Done };
-enum class Op { Ldmatrix, LdmatrixTrans, Mma };
+enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16 };
 
 struct Fiber {
     ucontext_t context;
@@ -89,7 +89,7 @@ enum class GroupOp { Fence, Mma, Commit, Wait };
 struct Warpgroup {
     GroupOp op;
     int arrived;
-    int arg;  // wait_group's count, or the mma's transpose flags and width (trans_a | trans_b << 1 | n << 2)
+    int arg;  // wait_group's count, or the mma's transpose flags, type and width (trans_a | trans_b << 1 | f16 << 2 | n << 3)
     bool fenced;
     uint64_t desc_a[WARPGROUP], desc_b[WARPGROUP];
     float* d[WARPGROUP];
@@ -280,18 +280,18 @@ class BlockRunner {
 
     void compute(Warp& w) {
         for (const LaneIn& in : w.in) {
-            if (w.op != Op::Mma && reinterpret_cast<uintptr_t>(in.address) % 16 != 0) {
+            if ((w.op == Op::Ldmatrix || w.op == Op::LdmatrixTrans) && reinterpret_cast<uintptr_t>(in.address) % 16 != 0) {
                 fail("ldmatrix row address not 16-byte aligned");
             }
         }
-        if (w.op == Op::Mma) {
+        if (w.op == Op::MmaBf16 || w.op == Op::MmaF16) {
             MmaLane lanes[WARP];
             for (int l = 0; l < WARP; ++l) {
                 std::memcpy(lanes[l].a, w.in[l].a, sizeof lanes[l].a);
                 std::memcpy(lanes[l].b, w.in[l].b, sizeof lanes[l].b);
                 std::memcpy(lanes[l].d, w.in[l].d, sizeof lanes[l].d);
             }
-            mma_m16n8k16_bf16(lanes);
+            mma_m16n8k16(lanes, w.op == Op::MmaF16);
             for (int l = 0; l < WARP; ++l) std::memcpy(w.out[l].d, lanes[l].d, sizeof lanes[l].d);
         } else {
             const void* rows[WARP];
@@ -309,7 +309,7 @@ class BlockRunner {
                 break;
             case GroupOp::Mma: {
                 if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
-                WgmmaOp m{g.desc_a[0], g.desc_b[0], g.arg >> 2, g.arg & 1, (g.arg >> 1) & 1, {}};
+                WgmmaOp m{g.desc_a[0], g.desc_b[0], g.arg >> 3, g.arg & 1, (g.arg >> 1) & 1, ((g.arg >> 2) & 1) != 0, {}};
                 for (int l = 0; l < WARPGROUP; ++l) {
                     if (g.desc_a[l] != m.desc_a || g.desc_b[l] != m.desc_b) {
                         fail("the threads of a warpgroup give wgmma different descriptors");
@@ -326,7 +326,7 @@ class BlockRunner {
             case GroupOp::Wait:
                 while (g.committed.size() > size_t(g.arg)) {
                     for (const WgmmaOp& m : g.committed.front()) {
-                        const std::string error = wgmma_m64nNk16_bf16(m, shared_, launch_.shared_bytes);
+                        const std::string error = wgmma_m64nNk16(m, shared_, launch_.shared_bytes);
                         if (!error.empty()) fail(error);
                     }
                     g.committed.pop_front();
@@ -391,18 +391,19 @@ void wgmma_commit() { runner->warpgroup_collective(GroupOp::Commit, 0, nullptr, 
 
 void wgmma_wait(int newest_pending) { runner->warpgroup_collective(GroupOp::Wait, newest_pending, nullptr, 0, 0); }
 
-void wgmma_m64nNk16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
+void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
     if (n != 128 && n != 256) runner->fail("wgmma m64nNk16 is modelled for N = 128 and 256");
-    runner->warpgroup_collective(GroupOp::Mma, trans_a | (trans_b << 1) | (n << 2), d, desc_a, desc_b);
+    const int arg = trans_a | (trans_b << 1) | (int(f16) << 2) | (n << 3);
+    runner->warpgroup_collective(GroupOp::Mma, arg, d, desc_a, desc_b);
 }
 
-void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool f16) {
     LaneIn in{};
     for (int i = 0; i < 4; ++i) in.a[i] = a[i];
     in.b[0] = b0;
     in.b[1] = b1;
     for (int i = 0; i < 4; ++i) in.d[i] = d[i];
-    const LaneOut out = runner->collective(Op::Mma, in);
+    const LaneOut out = runner->collective(f16 ? Op::MmaF16 : Op::MmaBf16, in);
     for (int i = 0; i < 4; ++i) d[i] = out.d[i];
 }
 

@@ -40,11 +40,11 @@ fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()>
     let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
     let layer = Arg::Layer(call.layer);
     let blocks = [layer, Arg::I32((n / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
-    launcher.elementwise(&format!("bone_bat_blocks_b_{}", call.b_suffix), n * r, &blocks)?;
-    launcher.elementwise("bone_block_one_hot", k * r, &[layer, Arg::Ptr(regions[2])])
+    launcher.elementwise(&call.adapter_pass("bone_bat_blocks"), n * r, &blocks)?;
+    launcher.elementwise(&call.pass("bone_block_one_hot"), k * r, &[layer, Arg::Ptr(regions[2])])
 }
 
-/// W' rows [row0, row0 + rows) into regions[3], `[rows, K]` bf16.
+/// W' rows [row0, row0 + rows) into regions[3], `[rows, K]` in the activations' type.
 fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize, rows: usize) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());
     let (identity_plus, plain, onehot, slab) = (regions[0], regions[1], regions[2], regions[3]);
@@ -52,7 +52,7 @@ fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize
     Gemm::new((call.w + (row0 * k * 2) as u64, r), (identity_plus + first_block, r), (slab, r), [k, r, r])
         .second((onehot, r), (plain + first_block, r), r)
         .strides([r * k, r * r, 0, r * r, r * k])
-        .launch(launcher, "bone_gemm_kt_bf16", rows / r)
+        .launch(launcher, &call.gemm("kt"), rows / r)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -67,7 +67,7 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
         let bias = if call.bias == 0 { 0 } else { call.bias + offset };
         Gemm::new((call.x, k), (regions[3], k), (call.y + offset, n), [t, rows, k]).bias(bias).launch(
             launcher,
-            "bone_gemm_kk_bf16",
+            &call.gemm("kk"),
             1,
         )?;
     }
@@ -83,25 +83,25 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         let rows = slab.min(n - row0);
         let dy = call.y + (row0 * 2) as u64;
         // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
-        Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, "bone_gemm_tt_bf16", 1)?;
+        Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
         // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :].
         let db = call.db + (row0 * r * 4) as u64;
         Gemm::new((call.w + (row0 * k * 2) as u64, r), (g, r), (db, r), [r, r, k])
             .second((onehot, r), (g, r), k)
             .strides([r * k, r * k, 0, r * k, r * r])
-            .launch(launcher, "bone_gemm_tt_f32", rows / r)?;
+            .launch(launcher, &call.gemm_f32("tt"), rows / r)?;
         if call.dx != 0 {
             form_slab(launcher, call, regions, row0, rows)?;
             Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
                 launcher,
-                "bone_gemm_kt_f32",
+                &call.gemm_f32("kt"),
                 1,
             )?;
         }
     }
     if call.dx != 0 {
         let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
-        launcher.elementwise("bone_to_bf16", t * k, &convert)?;
+        launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)?;
     }
     Ok(())
 }

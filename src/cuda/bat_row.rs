@@ -20,21 +20,21 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials]
 }
 
-/// The bf16 operands made from B, and E; `stack` only when asked.
+/// The GEMM operands made from B, and E; `stack` only when asked.
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], stack: bool) -> Result<()> {
-    let (k, n, r, suffix) = (call.shape.k(), call.shape.n(), call.shape.r(), call.b_suffix);
+    let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
     let layer = Arg::Layer(call.layer);
     let blocks = [layer, Arg::I32((k / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
-    launcher.elementwise(&format!("bone_bat_blocks_b_{suffix}"), k * r, &blocks)?;
+    launcher.elementwise(&call.adapter_pass("bone_bat_blocks"), k * r, &blocks)?;
     if stack {
         launcher.elementwise(
-            &format!("bone_row_stack_b_{suffix}"),
+            &call.adapter_pass("bone_row_stack"),
             k * r,
             &[layer, Arg::Ptr(call.b), Arg::Ptr(regions[2])],
         )?;
     }
     let identity = [Arg::I32(n as i32), Arg::I32(r as i32), Arg::I32(r as i32), Arg::Ptr(regions[5])];
-    launcher.elementwise("bone_tiled_identity", n * r, &identity)
+    launcher.elementwise(&call.pass("bone_tiled_identity"), n * r, &identity)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -44,15 +44,15 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     // X~_i [T, r] = X_i (I + B_i)^T, one batch per input block.
     Gemm::new((call.x, k), (identity_plus, r), (x_mixed, k), [t, r, r]).strides([r, r * r, 0, 0, r]).launch(
         launcher,
-        "bone_gemm_kk_bf16",
+        &call.gemm("kk"),
         k / r,
     )?;
     // R [T, r] = sum_i X_i B_i^T = X stack^T.
-    Gemm::new((call.x, k), (stack, k), (carry, r), [t, r, k]).launch(launcher, "bone_gemm_kk_bf16", 1)?;
+    Gemm::new((call.x, k), (stack, k), (carry, r), [t, r, k]).launch(launcher, &call.gemm("kk"), 1)?;
     Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
         .second((carry, r), (tiling, r), r)
         .bias(call.bias)
-        .launch(launcher, "bone_gemm_kk_bf16", 1)
+        .launch(launcher, &call.gemm("kk"), 1)
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -60,14 +60,14 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (identity_plus, plain, dx_mixed, d_carry, tiling) =
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
-    Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, "bone_gemm_kt_bf16", 1)?;
-    Gemm::new((call.y, n), (tiling, r), (d_carry, r), [t, r, n]).launch(launcher, "bone_gemm_kt_bf16", 1)?;
+    Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1)?;
+    Gemm::new((call.y, n), (tiling, r), (d_carry, r), [t, r, n]).launch(launcher, &call.gemm("kt"), 1)?;
     if call.dx != 0 {
         // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
         Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])
             .second((d_carry, r), (plain, r), r)
             .strides([r, r * r, 0, r * r, r])
-            .launch(launcher, "bone_gemm_kt_bf16", k / r)?;
+            .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
     token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], call.db, |first, len, out| {
@@ -76,6 +76,6 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         Gemm::new((rows(dx_mixed, k), k), (x, k), (out, r), [r, r, len])
             .second((rows(d_carry, r), r), (x, k), len)
             .strides([r, r, 0, r, r * r])
-            .launch(launcher, "bone_gemm_tt_f32", k / r)
+            .launch(launcher, &call.gemm_f32("tt"), k / r)
     })
 }

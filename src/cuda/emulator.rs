@@ -13,8 +13,8 @@ use bone_host_kernels::{KernelArg, Landing};
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
-use super::baseline::{Operand, Output};
-use super::launch::{Arg, GemmKernels, Launcher, elementwise_config, gemm_kind};
+use super::baseline::{Half, Operand, Output};
+use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, gemm_kind};
 use super::params::BoneGemm;
 use super::split::{Product, ProductRunner};
 use crate::error::Result;
@@ -96,7 +96,30 @@ pub(crate) enum Ty {
     F32,
 }
 
+impl From<Half> for Ty {
+    fn from(half: Half) -> Self {
+        match half {
+            Half::Bf16 => Ty::Bf16,
+            Half::F16 => Ty::F16,
+        }
+    }
+}
+
 impl Ty {
+    /// The kernel-name suffix of this type.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Ty::Bf16 => "bf16",
+            Ty::F16 => "f16",
+            Ty::F32 => "f32",
+        }
+    }
+
+    /// `value` as this type holds it.
+    pub fn round(self, value: f64) -> f64 {
+        self.decode(&self.encode(value))
+    }
+
     fn size(self) -> u64 {
         match self {
             Ty::Bf16 | Ty::F16 => 2,
@@ -234,7 +257,7 @@ impl Snapshot {
 
 impl Launcher for Emulator {
     fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
-        let (a_k_major, b_k_major, _) = gemm_kind(kernel);
+        let GemmKind { a_k_major, b_k_major, .. } = gemm_kind(kernel);
         let mut pairs = vec![(p.a as u64, p.lda, p.stride_a, p.b as u64, p.ldb, p.stride_b, p.k)];
         if p.k2 > 0 {
             pairs.push((p.a2 as u64, p.lda2, p.stride_a2, p.b2 as u64, p.ldb2, p.stride_b2, p.k2));
@@ -276,8 +299,9 @@ impl Launcher for Emulator {
 impl ProductRunner for Emulator {
     fn product(&self, p: &Product) -> Result<()> {
         let [m, n, k] = p.shape.map(|v| v as u64);
-        let out_ty = if p.out.f32 { Ty::F32 } else { Ty::Bf16 };
-        let (a, b) = (Snapshot::take(self, Ty::Bf16, p.a.address), Snapshot::take(self, Ty::Bf16, p.b.address));
+        let half = Ty::from(p.half);
+        let out_ty = if p.out.f32 { Ty::F32 } else { half };
+        let (a, b) = (Snapshot::take(self, half, p.a.address), Snapshot::take(self, half, p.b.address));
         let mut c = Snapshot::take(self, out_ty, p.out.address);
         // op(A) is [m, k], op(B) is [k, n]; a transposed operand is stored the other way round.
         let at = |op: &Operand, z: u64, row: u64, col: u64| -> u64 {

@@ -1,4 +1,5 @@
-//! Every variant's GPU launch sequence, run on the CPU emulator and checked against the
+//! Every variant's GPU launch sequence, on bf16 and f16 activations, run on the CPU
+//! emulator and checked against the
 //! f64 oracle, on each of the crate's GEMMs (mma.sync, wgmma) and split into the single products a
 //! library GEMM (cuBLAS) takes: outputs start as NaN, so an element no launch writes
 //! fails the check.
@@ -28,7 +29,7 @@ fn random(rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> Vec<f64> {
     (0..len)
         .map(|_| {
             let v: f64 = rng.random_range(-scale..scale);
-            if ty == Ty::Bf16 { half::bf16::from_f64(v).to_f64() } else { f64::from(v as f32) }
+            ty.round(v)
         })
         .collect()
 }
@@ -58,30 +59,27 @@ fn run(emulator: &Emulator, engine: GemmEngine, pass: Pass, call: &Call, regions
 fn check(
     variant: Variant,
     (t, n, k, r): (usize, usize, usize, usize),
-    b_ty: Ty,
+    (x_ty, b_ty): (Ty, Ty),
     with_bias: bool,
     engine: GemmEngine,
     rng: &mut StdRng,
 ) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
-    let label = format!("{variant} T={t} N={n} K={k} r={r} B={b_ty:?} bias={with_bias} {engine:?}");
+    let label = format!("{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {engine:?}");
     let emulator = emulator_for(engine);
-    let x = random(rng, t * k, 1.0, Ty::Bf16);
-    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), Ty::Bf16);
+    let x = random(rng, t * k, 1.0, x_ty);
+    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
     let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);
-    let bias = random(rng, n, 0.5, Ty::Bf16);
-    let dy = random(rng, t * n, 1.0, Ty::Bf16);
-    let suffix = if b_ty == Ty::F32 { "f32" } else { "bf16" };
-    let inputs = [emulator.upload(Ty::Bf16, &x), emulator.upload(Ty::Bf16, &w), emulator.upload(b_ty, &b)];
-    let inputs = Call::new(BoneLayer::new(&shape, Some(t)).unwrap(), shape, t, suffix, inputs).unwrap();
-    let mut call = Call {
-        bias: if with_bias { emulator.upload(Ty::Bf16, &bias) } else { 0 },
-        y: emulator.alloc(t * n * 2),
-        ..inputs
-    };
+    let bias = random(rng, n, 0.5, x_ty);
+    let dy = random(rng, t * n, 1.0, x_ty);
+    let inputs = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(b_ty, &b)];
+    let layer = BoneLayer::new(&shape, Some(t)).unwrap();
+    let inputs = Call::new(layer, shape, t, (x_ty.suffix(), b_ty.suffix()), inputs).unwrap();
+    let mut call =
+        Call { bias: if with_bias { emulator.upload(x_ty, &bias) } else { 0 }, y: emulator.alloc(t * n * 2), ..inputs };
     let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
     run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
-    let y = emulator.download(Ty::Bf16, call.y, t * n);
+    let y = emulator.download(x_ty, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
     let y_ref = forward(&shape, t, &x, &w, &b, bias_ref).unwrap();
     let y_base = forward(&shape, t, &x, &w, &vec![0.0; b.len()], bias_ref).unwrap();
@@ -92,7 +90,7 @@ fn check(
     let err = rel_err(&own, &own_ref);
     assert!(err < 2e-2, "{label}: adapter contribution relative error {err:.2e}");
 
-    call.y = emulator.upload(Ty::Bf16, &dy);
+    call.y = emulator.upload(x_ty, &dy);
     call.bias = 0;
     call.dx = emulator.alloc(t * k * 2);
     call.db = emulator.alloc(shape.adapter_len() * 4);
@@ -100,7 +98,7 @@ fn check(
     run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
     let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
     for (name, ty, address, want) in [
-        ("dX", Ty::Bf16, call.dx, &grads.dx),
+        ("dX", x_ty, call.dx, &grads.dx),
         ("dB", Ty::F32, call.db, &grads.db),
         ("dbias", Ty::F32, call.dbias, &grads.dbias),
     ] {
@@ -122,9 +120,11 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
             for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
                 for t in [1, 33] {
                     case += 1;
-                    let b_ty = if case % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
+                    // Each variant meets both activation types, each with another B type.
+                    let x_ty = if t == 1 { Ty::Bf16 } else { Ty::F16 };
+                    let b_ty = if (case / 2) % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
                     for engine in ENGINES {
-                        check(variant, (t, n, k, r), b_ty, case % 3 != 0, engine, &mut rng);
+                        check(variant, (t, n, k, r), (x_ty, b_ty), case % 3 != 0, engine, &mut rng);
                     }
                 }
             }
@@ -149,7 +149,7 @@ fn reductions_over_token_chunks_match_the_oracle() {
     let mut rng = StdRng::seed_from_u64(12);
     for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
         for engine in ENGINES {
-            check(variant, (513, 64, 96, 32), Ty::F32, true, engine, &mut rng);
+            check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
         }
     }
 }
@@ -164,7 +164,7 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
     let mut rng = StdRng::seed_from_u64(13);
     for variant in [Variant::Shared, Variant::Mini { mini_r: 24 }] {
         for engine in ENGINES {
-            check(variant, (9, 72, 104, 32), Ty::F32, true, engine, &mut rng);
+            check(variant, (9, 72, 104, 32), (Ty::F16, Ty::F32), true, engine, &mut rng);
         }
     }
 }

@@ -10,10 +10,18 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
-use super::launch::{Gemm, GemmKernels, gemm_kind};
+use super::launch::{Gemm, GemmKernels, GemmKind, gemm_kind};
 
-const KERNELS: [&str; 5] =
-    ["bone_gemm_kk_bf16", "bone_gemm_kt_bf16", "bone_gemm_kt_f32", "bone_gemm_tt_bf16", "bone_gemm_tt_f32"];
+/// Every instantiation (kernels/gemm.cu), on bf16 and on f16 operands.
+fn kernels() -> Vec<String> {
+    let mut names = Vec::new();
+    for half in ["bf16", "f16"] {
+        for (layouts, out) in [("kk", half), ("kt", half), ("kt", "f32"), ("tt", half), ("tt", "f32")] {
+            names.push(format!("bone_gemm_{layouts}_{half}_{out}"));
+        }
+    }
+    names
+}
 
 /// One operand [rows, k] of one batch z: K-major `v[z stride + row ld + k]`, else
 /// `v[z stride + k ld + row]`.
@@ -25,12 +33,11 @@ struct Operand {
 }
 
 impl Operand {
-    fn random(rng: &mut StdRng, rows: usize, k: usize, batches: usize, k_major: bool) -> Self {
+    fn random(rng: &mut StdRng, (rows, k): (usize, usize), batches: usize, k_major: bool, ty: Ty) -> Self {
         // Padded leading dimensions and batch strides: the kernel must honour both.
         let ld = if k_major { k + 8 } else { rows + 8 };
         let stride = ld * if k_major { rows } else { k } + 16;
-        let values =
-            (0..stride * batches).map(|_| half::bf16::from_f64(rng.random_range(-1.0..1.0)).to_f64()).collect();
+        let values = (0..stride * batches).map(|_| ty.round(rng.random_range(-1.0..1.0))).collect();
         Operand { values, ld, stride, k_major }
     }
 
@@ -48,23 +55,24 @@ fn check(
     landing: Landing,
     rng: &mut StdRng,
 ) {
-    let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
+    let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
+    let ty = Ty::from(half);
     let label = format!(
         "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}",
         kernel.replacen("bone_gemm_", &format!("{family:?}/"), 1)
     );
     let emulator = Emulator::new(landing, family);
-    let a = Operand::random(rng, m, k, batches, a_k_major);
-    let b = Operand::random(rng, n, k, batches, b_k_major);
-    let a2 = Operand::random(rng, m, k2.max(8), batches, a_k_major);
-    let b2 = Operand::random(rng, n, k2.max(8), batches, b_k_major);
-    let bias_values: Vec<f64> = (0..n).map(|_| half::bf16::from_f64(rng.random_range(-1.0..1.0)).to_f64()).collect();
+    let a = Operand::random(rng, (m, k), batches, a_k_major, ty);
+    let b = Operand::random(rng, (n, k), batches, b_k_major, ty);
+    let a2 = Operand::random(rng, (m, k2.max(8)), batches, a_k_major, ty);
+    let b2 = Operand::random(rng, (n, k2.max(8)), batches, b_k_major, ty);
+    let bias_values: Vec<f64> = (0..n).map(|_| ty.round(rng.random_range(-1.0..1.0))).collect();
     let (ldc, stride_c) = (n + 8, (n + 8) * m + 8);
-    let out_ty = if out_f32 { Ty::F32 } else { Ty::Bf16 };
+    let out_ty = if out_f32 { Ty::F32 } else { ty };
     let c_before: Vec<f64> = (0..stride_c * batches).map(|_| rng.random_range(-1.0..1.0)).collect();
     let c = if accumulate { emulator.upload(out_ty, &c_before) } else { emulator.alloc(stride_c * batches * 4) };
 
-    let upload = |o: &Operand| (emulator.upload(Ty::Bf16, &o.values), o.ld);
+    let upload = |o: &Operand| (emulator.upload(ty, &o.values), o.ld);
     let mut gemm = Gemm::new(upload(&a), upload(&b), (c, ldc), [m, n, k])
         .strides([a.stride, b.stride, a2.stride, b2.stride, stride_c])
         .accumulate(accumulate);
@@ -72,12 +80,17 @@ fn check(
         gemm = gemm.second(upload(&a2), upload(&b2), k2);
     }
     if bias {
-        gemm = gemm.bias(emulator.upload(Ty::Bf16, &bias_values));
+        gemm = gemm.bias(emulator.upload(ty, &bias_values));
     }
     gemm.launch(&emulator, kernel, batches).unwrap();
 
     let got = emulator.download(out_ty, c, stride_c * batches);
-    let tolerance = if out_f32 { 1e-5 } else { 8e-3 };
+    // One rounding of the output: 2^-8 relative for bf16, 2^-11 for f16.
+    let tolerance = match out_ty {
+        Ty::F32 => 1e-5,
+        Ty::Bf16 => 8e-3,
+        Ty::F16 => 1e-3,
+    };
     for z in 0..batches {
         for row in 0..m {
             for (col, bias_value) in bias_values.iter().enumerate() {
@@ -102,8 +115,8 @@ fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {
     }
     let mut rng = StdRng::seed_from_u64(21);
     for family in FAMILIES {
-        for kernel in KERNELS {
-            let (a_k_major, _, out_f32) = gemm_kind(kernel);
+        for kernel in kernels() {
+            let (kernel, GemmKind { a_k_major, out_f32, .. }) = (kernel.as_str(), gemm_kind(&kernel));
             // M is contiguous (a multiple of 8) only where A is MN-major.
             let m = if a_k_major { 137 } else { 136 };
             for landing in [Landing::Early, Landing::Late] {
@@ -125,7 +138,7 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
             for n in [120, 136] {
-                check(family, "bone_gemm_kt_f32", [72, n, 640, 24], 1, (false, true), landing, &mut rng);
+                check(family, "bone_gemm_kt_bf16_f32", [72, n, 640, 24], 1, (false, true), landing, &mut rng);
             }
         }
     }
@@ -139,7 +152,7 @@ fn blocks_cover_every_tile_when_grouped_by_tile_rows() {
     // 11 tile rows (a group of 8, then one of 3) by 3 tile columns, two batches.
     let mut rng = StdRng::seed_from_u64(24);
     for family in FAMILIES {
-        check(family, "bone_gemm_kk_bf16", [1290, 264, 16, 0], 2, (true, false), Landing::Late, &mut rng);
+        check(family, "bone_gemm_kk_bf16_bf16", [1290, 264, 16, 0], 2, (true, false), Landing::Late, &mut rng);
     }
 }
 
@@ -151,8 +164,8 @@ fn a_gemm_with_no_k_writes_the_bias_alone() {
     let mut rng = StdRng::seed_from_u64(22);
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
-            check(family, "bone_gemm_kk_bf16", [40, 24, 0, 0], 1, (true, false), landing, &mut rng);
-            check(family, "bone_gemm_tt_f32", [40, 24, 0, 16], 1, (false, true), landing, &mut rng);
+            check(family, "bone_gemm_kk_bf16_bf16", [40, 24, 0, 0], 1, (true, false), landing, &mut rng);
+            check(family, "bone_gemm_tt_f16_f32", [40, 24, 0, 16], 1, (false, true), landing, &mut rng);
         }
     }
 }

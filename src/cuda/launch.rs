@@ -5,6 +5,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
+use super::baseline::Half;
 use super::handle::BoneKernels;
 use super::params::{
     BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
@@ -34,11 +35,26 @@ pub(crate) trait Launcher {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
 }
 
-/// What a GEMM instantiation's name (`bone_gemm_<A><B>_<out>`, k = K-major, t = MN-major)
-/// says: (A is K-major, B is K-major, the output is f32).
-pub(crate) fn gemm_kind(kernel: &str) -> (bool, bool, bool) {
-    let spec = kernel.strip_prefix("bone_gemm_").unwrap_or(kernel).as_bytes();
-    (spec.first() == Some(&b'k'), spec.get(1) == Some(&b'k'), kernel.ends_with("_f32"))
+/// What a GEMM instantiation's name (`bone_gemm_<A><B>_<in>_<out>`, k = K-major, t =
+/// MN-major, `in` bf16 or f16, `out` that or f32) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GemmKind {
+    pub a_k_major: bool,
+    pub b_k_major: bool,
+    /// The operands' type (and the output's, unless `out_f32`).
+    pub half: Half,
+    pub out_f32: bool,
+}
+
+pub(crate) fn gemm_kind(kernel: &str) -> GemmKind {
+    let spec = kernel.strip_prefix("bone_gemm_").unwrap_or(kernel);
+    let layouts = spec.as_bytes();
+    GemmKind {
+        a_k_major: layouts.first() == Some(&b'k'),
+        b_k_major: layouts.get(1) == Some(&b'k'),
+        half: if spec.get(2..).is_some_and(|types| types.starts_with("_f16")) { Half::F16 } else { Half::Bf16 },
+        out_f32: kernel.ends_with("_f32"),
+    }
 }
 
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).

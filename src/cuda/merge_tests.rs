@@ -16,14 +16,6 @@ fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     (diff / want.iter().map(|w| w * w).sum::<f64>()).sqrt()
 }
 
-fn suffix(ty: Ty) -> &'static str {
-    match ty {
-        Ty::Bf16 => "bf16",
-        Ty::F16 => "f16",
-        Ty::F32 => "f32",
-    }
-}
-
 /// Random values already rounded to `ty`, so the oracle sees what the kernel reads.
 fn random(emulator: &Emulator, rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> (u64, Vec<f64>) {
     let values: Vec<f64> = (0..len).map(|_| rng.random_range(-scale..scale)).collect();
@@ -52,7 +44,7 @@ fn every_merge_kernel_matches_the_oracle() {
                 let (w, w_values) = random(&emulator, &mut rng, shape.weight_len(), 1.0, w_ty);
                 let (b, b_values) = random(&emulator, &mut rng, shape.adapter_len(), 0.2, b_ty);
                 let out = emulator.alloc(shape.weight_len() * 4);
-                launch_merge(&emulator, &shape, (suffix(w_ty), suffix(b_ty)), [w, b, out]).unwrap();
+                launch_merge(&emulator, &shape, (w_ty.suffix(), b_ty.suffix()), [w, b, out]).unwrap();
                 let merged = emulator.download(w_ty, out, shape.weight_len());
                 let err = rel_err(&merged, &merge(&shape, &w_values, &b_values).unwrap());
                 assert!(err < tolerance, "{label}: merged weight relative error {err:.2e}");

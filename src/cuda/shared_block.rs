@@ -33,9 +33,9 @@ fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()>
     let (r, n) = (call.shape.r(), call.shape.n());
     let layer = Arg::Layer(call.layer);
     let chunk_sum = [layer, Arg::I32(call.tokens as i32), Arg::Ptr(call.x), Arg::Ptr(regions[0])];
-    launcher.elementwise("bone_chunk_sum", call.tokens * r, &chunk_sum)?;
+    launcher.elementwise(&call.pass("bone_chunk_sum"), call.tokens * r, &chunk_sum)?;
     let blocks = [layer, Arg::Ptr(call.b), Arg::Ptr(regions[1]), Arg::Ptr(regions[2])];
-    launcher.elementwise(&format!("bone_shared_blocks_b_{}", call.b_suffix), r * n, &blocks)
+    launcher.elementwise(&call.adapter_pass("bone_shared_blocks"), r * n, &blocks)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -44,7 +44,7 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     Gemm::new((call.x, k), (call.w, k), (call.y, n), [t, n, k])
         .second((regions[0], r), (regions[2], r), r)
         .bias(call.bias)
-        .launch(launcher, "bone_gemm_kk_bf16", 1)
+        .launch(launcher, &call.gemm("kk"), 1)
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -55,7 +55,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let db_full = if mini { regions[5] } else { call.db };
     token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], db_full, |first, len, out| {
         let (s, dy) = (regions[0] + (first * r * 2) as u64, call.y + (first * n * 2) as u64);
-        Gemm::new((s, r), (dy, n), (out, n), [r, n, len]).launch(launcher, "bone_gemm_tt_f32", 1)
+        Gemm::new((s, r), (dy, n), (out, n), [r, n, len]).launch(launcher, &call.gemm_f32("tt"), 1)
     })?;
     if mini {
         let fold = [Arg::Layer(call.layer), Arg::Ptr(db_full), Arg::Ptr(call.db)];
@@ -64,12 +64,12 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     if call.dx != 0 {
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
-        Gemm::new((call.y, n), (regions[1], n), (u, r), [t, r, n]).launch(launcher, "bone_gemm_kk_bf16", 1)?;
+        Gemm::new((call.y, n), (regions[1], n), (u, r), [t, r, n]).launch(launcher, &call.gemm("kk"), 1)?;
         let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
-        launcher.elementwise("bone_tiled_identity", r * k, &identity)?;
+        launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;
         Gemm::new((call.y, n), (call.w, k), (call.dx, k), [t, k, n]).second((u, r), (tiling, k), r).launch(
             launcher,
-            "bone_gemm_kt_bf16",
+            &call.gemm("kt"),
             1,
         )?;
     }

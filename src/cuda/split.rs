@@ -4,17 +4,18 @@
 //! this split on the CPU emulator too, so the translation is checked against the oracle.
 
 use super::BoneKernels;
-use super::baseline::{Operand, Output, RowMajorBlas};
-use super::launch::{Arg, Launcher, gemm_kind};
+use super::baseline::{Half, Operand, Output, RowMajorBlas};
+use super::launch::{Arg, GemmKind, Launcher, gemm_kind};
 use super::params::BoneGemm;
 use crate::error::Result;
 
-/// One `C = op(A) op(B) + beta C`, batched, row-major.
+/// One `C = op(A) op(B) + beta C` on `half` operands, batched, row-major.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Product {
     pub shape: [usize; 3],
     pub a: Operand,
     pub b: Operand,
+    pub half: Half,
     pub out: Output,
     pub beta: f32,
     pub batches: usize,
@@ -40,7 +41,7 @@ pub(crate) struct Split<R>(pub R);
 
 /// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
-    let (a_k_major, b_k_major, out_f32) = gemm_kind(kernel);
+    let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
     // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
     // B's storage transposed when B is K-major ([n][k]), as stored when MN-major ([k][n]).
     let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, transposed: bool| Operand {
@@ -55,6 +56,7 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
         shape: [m, n, p.k as usize],
         a: operand(p.a, p.lda, p.stride_a, !a_k_major),
         b: operand(p.b, p.ldb, p.stride_b, b_k_major),
+        half,
         out,
         beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
         batches,
@@ -64,6 +66,7 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
             shape: [m, n, p.k2 as usize],
             a: operand(p.a2, p.lda2, p.stride_a2, !a_k_major),
             b: operand(p.b2, p.ldb2, p.stride_b2, b_k_major),
+            half,
             out,
             beta: 1.0,
             batches,
@@ -87,7 +90,11 @@ impl<R: ProductRunner> Launcher for Split<R> {
                 Arg::Ptr(params.bias as u64),
                 Arg::Ptr(params.c as u64),
             ];
-            self.0.elementwise("bone_add_bias", rows * cols, &args)?;
+            let bias_kernel = match gemm_kind(kernel).half {
+                Half::Bf16 => "bone_add_bias_x_bf16",
+                Half::F16 => "bone_add_bias_x_f16",
+            };
+            self.0.elementwise(bias_kernel, rows * cols, &args)?;
         }
         Ok(())
     }
@@ -108,7 +115,7 @@ impl ProductRunner for Cublas<'_> {
         // SAFETY: every product comes from a `BoneGemm` that a launch sequence built from a
         // validated call; the split keeps its addresses, leading dimensions, strides, batch
         // count and sizes, so each operand holds what cuBLAS reads, and C aliases neither.
-        unsafe { self.blas.gemm_batched(p.shape, p.a, p.b, p.out, p.beta, p.batches) }
+        unsafe { self.blas.gemm_batched(p.shape, (p.a, p.b, p.half), p.out, p.beta, p.batches) }
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {

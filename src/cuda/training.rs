@@ -71,6 +71,8 @@ pub(crate) struct Call {
     pub layer: BoneLayer,
     pub shape: LayerShape,
     pub tokens: usize,
+    /// Kernel-name suffix of the activations' type (`bf16` or `f16`).
+    pub x_suffix: &'static str,
     /// Kernel-name suffix of B's type (`f32` or `bf16`).
     pub b_suffix: &'static str,
     pub x: u64,
@@ -85,19 +87,21 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// A call with its inputs X, W, B (X and W must be 16-byte aligned: GEMM operands);
-    /// the outputs and bias are filled in by the pass.
+    /// A call with its inputs X, W, B (X and W must be 16-byte aligned: GEMM operands) and
+    /// the kernel-name suffixes of the activations' and B's types; the outputs and bias are
+    /// filled in by the pass.
     pub(crate) fn new(
         layer: BoneLayer,
         shape: LayerShape,
         tokens: usize,
-        b_suffix: &'static str,
+        (x_suffix, b_suffix): (&'static str, &'static str),
         [x, w, b]: [u64; 3],
     ) -> Result<Self> {
         Ok(Call {
             layer,
             shape,
             tokens,
+            x_suffix,
             b_suffix,
             x: aligned("X", x)?,
             w: aligned("W", w)?,
@@ -108,6 +112,29 @@ impl Call {
             db: 0,
             dbias: 0,
         })
+    }
+}
+
+impl Call {
+    /// The GEMM with operand layouts `layouts` (`kk`, `kt`, `tt`) on this call's activation
+    /// type, its output in that type.
+    pub(crate) fn gemm(&self, layouts: &str) -> String {
+        format!("bone_gemm_{layouts}_{0}_{0}", self.x_suffix)
+    }
+
+    /// The same GEMM with an f32 output.
+    pub(crate) fn gemm_f32(&self, layouts: &str) -> String {
+        format!("bone_gemm_{layouts}_{}_f32", self.x_suffix)
+    }
+
+    /// The pass `base` (kernels/adapter_passes.cu) on this call's activation type.
+    pub(crate) fn pass(&self, base: &str) -> String {
+        format!("{base}_x_{}", self.x_suffix)
+    }
+
+    /// The pass `base` that reads B, on this call's activation and B types.
+    pub(crate) fn adapter_pass(&self, base: &str) -> String {
+        format!("{base}_x_{}_b_{}", self.x_suffix, self.b_suffix)
     }
 }
 
@@ -163,7 +190,7 @@ impl BoneKernels {
         let (b_ptr, _b) = weights.b.device_ptr(&stream);
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
-        let inputs = Call::new(params, *layer, tokens, TB::KERNEL_SUFFIX, [x_ptr, w_ptr, b_ptr])?;
+        let inputs = Call::new(params, *layer, tokens, ("bf16", TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
         match self.blas() {
@@ -202,7 +229,7 @@ impl BoneKernels {
         let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
         let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
         let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
-        let inputs = Call::new(params, *layer, tokens, TB::KERNEL_SUFFIX, [x_ptr, w_ptr, b_ptr])?;
+        let inputs = Call::new(params, *layer, tokens, ("bf16", TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
             y: aligned("dY", dy_ptr)?,
             dx: dx.as_ref().map_or(0, |d| d.0),
@@ -260,7 +287,7 @@ pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64
         let args = [Arg::I32(call.tokens as i32), Arg::I32(call.layer.n), Arg::Ptr(call.y), Arg::Ptr(call.dbias)];
         // One block of BONE_MERGE_THREADS threads per BONE_BIAS_GRAD_COLUMNS columns.
         let blocks = call.shape.n().div_ceil(BONE_BIAS_GRAD_COLUMNS as usize);
-        launcher.elementwise("bone_bias_grad", blocks * BONE_MERGE_THREADS as usize, &args)?;
+        launcher.elementwise(&call.pass("bone_bias_grad"), blocks * BONE_MERGE_THREADS as usize, &args)?;
     }
     Ok(())
 }
@@ -307,9 +334,9 @@ mod tests {
     fn gemm_operands_must_be_16_byte_aligned() {
         let layer = shape(Variant::Shared, 64, 64, 32);
         let params = check_supported(&layer, 4).unwrap();
-        assert!(Call::new(params, layer, 4, "f32", [256, 512, 8]).is_ok(), "B is not a GEMM operand");
+        assert!(Call::new(params, layer, 4, ("bf16", "f32"), [256, 512, 8]).is_ok(), "B is not a GEMM operand");
         for (name, addresses) in [("X", [8, 512, 0]), ("W", [256, 520, 0])] {
-            let err = Call::new(params, layer, 4, "f32", addresses).err().expect("misaligned");
+            let err = Call::new(params, layer, 4, ("bf16", "f32"), addresses).err().expect("misaligned");
             assert!(matches!(err, BoneError::Misaligned { buffer } if buffer == name), "{err}");
         }
     }

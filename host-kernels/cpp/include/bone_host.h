@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define __host__
 #define __device__
@@ -34,7 +35,8 @@ void async_copy(void* dst, const void* src, int bytes);
 void async_commit();
 void async_wait(int newest_pending);
 void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans);
-void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+// mma.sync m16n8k16 -> f32 on bf16 operands, or f16 ones when `f16`.
+void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool f16);
 // The block's dynamic shared memory, and an address's offset in it (what the GPU's
 // shared window address is to wgmma's descriptors).
 unsigned char* dynamic_shared();
@@ -44,8 +46,9 @@ uint32_t shared_offset(const void* p);
 void wgmma_fence();
 void wgmma_commit();
 void wgmma_wait(int newest_pending);
-// D[64 x n] += A B^T, n = 128 or 256; d holds the thread's n / 2 accumulators.
-void wgmma_m64nNk16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
+// D[64 x n] += A B^T, n = 128 or 256, bf16 operands or f16 ones when `f16`; d holds the
+// thread's n / 2 accumulators.
+void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
 }  // namespace bone_host
 
 #define threadIdx (::bone_host::current->thread_idx)
@@ -98,8 +101,9 @@ inline void copy_wait() {
 }
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x4(r, p, false); }
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { bone_host::ldmatrix_x4(r, p, true); }
-inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    bone_host::mma_m16n8k16_bf16(d, a, b0, b1);
+template <typename T>
+inline void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    bone_host::mma_m16n8k16(d, a, b0, b1, std::is_same<T, __half>::value);
 }
 inline unsigned char* dynamic_smem() { return bone_host::dynamic_shared(); }
 inline uint32_t smem_addr(const void* p) { return bone_host::shared_offset(p); }
@@ -112,8 +116,8 @@ inline void wgmma_wait() {
 }
 template <int N>
 inline void wgmma_fence_operands(float (&)[N]) {}  // the accumulators are written only at a wait here
-template <int N, int TRANS_A, int TRANS_B>
-inline void wgmma_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b) {
-    bone_host::wgmma_m64nNk16(d, N, desc_a, desc_b, TRANS_A, TRANS_B);
+template <typename T, int N, int TRANS_A, int TRANS_B>
+inline void wgmma(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b) {
+    bone_host::wgmma_m64nNk16(d, N, std::is_same<T, __half>::value, desc_a, desc_b, TRANS_A, TRANS_B);
 }
 }  // namespace bone_ptx

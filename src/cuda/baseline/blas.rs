@@ -13,7 +13,23 @@ pub struct RowMajorBlas {
     stream: Arc<CudaStream>,
 }
 
-/// One row-major bf16 operand: device address, leading dimension, whether it is used
+/// The 16-bit type of a product's operands (and of its output unless that is f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Half {
+    Bf16,
+    F16,
+}
+
+impl Half {
+    fn data_type(self) -> sys::cudaDataType_t {
+        match self {
+            Half::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
+            Half::F16 => sys::cudaDataType_t::CUDA_R_16F,
+        }
+    }
+}
+
+/// One row-major 16-bit operand: device address, leading dimension, whether it is used
 /// transposed, and its element stride between batches.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Operand {
@@ -29,7 +45,8 @@ impl Operand {
     }
 }
 
-/// A row-major output: address, leading dimension, batch stride (elements), f32 or bf16.
+/// A row-major output: address, leading dimension, batch stride (elements), f32 or the
+/// operands' 16-bit type.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Output {
     pub address: u64,
@@ -67,10 +84,11 @@ impl RowMajorBlas {
     ) -> Result<()> {
         let out = Output { address: c, ld: ldc, stride: 0, f32: c_f32 };
         // SAFETY: the caller's contract is this function's.
-        unsafe { self.gemm_batched(shape, a, b, out, beta, 1) }
+        unsafe { self.gemm_batched(shape, (a, b, Half::Bf16), out, beta, 1) }
     }
 
-    /// `batches` independent `C = op(A) op(B) + beta C`, each operand advanced by its stride.
+    /// `batches` independent `C = op(A) op(B) + beta C` on `half` operands, each operand
+    /// advanced by its stride.
     ///
     /// # Safety
     /// Every address must hold, for every batch, the rows and columns its leading
@@ -79,15 +97,14 @@ impl RowMajorBlas {
     pub(crate) unsafe fn gemm_batched(
         &self,
         [m, n, k]: [usize; 3],
-        a: Operand,
-        b: Operand,
+        (a, b, half): (Operand, Operand, Half),
         out: Output,
         beta: f32,
         batches: usize,
     ) -> Result<()> {
         let op = |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
         let alpha = 1.0f32;
-        let c_type = if out.f32 { sys::cudaDataType_t::CUDA_R_32F } else { sys::cudaDataType_t::CUDA_R_16BF };
+        let c_type = if out.f32 { sys::cudaDataType_t::CUDA_R_32F } else { half.data_type() };
         // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major
         // buffer read column-major is its transpose: swap the operands, keep their ops.
         // SAFETY: the caller's contract above covers every address; the scalars live on this stack frame.
@@ -101,11 +118,11 @@ impl RowMajorBlas {
                 k as i32,
                 (&alpha) as *const f32 as *const _,
                 b.address as *const _,
-                sys::cudaDataType_t::CUDA_R_16BF,
+                half.data_type(),
                 b.ld as i32,
                 b.stride as i64,
                 a.address as *const _,
-                sys::cudaDataType_t::CUDA_R_16BF,
+                half.data_type(),
                 a.ld as i32,
                 a.stride as i64,
                 (&beta) as *const f32 as *const _,

@@ -10,7 +10,7 @@ mod lora;
 mod plan;
 
 pub use blas::RowMajorBlas;
-pub(crate) use blas::{Operand, Output};
+pub(crate) use blas::{Half, Operand, Output};
 pub use linear::Linear;
 pub use lora::{Lora, LoraGrads, LoraTensors};
 pub use plan::{BatColCublasPlan, PlanBuffers};

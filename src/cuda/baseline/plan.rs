@@ -104,10 +104,10 @@ impl BatColCublasPlan {
         let (g, _g) = buffers.g.device_ptr(&stream);
         let (db, _db) = db.device_ptr_mut(&stream);
         let (onehot, _onehot) = buffers.onehot.device_ptr_mut(&stream);
-        kernels.elementwise("bone_block_one_hot", k * r, &[Arg::Layer(self.params), Arg::Ptr(onehot)])?;
+        kernels.elementwise("bone_block_one_hot_x_bf16", k * r, &[Arg::Layer(self.params), Arg::Ptr(onehot)])?;
         Gemm::new((w_ptr, r), (g, r), (db, r), [r, r, k])
             .second((onehot, r), (g, r), k)
             .strides([r * k, r * k, 0, r * k, r * r])
-            .launch(kernels, "bone_gemm_tt_f32", n / r)
+            .launch(kernels, "bone_gemm_tt_bf16_f32", n / r)
     }
 }
