@@ -1,79 +1,80 @@
 //! Where each GEMM engine reads its operands from, on inputs that make every output an
 //! exact copy of one input element: the shared block with B = 0, X and dY holding a
 //! single 1 per row (a permutation). Then Y = X W^T copies columns of W, dX = dY W copies
-//! rows of W, and dB = S^T dY counts tokens, all exact in bf16/f32. A wrong shared-memory
+//! rows of W, and dB = S^T dY counts tokens, all exact in bf16, f16 and f32. A wrong shared-memory
 //! layout, descriptor or fragment mapping shows as outputs taken from the wrong place;
 //! on failure the test says which element of W each wrong output holds, which names the
 //! permutation. Skips with a printed notice where there is no GPU.
 
 mod common;
 
-use bone_kernels::cuda::{LayerGrads, LayerWeights, Workspace};
+use bone_kernels::cuda::{ActivationElement, Element, LayerGrads, LayerWeights, Workspace};
 use bone_kernels::{LayerShape, Variant};
 use common::{gemm_engines, gpu_or_skip, layer, random_vec};
-use half::bf16;
+use half::{bf16, f16};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// A [rows, cols] matrix with a single 1 per row, at column `(row * 7 + 3) % cols`.
-fn one_hot(rows: usize, cols: usize) -> (Vec<bf16>, Vec<usize>) {
+fn one_hot<TX: Element>(rows: usize, cols: usize) -> (Vec<TX>, Vec<usize>) {
     let hot: Vec<usize> = (0..rows).map(|row| (row * 7 + 3) % cols).collect();
-    let mut values = vec![bf16::ZERO; rows * cols];
+    let mut values = vec![TX::from_f64(0.0); rows * cols];
     for (row, &col) in hot.iter().enumerate() {
-        values[row * cols + col] = bf16::ONE;
+        values[row * cols + col] = TX::from_f64(1.0);
     }
     (values, hot)
 }
 
 /// Up to five wrong outputs, each with the (row, column) of W that holds its value.
-fn describe(wrong: &[(usize, usize, f32)], w: &[bf16], k: usize) -> String {
+fn describe(wrong: &[(usize, usize, f64)], w: &[f64], k: usize) -> String {
     wrong
         .iter()
         .take(5)
         .map(|&(row, col, got)| {
             let sources: Vec<(usize, usize)> =
-                (0..w.len()).filter(|&i| w[i].to_f32() == got).take(3).map(|i| (i / k, i % k)).collect();
+                (0..w.len()).filter(|&i| w[i] == got).take(3).map(|i| (i / k, i % k)).collect();
             format!("[{row}, {col}] = {got} (found at W {sources:?})")
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn check_layout(kernels: &bone_kernels::cuda::BoneKernels, shape: &LayerShape) {
+fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels, shape: &LayerShape) {
     let (k, n, r) = (shape.k(), shape.n(), shape.r());
     let t = k.max(n);
     let stream = kernels.stream().clone();
     let mut rng = StdRng::seed_from_u64(41);
     // Distinct random values make the source of every output identifiable.
-    let w: Vec<bf16> = random_vec(&mut rng, n * k, 1.0).iter().map(|&v| bf16::from_f64(v)).collect();
-    let (x, x_hot) = one_hot(t, k);
-    let (dy, dy_hot) = one_hot(t, n);
+    let w_device: Vec<TX> = random_vec(&mut rng, n * k, 1.0).iter().map(|&v| TX::from_f64(v)).collect();
+    let w: Vec<f64> = w_device.iter().map(|v| v.to_f64()).collect();
+    let (x, x_hot) = one_hot::<TX>(t, k);
+    let (dy, dy_hot) = one_hot::<TX>(t, n);
     let (x_dev, w_dev, dy_dev) =
-        (stream.clone_htod(&x).unwrap(), stream.clone_htod(&w).unwrap(), stream.clone_htod(&dy).unwrap());
+        (stream.clone_htod(&x).unwrap(), stream.clone_htod(&w_device).unwrap(), stream.clone_htod(&dy).unwrap());
     let b_dev = stream.clone_htod(&vec![0f32; shape.adapter_len()]).unwrap();
     let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: None };
     let mut workspace = Workspace::new(stream.clone());
-    let label = format!("{:?} N={n} K={k} T={t}", kernels.gemm_engine());
+    let label = format!("{:?} {} N={n} K={k} T={t}", kernels.gemm_engine(), TX::KERNEL_SUFFIX);
 
     // Y[row, col] = W[col, x_hot[row]].
-    let mut y_dev = stream.clone_htod(&vec![bf16::NAN; t * n]).unwrap();
+    let mut y_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * n]).unwrap();
     kernels.forward(shape, t, &x_dev.as_view(), &weights, &mut y_dev.as_view_mut(), &mut workspace).unwrap();
     let y = stream.clone_dtoh(&y_dev).unwrap();
     let wrong: Vec<_> = (0..t * n)
-        .map(|i| (i / n, i % n, y[i].to_f32()))
-        .filter(|&(row, col, got)| got.to_bits() != w[col * k + x_hot[row]].to_f32().to_bits())
+        .map(|i| (i / n, i % n, y[i].to_f64()))
+        .filter(|&(row, col, got)| got != w[col * k + x_hot[row]])
         .collect();
     assert!(wrong.is_empty(), "{label}: {} of {} Y elements wrong: {}", wrong.len(), t * n, describe(&wrong, &w, k));
 
     // dX[row, col] = W[dy_hot[row], col]; dB[j, col] = #{row : x_hot[row] % r == j, dy_hot[row] == col}.
-    let mut dx_dev = stream.clone_htod(&vec![bf16::NAN; t * k]).unwrap();
+    let mut dx_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * k]).unwrap();
     let mut db_dev = stream.clone_htod(&vec![f32::NAN; shape.adapter_len()]).unwrap();
     let mut grads = LayerGrads { dx: Some(dx_dev.as_view_mut()), db: db_dev.as_view_mut(), dbias: None };
     kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, &mut workspace).unwrap();
     let dx = stream.clone_dtoh(&dx_dev).unwrap();
     let wrong: Vec<_> = (0..t * k)
-        .map(|i| (i / k, i % k, dx[i].to_f32()))
-        .filter(|&(row, col, got)| got.to_bits() != w[dy_hot[row] * k + col].to_f32().to_bits())
+        .map(|i| (i / k, i % k, dx[i].to_f64()))
+        .filter(|&(row, col, got)| got != w[dy_hot[row] * k + col])
         .collect();
     assert!(wrong.is_empty(), "{label}: {} of {} dX elements wrong: {}", wrong.len(), t * k, describe(&wrong, &w, k));
     let db = stream.clone_dtoh(&db_dev).unwrap();
@@ -98,7 +99,8 @@ fn gpu_every_gemm_engine_reads_its_operands_from_the_right_place() {
     for engine in gemm_engines(&kernels) {
         kernels.set_gemm_engine(engine).unwrap();
         for shape in &shapes {
-            check_layout(&kernels, shape);
+            check_layout::<bf16>(&kernels, shape);
+            check_layout::<f16>(&kernels, shape);
         }
     }
 }

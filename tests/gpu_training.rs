@@ -1,5 +1,5 @@
 //! The GPU forward and backward of every variant against the f64 oracle, on fresh random
-//! bf16 data, outputs poisoned with NaN before each launch. Skips with a printed notice
+//! bf16 or f16 data, outputs poisoned with NaN before each launch. Skips with a printed notice
 //! where there is no GPU.
 //!
 //! Small layers are checked whole for every T and r; the Llama-sized layers check Y and
@@ -8,18 +8,21 @@
 
 mod common;
 
-use bone_kernels::cuda::{AdapterElement, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Workspace};
+use bone_kernels::cuda::{
+    ActivationElement, AdapterElement, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace,
+};
 use bone_kernels::reference::{backward, forward};
 use bone_kernels::{BoneError, LayerShape, Variant};
 use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
-use half::bf16;
+use half::{bf16, f16};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
 const TOLERANCE: f64 = 1e-2;
 
-fn to_bf16(values: &[f64]) -> (Vec<bf16>, Vec<f64>) {
-    let rounded: Vec<bf16> = values.iter().map(|&v| bf16::from_f64(v)).collect();
+/// The values in the device's type, and exactly what those hold.
+fn rounded<TX: Element>(values: &[f64]) -> (Vec<TX>, Vec<f64>) {
+    let rounded: Vec<TX> = values.iter().map(|&v| TX::from_f64(v)).collect();
     let exact = rounded.iter().map(|v| v.to_f64()).collect();
     (rounded, exact)
 }
@@ -36,25 +39,31 @@ struct Case {
     check_db: bool,
 }
 
-fn check<TB: AdapterElement>(kernels: &BoneKernels, workspace: &mut Workspace, case: &Case, rng: &mut StdRng) {
+fn check<TX: ActivationElement, TB: AdapterElement>(
+    kernels: &BoneKernels,
+    workspace: &mut Workspace,
+    case: &Case,
+    rng: &mut StdRng,
+) {
     let (shape, t) = (&case.shape, case.tokens);
     let (k, n) = (shape.k(), shape.n());
     let label = format!(
-        "{} T={t} N={n} K={k} r={} bias={} B={} engine={:?}",
+        "{} T={t} N={n} K={k} r={} bias={} X={} B={} engine={:?}",
         shape.variant(),
         shape.r(),
         case.bias,
+        TX::KERNEL_SUFFIX,
         TB::KERNEL_SUFFIX,
         kernels.gemm_engine()
     );
     let stream = kernels.stream().clone();
-    let (x_host, x) = to_bf16(&random_vec(rng, t * k, 1.0));
-    let (w_host, w) = to_bf16(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
-    let (dy_host, dy) = to_bf16(&random_vec(rng, t * n, 1.0));
+    let (x_host, x) = rounded::<TX>(&random_vec(rng, t * k, 1.0));
+    let (w_host, w) = rounded::<TX>(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
+    let (dy_host, dy) = rounded::<TX>(&random_vec(rng, t * n, 1.0));
     let b_scale = if shape.variant().is_bat() { 0.5 / (shape.r() as f64).sqrt() } else { 0.5 / (k as f64).sqrt() };
     let b_host: Vec<TB> = random_vec(rng, shape.adapter_len(), b_scale).iter().map(|&v| TB::from_f64(v)).collect();
     let b: Vec<f64> = b_host.iter().map(|v| v.to_f64()).collect();
-    let (bias_host, bias) = to_bf16(&random_vec(rng, n, 0.5));
+    let (bias_host, bias) = rounded::<TX>(&random_vec(rng, n, 0.5));
 
     let x_dev = stream.clone_htod(&x_host).unwrap();
     let w_dev = stream.clone_htod(&w_host).unwrap();
@@ -62,11 +71,11 @@ fn check<TB: AdapterElement>(kernels: &BoneKernels, workspace: &mut Workspace, c
     let bias_dev = stream.clone_htod(&bias_host).unwrap();
     let dy_dev = stream.clone_htod(&dy_host).unwrap();
     let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: case.bias.then(|| bias_dev.as_view()) };
-    let mut y_dev = stream.clone_htod(&vec![bf16::NAN; t * n]).unwrap();
+    let mut y_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * n]).unwrap();
     kernels.forward(shape, t, &x_dev.as_view(), &weights, &mut y_dev.as_view_mut(), workspace).unwrap();
     let y_gpu: Vec<f64> = stream.clone_dtoh(&y_dev).unwrap().iter().map(|v| v.to_f64()).collect();
 
-    let mut dx_dev = stream.clone_htod(&vec![bf16::NAN; t * k]).unwrap();
+    let mut dx_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * k]).unwrap();
     let mut db_dev = stream.clone_htod(&vec![f32::NAN; shape.adapter_len()]).unwrap();
     let mut dbias_dev = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
     let mut run_backward = |dx_dev: &mut _, db_dev: &mut _, dbias_dev: &mut _| {
@@ -140,8 +149,9 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
                 // Every GEMM engine in turn: this crate's (mma.sync, wgmma) and cuBLAS.
                 kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
                 let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 3 == 0, check_db: true };
-                check::<f32>(&kernels, &mut workspace, &case, &mut rng);
-                check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+                check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
+                check::<bf16, bf16>(&kernels, &mut workspace, &case, &mut rng);
+                check::<f16, f32>(&kernels, &mut workspace, &case, &mut rng);
             }
         }
     }
@@ -156,7 +166,7 @@ fn gpu_the_shared_block_takes_k_not_a_multiple_of_r() {
     for variant in [Variant::Shared, Variant::Mini { mini_r: 32 }] {
         for tokens in [1, 300] {
             let case = Case { shape: layer(variant, 392, 256, 64), tokens, bias: true, check_db: true };
-            check::<f32>(&kernels, &mut workspace, &case, &mut rng);
+            check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
         }
     }
 }
@@ -173,16 +183,17 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
                 kernels.set_gemm_engine(engines[i % engines.len()]).unwrap();
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
-                check::<f32>(&kernels, &mut workspace, &case, &mut rng);
+                check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
             }
         }
     }
-    // r = 128 and bf16 B on one large layer, on each of the crate's GEMMs.
+    // r = 128, bf16 B and f16 activations on one large layer, on each of the crate's GEMMs.
     for engine in engines.into_iter().filter(|&e| e != GemmEngine::Cublas) {
         kernels.set_gemm_engine(engine).unwrap();
         for variant in variants(128) {
             let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
-            check::<bf16>(&kernels, &mut workspace, &case, &mut rng);
+            check::<bf16, bf16>(&kernels, &mut workspace, &case, &mut rng);
+            check::<f16, f32>(&kernels, &mut workspace, &case, &mut rng);
         }
     }
 }

@@ -34,5 +34,5 @@ pub use device::{device_count, stream_on_device};
 pub use element::Element;
 pub use handle::{BoneKernels, GemmEngine};
 pub use image::{kernels_built, nvcc_version};
-pub use training::{AdapterElement, LayerGrads, LayerWeights, Pass};
+pub use training::{ActivationElement, AdapterElement, LayerGrads, LayerWeights, Pass};
 pub use workspace::Workspace;

@@ -1,19 +1,20 @@
 //! The trainer-facing GPU entry points: forward and backward of one adapted layer.
 //!
-//! Types: X, W, Y, dY, dX and the bias are bf16; B is f32 (PEFT's default) or bf16;
-//! dB and dbias are f32; every product accumulates in f32.
+//! Types: X, W, Y, dY, dX and the bias share one 16-bit type, bf16 or f16
+//! ([`ActivationElement`]); B is f32 (PEFT's default) or bf16; dB and dbias are f32;
+//! every product accumulates in f32.
 //!
 //! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
-//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K bf16
-//! plus O((T + N + K) r) for BatRow; for BatCol, 32 MiB of W' and G slabs plus O((N + K) r),
+//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K 16-bit
+//! values plus O((T + N + K) r) for BatRow; for BatCol, 32 MiB of W' and G slabs plus O((N + K) r),
 //! and T x K f32 in the backward (for dX; README, "Design"); the backward of
 //! the shared block and BatRow adds dB's partial sums over token chunks, at most
 //! 128 Ki x r bytes (8 MiB at r = 64). dB is deterministic: every reduction runs in a
 //! fixed order (no atomics), so repeated runs are bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
-use half::bf16;
+use half::{bf16, f16};
 
 use super::element::Element;
 use super::handle::BoneKernels;
@@ -27,30 +28,41 @@ use crate::shape::LayerShape;
 use crate::variant::Variant;
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::bf16 {}
+    pub trait Adapter {}
+    impl Adapter for f32 {}
+    impl Adapter for half::bf16 {}
+    pub trait Activation {}
+    impl Activation for half::bf16 {}
+    impl Activation for half::f16 {}
 }
 
 /// A storage type for the adapter B the kernels read: `f32` or `half::bf16`.
-pub trait AdapterElement: Element + sealed::Sealed {}
+pub trait AdapterElement: Element + sealed::Adapter {}
 impl AdapterElement for f32 {}
 impl AdapterElement for bf16 {}
 
-/// One layer's device weights: W `[N, K]`, B as PEFT stores it, optional bias `[N]`.
-pub struct LayerWeights<'a, TB> {
-    /// The frozen weight, `nn.Linear.weight`, `[N, K]` bf16, 16-byte aligned.
-    pub w: CudaView<'a, bf16>,
+/// The storage type of a layer's activations, frozen weight and bias (X, W, Y, dY, dX,
+/// bias): `half::bf16` or `half::f16`, one per call.
+pub trait ActivationElement: Element + sealed::Activation {}
+impl ActivationElement for bf16 {}
+impl ActivationElement for f16 {}
+
+/// One layer's device weights: W `[N, K]`, B as PEFT stores it, optional bias `[N]`; W and
+/// the bias in the activations' type `TX` (bf16 unless said).
+pub struct LayerWeights<'a, TB, TX = bf16> {
+    /// The frozen weight, `nn.Linear.weight`, `[N, K]`, 16-byte aligned.
+    pub w: CudaView<'a, TX>,
     /// The trainable block, PEFT's layout ([`LayerShape::adapter_dims`]), f32 or bf16.
     pub b: CudaView<'a, TB>,
     /// The frozen bias `[N]`, if the layer has one (used by the forward only).
-    pub bias: Option<CudaView<'a, bf16>>,
+    pub bias: Option<CudaView<'a, TX>>,
 }
 
-/// Where the backward pass writes: dX `[T, K]` (optional), dB (B's shape), dbias `[N]` (optional).
-pub struct LayerGrads<'a> {
-    /// dX `[T, K]` bf16, when the layer's input needs a gradient.
-    pub dx: Option<CudaViewMut<'a, bf16>>,
+/// Where the backward pass writes: dX `[T, K]` (optional, in the activations' type `TX`),
+/// dB (B's shape), dbias `[N]` (optional).
+pub struct LayerGrads<'a, TX = bf16> {
+    /// dX `[T, K]`, when the layer's input needs a gradient.
+    pub dx: Option<CudaViewMut<'a, TX>>,
     /// dB in B's shape, f32, overwritten (not accumulated).
     pub db: CudaViewMut<'a, f32>,
     /// dbias `[N]` f32 (the column sums of dY), when the bias is trained.
@@ -172,13 +184,13 @@ impl BoneKernels {
 
     /// `Y = X W'^T + bias` without forming W' in device memory beyond the workspace.
     /// Shapes and every buffer are checked before anything is launched.
-    pub fn forward<TB: AdapterElement>(
+    pub fn forward<TX: ActivationElement, TB: AdapterElement>(
         &self,
         layer: &LayerShape,
         tokens: usize,
-        x: &CudaView<bf16>,
-        weights: &LayerWeights<TB>,
-        y: &mut CudaViewMut<bf16>,
+        x: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
+        y: &mut CudaViewMut<TX>,
         workspace: &mut Workspace,
     ) -> Result<()> {
         let params = self.check_common(layer, tokens, x, weights, workspace)?;
@@ -190,7 +202,7 @@ impl BoneKernels {
         let (b_ptr, _b) = weights.b.device_ptr(&stream);
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
-        let inputs = Call::new(params, *layer, tokens, ("bf16", TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
+        let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
         match self.blas() {
@@ -202,14 +214,14 @@ impl BoneKernels {
     /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
     /// dB is deterministic: bitwise identical run to run.
     #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
-    pub fn backward<TB: AdapterElement>(
+    pub fn backward<TX: ActivationElement, TB: AdapterElement>(
         &self,
         layer: &LayerShape,
         tokens: usize,
-        x: &CudaView<bf16>,
-        weights: &LayerWeights<TB>,
-        dy: &CudaView<bf16>,
-        grads: &mut LayerGrads,
+        x: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
+        dy: &CudaView<TX>,
+        grads: &mut LayerGrads<TX>,
         workspace: &mut Workspace,
     ) -> Result<()> {
         let params = self.check_common(layer, tokens, x, weights, workspace)?;
@@ -229,7 +241,7 @@ impl BoneKernels {
         let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
         let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
         let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
-        let inputs = Call::new(params, *layer, tokens, ("bf16", TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
+        let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
             y: aligned("dY", dy_ptr)?,
             dx: dx.as_ref().map_or(0, |d| d.0),
@@ -245,12 +257,12 @@ impl BoneKernels {
     }
 
     /// Checks shared by both passes: supported shape, X, W, B, bias, workspace stream.
-    fn check_common<TB: AdapterElement>(
+    fn check_common<TX: ActivationElement, TB: AdapterElement>(
         &self,
         layer: &LayerShape,
         tokens: usize,
-        x: &CudaView<bf16>,
-        weights: &LayerWeights<TB>,
+        x: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
         workspace: &Workspace,
     ) -> Result<BoneLayer> {
         let params = check_supported(layer, tokens)?;
