@@ -20,6 +20,21 @@ __device__ __forceinline__ void chunk_sum(const BoneLayer layer, int tokens, con
     s[idx] = from_f32<TX>(sum);
 }
 
+// dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
+// r-wide chunks), added to the W_o^T G_o a GEMM wrote. G [rows, K] (K a multiple of r),
+// dB [rows, r] f32.
+template <typename TX>
+__device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, const TX* __restrict__ g,
+                                              float* __restrict__ db) {
+    const long long idx = element_index();
+    if (idx >= (long long)rows * layer.r) return;
+    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
+    const TX* row = g + (long long)t * layer.k;
+    float sum = 0.f;
+    for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
+    db[idx] += sum;
+}
+
 // The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), both as
 // [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull).
 template <typename TX, typename TB>
@@ -150,6 +165,10 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
         bone_chunk_sum_x_##X_NAME(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) { \
         chunk_sum<TX>(layer, tokens, x, s);                                                                       \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_chunk_sum_add_x_##X_NAME(                \
+        const BoneLayer layer, int rows, const TX* __restrict__ g, float* __restrict__ db) {                      \
+        chunk_sum_add<TX>(layer, rows, g, db);                                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
         bone_tiled_identity_x_##X_NAME(int rows, int cols, int r, TX* __restrict__ e) {                          \

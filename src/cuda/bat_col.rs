@@ -3,8 +3,9 @@
 //! output block o of W (rows o r .. o r + r) has row q = a (K / r) + i holding
 //! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
-//!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o + onehot^T G_o (batched),
-//!             and, if dX is wanted, W'[slab] and dX += dY[:, slab] W'[slab] (f32)
+//!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o (batched) + onehot^T G_o
+//!             (G's rows summed over their r-wide chunks), and, if dX is wanted, W'[slab]
+//!             and dX += dY[:, slab] W'[slab] (f32)
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
 //! slab's round trip through L2 but redo the transform for every token tile (README,
 //! "Design"): worth it only when T is small.
@@ -24,8 +25,8 @@ fn slab_rows(layer: &LayerShape) -> usize {
     (SLAB_BYTES / (4 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
-/// I + B_o, B_o (bf16 `[N/r, r, r]` each), onehot `[K, r]` bf16, a W' slab; backward adds a
-/// G slab (bf16) and dX in f32 `[T, K]`.
+/// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' slab, all in the activations'
+/// type; backward adds a G slab (the same type) and dX in f32 `[T, K]`.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let slab = slab_rows(layer) * k * 2;
@@ -77,19 +78,22 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (onehot, slab_buffer, g, dx_f32) = (regions[2], regions[3], regions[4], regions[5]);
+    let (slab_buffer, g, dx_f32) = (regions[3], regions[4], regions[5]);
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         let dy = call.y + (row0 * 2) as u64;
         // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
         Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
-        // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :].
+        // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :]: the first
+        // a batched GEMM over the [K, r] views, the second each row of G summed over its
+        // r-wide chunks (a read of G, not a second GEMM over K).
         let db = call.db + (row0 * r * 4) as u64;
         Gemm::new((call.w + (row0 * k * 2) as u64, r), (g, r), (db, r), [r, r, k])
-            .second((onehot, r), (g, r), k)
-            .strides([r * k, r * k, 0, r * k, r * r])
+            .strides([r * k, r * k, 0, 0, r * r])
             .launch(launcher, &call.gemm_f32("tt"), rows / r)?;
+        let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
+        launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r, &chunk_sums)?;
         if call.dx != 0 {
             form_slab(launcher, call, regions, row0, rows)?;
             Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
