@@ -104,6 +104,10 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         load_tile<B_LAYOUT, TILE_N>(a_tile + Pipe::A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
 
+    // A warpgroup whose 64 rows all lie beyond M (M = r = 64 in dB's products) skips its
+    // products; the branch is uniform across the warpgroup, as wgmma requires. It still
+    // loads its share of every tile and meets every barrier.
+    const bool rows_live = block_m + warpgroup * 64 < p.m;
     float acc[TILE_N / 2];
 #pragma unroll
     for (int i = 0; i < TILE_N / 2; ++i) acc[i] = 0.f;
@@ -124,19 +128,21 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         if (next < tiles) load(next, next % STAGES);  // into the stage tile t - 2 used
         copy_commit();
 
-        const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
-        const unsigned char* a_tile = stage + warpgroup * (64 / 8) * GROUP_BYTES;
-        const unsigned char* b_tile = stage + Pipe::A_BYTES;
-        wgmma_fence_operands(acc);
-        wgmma_fence();
+        if (rows_live) {
+            const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
+            const unsigned char* a_tile = stage + warpgroup * (64 / 8) * GROUP_BYTES;
+            const unsigned char* b_tile = stage + Pipe::A_BYTES;
+            wgmma_fence_operands(acc);
+            wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < BK / 16; ++ks) {
-            wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
-                                                   descriptor(b_tile + ks * 2 * CORE_BYTES));
+            for (int ks = 0; ks < BK / 16; ++ks) {
+                wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
+                                                       descriptor(b_tile + ks * 2 * CORE_BYTES));
+            }
+            wgmma_commit();
+            wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on past the next barrier
+            wgmma_fence_operands(acc);
         }
-        wgmma_commit();
-        wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on past the next barrier
-        wgmma_fence_operands(acc);
     }
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
