@@ -11,6 +11,7 @@
 //! "Design"): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -26,13 +27,15 @@ fn slab_rows(layer: &LayerShape) -> usize {
 }
 
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' slab, all in the activations'
-/// type; backward adds a G slab (the same type) and dX in f32 `[T, K]`.
+/// type; backward adds a G slab (the same type), dX in f32 `[T, K]` and dB's partial sums
+/// over chunks of K.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let slab = slab_rows(layer) * k * 2;
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, slab];
     if pass == Pass::Backward {
-        sizes.extend([slab, tokens * k * 4]);
+        let rows = slab_rows(layer);
+        sizes.extend([slab, tokens * k * 4, token_chunks::partial_bytes(k, rows / r, rows * r)]);
     }
     sizes
 }
@@ -78,7 +81,7 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (slab_buffer, g, dx_f32) = (regions[3], regions[4], regions[5]);
+    let (slab_buffer, g, dx_f32, partials) = (regions[3], regions[4], regions[5], regions[6]);
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
@@ -86,12 +89,17 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
         Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
         // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :]: the first
-        // a batched GEMM over the [K, r] views, the second each row of G summed over its
-        // r-wide chunks (a read of G, not a second GEMM over K).
+        // a batched GEMM over the [K, r] views, its K rows cut into chunks like tokens (one
+        // block per r x r output would leave most SMs idle); the second each row of G summed
+        // over its r-wide chunks (a read of G, not a second GEMM over K).
         let db = call.db + (row0 * r * 4) as u64;
-        Gemm::new((call.w + (row0 * k * 2) as u64, r), (g, r), (db, r), [r, r, k])
-            .strides([r * k, r * k, 0, 0, r * r])
-            .launch(launcher, &call.gemm_f32("tt"), rows / r)?;
+        let w_blocks = call.w + (row0 * k * 2) as u64;
+        token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, db, |first, len, out| {
+            let offset = (first * r * 2) as u64;
+            Gemm::new((w_blocks + offset, r), (g + offset, r), (out, r), [r, r, len])
+                .strides([r * k, r * k, 0, 0, r * r])
+                .launch(launcher, &call.gemm_f32("tt"), rows / r)
+        })?;
         let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
         launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r, &chunk_sums)?;
         if call.dx != 0 {

@@ -140,8 +140,8 @@ fn batcol_takes_several_slabs_here() {
 }
 
 #[test]
-fn reductions_over_token_chunks_match_the_oracle() {
-    if !host_kernels_or_skip("reductions_over_token_chunks_match_the_oracle") {
+fn reductions_split_into_chunks_match_the_oracle() {
+    if !host_kernels_or_skip("reductions_split_into_chunks_match_the_oracle") {
         return;
     }
     // 513 tokens: two chunks of 257 and 256 for the dB reductions (see token_chunks).
@@ -151,6 +151,11 @@ fn reductions_over_token_chunks_match_the_oracle() {
         for engine in ENGINES {
             check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
         }
+    }
+    // BatCol reduces dB_o over K: K = 528 in two chunks of 264, one slab of 128 rows (8 blocks).
+    assert_eq!(super::token_chunks::plan(528, 128 / 16), (264, 2));
+    for engine in ENGINES {
+        check(Variant::BatCol, (33, 128, 528, 16), (Ty::F16, Ty::Bf16), true, engine, &mut rng);
     }
 }
 
@@ -166,5 +171,15 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
         for engine in ENGINES {
             check(variant, (9, 72, 104, 32), (Ty::F16, Ty::F32), true, engine, &mut rng);
         }
+    }
+}
+
+#[test]
+fn batcol_partial_sums_stay_within_the_documented_bound() {
+    // Chunks times output tiles stay within the 256 blocks aimed at: 1 Ki x r^2 bytes.
+    for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16)] {
+        let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
+        let partials = *region_sizes(&shape, 4096, Pass::Backward).last().unwrap();
+        assert!(partials <= 1024 * r * r, "N={n} K={k} r={r}: {partials} bytes of partial sums");
     }
 }

@@ -1,7 +1,9 @@
-//! Reductions over T (dB = S^T dY, dB_i = (dX~_i + dR)^T X_i) have few output tiles, so
-//! one GEMM over all of T runs on few SMs. They are split into chunks of tokens, each
-//! chunk's partial sum written apart, then summed in a fixed order: more parallelism,
-//! and dB stays bitwise reproducible. The split depends only on the shapes, not the GPU.
+//! dB's reductions have few output tiles over a long reduced dimension: T for the shared
+//! block's S^T dY and BatRow's (dX~_i + dR)^T X_i, K for BatCol's W_o^T G_o. One GEMM
+//! over all of it would run on few SMs, so it is split into chunks (called tokens here),
+//! each chunk's partial sum written apart, then summed in a fixed order: more
+//! parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
+//! not the GPU.
 
 use super::launch::{Arg, Launcher};
 use crate::error::Result;
