@@ -1,7 +1,8 @@
 // The GEMM instantiations the Rust side launches, named bone_gemm_<A><B>_<in>_<out>: A's
 // and B's layouts (k = K-major, t = MN-major), the operands' type (bf16 or f16) and the
 // output's (the operands' type, or f32); and the same on sm_90a's wgmma GEMM, as
-// bone_wgmma_<...> (128 x 128 tiles) and bone_wgmma_wide_<...> (128 x 256).
+// bone_wgmma_<...> (128 x 128 tiles), bone_wgmma_wide_<...> (128 x 256) and
+// bone_wgmma_narrow_<...> (128 x 64).
 #include "gemm.cuh"
 #include "gemm_wgmma.cuh"
 
@@ -15,6 +16,10 @@
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1)                                     \
         bone_wgmma_wide_##SUFFIX(const BoneGemm p) {                                                       \
         bone_wgmma::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_WIDE_BN>(p);                            \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 2)                                     \
+        bone_wgmma_narrow_##SUFFIX(const BoneGemm p) {                                                     \
+        bone_wgmma::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_NARROW_BN>(p);                          \
     }
 
 // What the passes use: Y = X W^T, X~_i, U (kk); dX = dY W, W'_o, dX_i (kt); dX += dY_slab

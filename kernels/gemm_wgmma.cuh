@@ -2,10 +2,13 @@
 // reading both operands from shared memory. A block of two warpgroups computes a 128 x
 // TILE_N tile (each warpgroup 64 rows x TILE_N columns, TILE_N / 2 f32 accumulators per
 // thread), stepping 64 along K through a cp.async pipeline in dynamic shared memory,
-// one wgmma group kept in flight across each step's barrier. Two widths:
+// one wgmma group kept in flight across each step's barrier. Three widths, picked by the
+// host from N:
 //   TILE_N = 128: 5 stages of 32 KiB (BONE_WGMMA_SMEM_BYTES), the grid of gemm.cuh;
 //   TILE_N = 256: 4 stages of 48 KiB (BONE_WGMMA_WIDE_SMEM_BYTES), half the blocks along
-//                 N, and a third less L2 traffic per product (the host picks it for N > 128).
+//                 N, and a third less L2 traffic per product (N > 128);
+//   TILE_N = 64:  4 stages of 24 KiB (BONE_WGMMA_NARROW_SMEM_BYTES), two blocks per SM,
+//                 no padding for the r-wide products at r <= 64 (N <= 64).
 //
 // Shared-memory tiles use wgmma's canonical layout without swizzle: 8 x 8 core matrices of
 // 128 contiguous bytes (8 lines of 16 bytes); a tile's 8-row group holds its 8 core
@@ -41,11 +44,12 @@ template <int TILE_N>
 struct Pipeline {
     static constexpr int A_BYTES = (BM / 8) * GROUP_BYTES;
     static constexpr int STAGE_BYTES = A_BYTES + (TILE_N / 8) * GROUP_BYTES;
-    static constexpr int STAGES = TILE_N == 128 ? 5 : 4;
+    static constexpr int STAGES = TILE_N == 128 ? 5 : 4;  // 64: 96 KiB, two blocks per SM
     static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
 };
 static_assert(Pipeline<128>::SMEM_BYTES == BONE_WGMMA_SMEM_BYTES, "params.h states the shared memory size");
 static_assert(Pipeline<BONE_WGMMA_WIDE_BN>::SMEM_BYTES == BONE_WGMMA_WIDE_SMEM_BYTES, "params.h states it too");
+static_assert(Pipeline<BONE_WGMMA_NARROW_BN>::SMEM_BYTES == BONE_WGMMA_NARROW_SMEM_BYTES, "and this");
 
 // A no-swizzle matrix descriptor: start address, LBO = 128 B (along K), SBO = 1 KiB.
 __device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {

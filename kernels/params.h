@@ -77,3 +77,6 @@ struct BoneGemm {
 #define BONE_WGMMA_SMEM_BYTES 163840
 #define BONE_WGMMA_WIDE_BN 256
 #define BONE_WGMMA_WIDE_SMEM_BYTES 196608
+// and its narrow version for N <= 64: 128 x 64 tiles (4 stages of 128 x 64 and 64 x 64).
+#define BONE_WGMMA_NARROW_BN 64
+#define BONE_WGMMA_NARROW_SMEM_BYTES 98304

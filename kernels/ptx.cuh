@@ -79,11 +79,21 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
 
 // D[64 x N] += A[64 x 16] B[N x 16]^T from shared memory through matrix descriptors, T
 // (bf16 or f16) operands, f32 accumulators (N / 2 per thread); TRANS_A / TRANS_B = 1 for an
-// MN-major operand. N = 128 or 256.
+// MN-major operand. N = 64, 128 or 256.
 template <typename T, int N, int TRANS_A, int TRANS_B>
 struct Wgmma;
 // The accumulator registers and operands of m64nNk16 (N / 2 of them, then the descriptors,
 // the scales and the transpose flags).
+#define BONE_WGMMA_OPERANDS_64 \
+    "{" \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
+    "}, %32, %33, 1, 1, 1, %34, %35;\n"
+#define BONE_WGMMA_OUTPUTS_64 \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
 #define BONE_WGMMA_OPERANDS_128 \
     "{" \
     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
@@ -137,8 +147,10 @@ struct Wgmma;
                          : "l"(desc_a), "l"(desc_b), "n"(TRANS_A), "n"(TRANS_B));                                   \
         }                                                                                                           \
     };
+BONE_WGMMA(__nv_bfloat16, "bf16", 64, BONE_WGMMA_OPERANDS_64, BONE_WGMMA_OUTPUTS_64)
 BONE_WGMMA(__nv_bfloat16, "bf16", 128, BONE_WGMMA_OPERANDS_128, BONE_WGMMA_OUTPUTS_128)
 BONE_WGMMA(__nv_bfloat16, "bf16", 256, BONE_WGMMA_OPERANDS_256, BONE_WGMMA_OUTPUTS_256)
+BONE_WGMMA(__half, "f16", 64, BONE_WGMMA_OPERANDS_64, BONE_WGMMA_OUTPUTS_64)
 BONE_WGMMA(__half, "f16", 128, BONE_WGMMA_OPERANDS_128, BONE_WGMMA_OUTPUTS_128)
 BONE_WGMMA(__half, "f16", 256, BONE_WGMMA_OPERANDS_256, BONE_WGMMA_OUTPUTS_256)
 #undef BONE_WGMMA

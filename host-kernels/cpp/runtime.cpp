@@ -392,7 +392,7 @@ void wgmma_commit() { runner->warpgroup_collective(GroupOp::Commit, 0, nullptr, 
 void wgmma_wait(int newest_pending) { runner->warpgroup_collective(GroupOp::Wait, newest_pending, nullptr, 0, 0); }
 
 void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b) {
-    if (n != 128 && n != 256) runner->fail("wgmma m64nNk16 is modelled for N = 128 and 256");
+    if (n != 64 && n != 128 && n != 256) runner->fail("wgmma m64nNk16 is modelled for N = 64, 128 and 256");
     const int arg = trans_a | (trans_b << 1) | (int(f16) << 2) | (n << 3);
     runner->warpgroup_collective(GroupOp::Mma, arg, d, desc_a, desc_b);
 }

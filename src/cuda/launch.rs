@@ -8,8 +8,9 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::BoneKernels;
 use super::params::{
-    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
-    BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
+    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
+    BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm,
+    BoneLayer,
 };
 use crate::error::Result;
 
@@ -73,24 +74,28 @@ pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
 pub(crate) enum GemmKernels {
     /// `bone_gemm_*` (kernels/gemm.cuh): mma.sync, sm_80 and later.
     MmaSync,
-    /// `bone_wgmma_*` and `bone_wgmma_wide_*` (kernels/gemm_wgmma.cuh): wgmma, sm_90a only.
+    /// `bone_wgmma_*`, `bone_wgmma_wide_*` and `bone_wgmma_narrow_*` (kernels/gemm_wgmma.cuh):
+    /// wgmma, sm_90a only.
     Wgmma,
 }
 
 impl GemmKernels {
     /// The kernel of this family that runs the instantiation `kernel` on `params` over
     /// `batches`, and its launch: one block per output tile, one grid.z layer per batch.
-    /// The wgmma family takes 128 x 256 tiles where N exceeds 128, else 128 x 128.
+    /// The wgmma family takes 128 x 256 tiles where N exceeds 128, 128 x 64 where N is at
+    /// most 64, else 128 x 128.
     pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
-        let wide = params.n as u32 > BONE_GEMM_BN;
+        let n = params.n as u32;
+        let wgmma = |family: &str, tile_n, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, bytes);
         let (name, tile_n, shared_mem_bytes) = match self {
             GemmKernels::MmaSync => (kernel.to_string(), BONE_GEMM_BN, 0),
-            GemmKernels::Wgmma if wide => {
-                (kernel.replacen("bone_gemm_", "bone_wgmma_wide_", 1), BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES)
+            GemmKernels::Wgmma if n > BONE_GEMM_BN => {
+                wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES)
             }
-            GemmKernels::Wgmma => {
-                (kernel.replacen("bone_gemm_", "bone_wgmma_", 1), BONE_GEMM_BN, BONE_WGMMA_SMEM_BYTES)
+            GemmKernels::Wgmma if n <= BONE_WGMMA_NARROW_BN => {
+                wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES)
             }
+            GemmKernels::Wgmma => wgmma("bone_wgmma_", BONE_GEMM_BN, BONE_WGMMA_SMEM_BYTES),
         };
         let config = LaunchConfig {
             grid_dim: ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),

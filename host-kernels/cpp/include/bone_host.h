@@ -46,7 +46,7 @@ uint32_t shared_offset(const void* p);
 void wgmma_fence();
 void wgmma_commit();
 void wgmma_wait(int newest_pending);
-// D[64 x n] += A B^T, n = 128 or 256, bf16 operands or f16 ones when `f16`; d holds the
+// D[64 x n] += A B^T, n = 64, 128 or 256, bf16 operands or f16 ones when `f16`; d holds the
 // thread's n / 2 accumulators.
 void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b, int trans_a, int trans_b);
 }  // namespace bone_host
