@@ -149,15 +149,21 @@ __device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* 
     *out = from_f32<TX>(to_f32(*out) + to_f32(bias[col]));
 }
 
-// out[i] = sum over c of partials[c * len + i], c in order: the fixed-order second pass
-// of a reduction over T split into chunks (dB stays bitwise reproducible).
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_sum_chunks(int count, int len, const float* __restrict__ partials, float* __restrict__ out) {
+// out[i] = sum over c of partials[c * len + i], c in order, rounded once to TOut: the
+// fixed-order second pass of a reduction split into chunks (bitwise reproducible).
+template <typename TOut>
+__device__ __forceinline__ void sum_chunks(int count, int len, const float* __restrict__ partials,
+                                           TOut* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= len) return;
     float sum = 0.f;
     for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
-    out[idx] = sum;
+    out[idx] = from_f32<TOut>(sum);
+}
+
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_sum_chunks(int count, int len, const float* __restrict__ partials, float* __restrict__ out) {
+    sum_chunks<float>(count, len, partials, out);
 }
 
 // The passes of activations of type TX (named _x_<X_NAME>).
@@ -189,6 +195,10 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_add_bias_x_##X_NAME(                     \
         int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {                           \
         add_bias<TX>(rows, cols, ldc, bias, c);                                                                   \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_x_##X_NAME(                   \
+        int count, int len, const float* __restrict__ partials, TX* __restrict__ out) {                           \
+        sum_chunks<TX>(count, len, partials, out);                                                                \
     }
 
 // The passes that read the adapter B (type TB, named _b_<B_NAME>) into TX operands.

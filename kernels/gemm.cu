@@ -22,10 +22,12 @@
         bone_wgmma::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_NARROW_BN>(p);                          \
     }
 
-// What the passes use: Y = X W^T, X~_i, U (kk); dX = dY W, W'_o, dX_i (kt); dX += dY_slab
-// W'_slab in f32 (kt, f32); G = dY^T X (tt); dB = S^T dY, dB_o, dB_i in f32 (tt, f32).
+// What the passes use: Y = X W^T, X~_i, U, R (kk); partial sums of U and R over chunks
+// (kk, f32); dX = dY W, W'_o, dX_i, dR (kt); dX += dY_slab W'_slab and partial sums of dR
+// (kt, f32); G = dY^T X (tt); dB = S^T dY, dB_o, dB_i in f32 (tt, f32).
 #define BONE_GEMM_KERNELS_FOR(IN, TIN)                                          \
     BONE_GEMM_KERNELS(kk_##IN##_##IN, BONE_K_MAJOR, BONE_K_MAJOR, TIN, TIN)     \
+    BONE_GEMM_KERNELS(kk_##IN##_f32, BONE_K_MAJOR, BONE_K_MAJOR, TIN, float)    \
     BONE_GEMM_KERNELS(kt_##IN##_##IN, BONE_K_MAJOR, BONE_MN_MAJOR, TIN, TIN)    \
     BONE_GEMM_KERNELS(kt_##IN##_f32, BONE_K_MAJOR, BONE_MN_MAJOR, TIN, float)   \
     BONE_GEMM_KERNELS(tt_##IN##_##IN, BONE_MN_MAJOR, BONE_MN_MAJOR, TIN, TIN)   \

@@ -10,14 +10,17 @@ use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
-/// I + B_i and B_i (bf16 `[K/r, r, r]` each), the stack `[r, K]` (forward only),
-/// X~ or dX~ `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all bf16; backward adds dB's partial
-/// sums over token chunks (f32).
+/// I + B_i and B_i (`[K/r, r, r]` each), the stack `[r, K]` (forward only), X~ or dX~
+/// `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all in the activations' type; backward adds dB's
+/// partial sums over token chunks (f32); both add R's or dR's partial sums (f32).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
     let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
-    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials]
+    // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
+    let reduced = if pass == Pass::Forward { k } else { n };
+    let carry_partials = token_chunks::partial_bytes(reduced, tokens.div_ceil(128), tokens * r);
+    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
 }
 
 /// The GEMM operands made from B, and E; `stack` only when asked.
@@ -47,8 +50,19 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
         &call.gemm("kk"),
         k / r,
     )?;
-    // R [T, r] = sum_i X_i B_i^T = X stack^T.
-    Gemm::new((call.x, k), (stack, k), (carry, r), [t, r, k]).launch(launcher, &call.gemm("kk"), 1)?;
+    // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K.
+    let sum = call.pass("bone_sum_chunks");
+    token_chunks::reduce(
+        launcher,
+        (k, t.div_ceil(128), t * r),
+        regions[7],
+        (carry, &sum),
+        |first, len, out, partial| {
+            let kernel = if partial { call.gemm_f32("kk") } else { call.gemm("kk") };
+            let offset = (first * 2) as u64;
+            Gemm::new((call.x + offset, k), (stack + offset, k), (out, r), [t, r, len]).launch(launcher, &kernel, 1)
+        },
+    )?;
     Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
         .second((carry, r), (tiling, r), r)
         .bias(call.bias)
@@ -61,7 +75,19 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let (identity_plus, plain, dx_mixed, d_carry, tiling) =
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
     Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1)?;
-    Gemm::new((call.y, n), (tiling, r), (d_carry, r), [t, r, n]).launch(launcher, &call.gemm("kt"), 1)?;
+    // dR [T, r] = dY E, over chunks of N.
+    let sum = call.pass("bone_sum_chunks");
+    token_chunks::reduce(
+        launcher,
+        (n, t.div_ceil(128), t * r),
+        regions[7],
+        (d_carry, &sum),
+        |first, len, out, partial| {
+            let kernel = if partial { call.gemm_f32("kt") } else { call.gemm("kt") };
+            let (dy, e) = (call.y + (first * 2) as u64, tiling + (first * r * 2) as u64);
+            Gemm::new((dy, n), (e, r), (out, r), [t, r, len]).launch(launcher, &kernel, 1)
+        },
+    )?;
     if call.dx != 0 {
         // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
         Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])
@@ -70,7 +96,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
-    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], call.db, |first, len, out| {
+    let sum = (call.db, "bone_sum_chunks");
+    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], sum, |first, len, out, _| {
         let rows = |base: u64, width: usize| base + (first * width * 2) as u64;
         let x = rows(call.x, k);
         Gemm::new((rows(dx_mixed, k), k), (x, k), (out, r), [r, r, len])

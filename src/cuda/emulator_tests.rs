@@ -144,12 +144,21 @@ fn reductions_split_into_chunks_match_the_oracle() {
     if !host_kernels_or_skip("reductions_split_into_chunks_match_the_oracle") {
         return;
     }
-    // 513 tokens: two chunks of 257 and 256 for the dB reductions (see token_chunks).
-    assert_eq!(super::token_chunks::plan(513, 1), (257, 2));
+    // 513 tokens: two chunks, of 264 and 249, for the dB reductions (see token_chunks).
+    assert_eq!(super::token_chunks::plan(513, 1), (264, 2));
     let mut rng = StdRng::seed_from_u64(12);
     for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
         for engine in ENGINES {
             check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
+        }
+    }
+    // The [T, r] products at small T, split too: the shared block's U over N = 528, BatRow's
+    // R over K = 528 and dR over N = 528 (two chunks of 264 each).
+    for (variant, n, k) in
+        [(Variant::Shared, 528, 96), (Variant::Mini { mini_r: 16 }, 528, 96), (Variant::BatRow, 528, 528)]
+    {
+        for engine in ENGINES {
+            check(variant, (33, n, k, 16), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
         }
     }
     // BatCol reduces dB_o over K: K = 528 in two chunks of 264, one slab of 128 rows (8 blocks).
@@ -181,5 +190,22 @@ fn batcol_partial_sums_stay_within_the_documented_bound() {
         let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
         let partials = *region_sizes(&shape, 4096, Pass::Backward).last().unwrap();
         assert!(partials <= 1024 * r * r, "N={n} K={k} r={r}: {partials} bytes of partial sums");
+    }
+}
+
+#[test]
+fn split_products_keep_their_partial_sums_within_the_documented_bound() {
+    // 128 Ki x r bytes for each chunked [T, r] product (the shared block's U, BatRow's R, dR).
+    for t in [1, 7, 128, 512, 1000, 4096, 65536] {
+        for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16)] {
+            for variant in [Variant::Shared, Variant::BatRow] {
+                let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
+                for pass in [Pass::Forward, Pass::Backward] {
+                    let regions = region_sizes(&shape, t, pass);
+                    let carry = regions.get(7).copied().unwrap_or(0); // the shared block's forward has none
+                    assert!(carry <= 128 * 1024 * r, "{variant} T={t} N={n} K={k} r={r} {pass:?}: {carry} bytes");
+                }
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use super::launch::{Gemm, GemmKernels, GemmKind, gemm_kind};
 fn kernels() -> Vec<String> {
     let mut names = Vec::new();
     for half in ["bf16", "f16"] {
-        for (layouts, out) in [("kk", half), ("kt", half), ("kt", "f32"), ("tt", half), ("tt", "f32")] {
+        for (layouts, out) in [("kk", half), ("kk", "f32"), ("kt", half), ("kt", "f32"), ("tt", half), ("tt", "f32")] {
             names.push(format!("bone_gemm_{layouts}_{half}_{out}"));
         }
     }

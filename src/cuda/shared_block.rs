@@ -23,7 +23,8 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     if pass == Pass::Backward {
         let mini = matches!(layer.variant(), Variant::Mini { .. });
         let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n);
-        sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials]);
+        let u_partials = token_chunks::partial_bytes(n, tokens.div_ceil(128), tokens * r);
+        sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
     }
     sizes
 }
@@ -53,7 +54,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
-    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], db_full, |first, len, out| {
+    let sum = (db_full, "bone_sum_chunks");
+    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], sum, |first, len, out, _| {
         let (s, dy) = (regions[0] + (first * r * 2) as u64, call.y + (first * n * 2) as u64);
         Gemm::new((s, r), (dy, n), (out, n), [r, n, len]).launch(launcher, &call.gemm_f32("tt"), 1)
     })?;
@@ -64,7 +66,20 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     if call.dx != 0 {
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
-        Gemm::new((call.y, n), (regions[1], n), (u, r), [t, r, n]).launch(launcher, &call.gemm("kk"), 1)?;
+        // U has T / 128 output tiles over all of N: at small T it is cut into chunks of N.
+        let sum = (u, call.pass("bone_sum_chunks"));
+        token_chunks::reduce(
+            launcher,
+            (n, t.div_ceil(128), t * r),
+            regions[7],
+            (sum.0, &sum.1),
+            |first, len, out, partial| {
+                let kernel = if partial { call.gemm_f32("kk") } else { call.gemm("kk") };
+                let offset = (first * 2) as u64;
+                Gemm::new((call.y + offset, n), (regions[1] + offset, n), (out, r), [t, r, len])
+                    .launch(launcher, &kernel, 1)
+            },
+        )?;
         let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
         launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;
         Gemm::new((call.y, n), (call.w, k), (call.dx, k), [t, k, n]).second((u, r), (tiling, k), r).launch(

@@ -1,6 +1,8 @@
-//! dB's reductions have few output tiles over a long reduced dimension: T for the shared
-//! block's S^T dY and BatRow's (dX~_i + dR)^T X_i, K for BatCol's W_o^T G_o. One GEMM
-//! over all of it would run on few SMs, so it is split into chunks (called tokens here),
+//! Some products have few output tiles over a long reduced dimension: dB's (over T for the
+//! shared block's S^T dY and BatRow's (dX~_i + dR)^T X_i, over K for BatCol's W_o^T G_o),
+//! and the [T, r] products at small T (the shared block's U = dY Bfull^T over N, BatRow's
+//! R = X stack^T over K and dR over N). One GEMM over all of it would run on few SMs, so
+//! it is split into chunks (called tokens here),
 //! each chunk's partial sum written apart, then summed in a fixed order: more
 //! parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
 //! not the GPU.
@@ -14,9 +16,11 @@ const TARGET_BLOCKS: usize = 256;
 const MIN_CHUNK: usize = 256;
 
 /// How `tokens` are cut for a reduction with `tiles` output tiles: (tokens per chunk, chunks).
+/// Chunks hold a multiple of 8 tokens, so that a chunk of a K-major GEMM operand keeps the
+/// GEMM's contract (contiguous extents in multiples of 8, 16-byte aligned starts).
 pub(crate) fn plan(tokens: usize, tiles: usize) -> (usize, usize) {
     let chunks = (TARGET_BLOCKS / tiles.max(1)).clamp(1, (tokens / MIN_CHUNK).max(1));
-    let len = tokens.div_ceil(chunks);
+    let len = tokens.div_ceil(chunks).next_multiple_of(8);
     (len, tokens.div_ceil(len))
 }
 
@@ -28,26 +32,27 @@ pub(crate) fn partial_bytes(tokens: usize, tiles: usize, outputs: usize) -> usiz
     }
 }
 
-/// Runs `chunk(first_token, tokens, destination)` for every chunk, each writing its
-/// `outputs` partial sums; then sums them in order into `out`. Unsplit, the one chunk
-/// writes `out` directly.
+/// Runs `chunk(first_token, tokens, destination, partial)` for every chunk, each writing its
+/// `outputs` partial sums in f32 (`partial` true); then `sum_kernel` (`bone_sum_chunks`, or
+/// `bone_sum_chunks_x_<type>` to round to the activations' type) sums them in order into
+/// `out`. Unsplit, the one chunk writes `out` directly (`partial` false).
 pub(crate) fn reduce(
     launcher: &impl Launcher,
     (tokens, tiles, outputs): (usize, usize, usize),
     partials: u64,
-    out: u64,
-    mut chunk: impl FnMut(usize, usize, u64) -> Result<()>,
+    (out, sum_kernel): (u64, &str),
+    mut chunk: impl FnMut(usize, usize, u64, bool) -> Result<()>,
 ) -> Result<()> {
     let (len, chunks) = plan(tokens, tiles);
     if chunks == 1 {
-        return chunk(0, tokens, out);
+        return chunk(0, tokens, out, false);
     }
     for c in 0..chunks {
         let first = c * len;
-        chunk(first, len.min(tokens - first), partials + (c * outputs * 4) as u64)?;
+        chunk(first, len.min(tokens - first), partials + (c * outputs * 4) as u64, true)?;
     }
     let args = [Arg::I32(chunks as i32), Arg::I32(outputs as i32), Arg::Ptr(partials), Arg::Ptr(out)];
-    launcher.elementwise("bone_sum_chunks", outputs, &args)
+    launcher.elementwise(sum_kernel, outputs, &args)
 }
 
 #[cfg(test)]
@@ -61,6 +66,7 @@ mod tests {
                 let (len, chunks) = plan(tokens, tiles);
                 assert!(len * chunks >= tokens && len * (chunks - 1) < tokens, "T={tokens} tiles={tiles}");
                 assert!(chunks == 1 || len >= 256, "T={tokens} tiles={tiles}: chunks of {len}");
+                assert!(len.is_multiple_of(8), "T={tokens} tiles={tiles}: chunks of {len}");
             }
         }
         assert_eq!(plan(4096, 32), (512, 8));

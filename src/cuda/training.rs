@@ -10,7 +10,9 @@
 //! values plus O((T + N + K) r) for BatRow; for BatCol, 32 MiB of W' and G slabs plus O((N + K) r),
 //! and T x K f32 in the backward (for dX; README, "Design"); the backward adds dB's
 //! partial sums over chunks of the reduced dimension: at most 128 Ki x r bytes (8 MiB at
-//! r = 64) for the shared block and BatRow, 1 Ki x r^2 bytes (4 MiB) for BatCol. dB is deterministic: every reduction runs in a
+//! r = 64) for the shared block and BatRow, 1 Ki x r^2 bytes (4 MiB) for BatCol; the
+//! shared block's U and BatRow's R and dR (split the same way at small T) add at most
+//! 128 Ki x r bytes more. dB is deterministic: every reduction runs in a
 //! fixed order (no atomics), so repeated runs are bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
