@@ -78,8 +78,10 @@ pub(crate) struct Emulator {
     memory: RefCell<BTreeMap<u64, Allocation>>,
     /// When the GEMM's cp.async copies land.
     landing: Landing,
-    /// Which GEMM kernels `gemm` runs.
+    /// Which GEMM kernels `gemm` runs, and, if set, the tile width it forces on them
+    /// (instead of `GemmKernels::select`'s choice), so that tests reach every width.
     gemm_kernels: GemmKernels,
+    tile_n: Option<u32>,
 }
 
 impl Default for Emulator {
@@ -148,7 +150,12 @@ impl Ty {
 
 impl Emulator {
     pub fn new(landing: Landing, gemm_kernels: GemmKernels) -> Self {
-        Emulator { memory: RefCell::default(), landing, gemm_kernels }
+        Emulator { memory: RefCell::default(), landing, gemm_kernels, tile_n: None }
+    }
+
+    /// Every GEMM on `tile_n`-wide tiles of `gemm_kernels`.
+    pub fn with_tile_n(landing: Landing, gemm_kernels: GemmKernels, tile_n: u32) -> Self {
+        Emulator { tile_n: Some(tile_n), ..Emulator::new(landing, gemm_kernels) }
     }
 
     /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned.
@@ -276,7 +283,10 @@ impl Launcher for Emulator {
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
-        let (name, config) = self.gemm_kernels.select(kernel, p, batches);
+        let (name, config) = match self.tile_n {
+            Some(tile_n) => self.gemm_kernels.with_tile_n(kernel, tile_n, p, batches),
+            None => self.gemm_kernels.select(kernel, p, batches),
+        };
         self.launch(&name, config, &[KernelArg::from(p)]);
         Ok(())
     }

@@ -47,7 +47,7 @@ impl Operand {
 }
 
 fn check(
-    family: GemmKernels,
+    (family, tile_n): Family,
     kernel: &str,
     [m, n, k, k2]: [usize; 4],
     batches: usize,
@@ -59,9 +59,9 @@ fn check(
     let ty = Ty::from(half);
     let label = format!(
         "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}",
-        kernel.replacen("bone_gemm_", &format!("{family:?}/"), 1)
+        kernel.replacen("bone_gemm_", &format!("{family:?}{tile_n}/"), 1)
     );
-    let emulator = Emulator::new(landing, family);
+    let emulator = Emulator::with_tile_n(landing, family, tile_n);
     let a = Operand::random(rng, (m, k), batches, a_k_major, ty);
     let b = Operand::random(rng, (n, k), batches, b_k_major, ty);
     let a2 = Operand::random(rng, (m, k2.max(8)), batches, a_k_major, ty);
@@ -106,7 +106,11 @@ fn check(
     }
 }
 
-const FAMILIES: [GemmKernels; 2] = [GemmKernels::MmaSync, GemmKernels::Wgmma];
+/// A GEMM family and the tile width forced on it: mma.sync's one width, and each of
+/// wgmma's (every width must be right for any N; `GemmKernels::select` is tested apart).
+type Family = (GemmKernels, u32);
+const FAMILIES: [Family; 4] =
+    [(GemmKernels::MmaSync, 128), (GemmKernels::Wgmma, 64), (GemmKernels::Wgmma, 128), (GemmKernels::Wgmma, 256)];
 
 #[test]
 fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {

@@ -79,24 +79,44 @@ pub(crate) enum GemmKernels {
     Wgmma,
 }
 
+/// Fewest blocks a 128 x 256 grid must have to be chosen over 128 x 128 tiles: about one
+/// per SM of an H100/H200 (132). Below it, wide tiles would leave SMs idle (T = 512 times
+/// N = 4096 is 64 wide tiles).
+const WIDE_TILES_MIN_BLOCKS: u32 = 128;
+
 impl GemmKernels {
     /// The kernel of this family that runs the instantiation `kernel` on `params` over
     /// `batches`, and its launch: one block per output tile, one grid.z layer per batch.
-    /// The wgmma family takes 128 x 256 tiles where N exceeds 128, 128 x 64 where N is at
-    /// most 64, else 128 x 128.
+    /// The wgmma family takes 128 x 64 tiles where N is at most 64, 128 x 256 where N
+    /// exceeds 128 and that still makes WIDE_TILES_MIN_BLOCKS blocks, else 128 x 128.
     pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
-        let n = params.n as u32;
-        let wgmma = |family: &str, tile_n, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, bytes);
-        let (name, tile_n, shared_mem_bytes) = match self {
-            GemmKernels::MmaSync => (kernel.to_string(), BONE_GEMM_BN, 0),
-            GemmKernels::Wgmma if n > BONE_GEMM_BN => {
-                wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES)
+        let (m, n) = (params.m as u32, params.n as u32);
+        let tile_n = match self {
+            GemmKernels::MmaSync => BONE_GEMM_BN,
+            GemmKernels::Wgmma if n <= BONE_WGMMA_NARROW_BN => BONE_WGMMA_NARROW_BN,
+            GemmKernels::Wgmma
+                if n > BONE_GEMM_BN
+                    && m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * batches as u32
+                        >= WIDE_TILES_MIN_BLOCKS =>
+            {
+                BONE_WGMMA_WIDE_BN
             }
-            GemmKernels::Wgmma if n <= BONE_WGMMA_NARROW_BN => {
-                wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES)
-            }
-            GemmKernels::Wgmma => wgmma("bone_wgmma_", BONE_GEMM_BN, BONE_WGMMA_SMEM_BYTES),
+            GemmKernels::Wgmma => BONE_GEMM_BN,
         };
+        self.with_tile_n(kernel, tile_n, params, batches)
+    }
+
+    /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for wgmma; 128
+    /// for mma.sync), and its launch.
+    pub fn with_tile_n(self, kernel: &str, tile_n: u32, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
+        let wgmma = |family: &str, bytes| (kernel.replacen("bone_gemm_", family, 1), bytes);
+        let (name, shared_mem_bytes) = match (self, tile_n) {
+            (GemmKernels::MmaSync, _) => (kernel.to_string(), 0),
+            (GemmKernels::Wgmma, BONE_WGMMA_NARROW_BN) => wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_SMEM_BYTES),
+            (GemmKernels::Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_SMEM_BYTES),
+            (GemmKernels::Wgmma, _) => wgmma("bone_wgmma_", BONE_WGMMA_SMEM_BYTES),
+        };
+        let tile_n = if self == GemmKernels::MmaSync { BONE_GEMM_BN } else { tile_n };
         let config = LaunchConfig {
             grid_dim: ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
             block_dim: (BONE_GEMM_THREADS, 1, 1),
@@ -204,5 +224,30 @@ impl Gemm {
 
     pub fn launch(&self, launcher: &impl Launcher, kernel: &str, batches: usize) -> Result<()> {
         launcher.gemm(kernel, &self.0, batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel chosen and its grid's x extent (tiles along N).
+    fn chosen(m: usize, n: usize, batches: usize) -> (String, u32) {
+        let params = Gemm::new((0, 8), (0, 8), (0, 8), [m, n, 64]).0;
+        let (name, config) = GemmKernels::Wgmma.select("bone_gemm_kk_bf16_bf16", &params, batches);
+        (name, config.grid_dim.0)
+    }
+
+    #[test]
+    fn wgmma_tiles_follow_n_and_the_grid() {
+        // The adapter's r-wide products: 64-wide tiles.
+        assert_eq!(chosen(4096, 64, 1), ("bone_wgmma_narrow_kk_bf16_bf16".into(), 1));
+        // Large products: 256-wide tiles (32 x 16 = 512 blocks).
+        assert_eq!(chosen(4096, 4096, 1), ("bone_wgmma_wide_kk_bf16_bf16".into(), 16));
+        // T = 512: 256-wide tiles would make 64 blocks; 128-wide make 128.
+        assert_eq!(chosen(512, 4096, 1), ("bone_wgmma_kk_bf16_bf16".into(), 32));
+        // Batches count toward the grid.
+        assert_eq!(chosen(512, 4096, 2), ("bone_wgmma_wide_kk_bf16_bf16".into(), 16));
+        assert_eq!(chosen(4096, 96, 1), ("bone_wgmma_kk_bf16_bf16".into(), 1));
     }
 }
