@@ -20,10 +20,12 @@ use crate::shape::LayerShape;
 /// unit tests (the CPU emulator) use 32 KiB so that small layers take several slabs.
 const SLAB_BYTES: usize = if cfg!(test) { 32 << 10 } else { 32 << 20 };
 
-/// Rows of W' (and G) per slab: a multiple of 128 (so of r) fitting `SLAB_BYTES` at 4
-/// bytes an element, at least 128, at most N.
-fn slab_rows(layer: &LayerShape) -> usize {
-    (SLAB_BYTES / (4 * layer.k()) / 128 * 128).max(128).min(layer.n())
+/// Rows of W' per slab, a multiple of 128 (so of r), at least 128, at most N: as many as
+/// fit `SLAB_BYTES` with W' alone (2 bytes an element) in the forward, with W' and G (4) in
+/// the backward. Fewer, larger slabs keep more SMs busy at small T.
+fn slab_rows(layer: &LayerShape, pass: Pass) -> usize {
+    let bytes_per_element = if pass == Pass::Forward { 2 } else { 4 };
+    (SLAB_BYTES / (bytes_per_element * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' slab, all in the activations'
@@ -31,10 +33,10 @@ fn slab_rows(layer: &LayerShape) -> usize {
 /// over chunks of K.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
-    let slab = slab_rows(layer) * k * 2;
+    let slab = slab_rows(layer, pass) * k * 2;
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, slab];
     if pass == Pass::Backward {
-        let rows = slab_rows(layer);
+        let rows = slab_rows(layer, pass);
         sizes.extend([slab, tokens * k * 4, token_chunks::partial_bytes(k, rows / r, rows * r)]);
     }
     sizes
@@ -62,7 +64,7 @@ fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
-    let slab = slab_rows(&call.shape);
+    let slab = slab_rows(&call.shape, Pass::Forward);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         form_slab(launcher, call, regions, row0, rows)?;
@@ -82,7 +84,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (slab_buffer, g, dx_f32, partials) = (regions[3], regions[4], regions[5], regions[6]);
-    let slab = slab_rows(&call.shape);
+    let slab = slab_rows(&call.shape, Pass::Backward);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         let dy = call.y + (row0 * 2) as u64;
