@@ -345,6 +345,24 @@ mod tests {
     }
 
     #[test]
+    fn the_issue_sizes_are_accepted_with_bounded_workspace() {
+        // T up to 65536, N and K up to 16384, every r the kernels take (#3).
+        let variants = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 64 }];
+        for variant in variants {
+            for r in SUPPORTED_R {
+                let layer = shape(variant, 16384, 16384, r);
+                check_supported(&layer, 65536).unwrap();
+                for pass in [Pass::Forward, Pass::Backward] {
+                    let bytes = total_bytes(&region_sizes(&layer, 65536, pass));
+                    // At most T x K f32 (BatCol's dX accumulator, 4 GiB here) plus 64 MiB of
+                    // slabs and partial sums: nothing N x K or T x N.
+                    assert!(bytes <= 65536 * 16384 * 4 + (64 << 20), "{variant} r={r} {pass:?}: {bytes} bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn gemm_operands_must_be_16_byte_aligned() {
         let layer = shape(Variant::Shared, 64, 64, 32);
         let params = check_supported(&layer, 4).unwrap();
