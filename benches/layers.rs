@@ -300,7 +300,8 @@ fn layers(c: &mut Criterion) {
     for (case, baselines) in cases {
         let (n, k, t, r) = case;
         let mut group = c.benchmark_group(format!("{n}x{k}/T{t}/r{r}"));
-        group.warm_up_time(Duration::from_millis(250)).measurement_time(Duration::from_millis(700)).sample_size(10);
+        // About 0.7 s per path: the 9 layers' ~280 paths fit one device call (benches/run_gpu.sh).
+        group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(500)).sample_size(10);
         bench_layer(&mut group, &gpu, case, baselines);
         group.finish();
     }

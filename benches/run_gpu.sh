@@ -3,8 +3,11 @@
 # binaries into .gpu/ here): the GPU tests, the layer benches, PEFT's side-by-side, then
 # the summary table. On the device tool:
 #   command: "bash benches/run_gpu.sh [all|tests|benches]"   carry: [".gpu"]
-# Phases have their own time limits (TEST_TIMEOUT, BENCH_TIMEOUT, PEFT_TIMEOUT seconds);
-# QUICK=1 runs PEFT on one shape only. Logs and criterion's estimates land in $OUT.
+# Phases have their own time limits (TEST_TIMEOUT per test binary, BENCH_TIMEOUT,
+# PEFT_TIMEOUT, in seconds), set so that each half fits one device call (at most 10
+# minutes) of a 15-minute lease: `tests` at most 5 x 100 s, `benches` at most 330 + 150 s.
+# QUICK=1 runs PEFT on one shape only. Logs and criterion's estimates land in $OUT; each
+# phase prints how long it took.
 set -o pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -22,12 +25,17 @@ if [ "$mode" = all ] || [ "$mode" = tests ]; then
   for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files; do
     [ -e "$t" ] || continue
     echo "== $t"
-    timeout "${TEST_TIMEOUT:-300}" "$t" gpu_ --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' | tail -60 || fail=1
+    started=$SECONDS
+    timeout "${TEST_TIMEOUT:-100}" "$t" gpu_ --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' | tail -60 || fail=1
+    echo "   ($t: $((SECONDS - started)) s)"
   done
 fi
 if [ "$mode" = all ] || [ "$mode" = benches ]; then
-  timeout "${BENCH_TIMEOUT:-360}" .gpu/bin/bench-layers --bench ${BENCH_FILTER:-} 2>&1 | tee "$OUT/bench.log" | grep -E '^(memory|SKIPPED)|time:' | tail -80 || fail=1
-  timeout "${PEFT_TIMEOUT:-180}" python3 benches/peft_side_by_side.py --out "$OUT/peft.json" ${QUICK:+--quick} 2>&1 | tee "$OUT/peft.log" | tail -30 || fail=1
+  started=$SECONDS
+  timeout "${BENCH_TIMEOUT:-330}" .gpu/bin/bench-layers --bench ${BENCH_FILTER:-} 2>&1 | tee "$OUT/bench.log" | grep -E '^(memory|SKIPPED)|time:' | tail -80 || fail=1
+  echo "   (layer benches: $((SECONDS - started)) s)"; started=$SECONDS
+  timeout "${PEFT_TIMEOUT:-150}" python3 benches/peft_side_by_side.py --out "$OUT/peft.json" ${QUICK:+--quick} 2>&1 | tee "$OUT/peft.log" | tail -30 || fail=1
+  echo "   (PEFT side-by-side: $((SECONDS - started)) s)"
   python3 benches/summarize.py "$OUT/criterion" "$OUT/peft.json" "$OUT/bench.log" | tee "$OUT/summary.txt"
 fi
 echo "run_gpu finished, fail=$fail"
