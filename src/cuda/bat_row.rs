@@ -5,6 +5,7 @@
 //! blocks side by side.
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::params::BONE_GEMM_BM;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -19,7 +20,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
     let reduced = if pass == Pass::Forward { k } else { n };
-    let carry_partials = token_chunks::partial_bytes(reduced, tokens.div_ceil(128), tokens * r);
+    let carry_partials = token_chunks::partial_bytes(reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r);
     vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
 }
 
@@ -54,7 +55,7 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     let sum = call.pass("bone_sum_chunks");
     token_chunks::reduce(
         launcher,
-        (k, t.div_ceil(128), t * r),
+        (k, t.div_ceil(BONE_GEMM_BM as usize), t * r),
         regions[7],
         (carry, &sum),
         |first, len, out, partial| {
@@ -79,7 +80,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let sum = call.pass("bone_sum_chunks");
     token_chunks::reduce(
         launcher,
-        (n, t.div_ceil(128), t * r),
+        (n, t.div_ceil(BONE_GEMM_BM as usize), t * r),
         regions[7],
         (d_carry, &sum),
         |first, len, out, partial| {

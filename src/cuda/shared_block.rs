@@ -3,6 +3,7 @@
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::params::BONE_GEMM_BM;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -23,7 +24,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     if pass == Pass::Backward {
         let mini = matches!(layer.variant(), Variant::Mini { .. });
         let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n);
-        let u_partials = token_chunks::partial_bytes(n, tokens.div_ceil(128), tokens * r);
+        let u_partials = token_chunks::partial_bytes(n, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r);
         sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
     }
     sizes
@@ -67,12 +68,12 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
         // U has T / 128 output tiles over all of N: at small T it is cut into chunks of N.
-        let sum = (u, call.pass("bone_sum_chunks"));
+        let sum = call.pass("bone_sum_chunks");
         token_chunks::reduce(
             launcher,
-            (n, t.div_ceil(128), t * r),
+            (n, t.div_ceil(BONE_GEMM_BM as usize), t * r),
             regions[7],
-            (sum.0, &sum.1),
+            (u, &sum),
             |first, len, out, partial| {
                 let kernel = if partial { call.gemm_f32("kk") } else { call.gemm("kk") };
                 let offset = (first * 2) as u64;
