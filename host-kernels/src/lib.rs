@@ -52,7 +52,8 @@ unsafe extern "C" {
     ) -> i32;
 }
 
-/// Whether the kernels were compiled for the host (a C++17 compiler was found).
+/// Whether the kernels were compiled for the host (a C++17 compiler and POSIX ucontext
+/// were found).
 pub fn available() -> bool {
     cfg!(bone_host_kernels_built)
 }
