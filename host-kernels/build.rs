@@ -63,11 +63,13 @@ fn main() {
     );
     let table_path = out.join("kernels_on_host.cpp");
     fs::write(&table_path, table).expect("write the kernel table");
-    // The runtime needs POSIX ucontext (Linux, macOS); elsewhere the tests say they skip.
+    // The runtime needs its x86-64 context switch or POSIX ucontext; elsewhere the tests
+    // say they skip.
     let compiled = build()
         .file(&table_path)
         .file(manifest.join("cpp/runtime.cpp"))
         .file(manifest.join("cpp/ptx_semantics.cpp"))
+        .file(manifest.join("cpp/context.cpp"))
         .try_compile("bone_host_kernels");
     match compiled {
         Ok(()) => println!("cargo::rustc-cfg=bone_host_kernels_built"),

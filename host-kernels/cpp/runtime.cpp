@@ -19,8 +19,6 @@
 //     memory then and writing the accumulators then, so accumulators read before the
 //     wait, or a stage refilled before it, give wrong numbers; an mma_async needs a
 //     wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it.
-#include <ucontext.h>
-
 #include <atomic>
 #include <cstdio>
 #include <deque>
@@ -30,6 +28,7 @@
 #include <vector>
 
 #include "bone_host.h"
+#include "context.h"
 #include "ptx_semantics.h"
 #include "registry.h"
 
@@ -57,7 +56,7 @@ enum class State { Runnable, AtBarrier, AtCollective, Done };
 enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16 };
 
 struct Fiber {
-    ucontext_t context;
+    Context context;
     std::vector<char> stack;
     Coordinates coordinates;
     State state;
@@ -144,11 +143,7 @@ class BlockRunner {
             f.state = State::Runnable;
             f.open.clear();
             f.committed.clear();
-            getcontext(&f.context);
-            f.context.uc_stack.ss_sp = f.stack.data();
-            f.context.uc_stack.ss_size = f.stack.size();
-            f.context.uc_link = nullptr;
-            makecontext(&f.context, &BlockRunner::fiber_main, 0);
+            start_context(f.context, f.stack.data(), f.stack.size(), &BlockRunner::fiber_main);
         }
         // Always the lowest-numbered runnable thread: warp 0 runs as far ahead of the
         // others as the barriers allow, the order that exposes a missing barrier.
@@ -163,7 +158,7 @@ class BlockRunner {
             }
             running_ = next;
             current = &fibers_[next].coordinates;
-            swapcontext(&scheduler_, &fibers_[next].context);
+            switch_context(scheduler_, fibers_[next].context);
             if (!error_.empty()) return error_;
         }
     }
@@ -261,21 +256,21 @@ class BlockRunner {
         error_ = "block (" + std::to_string(c.block_idx.x) + ", " + std::to_string(c.block_idx.y) + ", " +
                  std::to_string(c.block_idx.z) + ") thread " + std::to_string(running_) + ": " + message;
         f.state = State::Done;
-        swapcontext(&f.context, &scheduler_);
+        switch_context(f.context, scheduler_);
         __builtin_unreachable();  // the scheduler never resumes a failed fiber
     }
 
    private:
     Fiber& self() { return fibers_[running_]; }
 
-    void yield(Fiber& f) { swapcontext(&f.context, &scheduler_); }
+    void yield(Fiber& f) { switch_context(f.context, scheduler_); }
 
     static void fiber_main() {
         BlockRunner& r = *runner;
         r.launch_.kernel->invoke(r.launch_.kernel->kernel, r.launch_.args);
         Fiber& f = r.self();
         f.state = State::Done;
-        swapcontext(&f.context, &r.scheduler_);
+        switch_context(f.context, r.scheduler_);
     }
 
     void compute(Warp& w) {
@@ -353,7 +348,7 @@ class BlockRunner {
     std::vector<Warpgroup> warpgroups_;
     std::vector<unsigned char> shared_storage_;
     unsigned char* shared_ = nullptr;  // 1 KiB aligned, within shared_storage_
-    ucontext_t scheduler_;
+    Context scheduler_;
     size_t running_ = 0;
     size_t at_barrier_ = 0;
     std::string error_;
