@@ -187,11 +187,13 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
             }
         }
     }
-    // r = 128, bf16 B and f16 activations on one large layer, on each of the crate's GEMMs.
+    // r = 128, bf16 B and f16 activations on one large layer, on each of the crate's GEMMs
+    // (Y and dX; dB at r = 128 is checked whole on the small layers, and here would cost
+    // minutes of f64 oracle).
     for engine in engines.into_iter().filter(|&e| e != GemmEngine::Cublas) {
         kernels.set_gemm_engine(engine).unwrap();
         for variant in variants(128) {
-            let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: true };
+            let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: false };
             check::<bf16, bf16>(&kernels, &mut workspace, &case, &mut rng);
             check::<f16, f32>(&kernels, &mut workspace, &case, &mut rng);
         }
