@@ -5,7 +5,6 @@
 //! blocks side by side.
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::BONE_GEMM_BM;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -20,7 +19,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
     let reduced = if pass == Pass::Forward { k } else { n };
-    let carry_partials = token_chunks::partial_bytes(reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r);
+    let carry_partials = token_chunks::row_product_partial_bytes(reduced, tokens, r);
     vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
 }
 
@@ -52,18 +51,10 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
         k / r,
     )?;
     // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K.
-    let sum = call.pass("bone_sum_chunks");
-    token_chunks::reduce(
-        launcher,
-        (k, t.div_ceil(BONE_GEMM_BM as usize), t * r),
-        regions[7],
-        (carry, &sum),
-        |first, len, out, partial| {
-            let kernel = if partial { call.gemm_f32("kk") } else { call.gemm("kk") };
-            let offset = (first * 2) as u64;
-            Gemm::new((call.x + offset, k), (stack + offset, k), (out, r), [t, r, len]).launch(launcher, &kernel, 1)
-        },
-    )?;
+    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |first, len, out| {
+        let offset = (first * 2) as u64;
+        Gemm::new((call.x + offset, k), (stack + offset, k), (out, r), [t, r, len])
+    })?;
     Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
         .second((carry, r), (tiling, r), r)
         .bias(call.bias)
@@ -77,18 +68,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
     Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1)?;
     // dR [T, r] = dY E, over chunks of N.
-    let sum = call.pass("bone_sum_chunks");
-    token_chunks::reduce(
-        launcher,
-        (n, t.div_ceil(BONE_GEMM_BM as usize), t * r),
-        regions[7],
-        (d_carry, &sum),
-        |first, len, out, partial| {
-            let kernel = if partial { call.gemm_f32("kt") } else { call.gemm("kt") };
-            let (dy, e) = (call.y + (first * 2) as u64, tiling + (first * r * 2) as u64);
-            Gemm::new((dy, n), (e, r), (out, r), [t, r, len]).launch(launcher, &kernel, 1)
-        },
-    )?;
+    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry), |first, len, out| {
+        let (dy, e) = (call.y + (first * 2) as u64, tiling + (first * r * 2) as u64);
+        Gemm::new((dy, n), (e, r), (out, r), [t, r, len])
+    })?;
     if call.dx != 0 {
         // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
         Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])

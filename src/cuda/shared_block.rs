@@ -3,7 +3,6 @@
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::BONE_GEMM_BM;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -24,7 +23,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     if pass == Pass::Backward {
         let mini = matches!(layer.variant(), Variant::Mini { .. });
         let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n);
-        let u_partials = token_chunks::partial_bytes(n, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r);
+        let u_partials = token_chunks::row_product_partial_bytes(n, tokens, r);
         sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
     }
     sizes
@@ -68,19 +67,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
         // U has T / 128 output tiles over all of N: at small T it is cut into chunks of N.
-        let sum = call.pass("bone_sum_chunks");
-        token_chunks::reduce(
-            launcher,
-            (n, t.div_ceil(BONE_GEMM_BM as usize), t * r),
-            regions[7],
-            (u, &sum),
-            |first, len, out, partial| {
-                let kernel = if partial { call.gemm_f32("kk") } else { call.gemm("kk") };
-                let offset = (first * 2) as u64;
-                Gemm::new((call.y + offset, n), (regions[1] + offset, n), (out, r), [t, r, len])
-                    .launch(launcher, &kernel, 1)
-            },
-        )?;
+        token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u), |first, len, out| {
+            let offset = (first * 2) as u64;
+            Gemm::new((call.y + offset, n), (regions[1] + offset, n), (out, r), [t, r, len])
+        })?;
         let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
         launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;
         Gemm::new((call.y, n), (call.w, k), (call.dx, k), [t, k, n]).second((u, r), (tiling, k), r).launch(

@@ -90,11 +90,8 @@ impl<R: ProductRunner> Launcher for Split<R> {
                 Arg::Ptr(params.bias as u64),
                 Arg::Ptr(params.c as u64),
             ];
-            let bias_kernel = match gemm_kind(kernel).half {
-                Half::Bf16 => "bone_add_bias_x_bf16",
-                Half::F16 => "bone_add_bias_x_f16",
-            };
-            self.0.elementwise(bias_kernel, rows * cols, &args)?;
+            let bias_kernel = format!("bone_add_bias_x_{}", gemm_kind(kernel).half.suffix());
+            self.0.elementwise(&bias_kernel, rows * cols, &args)?;
         }
         Ok(())
     }

@@ -7,7 +7,9 @@
 //! parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
 //! not the GPU.
 
-use super::launch::{Arg, Launcher};
+use super::launch::{Arg, Gemm, Launcher};
+use super::params::BONE_GEMM_BM;
+use super::training::Call;
 use crate::error::Result;
 
 /// Thread blocks worth aiming for (about two per SM on a large GPU).
@@ -53,6 +55,32 @@ pub(crate) fn reduce(
     }
     let args = [Arg::I32(chunks as i32), Arg::I32(outputs as i32), Arg::Ptr(partials), Arg::Ptr(out)];
     launcher.elementwise(sum_kernel, outputs, &args)
+}
+
+/// Bytes of partial sums a [T, r] product over `reduced` elements needs (0 when unsplit):
+/// the shared block's U and BatRow's R and dR, whose T / 128 output tiles are few at small T.
+pub(crate) fn row_product_partial_bytes(reduced: usize, tokens: usize, r: usize) -> usize {
+    partial_bytes(reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r)
+}
+
+/// The [T, r] product `gemm(first, len, out)` over chunks of its `reduced` dimension, on
+/// `layouts`' GEMM of the call's activation type: each chunk's partial sums in f32 (or,
+/// unsplit, the result directly), then summed in order and rounded once into `out`.
+pub(crate) fn reduce_row_product(
+    launcher: &impl Launcher,
+    call: &Call,
+    layouts: &str,
+    reduced: usize,
+    (partials, out): (u64, u64),
+    gemm: impl Fn(usize, usize, u64) -> Gemm,
+) -> Result<()> {
+    let (tokens, r) = (call.tokens, call.shape.r());
+    let tiles = tokens.div_ceil(BONE_GEMM_BM as usize);
+    let sum = call.pass("bone_sum_chunks");
+    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum), |first, len, dest, partial| {
+        let kernel = if partial { call.gemm_f32(layouts) } else { call.gemm(layouts) };
+        gemm(first, len, dest).launch(launcher, &kernel, 1)
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub(crate) enum Half {
 }
 
 impl Half {
+    /// The kernel-name suffix of this type (`bf16`, `f16`).
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Half::Bf16 => "bf16",
+            Half::F16 => "f16",
+        }
+    }
+
     fn data_type(self) -> sys::cudaDataType_t {
         match self {
             Half::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
