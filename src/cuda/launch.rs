@@ -106,17 +106,17 @@ impl GemmKernels {
         self.with_tile_n(kernel, tile_n, params, batches)
     }
 
-    /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for wgmma; 128
-    /// for mma.sync), and its launch.
+    /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for wgmma; mma.sync
+    /// has 128 only), and its launch. The grid follows the kernel's own width.
     pub fn with_tile_n(self, kernel: &str, tile_n: u32, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
-        let wgmma = |family: &str, bytes| (kernel.replacen("bone_gemm_", family, 1), bytes);
-        let (name, shared_mem_bytes) = match (self, tile_n) {
-            (GemmKernels::MmaSync, _) => (kernel.to_string(), 0),
+        let wgmma = |family: &str, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, bytes);
+        let (name, tile_n, shared_mem_bytes) = match (self, tile_n) {
+            (GemmKernels::MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, 0),
             (GemmKernels::Wgmma, BONE_WGMMA_NARROW_BN) => wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_SMEM_BYTES),
             (GemmKernels::Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_SMEM_BYTES),
-            (GemmKernels::Wgmma, _) => wgmma("bone_wgmma_", BONE_WGMMA_SMEM_BYTES),
+            (GemmKernels::Wgmma, BONE_GEMM_BN) => wgmma("bone_wgmma_", BONE_WGMMA_SMEM_BYTES),
+            (GemmKernels::Wgmma, other) => unreachable!("no {other}-wide wgmma kernel (callers pass 64, 128 or 256)"),
         };
-        let tile_n = if self == GemmKernels::MmaSync { BONE_GEMM_BN } else { tile_n };
         let config = LaunchConfig {
             grid_dim: ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
             block_dim: (BONE_GEMM_THREADS, 1, 1),

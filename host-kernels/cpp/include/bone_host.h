@@ -56,8 +56,7 @@ void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b,
 #define blockDim (::bone_host::current->block_dim)
 #define gridDim (::bone_host::current->grid_dim)
 inline void __syncthreads() { ::bone_host::sync_threads(); }
-using std::max;  // CUDA's device min and max
-using std::min;
+using std::min;  // CUDA's device min
 
 struct __nv_bfloat16 {
     uint16_t bits;
