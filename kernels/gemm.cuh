@@ -122,6 +122,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         __syncthreads();  // everyone is done with this stage before it is refilled
     }
 
+    const bone_gemm_common::Output<TIn, TOut> out(p, z);
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -130,7 +131,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
             for (int e = 0; e < 4; ++e) {
                 const int row = block_m + warp_m + i * 16 + lane / 4 + (e / 2) * 8;
                 const int col = block_n + warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
-                bone_gemm_common::store<TIn, TOut>(p, z, row, col, acc[i][j][e]);
+                out.store(row, col, acc[i][j][e]);
             }
 }
 

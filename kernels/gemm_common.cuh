@@ -26,8 +26,8 @@ __device__ __forceinline__ void block_tile(int& tile_m, int& tile_n) {
     tile_n = in_group / rows;
 }
 
-// One K tile: which product's operands (T: bf16 or f16), their leading dimensions, that
-// product's K extent and the tile's first k.
+// One K tile: which product's operands (T: bf16 or f16), their leading dimensions, where
+// that product's K ends for this chunk (loads from there on are zero) and the tile's first k.
 template <typename T>
 struct KTile {
     const T* a;
@@ -35,27 +35,36 @@ struct KTile {
     int lda, ldb, k_total, k0;
 };
 
-// Batch z of a BoneGemm on T operands, its K cut into tiles of TILE_K: the first
-// product's, then the second's.
+// Layer z of the grid for a BoneGemm on T operands: its batch's operands, and its chunk
+// of the reduction (all of it unless split_k) cut into tiles of TILE_K: the first
+// product's, then the second's. Layer z is chunk z / batches of batch z % batches.
 template <int TILE_K, typename T>
 struct Batch {
     const BoneGemm& p;
     const T *a1, *b1, *a2, *b2;
+    int k_begin, end1, end2;  // the chunk's K range: [k_begin, end1) of the first product, of the second
     int tiles1, tiles;
 
-    __device__ __forceinline__ Batch(const BoneGemm& params, long long z)
-        : p(params),
-          a1((const T*)params.a + z * params.stride_a),
-          b1((const T*)params.b + z * params.stride_b),
-          a2((const T*)params.a2 + z * params.stride_a2),
-          b2((const T*)params.b2 + z * params.stride_b2),
-          tiles1((params.k + TILE_K - 1) / TILE_K),
-          tiles(tiles1 + (params.k2 + TILE_K - 1) / TILE_K) {}
+    __device__ __forceinline__ Batch(const BoneGemm& params, long long z) : p(params) {
+        // 32-bit arithmetic: grid.z is at most 65535 (a 64-bit division is a called routine).
+        const int chunks = p.split_k > 0 ? (p.k + p.split_k - 1) / p.split_k : 1;
+        const int batches = (int)gridDim.z / chunks, layer = (int)z;
+        const long long batch = layer % batches;
+        k_begin = layer / batches * p.split_k;
+        end1 = p.split_k > 0 ? min(p.k, k_begin + p.split_k) : p.k;
+        end2 = p.split_k > 0 ? min(p.k2, k_begin + p.split_k) : p.k2;
+        a1 = (const T*)p.a + batch * p.stride_a;
+        b1 = (const T*)p.b + batch * p.stride_b;
+        a2 = (const T*)p.a2 + batch * p.stride_a2;
+        b2 = (const T*)p.b2 + batch * p.stride_b2;
+        tiles1 = (max(end1 - k_begin, 0) + TILE_K - 1) / TILE_K;
+        tiles = tiles1 + (max(end2 - k_begin, 0) + TILE_K - 1) / TILE_K;
+    }
 
     __device__ __forceinline__ KTile<T> tile(int t) const {
         const bool first = t < tiles1;
-        return {first ? a1 : a2,     first ? b1 : b2,        first ? p.lda : p.lda2, first ? p.ldb : p.ldb2,
-                first ? p.k : p.k2, (first ? t : t - tiles1) * TILE_K};
+        return {first ? a1 : a2,        first ? b1 : b2, first ? p.lda : p.lda2, first ? p.ldb : p.ldb2,
+                first ? end1 : end2, k_begin + (first ? t : t - tiles1) * TILE_K};
     }
 };
 
@@ -69,14 +78,28 @@ __device__ __forceinline__ void store_out<float>(float* c, long long idx, float 
     c[idx] = accumulate ? c[idx] + v : v;
 }
 
-// C[z][row, col] = v (+ bias[col], of the operands' type TIn) (+ what C holds, f32 only),
-// where inside M x N.
+// Where layer z of the grid writes: C[z][row, col] = v (+ bias[col], of the operands' type
+// TIn) (+ what C holds, f32 only), where inside M x N. Read from the parameter once, after
+// the main loop (the wide wgmma tile spilled when each of its 128 stores re-read it).
 template <typename TIn, typename TOut>
-__device__ __forceinline__ void store(const BoneGemm& p, long long z, int row, int col, float v) {
-    if (row >= p.m || col >= p.n) return;
-    const TIn* bias = (const TIn*)p.bias;
-    TOut* c = (TOut*)p.c + z * p.stride_c;
-    store_out<TOut>(c, (long long)row * p.ldc + col, v + (bias ? to_f32(bias[col]) : 0.f), p.accumulate != 0);
-}
+struct Output {
+    TOut* c;
+    const TIn* bias;
+    int m, n, ldc;
+    bool accumulate;
+
+    __device__ __forceinline__ Output(const BoneGemm& p, long long z)
+        : c((TOut*)p.c + z * p.stride_c),
+          bias((const TIn*)p.bias),
+          m(p.m),
+          n(p.n),
+          ldc(p.ldc),
+          accumulate(p.accumulate != 0) {}
+
+    __device__ __forceinline__ void store(int row, int col, float v) const {
+        if (row >= m || col >= n) return;
+        store_out<TOut>(c, (long long)row * ldc + col, v + (bias ? to_f32(bias[col]) : 0.f), accumulate);
+    }
+};
 
 }  // namespace bone_gemm_common

@@ -150,6 +150,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     }
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
+    const bone_gemm_common::Output<TIn, TOut> out(p, z);
 
 #pragma unroll
     for (int j = 0; j < TILE_N / 8; ++j)
@@ -157,7 +158,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         for (int e = 0; e < 4; ++e) {
             const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
             const int col = block_n + j * 8 + (lane % 4) * 2 + (e % 2);
-            bone_gemm_common::store<TIn, TOut>(p, z, row, col, acc[j * 4 + e]);
+            out.store(row, col, acc[j * 4 + e]);
         }
 #else
     __trap();

@@ -37,7 +37,11 @@ enum BoneLayout {
 // accumulation. The second pair is optional (k2 = 0); it appends a short product
 // along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
 // batch z offsets every operand by z times its stride (in elements; 0 shares it).
-// Element counts fit in int32; every leading dimension, stride and the contiguous
+// A long reduction with few output tiles may be cut into chunks (split_k > 0): chunk c
+// reduces both products over their own K in [c split_k, (c + 1) split_k) (the last chunk
+// may be shorter; k2 is then 0 or k) and writes its own partial sums to C, so that the
+// grid holds batches x chunks layers, z = c batches + batch: layer z writes C + z stride_c.
+// Element counts fit in int32; every leading dimension, stride, split_k and the contiguous
 // extent of every operand are multiples of 8, and every pointer is 16-byte aligned
 // (checked on the host).
 struct BoneGemm {
@@ -57,6 +61,7 @@ struct BoneGemm {
     int ldb2;
     int ldc;
     int accumulate;  // f32 output only: add to what c holds
+    int split_k;     // elements of K per chunk, or 0: one chunk
     long long stride_a;
     long long stride_b;
     long long stride_a2;

@@ -96,18 +96,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // over its r-wide chunks (a read of G, not a second GEMM over K).
         let db = call.db + (row0 * r * 4) as u64;
         let w_blocks = call.w + (row0 * k * 2) as u64;
-        token_chunks::reduce(
-            launcher,
-            (k, rows / r, rows * r),
-            partials,
-            (db, "bone_sum_chunks"),
-            |first, len, out, _| {
-                let offset = (first * r * 2) as u64;
-                Gemm::new((w_blocks + offset, r), (g + offset, r), (out, r), [r, r, len])
-                    .strides([r * k, r * k, 0, 0, r * r])
-                    .launch(launcher, &call.gemm_f32("tt"), rows / r)
-            },
-        )?;
+        token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, "bone_sum_chunks"), |out, _| {
+            let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
+            (gemm, call.gemm_f32("tt"), rows / r)
+        })?;
         let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
         launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r, &chunk_sums)?;
         if call.dx != 0 {

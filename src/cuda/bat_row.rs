@@ -51,9 +51,8 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
         k / r,
     )?;
     // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K.
-    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |first, len, out| {
-        let offset = (first * 2) as u64;
-        Gemm::new((call.x + offset, k), (stack + offset, k), (out, r), [t, r, len])
+    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |out| {
+        Gemm::new((call.x, k), (stack, k), (out, r), [t, r, k])
     })?;
     Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
         .second((carry, r), (tiling, r), r)
@@ -68,9 +67,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
     Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1)?;
     // dR [T, r] = dY E, over chunks of N.
-    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry), |first, len, out| {
-        let (dy, e) = (call.y + (first * 2) as u64, tiling + (first * r * 2) as u64);
-        Gemm::new((dy, n), (e, r), (out, r), [t, r, len])
+    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry), |out| {
+        Gemm::new((call.y, n), (tiling, r), (out, r), [t, r, n])
     })?;
     if call.dx != 0 {
         // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
@@ -81,12 +79,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
     let sum = (call.db, "bone_sum_chunks");
-    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], sum, |first, len, out, _| {
-        let rows = |base: u64, width: usize| base + (first * width * 2) as u64;
-        let x = rows(call.x, k);
-        Gemm::new((rows(dx_mixed, k), k), (x, k), (out, r), [r, r, len])
-            .second((rows(d_carry, r), r), (x, k), len)
-            .strides([r, r, 0, r, r * r])
-            .launch(launcher, &call.gemm_f32("tt"), k / r)
+    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], sum, |out, _| {
+        let gemm = Gemm::new((dx_mixed, k), (call.x, k), (out, r), [r, r, t])
+            .second((d_carry, r), (call.x, k), t)
+            .strides([r, r, 0, r, r * r]);
+        (gemm, call.gemm_f32("tt"), k / r)
     })
 }

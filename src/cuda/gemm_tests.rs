@@ -173,3 +173,55 @@ fn a_gemm_with_no_k_writes_the_bias_alone() {
         }
     }
 }
+
+#[test]
+fn a_reduction_cut_into_chunks_writes_each_chunks_partial_sums() {
+    if !host_kernels_or_skip("a_reduction_cut_into_chunks_writes_each_chunks_partial_sums") {
+        return;
+    }
+    // K = K2 = 200 in chunks of 64 (whole K tiles; the last chunk is 8) and of 136 (a
+    // chunk starting inside a K tile), two batches: layer (chunk, batch) = chunk x 2 + batch.
+    let mut rng = StdRng::seed_from_u64(25);
+    let (m, n, k, batches): (usize, usize, usize, usize) = (72, 40, 200, 2);
+    for family in FAMILIES {
+        for kernel in ["bone_gemm_tt_bf16_f32", "bone_gemm_kt_f16_f32", "bone_gemm_kk_bf16_f32"] {
+            let GemmKind { a_k_major, b_k_major, half, .. } = gemm_kind(kernel);
+            let ty = Ty::from(half);
+            for (split, landing) in [(64, Landing::Late), (136, Landing::Early)] {
+                let emulator = Emulator::with_tile_n(landing, family.0, family.1);
+                let chunks = k.div_ceil(split);
+                let operands = [(m, a_k_major), (n, b_k_major), (m, a_k_major), (n, b_k_major)]
+                    .map(|(rows, k_major)| Operand::random(&mut rng, (rows, k), batches, k_major, ty));
+                let [a, b, a2, b2] = &operands;
+                let (ldc, layer_stride) = (n + 8, (n + 8) * m);
+                let c = emulator.alloc(layer_stride * batches * chunks * 4);
+                let upload = |o: &Operand| (emulator.upload(ty, &o.values), o.ld);
+                Gemm::new(upload(a), upload(b), (c, ldc), [m, n, k])
+                    .second(upload(a2), upload(b2), k)
+                    .strides([a.stride, b.stride, a2.stride, b2.stride, layer_stride])
+                    .split_k(split, layer_stride)
+                    .launch(&emulator, kernel, batches)
+                    .unwrap();
+                let got = emulator.download(Ty::F32, c, layer_stride * batches * chunks);
+                for chunk in 0..chunks {
+                    let range = chunk * split..(chunk * split + split).min(k);
+                    for z in 0..batches {
+                        for row in 0..m {
+                            for col in 0..n {
+                                let want: f64 = range
+                                    .clone()
+                                    .map(|j| a.at(z, row, j) * b.at(z, col, j) + a2.at(z, row, j) * b2.at(z, col, j))
+                                    .sum();
+                                let got = got[(chunk * batches + z) * layer_stride + row * ldc + col];
+                                assert!(
+                                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                                    "{family:?} {kernel} split {split}: chunk {chunk} batch {z} C[{row}, {col}] = {got}, want {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub(crate) enum Arg {
 
 pub(crate) trait Launcher {
     /// `C = A1 B1^T + A2 B2^T (+ bias)` with the instantiation `kernel` (kernels/gemm.cu),
-    /// over `batches` batches (grid.z).
+    /// over `batches` batches, each cut into [`chunks`] of its reduction (grid.z holds both).
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()>;
 
     /// Kernel `kernel` over `elements` threads (rounded up to whole blocks of
@@ -58,6 +58,12 @@ pub(crate) fn gemm_kind(kernel: &str) -> GemmKind {
     }
 }
 
+/// How many chunks a GEMM's reduction is cut into (`split_k`, params.h): each a layer of
+/// the grid per batch, writing its own partial sums.
+pub(crate) fn chunks(params: &BoneGemm) -> usize {
+    if params.split_k > 0 { (params.k as usize).div_ceil(params.split_k as usize) } else { 1 }
+}
+
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
 pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
     LaunchConfig {
@@ -86,18 +92,18 @@ const WIDE_TILES_MIN_BLOCKS: u32 = 128;
 
 impl GemmKernels {
     /// The kernel of this family that runs the instantiation `kernel` on `params` over
-    /// `batches`, and its launch: one block per output tile, one grid.z layer per batch.
+    /// `batches`, and its launch: one block per output tile, one grid.z layer per batch and
+    /// chunk.
     /// The wgmma family takes 128 x 64 tiles where N is at most 64, 128 x 256 where N
     /// exceeds 128 and that still makes WIDE_TILES_MIN_BLOCKS blocks, else 128 x 128.
     pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
-        let (m, n) = (params.m as u32, params.n as u32);
+        let (m, n, layers) = (params.m as u32, params.n as u32, (batches * chunks(params)) as u32);
         let tile_n = match self {
             GemmKernels::MmaSync => BONE_GEMM_BN,
             GemmKernels::Wgmma if n <= BONE_WGMMA_NARROW_BN => BONE_WGMMA_NARROW_BN,
             GemmKernels::Wgmma
                 if n > BONE_GEMM_BN
-                    && m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * batches as u32
-                        >= WIDE_TILES_MIN_BLOCKS =>
+                    && m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * layers >= WIDE_TILES_MIN_BLOCKS =>
             {
                 BONE_WGMMA_WIDE_BN
             }
@@ -118,7 +124,11 @@ impl GemmKernels {
             (GemmKernels::Wgmma, other) => unreachable!("no {other}-wide wgmma kernel (callers pass 64, 128 or 256)"),
         };
         let config = LaunchConfig {
-            grid_dim: ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM), batches as u32),
+            grid_dim: (
+                (params.n as u32).div_ceil(tile_n),
+                (params.m as u32).div_ceil(BONE_GEMM_BM),
+                (batches * chunks(params)) as u32,
+            ),
             block_dim: (BONE_GEMM_THREADS, 1, 1),
             shared_mem_bytes,
         };
@@ -182,6 +192,7 @@ impl Gemm {
             ldb2: 0,
             ldc: c.1 as i32,
             accumulate: 0,
+            split_k: 0,
             stride_a: 0,
             stride_b: 0,
             stride_a2: 0,
@@ -219,6 +230,17 @@ impl Gemm {
     /// Adds to what C (f32) holds.
     pub fn accumulate(mut self, accumulate: bool) -> Self {
         self.0.accumulate = i32::from(accumulate);
+        self
+    }
+
+    /// Cuts the reduction (both products, whose K extents are then equal or the second 0)
+    /// into chunks of `len` (a multiple of 8), all in the one launch: chunk c of batch b
+    /// writes its partial sums at C + (c batches + b) `layer_stride` elements.
+    pub fn split_k(mut self, len: usize, layer_stride: usize) -> Self {
+        debug_assert!(self.0.k2 == 0 || self.0.k2 == self.0.k, "chunks cut both products alike");
+        debug_assert!(self.0.stride_c == 0 || self.0.stride_c == layer_stride as i64, "batches keep their C stride");
+        self.0.split_k = len as i32;
+        self.0.stride_c = layer_stride as i64;
         self
     }
 

@@ -55,9 +55,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
     let sum = (db_full, "bone_sum_chunks");
-    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], sum, |first, len, out, _| {
-        let (s, dy) = (regions[0] + (first * r * 2) as u64, call.y + (first * n * 2) as u64);
-        Gemm::new((s, r), (dy, n), (out, n), [r, n, len]).launch(launcher, &call.gemm_f32("tt"), 1)
+    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], sum, |out, _| {
+        (Gemm::new((regions[0], r), (call.y, n), (out, n), [r, n, t]), call.gemm_f32("tt"), 1)
     })?;
     if mini {
         let fold = [Arg::Layer(call.layer), Arg::Ptr(db_full), Arg::Ptr(call.db)];
@@ -67,9 +66,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
         // U has T / 128 output tiles over all of N: at small T it is cut into chunks of N.
-        token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u), |first, len, out| {
-            let offset = (first * 2) as u64;
-            Gemm::new((call.y + offset, n), (regions[1] + offset, n), (out, r), [t, r, len])
+        token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u), |out| {
+            Gemm::new((call.y, n), (regions[1], n), (out, r), [t, r, n])
         })?;
         let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
         launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;

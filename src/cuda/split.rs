@@ -5,7 +5,7 @@
 
 use super::BoneKernels;
 use super::baseline::{Half, Operand, Output, RowMajorBlas};
-use super::launch::{Arg, GemmKind, Launcher, gemm_kind};
+use super::launch::{Arg, GemmKind, Launcher, chunks, gemm_kind};
 use super::params::BoneGemm;
 use crate::error::Result;
 
@@ -39,38 +39,54 @@ impl<R: ProductRunner> ProductRunner for &R {
 /// A [`Launcher`] that splits every GEMM into [`Product`]s for its runner.
 pub(crate) struct Split<R>(pub R);
 
-/// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one.
+/// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one;
+/// for each chunk of a reduction cut by `split_k`, into that chunk's own partial sums.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
+    let (m, n, k, k2) = (p.m as usize, p.n as usize, p.k as usize, p.k2 as usize);
+    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(k2) };
     // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
     // B's storage transposed when B is K-major ([n][k]), as stored when MN-major ([k][n]).
-    let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, transposed: bool| Operand {
-        address: address as u64,
+    let operand = |address: u64, ld: i32, stride: i64, transposed: bool| Operand {
+        address,
         ld: ld as usize,
         transposed,
         stride: stride as usize,
     };
-    let out = Output { address: p.c as u64, ld: p.ldc as usize, stride: p.stride_c as usize, f32: out_f32 };
-    let (m, n) = (p.m as usize, p.n as usize);
-    let mut products = vec![Product {
-        shape: [m, n, p.k as usize],
-        a: operand(p.a, p.lda, p.stride_a, !a_k_major),
-        b: operand(p.b, p.ldb, p.stride_b, b_k_major),
-        half,
-        out,
-        beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
-        batches,
-    }];
-    if p.k2 > 0 {
+    // A chunk starting at k0 starts k0 columns (K-major) or k0 rows (MN-major) in.
+    let start = |address: *const std::ffi::c_void, ld: i32, k_major: bool, k0: usize| {
+        address as u64 + (2 * if k_major { k0 } else { k0 * ld as usize }) as u64
+    };
+    let mut products = Vec::new();
+    for chunk in 0..chunks(p) {
+        let k0 = chunk * len;
+        let out_offset = chunk * batches * p.stride_c as usize * if out_f32 { 4 } else { 2 };
+        let out = Output {
+            address: p.c as u64 + out_offset as u64,
+            ld: p.ldc as usize,
+            stride: p.stride_c as usize,
+            f32: out_f32,
+        };
         products.push(Product {
-            shape: [m, n, p.k2 as usize],
-            a: operand(p.a2, p.lda2, p.stride_a2, !a_k_major),
-            b: operand(p.b2, p.ldb2, p.stride_b2, b_k_major),
+            shape: [m, n, k.min(k0 + len) - k0],
+            a: operand(start(p.a, p.lda, a_k_major, k0), p.lda, p.stride_a, !a_k_major),
+            b: operand(start(p.b, p.ldb, b_k_major, k0), p.ldb, p.stride_b, b_k_major),
             half,
             out,
-            beta: 1.0,
+            beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
             batches,
         });
+        if k2 > 0 {
+            products.push(Product {
+                shape: [m, n, k2.min(k0 + len) - k0],
+                a: operand(start(p.a2, p.lda2, a_k_major, k0), p.lda2, p.stride_a2, !a_k_major),
+                b: operand(start(p.b2, p.ldb2, b_k_major, k0), p.ldb2, p.stride_b2, b_k_major),
+                half,
+                out,
+                beta: 1.0,
+                batches,
+            });
+        }
     }
     products
 }

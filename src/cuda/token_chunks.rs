@@ -2,9 +2,9 @@
 //! shared block's S^T dY and BatRow's (dX~_i + dR)^T X_i, over K for BatCol's W_o^T G_o),
 //! and the [T, r] products at small T (the shared block's U = dY Bfull^T over N, BatRow's
 //! R = X stack^T over K and dR over N). One GEMM over all of it would run on few SMs, so
-//! it is split into chunks (called tokens here),
-//! each chunk's partial sum written apart, then summed in a fixed order: more
-//! parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
+//! it is split into chunks (called tokens here), all in one launch (a grid layer per chunk,
+//! `split_k` in params.h), each chunk's partial sum written apart, then summed in a fixed
+//! order: more parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
 //! not the GPU.
 
 use super::launch::{Arg, Gemm, Launcher};
@@ -18,11 +18,12 @@ const TARGET_BLOCKS: usize = 256;
 const MIN_CHUNK: usize = 256;
 
 /// How `tokens` are cut for a reduction with `tiles` output tiles: (tokens per chunk, chunks).
-/// Chunks hold a multiple of 8 tokens, so that a chunk of a K-major GEMM operand keeps the
-/// GEMM's contract (contiguous extents in multiples of 8, 16-byte aligned starts).
+/// Chunks hold a multiple of 64 tokens: every chunk but the last is whole K tiles of both
+/// GEMMs (32 and 64 deep), and a chunk of a K-major operand keeps the GEMM's contract
+/// (contiguous extents in multiples of 8, 16-byte aligned starts).
 pub(crate) fn plan(tokens: usize, tiles: usize) -> (usize, usize) {
     let chunks = (TARGET_BLOCKS / tiles.max(1)).clamp(1, (tokens / MIN_CHUNK).max(1));
-    let len = tokens.div_ceil(chunks).next_multiple_of(8);
+    let len = tokens.div_ceil(chunks).next_multiple_of(64);
     (len, tokens.div_ceil(len))
 }
 
@@ -34,25 +35,26 @@ pub(crate) fn partial_bytes(tokens: usize, tiles: usize, outputs: usize) -> usiz
     }
 }
 
-/// Runs `chunk(first_token, tokens, destination, partial)` for every chunk, each writing its
-/// `outputs` partial sums in f32 (`partial` true); then `sum_kernel` (`bone_sum_chunks`, or
-/// `bone_sum_chunks_x_<type>` to round to the activations' type) sums them in order into
-/// `out`. Unsplit, the one chunk writes `out` directly (`partial` false).
+/// The product `product(destination, partial)` returns (its GEMM over all `tokens`, the
+/// instantiation, the batch count), run over chunks of its tokens in one launch, each
+/// chunk writing its `outputs` partial sums in f32 (`partial` true); then `sum_kernel`
+/// (`bone_sum_chunks`, or `bone_sum_chunks_x_<type>` to round to the activations' type)
+/// sums them in order into `out`. Unsplit, the product writes `out` directly (`partial`
+/// false).
 pub(crate) fn reduce(
     launcher: &impl Launcher,
     (tokens, tiles, outputs): (usize, usize, usize),
     partials: u64,
     (out, sum_kernel): (u64, &str),
-    mut chunk: impl FnMut(usize, usize, u64, bool) -> Result<()>,
+    product: impl FnOnce(u64, bool) -> (Gemm, String, usize),
 ) -> Result<()> {
     let (len, chunks) = plan(tokens, tiles);
     if chunks == 1 {
-        return chunk(0, tokens, out, false);
+        let (gemm, kernel, batches) = product(out, false);
+        return gemm.launch(launcher, &kernel, batches);
     }
-    for c in 0..chunks {
-        let first = c * len;
-        chunk(first, len.min(tokens - first), partials + (c * outputs * 4) as u64, true)?;
-    }
+    let (gemm, kernel, batches) = product(partials, true);
+    gemm.split_k(len, outputs / batches).launch(launcher, &kernel, batches)?;
     let args = [Arg::I32(chunks as i32), Arg::I32(outputs as i32), Arg::Ptr(partials), Arg::Ptr(out)];
     launcher.elementwise(sum_kernel, outputs, &args)
 }
@@ -63,23 +65,24 @@ pub(crate) fn row_product_partial_bytes(reduced: usize, tokens: usize, r: usize)
     partial_bytes(reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r)
 }
 
-/// The [T, r] product `gemm(first, len, out)` over chunks of its `reduced` dimension, on
-/// `layouts`' GEMM of the call's activation type: each chunk's partial sums in f32 (or,
-/// unsplit, the result directly), then summed in order and rounded once into `out`.
+/// The [T, r] product `gemm(out)` over its `reduced` dimension, on `layouts`' GEMM of the
+/// call's activation type, over chunks of that dimension at small T: each chunk's partial
+/// sums in f32 (or, unsplit, the result directly), then summed in order and rounded once
+/// into `out`.
 pub(crate) fn reduce_row_product(
     launcher: &impl Launcher,
     call: &Call,
     layouts: &str,
     reduced: usize,
     (partials, out): (u64, u64),
-    gemm: impl Fn(usize, usize, u64) -> Gemm,
+    gemm: impl FnOnce(u64) -> Gemm,
 ) -> Result<()> {
     let (tokens, r) = (call.tokens, call.shape.r());
     let tiles = tokens.div_ceil(BONE_GEMM_BM as usize);
     let sum = call.pass("bone_sum_chunks");
-    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum), |first, len, dest, partial| {
+    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum), |dest, partial| {
         let kernel = if partial { call.gemm_f32(layouts) } else { call.gemm(layouts) };
-        gemm(first, len, dest).launch(launcher, &kernel, 1)
+        (gemm(dest), kernel, 1)
     })
 }
 
@@ -94,7 +97,7 @@ mod tests {
                 let (len, chunks) = plan(tokens, tiles);
                 assert!(len * chunks >= tokens && len * (chunks - 1) < tokens, "T={tokens} tiles={tiles}");
                 assert!(chunks == 1 || len >= 256, "T={tokens} tiles={tiles}: chunks of {len}");
-                assert!(len.is_multiple_of(8), "T={tokens} tiles={tiles}: chunks of {len}");
+                assert!(len.is_multiple_of(64), "T={tokens} tiles={tiles}: chunks of {len}");
             }
         }
         assert_eq!(plan(4096, 32), (512, 8));

@@ -56,7 +56,8 @@ void wgmma_m64nNk16(float* d, int n, bool f16, uint64_t desc_a, uint64_t desc_b,
 #define blockDim (::bone_host::current->block_dim)
 #define gridDim (::bone_host::current->grid_dim)
 inline void __syncthreads() { ::bone_host::sync_threads(); }
-using std::min;  // CUDA's device min
+using std::max;  // CUDA's device max and min
+using std::min;
 
 struct __nv_bfloat16 {
     uint16_t bits;

@@ -59,6 +59,7 @@ pub struct BoneGemm {
     pub ldb2: ::std::os::raw::c_int,
     pub ldc: ::std::os::raw::c_int,
     pub accumulate: ::std::os::raw::c_int,
+    pub split_k: ::std::os::raw::c_int,
     pub stride_a: ::std::os::raw::c_longlong,
     pub stride_b: ::std::os::raw::c_longlong,
     pub stride_a2: ::std::os::raw::c_longlong,
@@ -67,7 +68,7 @@ pub struct BoneGemm {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 128usize];
+    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 136usize];
     ["Alignment of BoneGemm"][::std::mem::align_of::<BoneGemm>() - 8usize];
     ["Offset of field: BoneGemm::a"][::std::mem::offset_of!(BoneGemm, a) - 0usize];
     ["Offset of field: BoneGemm::b"][::std::mem::offset_of!(BoneGemm, b) - 8usize];
@@ -85,9 +86,10 @@ const _: () = {
     ["Offset of field: BoneGemm::ldb2"][::std::mem::offset_of!(BoneGemm, ldb2) - 76usize];
     ["Offset of field: BoneGemm::ldc"][::std::mem::offset_of!(BoneGemm, ldc) - 80usize];
     ["Offset of field: BoneGemm::accumulate"][::std::mem::offset_of!(BoneGemm, accumulate) - 84usize];
-    ["Offset of field: BoneGemm::stride_a"][::std::mem::offset_of!(BoneGemm, stride_a) - 88usize];
-    ["Offset of field: BoneGemm::stride_b"][::std::mem::offset_of!(BoneGemm, stride_b) - 96usize];
-    ["Offset of field: BoneGemm::stride_a2"][::std::mem::offset_of!(BoneGemm, stride_a2) - 104usize];
-    ["Offset of field: BoneGemm::stride_b2"][::std::mem::offset_of!(BoneGemm, stride_b2) - 112usize];
-    ["Offset of field: BoneGemm::stride_c"][::std::mem::offset_of!(BoneGemm, stride_c) - 120usize];
+    ["Offset of field: BoneGemm::split_k"][::std::mem::offset_of!(BoneGemm, split_k) - 88usize];
+    ["Offset of field: BoneGemm::stride_a"][::std::mem::offset_of!(BoneGemm, stride_a) - 96usize];
+    ["Offset of field: BoneGemm::stride_b"][::std::mem::offset_of!(BoneGemm, stride_b) - 104usize];
+    ["Offset of field: BoneGemm::stride_a2"][::std::mem::offset_of!(BoneGemm, stride_a2) - 112usize];
+    ["Offset of field: BoneGemm::stride_b2"][::std::mem::offset_of!(BoneGemm, stride_b2) - 120usize];
+    ["Offset of field: BoneGemm::stride_c"][::std::mem::offset_of!(BoneGemm, stride_c) - 128usize];
 };
