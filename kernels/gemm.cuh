@@ -1,7 +1,8 @@
 // The tensor-core GEMM every forward and backward product goes through:
 //   C[M, N] = A1 B1^T + A2 B2^T (+ bias) (+ C)   (see struct BoneGemm in params.h)
 // mma.sync m16n8k16 bf16 or f16 -> f32 (sm_80+), ldmatrix (with .trans for MN-major operands),
-// cp.async double buffering. 128 x 128 tile per block, 8 warps of 64 x 32, K step 32.
+// a BONE_GEMM_STAGES-deep cp.async pipeline in dynamic shared memory with one barrier per
+// K step. 128 x 128 tile per block, 8 warps of 64 x 32, K step 32.
 // Rows beyond M, columns beyond N and K beyond the operand's extent are zero-filled
 // on load and never stored, so any M, N, K (multiples of 8 where contiguous) work.
 #pragma once
@@ -24,6 +25,8 @@ constexpr int MN_MAJOR_PITCH = BM + PAD;      // smem row of an MN-major tile: [
 constexpr int TILE_ELEMS = BM * K_MAJOR_PITCH;  // >= BK * MN_MAJOR_PITCH, holds either
 static_assert(BM == BN, "one tile size serves both operands");
 static_assert(TILE_ELEMS >= BK * MN_MAJOR_PITCH, "tile buffer too small");
+constexpr int STAGES = BONE_GEMM_STAGES;
+static_assert(STAGES >= 2 && STAGES * 2 * TILE_ELEMS * 2 == BONE_GEMM_SMEM_BYTES, "params.h's size of the pipeline");
 
 // Loads one operand's [rows, BK] tile (rows = BM or BN, starting at row0, k0) into smem.
 // LAYOUT K-major: src[row * ld + k]; MN-major: src[k * ld + row].
@@ -75,8 +78,8 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int
 
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
-    __shared__ __align__(128) TIn a_tiles[2][TILE_ELEMS];
-    __shared__ __align__(128) TIn b_tiles[2][TILE_ELEMS];
+    // Stage s holds A's tile at tiles + 2 s TILE_ELEMS and B's right after it.
+    TIn* tiles = reinterpret_cast<TIn*>(dynamic_smem());
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
     int tile_m, tile_n;
@@ -84,11 +87,12 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     const int block_m = tile_m * BM, block_n = tile_n * BN;
     const long long z = blockIdx.z;
     const bone_gemm_common::Batch<BK, TIn> batch(p, z);
-    const int tiles = batch.tiles;
+    const int k_tiles = batch.tiles;
     auto load = [&](int t, int stage) {
         const bone_gemm_common::KTile<TIn> k = batch.tile(t);
-        load_tile<A_LAYOUT>(a_tiles[stage], k.a, k.lda, p.m, k.k_total, block_m, k.k0);
-        load_tile<B_LAYOUT>(b_tiles[stage], k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+        TIn* a_tile = tiles + stage * 2 * TILE_ELEMS;
+        load_tile<A_LAYOUT>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+        load_tile<B_LAYOUT>(a_tile + TILE_ELEMS, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
     };
 
     float acc[4][4][4];
@@ -99,27 +103,33 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-    if (tiles > 0) load(0, 0);
-    copy_commit();
-    for (int t = 0; t < tiles; ++t) {
-        const int stage = t % 2;
-        if (t + 1 < tiles) load(t + 1, (t + 1) % 2);
+    // One commit group per tile, empty past the end, so that copy_wait<STAGES - 2> at step
+    // t always means "tile t has landed". Tiles are prefetched STAGES - 1 ahead.
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < k_tiles) load(s, s);
         copy_commit();
-        copy_wait<1>();  // tile t has landed; t + 1 may still be in flight
-        __syncthreads();
+    }
+    for (int t = 0; t < k_tiles; ++t) {
+        copy_wait<STAGES - 2>();
+        __syncthreads();  // everyone's copies of tile t; every warp is done with tile t - 1
+        const int next = t + STAGES - 1;
+        if (next < k_tiles) load(next, next % STAGES);  // into the stage tile t - 1 used
+        copy_commit();
+        const TIn* a_tile = tiles + (t % STAGES) * 2 * TILE_ELEMS;
+        const TIn* b_tile = a_tile + TILE_ELEMS;
 #pragma unroll
         for (int ks = 0; ks < BK; ks += 16) {
             uint32_t a[4][4], b[2][4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) a_fragment<A_LAYOUT>(a[i], a_tiles[stage], warp_m + i * 16, ks, lane);
+            for (int i = 0; i < 4; ++i) a_fragment<A_LAYOUT>(a[i], a_tile, warp_m + i * 16, ks, lane);
 #pragma unroll
-            for (int j = 0; j < 2; ++j) b_fragments<B_LAYOUT>(b[j], b_tiles[stage], warp_n + j * 16, ks, lane);
+            for (int j = 0; j < 2; ++j) b_fragments<B_LAYOUT>(b[j], b_tile, warp_n + j * 16, ks, lane);
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j) mma<TIn>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
         }
-        __syncthreads();  // everyone is done with this stage before it is refilled
     }
 
     const bone_gemm_common::Output<TIn, TOut> out(p, z);

@@ -75,6 +75,10 @@ struct BoneGemm {
 #define BONE_GEMM_BN 128
 #define BONE_GEMM_BK 32
 #define BONE_GEMM_THREADS 256
+// The mma.sync GEMM's pipeline depth and its dynamic shared memory: 3 stages of two
+// 128 x (32 + 8) tiles (60 KiB: two blocks an SM on sm_80 and sm_90, one on sm_86/89).
+#define BONE_GEMM_STAGES 3
+#define BONE_GEMM_SMEM_BYTES 61440
 
 // The sm_90a GEMM (kernels/gemm_wgmma.cuh): same tile and threads, its pipeline in this
 // much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles); and its wide

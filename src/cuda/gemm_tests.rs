@@ -136,7 +136,7 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
     if !host_kernels_or_skip("a_long_k_cycles_every_pipeline_stage_several_times") {
         return;
     }
-    // 21 K tiles of 32 (mma.sync, 2 stages), 11 of 64 (wgmma: 4 stages on the 64-wide
+    // 21 K tiles of 32 (mma.sync, 3 stages), 11 of 64 (wgmma: 4 stages on the 64-wide
     // tiles, 5 on the 128-wide, 4 on the 256-wide).
     let mut rng = StdRng::seed_from_u64(23);
     for family in FAMILIES {

@@ -8,7 +8,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::BoneKernels;
 use super::params::{
-    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
+    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
     BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm,
     BoneLayer,
 };
@@ -117,7 +117,7 @@ impl GemmKernels {
     pub fn with_tile_n(self, kernel: &str, tile_n: u32, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
         let wgmma = |family: &str, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, bytes);
         let (name, tile_n, shared_mem_bytes) = match (self, tile_n) {
-            (GemmKernels::MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, 0),
+            (GemmKernels::MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES),
             (GemmKernels::Wgmma, BONE_WGMMA_NARROW_BN) => wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_SMEM_BYTES),
             (GemmKernels::Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_SMEM_BYTES),
             (GemmKernels::Wgmma, BONE_GEMM_BN) => wgmma("bone_wgmma_", BONE_WGMMA_SMEM_BYTES),
