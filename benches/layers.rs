@@ -220,8 +220,8 @@ fn bench_layer(
     let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
     let plan = BatColCublasPlan::new(&shape).unwrap();
     let (mut w_prime, mut g) = (s.alloc_zeros::<bf16>(n * k).unwrap(), s.alloc_zeros::<bf16>(n * k).unwrap());
-    let mut onehot = s.alloc_zeros::<bf16>(k * r).unwrap();
-    println!("memory {n}x{k} T{t} r{r} plan: transient {} B (W' and G)", plan.transient_bytes());
+    let mut partials = s.alloc_zeros::<f32>(plan.partials_len()).unwrap();
+    println!("memory {n}x{k} T{t} r{r} plan: transient {} B (W', G, dB's partial sums)", plan.transient_bytes());
     let b_col = b.slice(..shape.adapter_len());
     for (pass, gemms) in [("fwd", 1), ("fwd_bwd", 3)] {
         group.throughput(units(gemms));
@@ -232,7 +232,7 @@ fn bench_layer(
                     let mut buffers = PlanBuffers {
                         w_prime: w_prime.as_view_mut(),
                         g: g.as_view_mut(),
-                        onehot: onehot.as_view_mut(),
+                        partials: partials.as_view_mut(),
                     };
                     plan.forward(
                         &gpu.kernels,

@@ -97,8 +97,9 @@ fn gpu_batcol_cublas_plan_matches_the_oracle() {
     );
     let plan = BatColCublasPlan::new(&shape).unwrap();
     let (mut w_prime, mut g) = (stream.alloc_zeros::<bf16>(n * k).unwrap(), stream.alloc_zeros::<bf16>(n * k).unwrap());
-    let mut onehot = stream.alloc_zeros::<bf16>(k * 64).unwrap();
-    let mut buffers = PlanBuffers { w_prime: w_prime.as_view_mut(), g: g.as_view_mut(), onehot: onehot.as_view_mut() };
+    let mut partials = stream.alloc_zeros::<f32>(plan.partials_len()).unwrap();
+    let mut buffers =
+        PlanBuffers { w_prime: w_prime.as_view_mut(), g: g.as_view_mut(), partials: partials.as_view_mut() };
     let mut y = stream.alloc_zeros::<bf16>(t * n).unwrap();
     plan.forward(&kernels, &blas, t, &xg.as_view(), &wg.as_view(), &bg.as_view(), &mut buffers, &mut y.as_view_mut())
         .unwrap();

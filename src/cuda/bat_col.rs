@@ -37,7 +37,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, slab];
     if pass == Pass::Backward {
         let rows = slab_rows(layer, pass);
-        sizes.extend([slab, tokens * k * 4, token_chunks::partial_bytes(k, rows / r, rows * r)]);
+        sizes.extend([slab, tokens * k * 4, block_grads_partial_bytes(layer, rows)]);
     }
     sizes
 }
@@ -80,6 +80,33 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     Ok(())
 }
 
+/// dB_o `[r, r]` (f32, into `db`) of the `rows / r` output blocks whose rows of W start at
+/// `w_blocks`, from their rows of G `[rows, K]`: sum_q W_o[q, :]^T G_o[q, :] + sum_q
+/// onehot[q, :]^T G_o[q, :] over the `[K, r]` views. The first is a batched GEMM whose K
+/// rows are cut into chunks (one block per r x r output would leave most SMs idle), summed
+/// in order through `partials`; the second sums each row of G over its r-wide chunks (a
+/// read of G, not a second GEMM over K).
+pub(crate) fn block_grads(
+    launcher: &impl Launcher,
+    call: &Call,
+    (w_blocks, g, rows): (u64, u64, usize),
+    partials: u64,
+    db: u64,
+) -> Result<()> {
+    let (k, r) = (call.shape.k(), call.shape.r());
+    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, "bone_sum_chunks"), |out, _| {
+        let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
+        (gemm, call.gemm_f32("tt"), rows / r)
+    })?;
+    let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
+    launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r, &chunk_sums)
+}
+
+/// Bytes of partial sums [`block_grads`] needs for `rows` rows of W (0 when unsplit).
+pub(crate) fn block_grads_partial_bytes(layer: &LayerShape, rows: usize) -> usize {
+    token_chunks::partial_bytes(layer.k(), rows / layer.r(), rows * layer.r())
+}
+
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
@@ -90,18 +117,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         let dy = call.y + (row0 * 2) as u64;
         // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
         Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
-        // dB_o [r, r] = sum_q W_o[q, :]^T G_o[q, :] + sum_q onehot[q, :]^T G_o[q, :]: the first
-        // a batched GEMM over the [K, r] views, its K rows cut into chunks like tokens (one
-        // block per r x r output would leave most SMs idle); the second each row of G summed
-        // over its r-wide chunks (a read of G, not a second GEMM over K).
-        let db = call.db + (row0 * r * 4) as u64;
         let w_blocks = call.w + (row0 * k * 2) as u64;
-        token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, "bone_sum_chunks"), |out, _| {
-            let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
-            (gemm, call.gemm_f32("tt"), rows / r)
-        })?;
-        let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
-        launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r, &chunk_sums)?;
+        block_grads(launcher, call, (w_blocks, g, rows), partials, call.db + (row0 * r * 4) as u64)?;
         if call.dx != 0 {
             form_slab(launcher, call, regions, row0, rows)?;
             Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(

@@ -1,7 +1,8 @@
 //! BatCol the way a careful user would build it from cuBLAS: W' formed whole in a
 //! transient N x K bf16 buffer (this crate's merge kernel), cuBLAS GEMMs, and this
-//! crate's dB GEMM on G = dY^T X held whole in bf16. Correct, simple, and
-//! N x K x 4 bytes of transient memory: the alternative the fused kernels must beat.
+//! crate's dB reduction (the fused path's own, `bat_col::block_grads`) on G = dY^T X held
+//! whole in bf16. Correct, simple, and N x K x 4 bytes of transient memory: the
+//! alternative the fused kernels must beat.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
@@ -9,8 +10,9 @@ use half::bf16;
 use super::blas::RowMajorBlas;
 use super::linear::Linear;
 use crate::cuda::BoneKernels;
-use crate::cuda::launch::{Arg, Gemm, Launcher};
+use crate::cuda::bat_col;
 use crate::cuda::params::BoneLayer;
+use crate::cuda::training::Call;
 use crate::error::{BoneError, Result};
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
@@ -20,11 +22,12 @@ pub struct BatColCublasPlan {
     params: BoneLayer,
 }
 
-/// The plan's transient buffers: W' and G (bf16, N x K each) and onehot (bf16, K x r).
+/// The plan's transient buffers: W' and G (bf16, N x K each) and dB's partial sums (f32,
+/// [`BatColCublasPlan::partials_len`]).
 pub struct PlanBuffers<'a> {
     pub w_prime: CudaViewMut<'a, bf16>,
     pub g: CudaViewMut<'a, bf16>,
-    pub onehot: CudaViewMut<'a, bf16>,
+    pub partials: CudaViewMut<'a, f32>,
 }
 
 impl BatColCublasPlan {
@@ -38,9 +41,16 @@ impl BatColCublasPlan {
         Ok(BatColCublasPlan { layer: *layer, params: BoneLayer::new(layer, None)? })
     }
 
-    /// Bytes of transient memory the plan needs (W' and G in bf16, both N x K; onehot K x r).
+    /// Bytes of transient memory the plan needs (W' and G in bf16, both N x K; dB's partial
+    /// sums).
     pub fn transient_bytes(&self) -> usize {
-        self.layer.weight_len() * 4 + self.layer.k() * self.layer.r() * 2
+        self.layer.weight_len() * 4 + self.partials_len() * 4
+    }
+
+    /// f32 elements of dB's partial sums over chunks of K (at least 1, so that it can be
+    /// allocated).
+    pub fn partials_len(&self) -> usize {
+        (bat_col::block_grads_partial_bytes(&self.layer, self.layer.n()) / 4).max(1)
     }
 
     /// X `[T, K]` and the `[T, N]` buffer `name`, checked before anything is launched.
@@ -88,26 +98,25 @@ impl BatColCublasPlan {
         dx: &mut CudaViewMut<bf16>,
         db: &mut CudaViewMut<f32>,
     ) -> Result<()> {
-        let (k, n, r) = (self.layer.k(), self.layer.n(), self.layer.r());
+        let (k, n) = (self.layer.k(), self.layer.n());
         self.check_tokens(t, x.len(), dy.len(), "dY")?;
         check_len("dX", dx.len(), t * k, || format!("[T, K] = [{t}, {k}]"))?;
         check_len("G", buffers.g.len(), n * k, || format!("[N, K] = [{n}, {k}]"))?;
         check_len("dB", db.len(), self.layer.adapter_len(), || self.layer.adapter_layout())?;
-        check_len("onehot", buffers.onehot.len(), k * r, || format!("[K, r] = [{k}, {r}]"))?;
+        check_len("partials", buffers.partials.len(), self.partials_len(), || "partials_len()".into())?;
         kernels.merge(&self.layer, w, b, &mut buffers.w_prime)?;
         let linear = self.linear();
         linear.input_grad(blas, t, dy, &buffers.w_prime.as_view(), dx)?;
         linear.weight_grad(blas, t, dy, x, &mut buffers.g)?;
-        // dB_o = W_o^T G_o + onehot^T G_o per output block, as in the fused path (cuda/bat_col.rs).
+        // dB_o = W_o^T G_o + onehot^T G_o per output block, as in the fused path.
         let stream = kernels.stream().clone();
+        let (x_ptr, _x) = x.device_ptr(&stream);
         let (w_ptr, _w) = w.device_ptr(&stream);
+        let (b_ptr, _b) = b.device_ptr(&stream);
         let (g, _g) = buffers.g.device_ptr(&stream);
+        let (partials, _partials) = buffers.partials.device_ptr_mut(&stream);
         let (db, _db) = db.device_ptr_mut(&stream);
-        let (onehot, _onehot) = buffers.onehot.device_ptr_mut(&stream);
-        kernels.elementwise("bone_block_one_hot_x_bf16", k * r, &[Arg::Layer(self.params), Arg::Ptr(onehot)])?;
-        Gemm::new((w_ptr, r), (g, r), (db, r), [r, r, k])
-            .second((onehot, r), (g, r), k)
-            .strides([r * k, r * k, 0, r * k, r * r])
-            .launch(kernels, "bone_gemm_tt_bf16_f32", n / r)
+        let call = Call::new(self.params, self.layer, t, ("bf16", "f32"), [x_ptr, w_ptr, b_ptr])?;
+        bat_col::block_grads(kernels, &call, (w_ptr, g, n), partials, db)
     }
 }
