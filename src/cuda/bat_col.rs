@@ -4,8 +4,10 @@
 //! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o (batched) + onehot^T G_o
-//!             (G's rows summed over their r-wide chunks), and, if dX is wanted, W'[slab]
-//!             and dX += dY[:, slab] W'[slab] (f32)
+//!             (G's rows summed over their r-wide chunks); then, if dX is wanted, per slab
+//!             W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in the activations'
+//!             type where W' fits one slab, else summed over the slabs in f32
+//! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
 //! slab's round trip through L2 but redo the transform for every token tile (README,
 //! "Design"): worth it only when T is small.
@@ -16,28 +18,27 @@ use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
-/// Workspace a BatCol pass may use for its slabs of W' and G (bf16 each). The crate's
-/// unit tests (the CPU emulator) use 32 KiB so that small layers take several slabs.
+/// Workspace a BatCol pass may use for its slab of W' or G (bf16 either). The crate's unit
+/// tests (the CPU emulator) use 32 KiB so that small layers take several slabs.
 const SLAB_BYTES: usize = if cfg!(test) { 32 << 10 } else { 32 << 20 };
 
-/// Rows of W' per slab, a multiple of 128 (so of r), at least 128, at most N: as many as
-/// fit `SLAB_BYTES` with W' alone (2 bytes an element) in the forward, with W' and G (4) in
-/// the backward. Fewer, larger slabs keep more SMs busy at small T.
-fn slab_rows(layer: &LayerShape, pass: Pass) -> usize {
-    let bytes_per_element = if pass == Pass::Forward { 2 } else { 4 };
-    (SLAB_BYTES / (bytes_per_element * layer.k()) / 128 * 128).max(128).min(layer.n())
+/// Rows of W' (or G) per slab, a multiple of 128 (so of r), at least 128, at most N: as
+/// many as fit `SLAB_BYTES` (2 bytes an element). Fewer, larger slabs keep more SMs busy at
+/// small T, and where one slab holds all of W' the backward writes dX once.
+fn slab_rows(layer: &LayerShape) -> usize {
+    (SLAB_BYTES / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
-/// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' slab, all in the activations'
-/// type; backward adds a G slab (the same type), dX in f32 `[T, K]` and dB's partial sums
-/// over chunks of K.
+/// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
+/// activations' type; backward adds dB's partial sums over chunks of K and, where W' takes
+/// more than one slab, dX in f32 `[T, K]`.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
-    let slab = slab_rows(layer, pass) * k * 2;
-    let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, slab];
+    let rows = slab_rows(layer);
+    let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
     if pass == Pass::Backward {
-        let rows = slab_rows(layer, pass);
-        sizes.extend([slab, tokens * k * 4, block_grads_partial_bytes(layer, rows)]);
+        let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
+        sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows)]);
     }
     sizes
 }
@@ -64,7 +65,7 @@ fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
-    let slab = slab_rows(&call.shape, Pass::Forward);
+    let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         form_slab(launcher, call, regions, row0, rows)?;
@@ -110,27 +111,33 @@ pub(crate) fn block_grads_partial_bytes(layer: &LayerShape, rows: usize) -> usiz
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (slab_buffer, g, dx_f32, partials) = (regions[3], regions[4], regions[5], regions[6]);
-    let slab = slab_rows(&call.shape, Pass::Backward);
+    let (slab_buffer, dx_f32, partials) = (regions[3], regions[4], regions[5]);
+    let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
-        let dy = call.y + (row0 * 2) as u64;
         // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
+        let (dy, g) = (call.y + (row0 * 2) as u64, slab_buffer);
         Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
         let w_blocks = call.w + (row0 * k * 2) as u64;
         block_grads(launcher, call, (w_blocks, g, rows), partials, call.db + (row0 * r * 4) as u64)?;
-        if call.dx != 0 {
-            form_slab(launcher, call, regions, row0, rows)?;
-            Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
-                launcher,
-                &call.gemm_f32("kt"),
-                1,
-            )?;
-        }
     }
-    if call.dx != 0 {
-        let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
-        launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)?;
+    if call.dx == 0 {
+        return Ok(());
     }
-    Ok(())
+    if slab == n {
+        form_slab(launcher, call, regions, 0, n)?;
+        return Gemm::new((call.y, n), (slab_buffer, k), (call.dx, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1);
+    }
+    for row0 in (0..n).step_by(slab) {
+        let rows = slab.min(n - row0);
+        form_slab(launcher, call, regions, row0, rows)?;
+        let dy = call.y + (row0 * 2) as u64;
+        Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
+            launcher,
+            &call.gemm_f32("kt"),
+            1,
+        )?;
+    }
+    let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
+    launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)
 }

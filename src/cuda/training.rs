@@ -7,8 +7,9 @@
 //! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
 //! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K 16-bit
-//! values plus O((T + N + K) r) for BatRow; for BatCol, 32 MiB of W' and G slabs plus O((N + K) r),
-//! and T x K f32 in the backward (for dX; README, "Design"); the backward adds dB's
+//! values plus O((T + N + K) r) for BatRow; for BatCol, a 32 MiB slab of W' or G plus
+//! O((N + K) r), and in the backward, where W' takes more than one slab, T x K f32 (for dX;
+//! README, "Design"); the backward adds dB's
 //! partial sums over chunks of the reduced dimension: at most 128 Ki x r bytes (8 MiB at
 //! r = 64) for the shared block and BatRow, 1 Ki x r^2 bytes (4 MiB) for BatCol; the
 //! shared block's U and BatRow's R and dR (split the same way at small T) add at most
@@ -355,7 +356,7 @@ mod tests {
                 for pass in [Pass::Forward, Pass::Backward] {
                     let bytes = total_bytes(&region_sizes(&layer, 65536, pass));
                     // At most T x K f32 (BatCol's dX accumulator, 4 GiB here) plus 64 MiB of
-                    // slabs and partial sums: nothing N x K or T x N.
+                    // slab and partial sums: nothing N x K or T x N.
                     assert!(bytes <= 65536 * 16384 * 4 + (64 << 20), "{variant} r={r} {pass:?}: {bytes} bytes");
                 }
             }
