@@ -161,6 +161,20 @@ __device__ __forceinline__ void sum_chunks(int count, int len, const float* __re
     out[idx] = from_f32<TOut>(sum);
 }
 
+// c[row, col] = sum over chunk of partials[chunk][row, col] (+ bias[col]), in order, rounded
+// once: the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into
+// a block of C with leading dimension ldc.
+template <typename TX>
+__device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, int ldc, const float* __restrict__ partials,
+                                                const TX* __restrict__ bias, TX* __restrict__ c) {
+    const long long idx = element_index(), len = (long long)rows * cols;
+    if (idx >= len) return;
+    const int row = (int)(idx / cols), col = (int)(idx % cols);
+    float sum = bias ? to_f32(bias[col]) : 0.f;
+    for (int chunk = 0; chunk < count; ++chunk) sum += partials[chunk * len + idx];
+    c[(long long)row * ldc + col] = from_f32<TX>(sum);
+}
+
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     bone_sum_chunks(int count, int len, const float* __restrict__ partials, float* __restrict__ out) {
     sum_chunks<float>(count, len, partials, out);
@@ -199,6 +213,11 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_x_##X_NAME(                   \
         int count, int len, const float* __restrict__ partials, TX* __restrict__ out) {                           \
         sum_chunks<TX>(count, len, partials, out);                                                                \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_bias_x_##X_NAME(              \
+        int count, int rows, int cols, int ldc, const float* __restrict__ partials, const TX* __restrict__ bias,   \
+        TX* __restrict__ c) {                                                                                     \
+        sum_chunks_bias<TX>(count, rows, cols, ldc, partials, bias, c);                                           \
     }
 
 // The passes that read the adapter B (type TB, named _b_<B_NAME>) into TX operands.

@@ -3,6 +3,7 @@
 //! output block o of W (rows o r .. o r + r) has row q = a (K / r) + i holding
 //! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
+//!             (cut along K and summed in order where the slab alone would not fill the GPU)
 //!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o (batched) + onehot^T G_o
 //!             (G's rows summed over their r-wide chunks); then, if dX is wanted, per slab
 //!             W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in the activations'
@@ -13,34 +14,77 @@
 //! "Design"): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::token_chunks;
+use super::token_chunks::FULL_GPU_BLOCKS;
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
 
-/// Workspace a BatCol pass may use for its slab of W' or G (bf16 either). The crate's unit
-/// tests (the CPU emulator) use 32 KiB so that small layers take several slabs.
-const SLAB_BYTES: usize = if cfg!(test) { 32 << 10 } else { 32 << 20 };
+/// Workspace a BatCol pass may use for its slab of W' or G (bf16 either).
+const SLAB_BYTES: usize = 32 << 20;
+
+#[cfg(test)]
+thread_local! {
+    /// The unit tests' bound: 32 KiB, so that the emulator's small layers take several
+    /// slabs, unless a test asks for [`SLAB_BYTES`] ([`use_production_slabs`]).
+    static TEST_SLAB_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(32 << 10) };
+}
+
+/// Makes this thread's BatCol slabs those of a real run (tests only).
+#[cfg(test)]
+pub(super) fn use_production_slabs() {
+    TEST_SLAB_BYTES.set(SLAB_BYTES);
+}
+
+fn slab_bytes() -> usize {
+    #[cfg(test)]
+    return TEST_SLAB_BYTES.get();
+    #[cfg(not(test))]
+    SLAB_BYTES
+}
 
 /// Rows of W' (or G) per slab, a multiple of 128 (so of r), at least 128, at most N: as
-/// many as fit `SLAB_BYTES` (2 bytes an element). Fewer, larger slabs keep more SMs busy at
-/// small T, and where one slab holds all of W' the backward writes dX once.
+/// many as fit the slab bound (2 bytes an element). Fewer, larger slabs keep more SMs busy
+/// at small T, and where one slab holds all of W' the backward writes dX once.
 fn slab_rows(layer: &LayerShape) -> usize {
-    (SLAB_BYTES / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
+    (slab_bytes() / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
-/// activations' type; backward adds dB's partial sums over chunks of K and, where W' takes
-/// more than one slab, dX in f32 `[T, K]`.
+/// activations' type; forward adds Y's partial sums where a slab's product is cut along K;
+/// backward adds dB's partial sums over chunks of K and, where W' takes more than one slab,
+/// dX in f32 `[T, K]`.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
-    if pass == Pass::Backward {
-        let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
-        sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows)]);
+    match pass {
+        Pass::Forward => {
+            let slab_partials = |row0| {
+                let slab = rows.min(n - row0);
+                match y_chunks(layer, tokens, slab) {
+                    (_, 1) => 0,
+                    (_, chunks) => chunks * tokens * slab * 4,
+                }
+            };
+            sizes.push((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0));
+        }
+        Pass::Backward => {
+            let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
+            sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows)]);
+        }
     }
     sizes
+}
+
+/// How `Y[:, slab] = X W'[slab]^T` over `rows` rows is cut along K: (length, chunks). At
+/// small T a slab has too few output tiles to fill the GPU (T = 512 by 1408 rows of the
+/// 4096 x 11008 layer: 44 blocks, each over all of K), so its K is cut into chunks, all in
+/// one launch, and summed in order afterwards.
+fn y_chunks(layer: &LayerShape, tokens: usize, rows: usize) -> (usize, usize) {
+    let tiles = tokens.div_ceil(BONE_GEMM_BM as usize) * rows.div_ceil(BONE_GEMM_BN as usize);
+    if tiles < FULL_GPU_BLOCKS { token_chunks::plan(layer.k(), tiles) } else { (layer.k(), 1) }
 }
 
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -65,18 +109,23 @@ fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
+    let (slab_buffer, y_partials) = (regions[3], regions[4]);
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         form_slab(launcher, call, regions, row0, rows)?;
         // Y[:, row0 ..] (row0 is a multiple of 128: the offsets stay 16-byte aligned).
-        let offset = (row0 * 2) as u64;
-        let bias = if call.bias == 0 { 0 } else { call.bias + offset };
-        Gemm::new((call.x, k), (regions[3], k), (call.y + offset, n), [t, rows, k]).bias(bias).launch(
-            launcher,
-            &call.gemm("kk"),
-            1,
-        )?;
+        let (y, bias) = (call.y + (row0 * 2) as u64, if call.bias == 0 { 0 } else { call.bias + (row0 * 2) as u64 });
+        let product = |out, ld| Gemm::new((call.x, k), (slab_buffer, k), (out, ld), [t, rows, k]);
+        match y_chunks(&call.shape, t, rows) {
+            (_, 1) => product(y, n).bias(bias).launch(launcher, &call.gemm("kk"), 1)?,
+            (len, chunks) => {
+                product(y_partials, rows).split_k(len, t * rows).launch(launcher, &call.gemm_f32("kk"), 1)?;
+                let args = [chunks, t, rows, n].map(|v| Arg::I32(v as i32));
+                let args = [&args[..], &[Arg::Ptr(y_partials), Arg::Ptr(bias), Arg::Ptr(y)]].concat();
+                launcher.elementwise(&call.pass("bone_sum_chunks_bias"), t * rows, &args)?;
+            }
+        }
     }
     Ok(())
 }

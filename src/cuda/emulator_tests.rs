@@ -196,6 +196,21 @@ fn batcol_partial_sums_stay_within_the_documented_bound() {
 }
 
 #[test]
+fn batcol_forward_partial_sums_stay_within_the_documented_bound() {
+    // A slab's Y is cut along K only while its tiles do not fill the GPU (T x rows under
+    // 128 x 128^2), into at most 256 blocks' worth of chunks: 16 MiB of partial sums.
+    super::bat_col::use_production_slabs();
+    for t in [1, 7, 128, 512, 1000, 4096] {
+        for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16), (256, 16384, 16)]
+        {
+            let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
+            let partials = region_sizes(&shape, t, Pass::Forward)[4];
+            assert!(partials <= 16 << 20, "T={t} N={n} K={k}: {partials} bytes of Y's partial sums");
+        }
+    }
+}
+
+#[test]
 fn split_products_keep_their_partial_sums_within_the_documented_bound() {
     // 128 Ki x r bytes for each chunked [T, r] product (the shared block's U, BatRow's R, dR).
     for t in [1, 7, 128, 512, 1000, 4096, 65536] {

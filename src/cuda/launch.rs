@@ -12,6 +12,7 @@ use super::params::{
     BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm,
     BoneLayer,
 };
+use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
 
 /// One kernel argument, passed by value.
@@ -86,9 +87,9 @@ pub(crate) enum GemmKernels {
 }
 
 /// Fewest blocks a 128 x 256 grid must have to be chosen over 128 x 128 tiles: about one
-/// per SM of an H100/H200 (132). Below it, wide tiles would leave SMs idle (T = 512 times
+/// per SM of an H100/H200. Below it, wide tiles would leave SMs idle (T = 512 times
 /// N = 4096 is 64 wide tiles).
-const WIDE_TILES_MIN_BLOCKS: u32 = 128;
+const WIDE_TILES_MIN_BLOCKS: u32 = FULL_GPU_BLOCKS as u32;
 
 impl GemmKernels {
     /// The kernel of this family that runs the instantiation `kernel` on `params` over

@@ -20,6 +20,8 @@ mod gemm_tests;
 mod handle;
 mod image;
 pub(crate) mod launch;
+#[cfg(test)]
+mod launch_plan_tests;
 mod merge;
 #[cfg(test)]
 mod merge_tests;

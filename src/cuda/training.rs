@@ -8,8 +8,9 @@
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
 //! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K 16-bit
 //! values plus O((T + N + K) r) for BatRow; for BatCol, a 32 MiB slab of W' or G plus
-//! O((N + K) r), and in the backward, where W' takes more than one slab, T x K f32 (for dX;
-//! README, "Design"); the backward adds dB's
+//! O((N + K) r), in the forward at small T at most 16 MiB of Y's partial sums, and in the
+//! backward, where W' takes more than one slab, T x K f32 (for dX; README, "Design"); the
+//! backward adds dB's
 //! partial sums over chunks of the reduced dimension: at most 128 Ki x r bytes (8 MiB at
 //! r = 64) for the shared block and BatRow, 1 Ki x r^2 bytes (4 MiB) for BatCol; the
 //! shared block's U and BatRow's R and dR (split the same way at small T) add at most

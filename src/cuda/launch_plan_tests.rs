@@ -1,0 +1,118 @@
+//! The launch sequences at Llama-2-7B's layer shapes, recorded instead of run: how many
+//! launches each pass takes, and that no GEMM with real work runs on a fraction of the
+//! GPU. Both are properties of the sequence alone, so they are checked here without a GPU
+//! (a reduction cut into chunks once ran one launch per chunk, serialised on the stream).
+
+use std::cell::RefCell;
+
+use super::bat_col;
+use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
+use super::params::{BoneGemm, BoneLayer};
+use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
+use crate::error::Result;
+use crate::shape::{Dims, LayerShape};
+use crate::variant::Variant;
+
+/// One recorded launch: the kernel, its thread blocks and, for a GEMM, its flops.
+#[derive(Debug)]
+struct Launch {
+    kernel: String,
+    blocks: u32,
+    flops: f64,
+}
+
+/// A [`Launcher`] that only records, on the given GEMM family's tiles.
+struct Recorder {
+    family: GemmKernels,
+    launches: RefCell<Vec<Launch>>,
+}
+
+impl Launcher for Recorder {
+    fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
+        let (name, config) = self.family.select(kernel, p, batches);
+        let (x, y, z) = config.grid_dim;
+        assert_eq!(z as usize, batches * chunks(p));
+        let flops = 2.0 * f64::from(p.m) * f64::from(p.n) * f64::from(p.k + p.k2) * batches as f64;
+        self.launches.borrow_mut().push(Launch { kernel: name, blocks: x * y * z, flops });
+        Ok(())
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, _: &[Arg]) -> Result<()> {
+        let blocks = elementwise_config(elements).grid_dim.0;
+        self.launches.borrow_mut().push(Launch { kernel: kernel.to_string(), blocks, flops: 0.0 });
+        Ok(())
+    }
+}
+
+/// The launches of one pass, with made-up (aligned, disjoint) addresses: nothing runs.
+fn record(family: GemmKernels, shape: &LayerShape, tokens: usize, pass: Pass) -> Vec<Launch> {
+    bat_col::use_production_slabs();
+    let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
+    let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
+    let call = match pass {
+        Pass::Forward => Call { y: 4 << 40, bias: 5 << 40, ..inputs },
+        Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
+    };
+    let regions: Vec<u64> = (0..region_sizes(shape, tokens, pass).len() as u64).map(|i| (8 + i) << 40).collect();
+    let recorder = Recorder { family, launches: RefCell::new(Vec::new()) };
+    match pass {
+        Pass::Forward => run_forward(&recorder, &call, &regions).unwrap(),
+        Pass::Backward => run_backward(&recorder, &call, &regions).unwrap(),
+    }
+    recorder.launches.into_inner()
+}
+
+const LLAMA: [(usize, usize); 3] = [(4096, 4096), (11008, 4096), (4096, 11008)];
+const VARIANTS: [Variant; 4] = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 64 }];
+
+#[test]
+fn every_gemm_with_real_work_fills_the_gpu() {
+    // An H100/H200 has 132 SMs: a GEMM of a GFLOP or more on fewer than 128 blocks leaves
+    // some idle for microseconds (a GFLOP is about 2 us at full rate).
+    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma] {
+        for variant in VARIANTS {
+            for (n, k) in LLAMA {
+                for t in [512, 4096] {
+                    let shape = LayerShape::new(variant, Dims { k, n, r: 64 }).unwrap();
+                    for pass in [Pass::Forward, Pass::Backward] {
+                        for launch in record(family, &shape, t, pass) {
+                            assert!(
+                                launch.flops < 1e9 || launch.blocks >= 128,
+                                "{family:?} {variant} {n}x{k} T={t} {pass:?}: {launch:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_variant_takes_a_handful_of_launches() {
+    // (variant, T, forward launches, backward launches) at 4096 x 4096, r = 64, bias and dX
+    // on. The shared block: S, B's two layouts, the GEMM; backward adds dB (one chunked
+    // GEMM and the sum of its chunks), U (the same), the tiling matrix, dX, dbias; mini
+    // folds dBfull too. BatRow: B's blocks and stack, E, X~, R (chunked: GEMM and sum), the
+    // GEMM; backward: B's blocks, E, dX~, dR (chunked), dX, dB (chunked), dbias. Every
+    // reduction is chunked at both T: its [T, r] or [r, r] outputs make 32 tiles at most.
+    // BatCol (W' in one slab here): B's blocks, onehot, W', Y; backward: B's blocks, onehot,
+    // G, dB (chunked), its onehot term, W', dX, dbias.
+    let expected = [
+        (Variant::Shared, 512, 3, 9),
+        (Variant::Shared, 4096, 3, 9),
+        (Variant::Mini { mini_r: 64 }, 4096, 3, 10),
+        (Variant::BatRow, 512, 7, 9),
+        (Variant::BatRow, 4096, 7, 9),
+        (Variant::BatCol, 512, 4, 9),
+        (Variant::BatCol, 4096, 4, 9),
+    ];
+    for (variant, t, forward, backward) in expected {
+        let shape = LayerShape::new(variant, Dims { k: 4096, n: 4096, r: 64 }).unwrap();
+        let names = |pass| {
+            record(GemmKernels::MmaSync, &shape, t, pass).into_iter().map(|launch| launch.kernel).collect::<Vec<_>>()
+        };
+        let (f, b) = (names(Pass::Forward), names(Pass::Backward));
+        assert_eq!((f.len(), b.len()), (forward, backward), "{variant} T={t}: forward {f:?}, backward {b:?}");
+    }
+}
