@@ -153,6 +153,11 @@ fn reductions_split_into_chunks_match_the_oracle() {
             check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
         }
     }
+    // 640 tokens: two whole chunks of 320 (one strided batch for a library GEMM).
+    assert_eq!(super::token_chunks::plan(640, 1), (320, 2));
+    for engine in ENGINES {
+        check(Variant::Shared, (640, 64, 96, 32), (Ty::Bf16, Ty::F32), false, engine, &mut rng);
+    }
     // The [T, r] products at small T, split too: the shared block's U over N = 528, BatRow's
     // R over K = 528 and dR over N = 528 (two chunks, of 320 and 208).
     for (variant, n, k) in

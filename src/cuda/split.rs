@@ -40,51 +40,69 @@ impl<R: ProductRunner> ProductRunner for &R {
 pub(crate) struct Split<R>(pub R);
 
 /// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one;
-/// for each chunk of a reduction cut by `split_k`, into that chunk's own partial sums.
+/// for a reduction cut by `split_k`, each chunk into its own partial sums: an unbatched
+/// GEMM's whole chunks as one strided batch (the chunks are equally spaced), then its
+/// shorter last chunk; a batched GEMM's chunks one by one, each over the batches.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
-    let (m, n, k, k2) = (p.m as usize, p.n as usize, p.k as usize, p.k2 as usize);
-    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(k2) };
-    // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
-    // B's storage transposed when B is K-major ([n][k]), as stored when MN-major ([k][n]).
-    let operand = |address: u64, ld: i32, stride: i64, transposed: bool| Operand {
-        address,
-        ld: ld as usize,
-        transposed,
-        stride: stride as usize,
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(p.k2 as usize) };
+    // Runs of chunks that are one product each: (first chunk, chunks, their length).
+    let runs: Vec<(usize, usize, usize)> = match (chunks(p), batches) {
+        (1, _) => vec![(0, 1, len)],
+        (count, 1) => {
+            let whole = k / len;
+            let mut runs = vec![(0, whole, len)];
+            if whole < count {
+                runs.push((whole, 1, k - whole * len));
+            }
+            runs
+        }
+        (count, _) => (0..count).map(|c| (c, 1, len.min(k - c * len))).collect(),
     };
-    // A chunk starting at k0 starts k0 columns (K-major) or k0 rows (MN-major) in.
-    let start = |address: *const std::ffi::c_void, ld: i32, k_major: bool, k0: usize| {
-        address as u64 + (2 * if k_major { k0 } else { k0 * ld as usize }) as u64
-    };
+    let element = |f32: bool| if f32 { 4 } else { 2 };
     let mut products = Vec::new();
-    for chunk in 0..chunks(p) {
-        let k0 = chunk * len;
-        let out_offset = chunk * batches * p.stride_c as usize * if out_f32 { 4 } else { 2 };
+    for (first, count, run_len) in runs {
+        let k0 = first * len;
+        // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T
+        // is B's storage transposed when B is K-major ([n][k]), as stored when MN-major
+        // ([k][n]). A chunk starting at k0 starts k0 columns (K-major) or k0 rows (MN-major)
+        // in, and the next chunk len further.
+        let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, k_major: bool, transposed: bool| {
+            let per_k = if k_major { 1 } else { ld as usize };
+            Operand {
+                address: address as u64 + (2 * k0 * per_k) as u64,
+                ld: ld as usize,
+                transposed,
+                stride: if count > 1 { len * per_k } else { stride as usize },
+            }
+        };
         let out = Output {
-            address: p.c as u64 + out_offset as u64,
+            address: p.c as u64 + (first * batches * p.stride_c as usize * element(out_f32)) as u64,
             ld: p.ldc as usize,
             stride: p.stride_c as usize,
             f32: out_f32,
         };
+        let layers = if count > 1 { count } else { batches };
         products.push(Product {
-            shape: [m, n, k.min(k0 + len) - k0],
-            a: operand(start(p.a, p.lda, a_k_major, k0), p.lda, p.stride_a, !a_k_major),
-            b: operand(start(p.b, p.ldb, b_k_major, k0), p.ldb, p.stride_b, b_k_major),
+            shape: [m, n, k.min(k0 + run_len) - k0],
+            a: operand(p.a, p.lda, p.stride_a, a_k_major, !a_k_major),
+            b: operand(p.b, p.ldb, p.stride_b, b_k_major, b_k_major),
             half,
             out,
             beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
-            batches,
+            batches: layers,
         });
+        let k2 = (p.k2 as usize).min(k0 + run_len).saturating_sub(k0);
         if k2 > 0 {
             products.push(Product {
-                shape: [m, n, k2.min(k0 + len) - k0],
-                a: operand(start(p.a2, p.lda2, a_k_major, k0), p.lda2, p.stride_a2, !a_k_major),
-                b: operand(start(p.b2, p.ldb2, b_k_major, k0), p.ldb2, p.stride_b2, b_k_major),
+                shape: [m, n, k2],
+                a: operand(p.a2, p.lda2, p.stride_a2, a_k_major, !a_k_major),
+                b: operand(p.b2, p.ldb2, p.stride_b2, b_k_major, b_k_major),
                 half,
                 out,
                 beta: 1.0,
-                batches,
+                batches: layers,
             });
         }
     }
