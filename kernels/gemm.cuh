@@ -76,45 +76,35 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int
     }
 }
 
-template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
-__device__ __forceinline__ void gemm(const BoneGemm& p) {
-    // Stage s holds A's tile at tiles + 2 s TILE_ELEMS and B's right after it.
-    TIn* tiles = reinterpret_cast<TIn*>(dynamic_smem());
+// Where warp `warp` of the block computes: rows warp_m.. (64), columns warp_n.. (32).
+__device__ __forceinline__ int warp_m_of(int warp) { return (warp / 4) * 64; }
+__device__ __forceinline__ int warp_n_of(int warp) { return (warp % 4) * 32; }
+
+// acc (this thread's fragments of the block's 128 x 128 tile) += the product of k_tiles
+// K tiles, tile t loaded by load(t, a_tile, b_tile) into a stage's two buffers, through a
+// STAGES-deep pipeline in `tiles` (dynamic shared memory). Ends with every copy landed but
+// not every warp done reading: barrier before reusing `tiles`.
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename Load>
+__device__ __forceinline__ void main_loop(float (&acc)[4][4][4], TIn* tiles, int k_tiles, Load load) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int warp_m = (warp / 4) * 64, warp_n = (warp % 4) * 32;
-    int tile_m, tile_n;
-    bone_gemm_common::block_tile(tile_m, tile_n);
-    const int block_m = tile_m * BM, block_n = tile_n * BN;
-    const long long z = blockIdx.z;
-    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
-    const int k_tiles = batch.tiles;
-    auto load = [&](int t, int stage) {
-        const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+    const int warp_m = warp_m_of(warp), warp_n = warp_n_of(warp);
+    // Stage s holds A's tile at tiles + 2 s TILE_ELEMS and B's right after it.
+    auto load_stage = [&](int t, int stage) {
         TIn* a_tile = tiles + stage * 2 * TILE_ELEMS;
-        load_tile<A_LAYOUT>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
-        load_tile<B_LAYOUT>(a_tile + TILE_ELEMS, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+        load(t, a_tile, a_tile + TILE_ELEMS);
     };
-
-    float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
     // One commit group per tile, empty past the end, so that copy_wait<STAGES - 2> at step
     // t always means "tile t has landed". Tiles are prefetched STAGES - 1 ahead.
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < k_tiles) load(s, s);
+        if (s < k_tiles) load_stage(s, s);
         copy_commit();
     }
     for (int t = 0; t < k_tiles; ++t) {
         copy_wait<STAGES - 2>();
         __syncthreads();  // everyone's copies of tile t; every warp is done with tile t - 1
         const int next = t + STAGES - 1;
-        if (next < k_tiles) load(next, next % STAGES);  // into the stage tile t - 1 used
+        if (next < k_tiles) load_stage(next, next % STAGES);  // into the stage tile t - 1 used
         copy_commit();
         const TIn* a_tile = tiles + (t % STAGES) * 2 * TILE_ELEMS;
         const TIn* b_tile = a_tile + TILE_ELEMS;
@@ -131,6 +121,25 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                 for (int j = 0; j < 4; ++j) mma<TIn>(acc[i][j], a[i], b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]);
         }
     }
+    copy_wait<0>();  // the empty groups past the end
+}
+
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
+__device__ __forceinline__ void gemm(const BoneGemm& p) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int warp_m = warp_m_of(warp), warp_n = warp_n_of(warp);
+    int tile_m, tile_n;
+    bone_gemm_common::block_tile(tile_m, tile_n);
+    const int block_m = tile_m * BM, block_n = tile_n * BN;
+    const long long z = blockIdx.z;
+    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
+    float acc[4][4][4] = {};
+    main_loop<A_LAYOUT, B_LAYOUT>(acc, reinterpret_cast<TIn*>(dynamic_smem()), batch.tiles,
+                                  [&](int t, TIn* a_tile, TIn* b_tile) {
+                                      const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+                                      load_tile<A_LAYOUT>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+                                      load_tile<B_LAYOUT>(b_tile, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+                                  });
 
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
 #pragma unroll

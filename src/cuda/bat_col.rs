@@ -4,17 +4,20 @@
 //! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!             (cut along K and summed in order where the slab alone would not fill the GPU)
-//!   backward  per slab: G = dY[:, slab]^T X, dB_o = W_o^T G_o (batched) + onehot^T G_o
-//!             (G's rows summed over their r-wide chunks); then, if dX is wanted, per slab
-//!             W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in the activations'
-//!             type where W' fits one slab, else summed over the slabs in f32
+//!   backward  dB_o = sum_i (W_{o,i} + I)^T G_{o,i}: on the mma.sync engine by one fused
+//!             kernel (kernels/bat_col_grads.cu) that holds G = dY^T X a 128 x 128 tile at a
+//!             time in shared memory, so G never reaches device memory; on the others per
+//!             slab G = dY[:, slab]^T X, then W_o^T G_o (batched) + onehot^T G_o (G's rows
+//!             summed over their r-wide chunks). Then, if dX is wanted, per slab W'[slab]
+//!             and dX (+)= dY[:, slab] W'[slab]: written once in the activations' type where
+//!             W' fits one slab, else summed over the slabs in f32
 //! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
 //! slab's round trip through L2 but redo the transform for every token tile (README,
 //! "Design"): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
+use super::params::{BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN};
 use super::token_chunks;
 use super::token_chunks::FULL_GPU_BLOCKS;
 use super::training::{Call, Pass};
@@ -72,7 +75,8 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
         }
         Pass::Backward => {
             let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
-            sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows)]);
+            // dB's partial sums: the fused kernel's or the unfused sequence's.
+            sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows).max(fused_partial_bytes(layer))]);
         }
     }
     sizes
@@ -130,6 +134,43 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     Ok(())
 }
 
+/// How the fused dB kernel cuts K's 128-wide tiles into runs, one block each per 128 rows
+/// of N: (tiles per run, runs), about TARGET_BLOCKS blocks in all.
+fn fused_runs(layer: &LayerShape) -> (usize, usize) {
+    let (row_tiles, k_tiles) = (layer.n().div_ceil(BONE_GEMM_BM as usize), layer.k().div_ceil(BONE_GEMM_BN as usize));
+    let per_run = k_tiles.div_ceil((token_chunks::TARGET_BLOCKS / row_tiles).clamp(1, k_tiles));
+    (per_run, k_tiles.div_ceil(per_run))
+}
+
+/// dB by the fused kernel (kernels/bat_col_grads.cu: G = dY^T X a tile at a time in shared
+/// memory, never in device memory), each run of K tiles into its partial sums, then summed
+/// in order; `None` where the launcher keeps products unfused.
+fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<Result<()>> {
+    let (n, r) = (call.shape.n(), call.shape.r());
+    let (per_run, runs) = fused_runs(&call.shape);
+    let out = if runs == 1 { call.db } else { partials };
+    let kernel = format!("{}_r{r}", call.pass("bone_bat_col_grads"));
+    let sizes = [call.tokens, n, call.shape.k(), per_run].map(|v| Arg::I32(v as i32));
+    let args = [&sizes[..], &[call.y, call.x, call.w, out].map(Arg::Ptr)].concat();
+    let grid = (n.div_ceil(BONE_GEMM_BM as usize) as u32, runs as u32);
+    let fused = launcher.fused(&kernel, grid, BONE_BAT_COL_GRADS_SMEM_BYTES, &args)?;
+    Some(fused.and_then(|()| {
+        if runs == 1 {
+            return Ok(());
+        }
+        let sum = [Arg::I32(runs as i32), Arg::I32((n * r) as i32), Arg::Ptr(partials), Arg::Ptr(call.db)];
+        launcher.elementwise("bone_sum_chunks", n * r, &sum)
+    }))
+}
+
+/// Bytes of partial sums the fused dB kernel needs (0 with one run).
+fn fused_partial_bytes(layer: &LayerShape) -> usize {
+    match fused_runs(layer) {
+        (_, 1) => 0,
+        (_, runs) => runs * layer.n() * layer.r() * 4,
+    }
+}
+
 /// dB_o `[r, r]` (f32, into `db`) of the `rows / r` output blocks whose rows of W start at
 /// `w_blocks`, from their rows of G `[rows, K]`: sum_q W_o[q, :]^T G_o[q, :] + sum_q
 /// onehot[q, :]^T G_o[q, :] over the `[K, r]` views. The first is a batched GEMM whose K
@@ -162,13 +203,15 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (slab_buffer, dx_f32, partials) = (regions[3], regions[4], regions[5]);
     let slab = slab_rows(&call.shape);
-    for row0 in (0..n).step_by(slab) {
-        let rows = slab.min(n - row0);
-        // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
-        let (dy, g) = (call.y + (row0 * 2) as u64, slab_buffer);
-        Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
-        let w_blocks = call.w + (row0 * k * 2) as u64;
-        block_grads(launcher, call, (w_blocks, g, rows), partials, call.db + (row0 * r * 4) as u64)?;
+    if fused_grads(launcher, call, partials).transpose()?.is_none() {
+        for row0 in (0..n).step_by(slab) {
+            let rows = slab.min(n - row0);
+            // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
+            let (dy, g) = (call.y + (row0 * 2) as u64, slab_buffer);
+            Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
+            let w_blocks = call.w + (row0 * k * 2) as u64;
+            block_grads(launcher, call, (w_blocks, g, rows), partials, call.db + (row0 * r * 4) as u64)?;
+        }
     }
     if call.dx == 0 {
         return Ok(());

@@ -14,7 +14,7 @@ use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
 use super::baseline::{Half, Operand, Output};
-use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, gemm_kind};
+use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, fused_config, gemm_kind};
 use super::params::BoneGemm;
 use super::split::{Product, ProductRunner};
 use crate::error::Result;
@@ -293,17 +293,26 @@ impl Launcher for Emulator {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
-        let args: Vec<KernelArg> = args
-            .iter()
-            .map(|arg| match arg {
-                Arg::I32(v) => KernelArg::from(v),
-                Arg::Ptr(address) => KernelArg::from(address),
-                Arg::Layer(layer) => KernelArg::from(layer),
-            })
-            .collect();
-        self.launch(kernel, elementwise_config(elements), &args);
+        self.launch(kernel, elementwise_config(elements), &kernel_args(args));
         Ok(())
     }
+
+    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>> {
+        (self.gemm_kernels == GemmKernels::MmaSync).then(|| {
+            self.launch(kernel, fused_config(grid, shared_bytes), &kernel_args(args));
+            Ok(())
+        })
+    }
+}
+
+fn kernel_args(args: &[Arg]) -> Vec<KernelArg<'_>> {
+    args.iter()
+        .map(|arg| match arg {
+            Arg::I32(v) => KernelArg::from(v),
+            Arg::Ptr(address) => KernelArg::from(address),
+            Arg::Layer(layer) => KernelArg::from(layer),
+        })
+        .collect()
 }
 
 /// The emulator as a library GEMM: one product `C = op(A) op(B) + beta C` at a time.

@@ -141,11 +141,6 @@ impl BoneKernels {
         &self.stream
     }
 
-    /// The kernel `name`, looked up in the module once and cached.
-    pub(crate) fn function(&self, name: &str) -> Result<CudaFunction> {
-        self.function_with_shared(name, 0)
-    }
-
     /// The kernel `name`, allowed `shared_bytes` of dynamic shared memory per block (the
     /// driver's default limit is 48 KiB), looked up once and cached.
     pub(crate) fn function_with_shared(&self, name: &str, shared_bytes: u32) -> Result<CudaFunction> {

@@ -35,6 +35,17 @@ pub(crate) trait Launcher {
     /// signature in type and order, with device addresses that cover everything the kernel
     /// reads and writes for that count.
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
+
+    /// Runs the fused kernel `kernel` (BONE_GEMM_THREADS threads a block, `shared_bytes` of
+    /// dynamic shared memory) over `grid`, where this launcher's products run on the
+    /// mma.sync GEMM the fused kernels are built on; `None` (nothing launched) where they
+    /// run on the wgmma GEMM or a library's, and the caller takes its unfused sequence.
+    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>>;
+}
+
+/// The launch of a fused kernel: `grid` blocks of BONE_GEMM_THREADS threads.
+pub(crate) fn fused_config(grid: (u32, u32), shared_mem_bytes: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes }
 }
 
 /// What a GEMM instantiation's name (`bone_gemm_<A><B>_<in>_<out>`, k = K-major, t =
@@ -153,7 +164,19 @@ impl Launcher for BoneKernels {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
-        let function = self.function(kernel)?;
+        self.launch_with_args(kernel, elementwise_config(elements), args)
+    }
+
+    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>> {
+        (self.gemm_kernels() == GemmKernels::MmaSync)
+            .then(|| self.launch_with_args(kernel, fused_config(grid, shared_bytes), args))
+    }
+}
+
+impl BoneKernels {
+    /// Launches `kernel` with `args` by value.
+    fn launch_with_args(&self, kernel: &str, config: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let function = self.function_with_shared(kernel, config.shared_mem_bytes)?;
         let mut builder = self.stream().launch_builder(&function);
         for arg in args {
             match arg {
@@ -162,9 +185,10 @@ impl Launcher for BoneKernels {
                 Arg::Layer(layer) => builder.arg(layer),
             };
         }
-        // SAFETY: see `Launcher::elementwise`: the caller's arguments match the kernel in
-        // type, order and extent, and every thread bounds-checks its element index.
-        unsafe { builder.launch(elementwise_config(elements)) }?;
+        // SAFETY: see `Launcher::elementwise` and `Launcher::fused`: the caller's arguments
+        // match the kernel in type, order and extent, and every thread bounds-checks the
+        // elements it reads and writes.
+        unsafe { builder.launch(config) }?;
         Ok(())
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod baseline;
 mod bat_col;
+#[cfg(test)]
+mod bat_col_grads_tests;
 mod bat_row;
 mod device;
 mod element;

@@ -133,6 +133,11 @@ impl<R: ProductRunner> Launcher for Split<R> {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
         self.0.elementwise(kernel, elements, args)
     }
+
+    /// A library GEMM runs the products: the unfused sequence.
+    fn fused(&self, _: &str, _: (u32, u32), _: u32, _: &[Arg]) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// cuBLAS for the products, this crate's kernels for everything else.

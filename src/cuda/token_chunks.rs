@@ -13,7 +13,7 @@ use super::training::Call;
 use crate::error::Result;
 
 /// Thread blocks worth aiming for (about two per SM on a large GPU).
-const TARGET_BLOCKS: usize = 256;
+pub(crate) const TARGET_BLOCKS: usize = 256;
 /// Thread blocks that about fill an H100/H200 (132 SMs), one each.
 pub(crate) const FULL_GPU_BLOCKS: usize = 128;
 /// Fewest tokens worth a chunk of their own.

@@ -10,12 +10,11 @@
 //! values plus O((T + N + K) r) for BatRow; for BatCol, a 32 MiB slab of W' or G plus
 //! O((N + K) r), in the forward at small T at most 16 MiB of Y's partial sums, and in the
 //! backward, where W' takes more than one slab, T x K f32 (for dX; README, "Design"); the
-//! backward adds dB's
-//! partial sums over chunks of the reduced dimension: at most 128 Ki x r bytes (8 MiB at
-//! r = 64) for the shared block and BatRow, 1 Ki x r^2 bytes (4 MiB) for BatCol; the
-//! shared block's U and BatRow's R and dR (split the same way at small T) add at most
-//! 128 Ki x r bytes more. dB is deterministic: every reduction runs in a
-//! fixed order (no atomics), so repeated runs are bitwise identical.
+//! backward adds dB's partial sums over chunks of the reduced dimension: at most
+//! 128 Ki x r bytes (8 MiB at r = 64) for every variant; the shared block's U and BatRow's
+//! R and dR (split the same way at small T) add at most 128 Ki x r bytes more. dB is
+//! deterministic: every reduction runs in a fixed order (no atomics), so repeated runs are
+//! bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::{bf16, f16};

@@ -1,0 +1,144 @@
+// BatCol's dB fused into the GEMM over tokens, so that G = dY^T X never reaches device memory:
+//   dB_o = sum_i (W_{o,i} + I)^T G_{o,i},   G_{o,i} = dY_o^T X_i   (bone-math.md)
+// A block owns 128 rows of N (128 / R output blocks o) and a run of 128-wide K tiles (input
+// blocks i). Per K tile it computes its G tile on the mma.sync main loop (gemm.cuh), rounds
+// it once to the activations' type into shared memory next to the matching W tile, and adds
+// W_{o,i}^T G_{o,i} (tensor cores) and G_{o,i} (the identity's term) to dB's accumulators:
+// warp w holds rows 16 w .. 16 w + 15 of the block's [128, R] slice of dB ([N / R, R, R]
+// read as [N, R]). The accumulators go out once, as this run's partial sums; a fixed-order
+// pass sums the runs.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "gemm.cuh"
+#include "params.h"
+
+namespace bone_bat_col_grads {
+
+using namespace bone_ptx;
+using bone_gemm::TILE_ELEMS;
+constexpr int TILE = BONE_GEMM_BM;                       // rows of N and columns of K per tile
+constexpr int PITCH = bone_gemm::MN_MAJOR_PITCH;        // smem row of a G or W tile: [128][PITCH]
+static_assert(BONE_GEMM_BM == BONE_GEMM_BN, "square tiles");
+static_assert(2 * TILE * PITCH * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "G and W tiles fit");
+static_assert(bone_gemm::STAGES * 2 * TILE_ELEMS * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "the pipeline fits");
+
+// out[run][n, b] (f32, [runs, N, R]) = sum over this block's K tiles of dB's terms for rows
+// n of its 128 (rows beyond N are not written). dy [T, N], x [T, K], w [N, K]; K tiles
+// run blockIdx.y * tiles_per_run onwards.
+template <typename TX, int R>
+__device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy,
+                                              const TX* __restrict__ x, const TX* __restrict__ w,
+                                              float* __restrict__ out) {
+    static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
+    unsigned char* smem = dynamic_smem();
+    TX* tiles = reinterpret_cast<TX*>(smem);
+    TX* g_tile = tiles;                 // after the main loop: G's tile, then W's
+    TX* w_tile = tiles + TILE * PITCH;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int warp_m = bone_gemm::warp_m_of(warp), warp_n = bone_gemm::warp_n_of(warp);
+    const int row0 = blockIdx.x * TILE;
+    // This warp's 16 rows of dB: rows a0.. of output block o_local (R >= 16).
+    const int o_local = warp * 16 / R, a0 = warp * 16 % R;
+    float db[R / 8][4] = {};
+
+    const int k_tiles = (k + TILE - 1) / TILE;
+    const int first = blockIdx.y * tiles_per_run, last = min(k_tiles, first + tiles_per_run);
+    for (int kt = first; kt < last; ++kt) {
+        const int col0 = kt * TILE;
+        // G tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns], over T.
+        float acc[4][4][4] = {};
+        bone_gemm::main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR>(
+            acc, tiles, (tokens + bone_gemm::BK - 1) / bone_gemm::BK, [&](int t, TX* a_tile, TX* b_tile) {
+                bone_gemm::load_tile<BONE_MN_MAJOR>(a_tile, dy, n, n, tokens, row0, t * bone_gemm::BK);
+                bone_gemm::load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * bone_gemm::BK);
+            });
+        __syncthreads();  // every warp is done with the pipeline's buffers
+        // W's tile [128 rows of N, 128 columns of K] (zero beyond N or K), as [row][column].
+        for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
+            const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
+            const bool valid = row0 + row < n && col0 + col < k;
+            copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
+        }
+        copy_commit();
+        // G's tile, rounded once to TX, as [row][column].
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = warp_m + i * 16 + lane / 4 + (e / 2) * 8;
+                    const int col = warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
+                    g_tile[row * PITCH + col] = from_f32<TX>(acc[i][j][e]);
+                }
+        copy_wait<0>();
+        __syncthreads();  // both tiles in place
+
+        // db[a, b] += sum_q W_{o,i}[q, a] G_{o,i}[q, b] + G_{o,i}[a, b] over the tile's blocks i:
+        // A = W_{o,i}^T and B^T = G_{o,i}, both read MN-major (row q of the block, then a or b).
+        const TX* w_rows = w_tile + o_local * R * PITCH;
+        const TX* g_rows = g_tile + o_local * R * PITCH;
+#pragma unroll
+        for (int i = 0; i < TILE / R; ++i) {
+#pragma unroll
+            for (int q = 0; q < R; q += 16) {
+                uint32_t a[4];
+                bone_gemm::a_fragment<BONE_MN_MAJOR>(a, w_rows + i * R, a0, q, lane);
+#pragma unroll
+                for (int j = 0; j < R / 16; ++j) {
+                    uint32_t b[4];
+                    bone_gemm::b_fragments<BONE_MN_MAJOR>(b, g_rows + i * R, j * 16, q, lane);
+                    mma<TX>(db[2 * j], a, b[0], b[1]);
+                    mma<TX>(db[2 * j + 1], a, b[2], b[3]);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < R / 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = a0 + lane / 4 + (e / 2) * 8, col = j * 8 + (lane % 4) * 2 + (e % 2);
+                    db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
+                }
+        }
+        __syncthreads();  // done with both tiles before the next main loop refills them
+    }
+
+    float* run_out = out + (long long)blockIdx.y * n * R;
+#pragma unroll
+    for (int j = 0; j < R / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = row0 + warp * 16 + lane / 4 + (e / 2) * 8, col = j * 8 + (lane % 4) * 2 + (e % 2);
+            if (row < n) run_out[(long long)row * R + col] = db[j][e];
+        }
+}
+
+}  // namespace bone_bat_col_grads
+
+// Blocks an SM keeps resident: two (at most 128 registers a thread, like the GEMM's) where
+// that compiles without spills (sm_90a, r <= 64), else one.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) ((R) <= 64 ? 2 : 1)
+#else
+#define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) 1
+#endif
+
+// bone_bat_col_grads_x_<X>_r<R>: grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS
+// threads, BONE_BAT_COL_GRADS_SMEM_BYTES of dynamic shared memory.
+#define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                         \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_MIN_BLOCKS(R))            \
+        bone_bat_col_grads_x_##X_NAME##_r##R(                                                                     \
+        int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, const TX* __restrict__ x,         \
+        const TX* __restrict__ w, float* __restrict__ out) {                                                      \
+        bone_bat_col_grads::bat_col_grads<TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);                     \
+    }
+#define BONE_BAT_COL_GRADS_FOR(X_NAME, TX) \
+    BONE_BAT_COL_GRADS(X_NAME, TX, 16)     \
+    BONE_BAT_COL_GRADS(X_NAME, TX, 32)     \
+    BONE_BAT_COL_GRADS(X_NAME, TX, 64)     \
+    BONE_BAT_COL_GRADS(X_NAME, TX, 128)
+
+BONE_BAT_COL_GRADS_FOR(bf16, __nv_bfloat16)
+BONE_BAT_COL_GRADS_FOR(f16, __half)
