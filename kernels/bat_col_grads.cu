@@ -1,8 +1,9 @@
 // BatCol's dB fused into the GEMM over tokens, so that G = dY^T X never reaches device memory:
 //   dB_o = sum_i (W_{o,i} + I)^T G_{o,i},   G_{o,i} = dY_o^T X_i   (bone-math.md)
 // A block owns 128 rows of N (128 / R output blocks o) and a run of 128-wide K tiles (input
-// blocks i). Per K tile it computes its G tile on the mma.sync main loop (gemm.cuh), rounds
-// it once to the activations' type into shared memory next to the matching W tile, and adds
+// blocks i). Per K tile it computes its G tile on a GEMM's main loop (mma.sync, gemm.cuh, or
+// wgmma on sm_90a, gemm_wgmma.cuh), rounds it once to the activations' type into shared
+// memory next to the matching W tile, and adds
 // W_{o,i}^T G_{o,i} (tensor cores) and G_{o,i} (the identity's term) to dB's accumulators:
 // warp w holds rows 16 w .. 16 w + 15 of the block's [128, R] slice of dB ([N / R, R, R]
 // read as [N, R]). The accumulators go out once, as this run's partial sums; a fixed-order
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "gemm.cuh"
+#include "gemm_wgmma.cuh"
 #include "params.h"
 
 namespace bone_bat_col_grads {
@@ -23,21 +25,74 @@ constexpr int PITCH = bone_gemm::MN_MAJOR_PITCH;        // smem row of a G or W 
 static_assert(BONE_GEMM_BM == BONE_GEMM_BN, "square tiles");
 static_assert(2 * TILE * PITCH * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "G and W tiles fit");
 static_assert(bone_gemm::STAGES * 2 * TILE_ELEMS * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "the pipeline fits");
+static_assert(2 * TILE * PITCH * 2 <= BONE_WGMMA_SMEM_BYTES, "and in the wgmma pipeline's");
+
+// G's tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns] over T, on the
+// mma.sync main loop, then (after a barrier: the pipeline's memory is G's) rounded into
+// g_tile as [row][column]. `between` runs after the barrier, before the stores.
+struct MmaSync {
+    template <typename TX, typename Between>
+    __device__ __forceinline__ static void g_tile(unsigned char* smem, int tokens, int n, int k, int row0, int col0,
+                                                  const TX* dy, const TX* x, TX* g_tile, Between between) {
+        using namespace bone_gemm;
+        float acc[4][4][4] = {};
+        main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR>(acc, reinterpret_cast<TX*>(smem), (tokens + BK - 1) / BK,
+                                                [&](int t, TX* a_tile, TX* b_tile) {
+                                                    load_tile<BONE_MN_MAJOR>(a_tile, dy, n, n, tokens, row0, t * BK);
+                                                    load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * BK);
+                                                });
+        __syncthreads();
+        between();
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int row = warp_m_of(warp) + i * 16 + lane / 4 + (e / 2) * 8;
+                    const int col = warp_n_of(warp) + j * 8 + (lane % 4) * 2 + (e % 2);
+                    g_tile[row * PITCH + col] = from_f32<TX>(acc[i][j][e]);
+                }
+    }
+};
+
+// The same on the wgmma main loop (sm_90a).
+struct Wgmma {
+    template <typename TX, typename Between>
+    __device__ __forceinline__ static void g_tile(unsigned char* smem, int tokens, int n, int k, int row0, int col0,
+                                                  const TX* dy, const TX* x, TX* g_tile, Between between) {
+        using namespace bone_wgmma;
+        float acc[TILE / 2] = {};
+        main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR, TX, TILE>(
+            acc, smem, (tokens + BK - 1) / BK, true, [&](int t, unsigned char* a_tile, unsigned char* b_tile) {
+                load_tile<BONE_MN_MAJOR, TILE>(a_tile, dy, n, n, tokens, row0, t * BK);
+                load_tile<BONE_MN_MAJOR, TILE>(b_tile, x, k, k, tokens, col0, t * BK);
+            });
+        __syncthreads();
+        between();
+        const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+#pragma unroll
+        for (int j = 0; j < TILE / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                g_tile[acc_row(warpgroup, warp, lane, e) * PITCH + acc_col(lane, j, e)] = from_f32<TX>(acc[j * 4 + e]);
+            }
+    }
+};
 
 // out[run][n, b] (f32, [runs, N, R]) = sum over this block's K tiles of dB's terms for rows
 // n of its 128 (rows beyond N are not written). dy [T, N], x [T, K], w [N, K]; K tiles
-// run blockIdx.y * tiles_per_run onwards.
-template <typename TX, int R>
+// run blockIdx.y * tiles_per_run onwards. Engine: MmaSync or Wgmma, G's main loop.
+template <typename Engine, typename TX, int R>
 __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy,
                                               const TX* __restrict__ x, const TX* __restrict__ w,
                                               float* __restrict__ out) {
     static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
     unsigned char* smem = dynamic_smem();
-    TX* tiles = reinterpret_cast<TX*>(smem);
-    TX* g_tile = tiles;                 // after the main loop: G's tile, then W's
-    TX* w_tile = tiles + TILE * PITCH;
+    TX* g_tile = reinterpret_cast<TX*>(smem);  // after each main loop: G's tile, then W's
+    TX* w_tile = g_tile + TILE * PITCH;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int warp_m = bone_gemm::warp_m_of(warp), warp_n = bone_gemm::warp_n_of(warp);
     const int row0 = blockIdx.x * TILE;
     // This warp's 16 rows of dB: rows a0.. of output block o_local (R >= 16).
     const int o_local = warp * 16 / R, a0 = warp * 16 % R;
@@ -47,32 +102,17 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
     const int first = blockIdx.y * tiles_per_run, last = min(k_tiles, first + tiles_per_run);
     for (int kt = first; kt < last; ++kt) {
         const int col0 = kt * TILE;
-        // G tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns], over T.
-        float acc[4][4][4] = {};
-        bone_gemm::main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR>(
-            acc, tiles, (tokens + bone_gemm::BK - 1) / bone_gemm::BK, [&](int t, TX* a_tile, TX* b_tile) {
-                bone_gemm::load_tile<BONE_MN_MAJOR>(a_tile, dy, n, n, tokens, row0, t * bone_gemm::BK);
-                bone_gemm::load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * bone_gemm::BK);
-            });
-        __syncthreads();  // every warp is done with the pipeline's buffers
-        // W's tile [128 rows of N, 128 columns of K] (zero beyond N or K), as [row][column].
-        for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
-            const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
-            const bool valid = row0 + row < n && col0 + col < k;
-            copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
-        }
-        copy_commit();
-        // G's tile, rounded once to TX, as [row][column].
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int row = warp_m + i * 16 + lane / 4 + (e / 2) * 8;
-                    const int col = warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
-                    g_tile[row * PITCH + col] = from_f32<TX>(acc[i][j][e]);
-                }
+        // W's tile [128 rows of N, 128 columns of K] (zero beyond N or K), as [row][column],
+        // copied while G's tile is stored.
+        auto copy_w = [&] {
+            for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
+                const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
+                const bool valid = row0 + row < n && col0 + col < k;
+                copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
+            }
+            copy_commit();
+        };
+        Engine::g_tile(smem, tokens, n, k, row0, col0, dy, x, g_tile, copy_w);
         copy_wait<0>();
         __syncthreads();  // both tiles in place
 
@@ -125,15 +165,28 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
 #define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) 1
 #endif
 
-// bone_bat_col_grads_x_<X>_r<R>: grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS
-// threads, BONE_BAT_COL_GRADS_SMEM_BYTES of dynamic shared memory.
+// bone_bat_col_grads_x_<X>_r<R> (mma.sync, BONE_BAT_COL_GRADS_SMEM_BYTES of dynamic shared
+// memory) and bone_bat_col_grads_wgmma_x_<X>_r<R> (sm_90a; BONE_WGMMA_SMEM_BYTES, one block
+// an SM; a trap elsewhere): grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS threads.
 #define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                         \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_MIN_BLOCKS(R))            \
-        bone_bat_col_grads_x_##X_NAME##_r##R(                                                                     \
+        bone_bat_col_grads_x_##X_NAME##_r##R(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, \
+                                             const TX* __restrict__ x, const TX* __restrict__ w,                  \
+                                             float* __restrict__ out) {                                           \
+        bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::MmaSync, TX, R>(tokens, n, k, tiles_per_run, dy, x, w, \
+                                                                             out);                                 \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1) bone_bat_col_grads_wgmma_x_##X_NAME##_r##R( \
         int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, const TX* __restrict__ x,         \
         const TX* __restrict__ w, float* __restrict__ out) {                                                      \
-        bone_bat_col_grads::bat_col_grads<TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);                     \
+        BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                           \
     }
+#if BONE_HAS_WGMMA
+#define BONE_BAT_COL_GRADS_WGMMA(TX, R) \
+    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);
+#else
+#define BONE_BAT_COL_GRADS_WGMMA(TX, R) __trap();
+#endif
 #define BONE_BAT_COL_GRADS_FOR(X_NAME, TX) \
     BONE_BAT_COL_GRADS(X_NAME, TX, 16)     \
     BONE_BAT_COL_GRADS(X_NAME, TX, 32)     \

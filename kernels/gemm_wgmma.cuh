@@ -87,49 +87,37 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const T* src, int
     }
 }
 
-template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
-__device__ __forceinline__ void gemm(const BoneGemm& p) {
-#if BONE_HAS_WGMMA
+// acc (this thread's TILE_N / 2 accumulators of its warpgroup's 64 x TILE_N rows) += the
+// product of k_tiles K tiles, tile t loaded by load(t, a_tile, b_tile) into a stage of the
+// pipeline in `smem`. A warpgroup whose rows all lie beyond M (rows_live false: M = r = 64
+// in dB's products) skips its products; the branch is uniform across the warpgroup, as
+// wgmma requires. It still loads its share of every tile and meets every barrier. Ends
+// with every product retired and every copy landed, but not every thread past its last
+// read: barrier before reusing `smem`.
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, int TILE_N, typename Load>
+__device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned char* smem, int k_tiles, bool rows_live,
+                                          Load load) {
     using Pipe = Pipeline<TILE_N>;
     constexpr int STAGES = Pipe::STAGES;
-    unsigned char* smem = dynamic_smem();
-    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-    int tile_m, tile_n;
-    bone_gemm_common::block_tile(tile_m, tile_n);
-    const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
-    const long long z = blockIdx.z;
-    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
-    const int tiles = batch.tiles;
-    // Tile t of the concatenated K into stage `stage`.
-    auto load = [&](int t, int stage) {
-        const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+    const int warpgroup = threadIdx.x / 128;
+    auto load_stage = [&](int t, int stage) {
         unsigned char* a_tile = smem + stage * Pipe::STAGE_BYTES;
-        load_tile<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
-        load_tile<B_LAYOUT, TILE_N>(a_tile + Pipe::A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+        load(t, a_tile, a_tile + Pipe::A_BYTES);
     };
-
-    // A warpgroup whose 64 rows all lie beyond M (M = r = 64 in dB's products) skips its
-    // products; the branch is uniform across the warpgroup, as wgmma requires. It still
-    // loads its share of every tile and meets every barrier.
-    const bool rows_live = block_m + warpgroup * 64 < p.m;
-    float acc[TILE_N / 2];
-#pragma unroll
-    for (int i = 0; i < TILE_N / 2; ++i) acc[i] = 0.f;
-
     // One commit group per tile, empty past the end, so that copy_wait<STAGES - 3> at step t
     // always means "tile t has landed". Tiles are prefetched STAGES - 2 ahead: of the
     // STAGES stages, one more holds the tile the wgmma group still in flight reads.
 #pragma unroll
     for (int s = 0; s < STAGES - 2; ++s) {
-        if (s < tiles) load(s, s);
+        if (s < k_tiles) load_stage(s, s);
         copy_commit();
     }
-    for (int t = 0; t < tiles; ++t) {
+    for (int t = 0; t < k_tiles; ++t) {
         copy_wait<STAGES - 3>();
         fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy
         __syncthreads();      // everyone's copies of tile t; both warpgroups retired tile t - 2
         const int next = t + STAGES - 2;
-        if (next < tiles) load(next, next % STAGES);  // into the stage tile t - 2 used
+        if (next < k_tiles) load_stage(next, next % STAGES);  // into the stage tile t - 2 used
         copy_commit();
 
         if (rows_live) {
@@ -150,15 +138,40 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     }
     wgmma_wait<0>();
     wgmma_fence_operands(acc);
-    const bone_gemm_common::Output<TIn, TOut> out(p, z);
+    copy_wait<0>();  // the empty groups past the end
+}
 
+// Where thread `lane` of warp `warp` in warpgroup `warpgroup` holds accumulator j * 4 + e
+// of its m64nN tile: row (of the block's 128) and column.
+__device__ __forceinline__ int acc_row(int warpgroup, int warp, int lane, int e) {
+    return warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
+}
+__device__ __forceinline__ int acc_col(int lane, int j, int e) { return j * 8 + (lane % 4) * 2 + (e % 2); }
+
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
+__device__ __forceinline__ void gemm(const BoneGemm& p) {
+#if BONE_HAS_WGMMA
+    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    int tile_m, tile_n;
+    bone_gemm_common::block_tile(tile_m, tile_n);
+    const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
+    const long long z = blockIdx.z;
+    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
+    float acc[TILE_N / 2] = {};
+    main_loop<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(acc, dynamic_smem(), batch.tiles, block_m + warpgroup * 64 < p.m,
+                                               [&](int t, unsigned char* a_tile, unsigned char* b_tile) {
+                                                   const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+                                                   load_tile<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total,
+                                                                           block_m, k.k0);
+                                                   load_tile<B_LAYOUT, TILE_N>(b_tile, k.b, k.ldb, p.n, k.k_total,
+                                                                               block_n, k.k0);
+                                               });
+    const bone_gemm_common::Output<TIn, TOut> out(p, z);
 #pragma unroll
     for (int j = 0; j < TILE_N / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const int row = block_m + warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
-            const int col = block_n + j * 8 + (lane % 4) * 2 + (e % 2);
-            out.store(row, col, acc[j * 4 + e]);
+            out.store(block_m + acc_row(warpgroup, warp, lane, e), block_n + acc_col(lane, j, e), acc[j * 4 + e]);
         }
 #else
     __trap();

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reads the SASS of the fatbin build.rs embedded (cuobjdump from scripts/install-nvcc):
-# every mma.sync GEMM kernel (bone_gemm_*) and BatCol's fused dB kernel
-# (bone_bat_col_grads_*) must use tensor cores (HMMA) on every architecture, every wgmma
-# GEMM kernel (bone_wgmma_*) must use HGMMA on sm_90a (elsewhere it is a stub that traps),
-# and no kernel may touch local memory (LDL/STL: spills or stack arrays).
+# every mma.sync GEMM kernel (bone_gemm_*) and BatCol's fused dB kernel on it
+# (bone_bat_col_grads_x_*) must use tensor cores (HMMA) on every architecture, every wgmma
+# kernel (bone_wgmma_*, bone_bat_col_grads_wgmma_*) must use HGMMA on sm_90a (elsewhere
+# it is a stub that traps), and no kernel may touch local memory (LDL/STL: spills or stack
+# arrays).
 #   scripts/check_sass.sh [path/to/bone_kernels.fatbin]   (default: the newest under target/)
 set -euo pipefail
 fatbin=${1:-$(ls -t target/*/build/bone-kernels-*/out/bone_kernels.fatbin 2>/dev/null | head -1)}
@@ -25,8 +26,9 @@ require() {
 for arch in sm_80 sm_89 sm_90a; do
   arch_sass=$(awk -v a="arch = $arch" '/^[[:space:]]*arch = /{on = index($0, a) > 0} on' <<<"$sass")
   require "$arch" "$arch_sass" bone_gemm_ HMMA
-  require "$arch" "$arch_sass" bone_bat_col_grads_ HMMA
+  require "$arch" "$arch_sass" bone_bat_col_grads_x_ HMMA
   [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_wgmma_ HGMMA
+  [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_bat_col_grads_wgmma_ HGMMA
   if grep -qE '\b(LDL|STL)\b' <<<"$arch_sass"; then echo "check_sass: local memory traffic (LDL/STL) on $arch" >&2; status=1; fi
 done
 exit $status

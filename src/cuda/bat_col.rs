@@ -4,11 +4,12 @@
 //! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!             (cut along K and summed in order where the slab alone would not fill the GPU)
-//!   backward  dB_o = sum_i (W_{o,i} + I)^T G_{o,i}: on the mma.sync engine by one fused
-//!             kernel (kernels/bat_col_grads.cu) that holds G = dY^T X a 128 x 128 tile at a
-//!             time in shared memory, so G never reaches device memory; on the others per
-//!             slab G = dY[:, slab]^T X, then W_o^T G_o (batched) + onehot^T G_o (G's rows
-//!             summed over their r-wide chunks). Then, if dX is wanted, per slab W'[slab]
+//!   backward  dB_o = sum_i (W_{o,i} + I)^T G_{o,i}: on this crate's GEMMs (mma.sync or
+//!             wgmma) by one fused kernel (kernels/bat_col_grads.cu) that holds G = dY^T X a
+//!             128 x 128 tile at a time in shared memory, so G never reaches device memory;
+//!             on the cuBLAS engine per slab G = dY[:, slab]^T X, then W_o^T G_o (batched)
+//!             + onehot^T G_o (G's rows summed over their r-wide chunks). Then, if dX is
+//!             wanted, per slab W'[slab]
 //!             and dX (+)= dY[:, slab] W'[slab]: written once in the activations' type where
 //!             W' fits one slab, else summed over the slabs in f32
 //! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
@@ -17,7 +18,7 @@
 //! "Design"): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::{BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN};
+use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::token_chunks;
 use super::token_chunks::FULL_GPU_BLOCKS;
 use super::training::{Call, Pass};
@@ -144,7 +145,7 @@ fn fused_runs(layer: &LayerShape) -> (usize, usize) {
 
 /// dB by the fused kernel (kernels/bat_col_grads.cu: G = dY^T X a tile at a time in shared
 /// memory, never in device memory), each run of K tiles into its partial sums, then summed
-/// in order; `None` where the launcher keeps products unfused.
+/// in order; `None` where a library GEMM runs the products (the unfused sequence).
 fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<Result<()>> {
     let (n, r) = (call.shape.n(), call.shape.r());
     let (per_run, runs) = fused_runs(&call.shape);
@@ -153,7 +154,7 @@ fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<R
     let sizes = [call.tokens, n, call.shape.k(), per_run].map(|v| Arg::I32(v as i32));
     let args = [&sizes[..], &[call.y, call.x, call.w, out].map(Arg::Ptr)].concat();
     let grid = (n.div_ceil(BONE_GEMM_BM as usize) as u32, runs as u32);
-    let fused = launcher.fused(&kernel, grid, BONE_BAT_COL_GRADS_SMEM_BYTES, &args)?;
+    let fused = launcher.fused(&kernel, grid, &args)?;
     Some(fused.and_then(|()| {
         if runs == 1 {
             return Ok(());

@@ -1,5 +1,6 @@
-//! BatCol's fused dB kernel (kernels/bat_col_grads.cu), launched directly on the CPU
-//! emulator against a direct f64 sum: every block size and activation type, ragged N and K,
+//! BatCol's fused dB kernel (kernels/bat_col_grads.cu), on both main loops (mma.sync and
+//! wgmma), launched directly on the CPU emulator against a direct f64 sum: every block size
+//! and activation type, ragged N and K,
 //! blocks walking several K tiles (which the launch sequences reach only on large layers),
 //! and runs of K tiles written as separate partial sums. Outputs start as NaN.
 
@@ -9,7 +10,6 @@ use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::launch::{Arg, GemmKernels, Launcher};
-use super::params::BONE_BAT_COL_GRADS_SMEM_BYTES;
 
 /// dB's runs `[runs, N, r]` as the kernel defines them: run c sums K tiles c per_run ..,
 /// of (W_{o,i} + I)^T G_{o,i} with G = dY^T X.
@@ -55,29 +55,29 @@ fn fused_batcol_grads_match_a_direct_sum() {
         (9, 192, 256, 64, 2),
         (9, 256, 384, 128, 3),
     ];
-    for (case, &(t, n, k, r, per_run)) in cases.iter().enumerate() {
-        let ty = if case % 2 == 0 { Ty::Bf16 } else { Ty::F16 };
-        let emulator = Emulator::new(Landing::Late, GemmKernels::MmaSync);
-        let mut random = |len: usize, scale: f64| -> Vec<f64> {
-            (0..len).map(|_| ty.round(rng.random_range(-scale..scale))).collect()
-        };
-        let (dy, x, w) = (random(t * n, 1.0), random(t * k, 1.0), random(n * k, 0.1));
-        let runs = k.div_ceil(128).div_ceil(per_run);
-        let out = emulator.alloc(runs * n * r * 4);
-        let sizes = [t, n, k, per_run].map(|v| Arg::I32(v as i32));
-        let pointers = [emulator.upload(ty, &dy), emulator.upload(ty, &x), emulator.upload(ty, &w), out].map(Arg::Ptr);
-        let kernel = format!("bone_bat_col_grads_x_{}_r{r}", ty.suffix());
-        let grid = (n.div_ceil(128) as u32, runs as u32);
-        emulator
-            .fused(&kernel, grid, BONE_BAT_COL_GRADS_SMEM_BYTES, &[&sizes[..], &pointers].concat())
-            .unwrap()
-            .unwrap();
+    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma] {
+        for (case, &(t, n, k, r, per_run)) in cases.iter().enumerate() {
+            let ty = if case % 2 == 0 { Ty::Bf16 } else { Ty::F16 };
+            let emulator = Emulator::new(Landing::Late, family);
+            let mut random = |len: usize, scale: f64| -> Vec<f64> {
+                (0..len).map(|_| ty.round(rng.random_range(-scale..scale))).collect()
+            };
+            let (dy, x, w) = (random(t * n, 1.0), random(t * k, 1.0), random(n * k, 0.1));
+            let runs = k.div_ceil(128).div_ceil(per_run);
+            let out = emulator.alloc(runs * n * r * 4);
+            let sizes = [t, n, k, per_run].map(|v| Arg::I32(v as i32));
+            let inputs = [emulator.upload(ty, &dy), emulator.upload(ty, &x), emulator.upload(ty, &w), out];
+            let kernel = format!("bone_bat_col_grads_x_{}_r{r}", ty.suffix());
+            let grid = (n.div_ceil(128) as u32, runs as u32);
+            emulator.fused(&kernel, grid, &[&sizes[..], &inputs.map(Arg::Ptr)].concat()).unwrap().unwrap();
 
-        let got = emulator.download(Ty::F32, out, runs * n * r);
-        let want = expected((t, n, k, r), per_run, (&dy, &x, &w));
-        let (diff, norm) = got.iter().zip(&want).fold((0.0, 0.0), |(d, s), (g, w)| (d + (g - w) * (g - w), s + w * w));
-        let err = (diff / norm).sqrt();
-        // G is rounded once to the activations' type before its products: bf16's 2^-8.
-        assert!(err < 1e-2, "{kernel} T={t} N={n} K={k} per run {per_run}: relative error {err:.2e}");
+            let got = emulator.download(Ty::F32, out, runs * n * r);
+            let want = expected((t, n, k, r), per_run, (&dy, &x, &w));
+            let (diff, norm) =
+                got.iter().zip(&want).fold((0.0, 0.0), |(d, s), (g, w)| (d + (g - w) * (g - w), s + w * w));
+            let err = (diff / norm).sqrt();
+            // G is rounded once to the activations' type before its products: bf16's 2^-8.
+            assert!(err < 1e-2, "{family:?} {kernel} T={t} N={n} K={k} per run {per_run}: relative error {err:.2e}");
+        }
     }
 }

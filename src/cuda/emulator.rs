@@ -14,7 +14,7 @@ use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
 use super::baseline::{Half, Operand, Output};
-use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, fused_config, gemm_kind};
+use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, gemm_kind};
 use super::params::BoneGemm;
 use super::split::{Product, ProductRunner};
 use crate::error::Result;
@@ -297,11 +297,10 @@ impl Launcher for Emulator {
         Ok(())
     }
 
-    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>> {
-        (self.gemm_kernels == GemmKernels::MmaSync).then(|| {
-            self.launch(kernel, fused_config(grid, shared_bytes), &kernel_args(args));
-            Ok(())
-        })
+    fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {
+        let (name, config) = self.gemm_kernels.fused(kernel, grid);
+        self.launch(&name, config, &kernel_args(args));
+        Some(Ok(()))
     }
 }
 

@@ -8,9 +8,9 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::BoneKernels;
 use super::params::{
-    BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
-    BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm,
-    BoneLayer,
+    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS,
+    BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
+    BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -36,16 +36,10 @@ pub(crate) trait Launcher {
     /// reads and writes for that count.
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
 
-    /// Runs the fused kernel `kernel` (BONE_GEMM_THREADS threads a block, `shared_bytes` of
-    /// dynamic shared memory) over `grid`, where this launcher's products run on the
-    /// mma.sync GEMM the fused kernels are built on; `None` (nothing launched) where they
-    /// run on the wgmma GEMM or a library's, and the caller takes its unfused sequence.
-    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>>;
-}
-
-/// The launch of a fused kernel: `grid` blocks of BONE_GEMM_THREADS threads.
-pub(crate) fn fused_config(grid: (u32, u32), shared_mem_bytes: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes }
+    /// Runs the fused kernel `kernel` (named for its mma.sync version) over `grid`, on this
+    /// launcher's GEMM family ([`GemmKernels::fused`]); `None` (nothing launched) where a
+    /// library GEMM runs the products, and the caller takes its unfused sequence.
+    fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>>;
 }
 
 /// What a GEMM instantiation's name (`bone_gemm_<A><B>_<in>_<out>`, k = K-major, t =
@@ -148,6 +142,19 @@ impl GemmKernels {
     }
 }
 
+impl GemmKernels {
+    /// This family's version of the fused kernel `kernel` (`bone_bat_col_grads_*`, its
+    /// mma.sync version's name) and its launch over `grid`: blocks of BONE_GEMM_THREADS
+    /// threads, the main loop's and the tiles' dynamic shared memory.
+    pub fn fused(self, kernel: &str, grid: (u32, u32)) -> (String, LaunchConfig) {
+        let (name, shared_mem_bytes) = match self {
+            GemmKernels::MmaSync => (kernel.to_string(), BONE_BAT_COL_GRADS_SMEM_BYTES),
+            GemmKernels::Wgmma => (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_WGMMA_SMEM_BYTES),
+        };
+        (name, LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes })
+    }
+}
+
 impl Launcher for BoneKernels {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
         let (name, config) = self.gemm_kernels().select(kernel, params, batches);
@@ -167,9 +174,9 @@ impl Launcher for BoneKernels {
         self.launch_with_args(kernel, elementwise_config(elements), args)
     }
 
-    fn fused(&self, kernel: &str, grid: (u32, u32), shared_bytes: u32, args: &[Arg]) -> Option<Result<()>> {
-        (self.gemm_kernels() == GemmKernels::MmaSync)
-            .then(|| self.launch_with_args(kernel, fused_config(grid, shared_bytes), args))
+    fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {
+        let (name, config) = self.gemm_kernels().fused(kernel, grid);
+        Some(self.launch_with_args(&name, config, args))
     }
 }
 

@@ -43,17 +43,16 @@ impl Launcher for Recorder {
         Ok(())
     }
 
-    /// As the GPU's launcher does: fused kernels where the products run on mma.sync. The
-    /// one fused kernel (BatCol's dB) takes T, N, K first and computes G = dY^T X.
-    fn fused(&self, kernel: &str, (x, y): (u32, u32), _: u32, args: &[Arg]) -> Option<Result<()>> {
-        (self.family == GemmKernels::MmaSync).then(|| {
-            let flops = match args {
-                [Arg::I32(t), Arg::I32(n), Arg::I32(k), ..] => 2.0 * f64::from(*t) * f64::from(*n) * f64::from(*k),
-                _ => panic!("{kernel}: arguments {args:?}"),
-            };
-            self.launches.borrow_mut().push(Launch { kernel: kernel.to_string(), blocks: x * y, flops });
-            Ok(())
-        })
+    /// The one fused kernel (BatCol's dB) takes T, N, K first and computes G = dY^T X.
+    fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {
+        let (name, config) = self.family.fused(kernel, grid);
+        let flops = match args {
+            [Arg::I32(t), Arg::I32(n), Arg::I32(k), ..] => 2.0 * f64::from(*t) * f64::from(*n) * f64::from(*k),
+            _ => panic!("{kernel}: arguments {args:?}"),
+        };
+        let (x, y, _) = config.grid_dim;
+        self.launches.borrow_mut().push(Launch { kernel: name, blocks: x * y, flops });
+        Some(Ok(()))
     }
 }
 

@@ -135,7 +135,7 @@ impl<R: ProductRunner> Launcher for Split<R> {
     }
 
     /// A library GEMM runs the products: the unfused sequence.
-    fn fused(&self, _: &str, _: (u32, u32), _: u32, _: &[Arg]) -> Option<Result<()>> {
+    fn fused(&self, _: &str, _: (u32, u32), _: &[Arg]) -> Option<Result<()>> {
         None
     }
 }
