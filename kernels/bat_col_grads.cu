@@ -23,17 +23,19 @@ using bone_gemm::TILE_ELEMS;
 constexpr int TILE = BONE_GEMM_BM;                       // rows of N and columns of K per tile
 constexpr int PITCH = bone_gemm::MN_MAJOR_PITCH;        // smem row of a G or W tile: [128][PITCH]
 static_assert(BONE_GEMM_BM == BONE_GEMM_BN, "square tiles");
-static_assert(2 * TILE * PITCH * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "G and W tiles fit");
-static_assert(bone_gemm::STAGES * 2 * TILE_ELEMS * 2 <= BONE_BAT_COL_GRADS_SMEM_BYTES, "the pipeline fits");
-static_assert(2 * TILE * PITCH * 2 <= BONE_WGMMA_SMEM_BYTES, "and in the wgmma pipeline's");
+constexpr int TILE_BYTES = TILE * PITCH * 2;           // a G or W tile
+static_assert(TILE_BYTES <= BONE_GEMM_SMEM_BYTES, "G's tile fits in the pipeline's memory");
+static_assert(BONE_GEMM_SMEM_BYTES + TILE_BYTES == BONE_BAT_COL_GRADS_SMEM_BYTES, "params.h states the size");
+static_assert(BONE_WGMMA_SMEM_BYTES + TILE_BYTES == BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, "and this one");
 
 // G's tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns] over T, on the
-// mma.sync main loop, then (after a barrier: the pipeline's memory is G's) rounded into
-// g_tile as [row][column]. `between` runs after the barrier, before the stores.
+// mma.sync main loop in the first PIPELINE_BYTES of `smem`, then (after a barrier: that
+// memory becomes G's) rounded into g_tile as [row][column].
 struct MmaSync {
-    template <typename TX, typename Between>
+    static constexpr int PIPELINE_BYTES = BONE_GEMM_SMEM_BYTES;
+    template <typename TX>
     __device__ __forceinline__ static void g_tile(unsigned char* smem, int tokens, int n, int k, int row0, int col0,
-                                                  const TX* dy, const TX* x, TX* g_tile, Between between) {
+                                                  const TX* dy, const TX* x, TX* g_tile) {
         using namespace bone_gemm;
         float acc[4][4][4] = {};
         main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR>(acc, reinterpret_cast<TX*>(smem), (tokens + BK - 1) / BK,
@@ -42,7 +44,6 @@ struct MmaSync {
                                                     load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * BK);
                                                 });
         __syncthreads();
-        between();
         const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
         for (int i = 0; i < 4; ++i)
@@ -59,9 +60,10 @@ struct MmaSync {
 
 // The same on the wgmma main loop (sm_90a).
 struct Wgmma {
-    template <typename TX, typename Between>
+    static constexpr int PIPELINE_BYTES = BONE_WGMMA_SMEM_BYTES;
+    template <typename TX>
     __device__ __forceinline__ static void g_tile(unsigned char* smem, int tokens, int n, int k, int row0, int col0,
-                                                  const TX* dy, const TX* x, TX* g_tile, Between between) {
+                                                  const TX* dy, const TX* x, TX* g_tile) {
         using namespace bone_wgmma;
         float acc[TILE / 2] = {};
         main_loop<BONE_MN_MAJOR, BONE_MN_MAJOR, TX, TILE>(
@@ -70,7 +72,6 @@ struct Wgmma {
                 load_tile<BONE_MN_MAJOR, TILE>(b_tile, x, k, k, tokens, col0, t * BK);
             });
         __syncthreads();
-        between();
         const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 #pragma unroll
         for (int j = 0; j < TILE / 8; ++j)
@@ -90,8 +91,8 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
                                               float* __restrict__ out) {
     static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
     unsigned char* smem = dynamic_smem();
-    TX* g_tile = reinterpret_cast<TX*>(smem);  // after each main loop: G's tile, then W's
-    TX* w_tile = g_tile + TILE * PITCH;
+    TX* g_tile = reinterpret_cast<TX*>(smem);                           // after each main loop
+    TX* w_tile = reinterpret_cast<TX*>(smem + Engine::PIPELINE_BYTES);  // past the pipeline
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int row0 = blockIdx.x * TILE;
     // This warp's 16 rows of dB: rows a0.. of output block o_local (R >= 16).
@@ -103,18 +104,16 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
     for (int kt = first; kt < last; ++kt) {
         const int col0 = kt * TILE;
         // W's tile [128 rows of N, 128 columns of K] (zero beyond N or K), as [row][column],
-        // copied while G's tile is stored.
-        auto copy_w = [&] {
-            for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
-                const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
-                const bool valid = row0 + row < n && col0 + col < k;
-                copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
-            }
-            copy_commit();
-        };
-        Engine::g_tile(smem, tokens, n, k, row0, col0, dy, x, g_tile, copy_w);
-        copy_wait<0>();
-        __syncthreads();  // both tiles in place
+        // copied while the main loop starts: its commit group is older than every tile's, so
+        // it has landed when tile 0 has.
+        for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
+            const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
+            const bool valid = row0 + row < n && col0 + col < k;
+            copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
+        }
+        copy_commit();
+        Engine::g_tile(smem, tokens, n, k, row0, col0, dy, x, g_tile);
+        __syncthreads();  // G's tile stored, everyone's W copies visible
 
         // db[a, b] += sum_q W_{o,i}[q, a] G_{o,i}[q, b] + G_{o,i}[a, b] over the tile's blocks i:
         // A = W_{o,i}^T and B^T = G_{o,i}, both read MN-major (row q of the block, then a or b).
@@ -142,7 +141,7 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
                     db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
                 }
         }
-        __syncthreads();  // done with both tiles before the next main loop refills them
+        __syncthreads();  // done with both tiles before the next main loop and W copy refill them
     }
 
     float* run_out = out + (long long)blockIdx.y * n * R;
@@ -158,16 +157,16 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
 }  // namespace bone_bat_col_grads
 
 // Blocks an SM keeps resident: two (at most 128 registers a thread, like the GEMM's) where
-// that compiles without spills (sm_90a, r <= 64), else one.
+// that compiles without spills (sm_90a, r = 16), else one.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) ((R) <= 64 ? 2 : 1)
+#define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) ((R) == 16 ? 2 : 1)
 #else
 #define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) 1
 #endif
 
 // bone_bat_col_grads_x_<X>_r<R> (mma.sync, BONE_BAT_COL_GRADS_SMEM_BYTES of dynamic shared
-// memory) and bone_bat_col_grads_wgmma_x_<X>_r<R> (sm_90a; BONE_WGMMA_SMEM_BYTES, one block
-// an SM; a trap elsewhere): grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS threads.
+// memory) and bone_bat_col_grads_wgmma_x_<X>_r<R> (sm_90a, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES;
+// a trap elsewhere): grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS threads.
 #define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                         \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_MIN_BLOCKS(R))            \
         bone_bat_col_grads_x_##X_NAME##_r##R(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, \

@@ -79,9 +79,11 @@ struct BoneGemm {
 // 128 x (32 + 8) tiles (60 KiB: two blocks an SM on sm_80 and sm_90, one on sm_86/89).
 #define BONE_GEMM_STAGES 3
 #define BONE_GEMM_SMEM_BYTES 61440
-// BatCol's fused dB kernel (kernels/bat_col_grads.cu): the same pipeline, then a G and a W
-// tile of 128 x (128 + 8) each in the same dynamic shared memory.
-#define BONE_BAT_COL_GRADS_SMEM_BYTES 69632
+// BatCol's fused dB kernel (kernels/bat_col_grads.cu): the mma.sync pipeline (whose memory
+// then holds a G tile) and a W tile of 128 x (128 + 8) past it; and the same on the wgmma
+// pipeline (BONE_WGMMA_SMEM_BYTES below).
+#define BONE_BAT_COL_GRADS_SMEM_BYTES 96256
+#define BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES 198656
 
 // The sm_90a GEMM (kernels/gemm_wgmma.cuh): same tile and threads, its pipeline in this
 // much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles); and its wide

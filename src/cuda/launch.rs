@@ -8,9 +8,9 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::BoneKernels;
 use super::params::{
-    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS,
-    BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
-    BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
+    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN,
+    BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES,
+    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -149,7 +149,7 @@ impl GemmKernels {
     pub fn fused(self, kernel: &str, grid: (u32, u32)) -> (String, LaunchConfig) {
         let (name, shared_mem_bytes) = match self {
             GemmKernels::MmaSync => (kernel.to_string(), BONE_BAT_COL_GRADS_SMEM_BYTES),
-            GemmKernels::Wgmma => (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_WGMMA_SMEM_BYTES),
+            GemmKernels::Wgmma => (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES),
         };
         (name, LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes })
     }
