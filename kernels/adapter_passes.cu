@@ -180,6 +180,17 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     sum_chunks<float>(count, len, partials, out);
 }
 
+// out[i] (+)= sum over c of partials[c * len + i], c in order: the same, adding to what out
+// holds where `accumulate` (an f32 accumulator summed over several reductions).
+extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
+    bone_sum_chunks_add(int count, int len, int accumulate, const float* __restrict__ partials, float* __restrict__ out) {
+    const long long idx = element_index();
+    if (idx >= len) return;
+    float sum = accumulate ? out[idx] : 0.f;
+    for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
+    out[idx] = sum;
+}
+
 // The passes of activations of type TX (named _x_<X_NAME>).
 #define BONE_ACTIVATION_PASSES(X_NAME, TX)                                                                        \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \

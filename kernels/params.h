@@ -38,9 +38,10 @@ enum BoneLayout {
 // along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
 // batch z offsets every operand by z times its stride (in elements; 0 shares it).
 // A long reduction with few output tiles may be cut into chunks (split_k > 0): chunk c
-// reduces both products over their own K in [c split_k, (c + 1) split_k) (the last chunk
-// may be shorter; k2 is then 0 or k) and writes its own partial sums to C, so that the
-// grid holds batches x chunks layers, z = c batches + batch: layer z writes C + z stride_c.
+// reduces each product over its own K within [c split_k, (c + 1) split_k) (the last chunk
+// may be shorter; a short second product falls in the first chunks only) and writes its
+// own partial sums to C, so that the grid holds batches x chunks layers,
+// z = c batches + batch: layer z writes C + z stride_c.
 // Element counts fit in int32; every leading dimension, stride, split_k and the contiguous
 // extent of every operand are multiples of 8, and every pointer is 16-byte aligned
 // (checked on the host).

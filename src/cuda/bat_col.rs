@@ -20,7 +20,6 @@
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::token_chunks;
-use super::token_chunks::FULL_GPU_BLOCKS;
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -57,39 +56,27 @@ fn slab_rows(layer: &LayerShape) -> usize {
 
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
 /// activations' type; forward adds Y's partial sums where a slab's product is cut along K;
-/// backward adds dB's partial sums over chunks of K and, where W' takes more than one slab,
-/// dX in f32 `[T, K]`.
+/// backward adds, where W' takes more than one slab, dX in f32 `[T, K]`, and partial sums
+/// (dB's over chunks of K, then dX's at small T).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
     match pass {
         Pass::Forward => {
-            let slab_partials = |row0| {
-                let slab = rows.min(n - row0);
-                match y_chunks(layer, tokens, slab) {
-                    (_, 1) => 0,
-                    (_, chunks) => chunks * tokens * slab * 4,
-                }
-            };
+            let slab_partials = |row0| token_chunks::fill_partial_bytes([tokens, rows.min(n - row0), k]);
             sizes.push((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0));
         }
         Pass::Backward => {
             let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
-            // dB's partial sums: the fused kernel's or the unfused sequence's.
-            sizes.extend([dx_f32, block_grads_partial_bytes(layer, rows).max(fused_partial_bytes(layer))]);
+            // Partial sums, first dB's (the fused kernel's or the unfused sequence's), then,
+            // with W' in one slab, dX's at small T.
+            let dx_partials = token_chunks::fill_partial_bytes([tokens, k, rows]);
+            let db_partials = block_grads_partial_bytes(layer, rows).max(fused_partial_bytes(layer));
+            sizes.extend([dx_f32, db_partials.max(dx_partials)]);
         }
     }
     sizes
-}
-
-/// How `Y[:, slab] = X W'[slab]^T` over `rows` rows is cut along K: (length, chunks). At
-/// small T a slab has too few output tiles to fill the GPU (T = 512 by 1408 rows of the
-/// 4096 x 11008 layer: 44 blocks, each over all of K), so its K is cut into chunks, all in
-/// one launch, and summed in order afterwards.
-fn y_chunks(layer: &LayerShape, tokens: usize, rows: usize) -> (usize, usize) {
-    let tiles = tokens.div_ceil(BONE_GEMM_BM as usize) * rows.div_ceil(BONE_GEMM_BN as usize);
-    if tiles < FULL_GPU_BLOCKS { token_chunks::plan(layer.k(), tiles) } else { (layer.k(), 1) }
 }
 
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -119,18 +106,12 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         form_slab(launcher, call, regions, row0, rows)?;
-        // Y[:, row0 ..] (row0 is a multiple of 128: the offsets stay 16-byte aligned).
+        // Y[:, row0 ..] (row0 is a multiple of 128: the offsets stay 16-byte aligned), cut
+        // along K at small T, where a slab's tiles would not fill the GPU.
         let (y, bias) = (call.y + (row0 * 2) as u64, if call.bias == 0 { 0 } else { call.bias + (row0 * 2) as u64 });
-        let product = |out, ld| Gemm::new((call.x, k), (slab_buffer, k), (out, ld), [t, rows, k]);
-        match y_chunks(&call.shape, t, rows) {
-            (_, 1) => product(y, n).bias(bias).launch(launcher, &call.gemm("kk"), 1)?,
-            (len, chunks) => {
-                product(y_partials, rows).split_k(len, t * rows).launch(launcher, &call.gemm_f32("kk"), 1)?;
-                let args = [chunks, t, rows, n].map(|v| Arg::I32(v as i32));
-                let args = [&args[..], &[Arg::Ptr(y_partials), Arg::Ptr(bias), Arg::Ptr(y)]].concat();
-                launcher.elementwise(&call.pass("bone_sum_chunks_bias"), t * rows, &args)?;
-            }
-        }
+        token_chunks::launch_filled(launcher, call, "kk", [t, rows, k], (y, n, bias), y_partials, |out, ld| {
+            Gemm::new((call.x, k), (slab_buffer, k), (out, ld), [t, rows, k])
+        })?;
     }
     Ok(())
 }
@@ -219,17 +200,25 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     }
     if slab == n {
         form_slab(launcher, call, regions, 0, n)?;
-        return Gemm::new((call.y, n), (slab_buffer, k), (call.dx, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1);
+        return token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (call.dx, k, 0), partials, |out, ld| {
+            Gemm::new((call.y, n), (slab_buffer, k), (out, ld), [t, k, n])
+        });
     }
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
         form_slab(launcher, call, regions, row0, rows)?;
         let dy = call.y + (row0 * 2) as u64;
-        Gemm::new((dy, n), (slab_buffer, k), (dx_f32, k), [t, k, rows]).accumulate(row0 > 0).launch(
-            launcher,
-            &call.gemm_f32("kt"),
-            1,
-        )?;
+        let product = |out| Gemm::new((dy, n), (slab_buffer, k), (out, k), [t, k, rows]);
+        // At small T, cut along the slab's rows like launch_filled, and summed onto dX (f32).
+        match token_chunks::fill_plan([t, k, rows]) {
+            (_, 1) => product(dx_f32).accumulate(row0 > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
+            (len, chunks) => {
+                product(partials).split_k(len, t * k).launch(launcher, &call.gemm_f32("kt"), 1)?;
+                let sizes = [chunks, t * k, usize::from(row0 > 0)].map(|v| Arg::I32(v as i32));
+                let args = [&sizes[..], &[partials, dx_f32].map(Arg::Ptr)].concat();
+                launcher.elementwise("bone_sum_chunks_add", t * k, &args)?;
+            }
+        }
     }
     let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
     launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)

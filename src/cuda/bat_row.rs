@@ -12,14 +12,18 @@ use crate::shape::LayerShape;
 
 /// I + B_i and B_i (`[K/r, r, r]` each), the stack `[r, K]` (forward only), X~ or dX~
 /// `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all in the activations' type; backward adds dB's
-/// partial sums over token chunks (f32); both add R's or dR's partial sums (f32).
+/// partial sums over token chunks (f32); both add R's or dR's partial sums (f32), a region
+/// Y's or dX~'s take too at small T.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
     let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
     let reduced = if pass == Pass::Forward { k } else { n };
-    let carry_partials = token_chunks::row_product_partial_bytes(reduced, tokens, r);
+    // The carry's partial sums, then (its sum done) the main GEMM's at small T: Y's or dX~'s.
+    let main = if pass == Pass::Forward { [tokens, n, k] } else { [tokens, k, n] };
+    let carry_partials =
+        token_chunks::row_product_partial_bytes(reduced, tokens, r).max(token_chunks::fill_partial_bytes(main));
     vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
 }
 
@@ -54,10 +58,9 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |out| {
         Gemm::new((call.x, k), (stack, k), (out, r), [t, r, k])
     })?;
-    Gemm::new((x_mixed, k), (call.w, k), (call.y, n), [t, n, k])
-        .second((carry, r), (tiling, r), r)
-        .bias(call.bias)
-        .launch(launcher, &call.gemm("kk"), 1)
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], (call.y, n, call.bias), regions[7], |out, ld| {
+        Gemm::new((x_mixed, k), (call.w, k), (out, ld), [t, n, k]).second((carry, r), (tiling, r), r)
+    })
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -65,8 +68,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (identity_plus, plain, dx_mixed, d_carry, tiling) =
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
-    Gemm::new((call.y, n), (call.w, k), (dx_mixed, k), [t, k, n]).launch(launcher, &call.gemm("kt"), 1)?;
-    // dR [T, r] = dY E, over chunks of N.
+    token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (dx_mixed, k, 0), regions[7], |out, ld| {
+        Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n])
+    })?;
+    // dR [T, r] = dY E, over chunks of N (dX~'s partial sums are summed by now).
     token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry), |out| {
         Gemm::new((call.y, n), (tiling, r), (out, r), [t, r, n])
     })?;

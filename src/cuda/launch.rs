@@ -265,11 +265,10 @@ impl Gemm {
         self
     }
 
-    /// Cuts the reduction (both products, whose K extents are then equal or the second 0)
-    /// into chunks of `len` (a multiple of 8), all in the one launch: chunk c of batch b
-    /// writes its partial sums at C + (c batches + b) `layer_stride` elements.
+    /// Cuts the reduction into chunks of `len` (a multiple of 8), all in the one launch:
+    /// chunk c reduces each product over its own K within [c len, (c + 1) len), and chunk c
+    /// of batch b writes its partial sums at C + (c batches + b) `layer_stride` elements.
     pub fn split_k(mut self, len: usize, layer_stride: usize) -> Self {
-        debug_assert!(self.0.k2 == 0 || self.0.k2 == self.0.k, "chunks cut both products alike");
         debug_assert!(self.0.stride_c == 0 || self.0.stride_c == layer_stride as i64, "batches keep their C stride");
         self.0.split_k = len as i32;
         self.0.stride_c = layer_stride as i64;

@@ -84,7 +84,7 @@ fn every_gemm_with_real_work_fills_the_gpu() {
     for family in [GemmKernels::MmaSync, GemmKernels::Wgmma] {
         for variant in VARIANTS {
             for (n, k) in LLAMA {
-                for t in [512, 4096] {
+                for t in [128, 256, 512, 4096] {
                     let shape = LayerShape::new(variant, Dims { k, n, r: 64 }).unwrap();
                     for pass in [Pass::Forward, Pass::Backward] {
                         for launch in record(family, &shape, t, pass) {

@@ -14,17 +14,22 @@ fn db_tiles(layer: &LayerShape) -> usize {
     layer.r().div_ceil(128) * layer.n().div_ceil(128)
 }
 
-/// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16; backward adds
-/// U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]` bf16, for mini dBfull `[r, N]`
-/// f32, and dBfull's partial sums over token chunks.
+/// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16; forward adds Y's partial
+/// sums at small T; backward adds U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]`
+/// bf16, for mini dBfull `[r, N]` f32, partial sums (dBfull's over token chunks, then dX's
+/// at small T) and U's.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let mut sizes = vec![tokens * r * 2, r * n * 2, n * r * 2];
-    if pass == Pass::Backward {
-        let mini = matches!(layer.variant(), Variant::Mini { .. });
-        let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n);
-        let u_partials = token_chunks::row_product_partial_bytes(n, tokens, r);
-        sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
+    match pass {
+        Pass::Forward => sizes.push(token_chunks::fill_partial_bytes([tokens, n, k])),
+        Pass::Backward => {
+            let mini = matches!(layer.variant(), Variant::Mini { .. });
+            let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n)
+                .max(token_chunks::fill_partial_bytes([tokens, k, n]));
+            let u_partials = token_chunks::row_product_partial_bytes(n, tokens, r);
+            sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
+        }
     }
     sizes
 }
@@ -42,10 +47,9 @@ fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()>
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    Gemm::new((call.x, k), (call.w, k), (call.y, n), [t, n, k])
-        .second((regions[0], r), (regions[2], r), r)
-        .bias(call.bias)
-        .launch(launcher, &call.gemm("kk"), 1)
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], (call.y, n, call.bias), regions[3], |out, ld| {
+        Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second((regions[0], r), (regions[2], r), r)
+    })
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -71,11 +75,10 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         })?;
         let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
         launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;
-        Gemm::new((call.y, n), (call.w, k), (call.dx, k), [t, k, n]).second((u, r), (tiling, k), r).launch(
-            launcher,
-            &call.gemm("kt"),
-            1,
-        )?;
+        // dB's partial sums are summed by now: their region takes dX's at small T.
+        token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (call.dx, k, 0), regions[6], |out, ld| {
+            Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]).second((u, r), (tiling, k), r)
+        })?;
     }
     Ok(())
 }

@@ -42,32 +42,30 @@ pub(crate) struct Split<R>(pub R);
 /// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one;
 /// for a reduction cut by `split_k`, each chunk into its own partial sums: an unbatched
 /// GEMM's whole chunks as one strided batch (the chunks are equally spaced), then its
-/// shorter last chunk; a batched GEMM's chunks one by one, each over the batches.
+/// shorter last chunk; a batched GEMM's chunks one by one, each over the batches. A second
+/// product shorter than the run it falls in goes chunk by chunk.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
-    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
-    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(p.k2 as usize) };
-    // Runs of chunks that are one product each: (first chunk, chunks, their length).
-    let runs: Vec<(usize, usize, usize)> = match (chunks(p), batches) {
-        (1, _) => vec![(0, 1, len)],
-        (count, 1) => {
+    let (m, n, k, k2) = (p.m as usize, p.n as usize, p.k as usize, p.k2 as usize);
+    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(k2) };
+    // Runs of chunks that are one product each: (first chunk, chunks).
+    let runs: Vec<(usize, usize)> = match (chunks(p), batches) {
+        (1, _) => vec![(0, 1)],
+        (count, 1) if k / len > 1 => {
             let whole = k / len;
-            let mut runs = vec![(0, whole, len)];
-            if whole < count {
-                runs.push((whole, 1, k - whole * len));
-            }
+            let mut runs = vec![(0, whole)];
+            runs.extend((whole..count).map(|c| (c, 1)));
             runs
         }
-        (count, _) => (0..count).map(|c| (c, 1, len.min(k - c * len))).collect(),
+        (count, _) => (0..count).map(|c| (c, 1)).collect(),
     };
-    let element = |f32: bool| if f32 { 4 } else { 2 };
-    let mut products = Vec::new();
-    for (first, count, run_len) in runs {
+    // The product over `extent` of K from chunk `first` on, `count` chunks as a strided
+    // batch (or the GEMM's own batches). C = A B^T with A [m, k] and B [n, k]: op(A) is A
+    // itself when K-major; op(B) = B^T is B's storage transposed when B is K-major
+    // ([n][k]), as stored when MN-major ([k][n]). A chunk starting at k0 starts k0 columns
+    // (K-major) or k0 rows (MN-major) in, and the next chunk len further.
+    let product = |(first, count): (usize, usize), second: bool, extent: usize| {
         let k0 = first * len;
-        // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T
-        // is B's storage transposed when B is K-major ([n][k]), as stored when MN-major
-        // ([k][n]). A chunk starting at k0 starts k0 columns (K-major) or k0 rows (MN-major)
-        // in, and the next chunk len further.
         let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, k_major: bool, transposed: bool| {
             let per_k = if k_major { 1 } else { ld as usize };
             Operand {
@@ -77,33 +75,40 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
                 stride: if count > 1 { len * per_k } else { stride as usize },
             }
         };
+        let element = if out_f32 { 4 } else { 2 };
         let out = Output {
-            address: p.c as u64 + (first * batches * p.stride_c as usize * element(out_f32)) as u64,
+            address: p.c as u64 + (first * batches * p.stride_c as usize * element) as u64,
             ld: p.ldc as usize,
             stride: p.stride_c as usize,
             f32: out_f32,
         };
-        let layers = if count > 1 { count } else { batches };
-        products.push(Product {
-            shape: [m, n, k.min(k0 + run_len) - k0],
-            a: operand(p.a, p.lda, p.stride_a, a_k_major, !a_k_major),
-            b: operand(p.b, p.ldb, p.stride_b, b_k_major, b_k_major),
-            half,
-            out,
-            beta: if p.accumulate != 0 { 1.0 } else { 0.0 },
-            batches: layers,
-        });
-        let k2 = (p.k2 as usize).min(k0 + run_len).saturating_sub(k0);
-        if k2 > 0 {
-            products.push(Product {
-                shape: [m, n, k2],
-                a: operand(p.a2, p.lda2, p.stride_a2, a_k_major, !a_k_major),
-                b: operand(p.b2, p.ldb2, p.stride_b2, b_k_major, b_k_major),
-                half,
-                out,
-                beta: 1.0,
-                batches: layers,
-            });
+        let (a, b) = if second {
+            (
+                operand(p.a2, p.lda2, p.stride_a2, a_k_major, !a_k_major),
+                operand(p.b2, p.ldb2, p.stride_b2, b_k_major, b_k_major),
+            )
+        } else {
+            (
+                operand(p.a, p.lda, p.stride_a, a_k_major, !a_k_major),
+                operand(p.b, p.ldb, p.stride_b, b_k_major, b_k_major),
+            )
+        };
+        let beta = if second || p.accumulate != 0 { 1.0 } else { 0.0 };
+        Product { shape: [m, n, extent], a, b, half, out, beta, batches: if count > 1 { count } else { batches } }
+    };
+    // How much of a product with K extent `total` chunk `c` reduces.
+    let within = |total: usize, c: usize| total.min((c + 1) * len).saturating_sub(c * len);
+    let mut products = Vec::new();
+    for (first, count) in runs {
+        products.push(product((first, count), false, within(k, first)));
+        if k2 == 0 {
+            continue;
+        }
+        if k2 >= (first + count) * len || (count == 1 && within(k2, first) > 0) {
+            products.push(product((first, count), true, within(k2, first)));
+        } else {
+            let chunks = (first..first + count).filter(|&c| within(k2, c) > 0);
+            products.extend(chunks.map(|c| product((c, 1), true, within(k2, c))));
         }
     }
     products

@@ -8,7 +8,7 @@
 //! not the GPU.
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::BONE_GEMM_BM;
+use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::training::Call;
 use crate::error::Result;
 
@@ -86,6 +86,48 @@ pub(crate) fn reduce_row_product(
         let kernel = if partial { call.gemm_f32(layouts) } else { call.gemm(layouts) };
         (gemm(dest), kernel, 1)
     })
+}
+
+/// How a GEMM with an `[m, n]` output over a reduction of `k` is cut along K so that its
+/// blocks fill the GPU: (length, chunks); one chunk where its tiles already do (or K is
+/// short).
+pub(crate) fn fill_plan([m, n, k]: [usize; 3]) -> (usize, usize) {
+    let tiles = m.div_ceil(BONE_GEMM_BM as usize) * n.div_ceil(BONE_GEMM_BN as usize);
+    if tiles < FULL_GPU_BLOCKS { plan(k, tiles) } else { (k, 1) }
+}
+
+/// Bytes of f32 partial sums [`launch_filled`] needs for that GEMM (0 when it is not cut):
+/// at most 16 MiB (chunks x tiles stay within TARGET_BLOCKS, of 128 x 128 outputs each).
+pub(crate) fn fill_partial_bytes([m, n, k]: [usize; 3]) -> usize {
+    match fill_plan([m, n, k]) {
+        (_, 1) => 0,
+        (_, chunks) => chunks * m * n * 4,
+    }
+}
+
+/// The GEMM `product(c, ldc)` (`[m, n]` over `k`, its second product if any no longer than
+/// a chunk, in the activations' type on `layouts`' kernel) written to C = `out` (with its
+/// leading dimension) plus `bias` (0: none). Where its tiles alone would leave SMs idle
+/// (small T) and K is long, it is cut along K in the same launch, its chunks' f32 partial
+/// sums written to `partials` (`fill_partial_bytes`), then summed in order with the bias.
+pub(crate) fn launch_filled(
+    launcher: &impl Launcher,
+    call: &Call,
+    layouts: &str,
+    [m, n, k]: [usize; 3],
+    (out, ldc, bias): (u64, usize, u64),
+    partials: u64,
+    product: impl Fn(u64, usize) -> Gemm,
+) -> Result<()> {
+    match fill_plan([m, n, k]) {
+        (_, 1) => product(out, ldc).bias(bias).launch(launcher, &call.gemm(layouts), 1),
+        (len, chunks) => {
+            product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;
+            let sizes = [chunks, m, n, ldc].map(|v| Arg::I32(v as i32));
+            let args = [&sizes[..], &[partials, bias, out].map(Arg::Ptr)].concat();
+            launcher.elementwise(&call.pass("bone_sum_chunks_bias"), m * n, &args)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
 //! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; T x K 16-bit
 //! values plus O((T + N + K) r) for BatRow; for BatCol, a 32 MiB slab of W' or G plus
-//! O((N + K) r), in the forward at small T at most 16 MiB of Y's partial sums, and in the
-//! backward, where W' takes more than one slab, T x K f32 (for dX; README, "Design"); the
-//! backward adds dB's partial sums over chunks of the reduced dimension: at most
-//! 128 Ki x r bytes (8 MiB at r = 64) for every variant; the shared block's U and BatRow's
-//! R and dR (split the same way at small T) add at most 128 Ki x r bytes more. dB is
+//! O((N + K) r), and in the backward, where W' takes more than one slab, T x K f32 (for dX;
+//! README, "Design"); the backward adds dB's partial sums over chunks of the reduced
+//! dimension: at most 128 Ki x r bytes (8 MiB at r = 64) for every variant; the shared
+//! block's U and BatRow's R and dR (split the same way at small T) add at most
+//! 128 Ki x r bytes more; at small T, where a main GEMM is cut along K to fill the GPU, its
+//! partial sums take at most 16 MiB (in one of those regions where they are larger). dB is
 //! deterministic: every reduction runs in a fixed order (no atomics), so repeated runs are
 //! bitwise identical.
 
