@@ -51,9 +51,7 @@ struct MmaSync {
             for (int j = 0; j < 4; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int row = warp_m_of(warp) + i * 16 + lane / 4 + (e / 2) * 8;
-                    const int col = warp_n_of(warp) + j * 8 + (lane % 4) * 2 + (e % 2);
-                    g_tile[row * PITCH + col] = from_f32<TX>(acc[i][j][e]);
+                    g_tile[acc_row(warp, lane, i, e) * PITCH + acc_col(warp, lane, j, e)] = from_f32<TX>(acc[i][j][e]);
                 }
     }
 };
@@ -137,7 +135,7 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
             for (int j = 0; j < R / 8; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int row = a0 + lane / 4 + (e / 2) * 8, col = j * 8 + (lane % 4) * 2 + (e % 2);
+                    const int row = a0 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
                     db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
                 }
         }
@@ -149,7 +147,7 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
     for (int j = 0; j < R / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const int row = row0 + warp * 16 + lane / 4 + (e / 2) * 8, col = j * 8 + (lane % 4) * 2 + (e % 2);
+            const int row = row0 + warp * 16 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
             if (row < n) run_out[(long long)row * R + col] = db[j][e];
         }
 }

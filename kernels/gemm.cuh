@@ -80,6 +80,14 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int
 __device__ __forceinline__ int warp_m_of(int warp) { return (warp / 4) * 64; }
 __device__ __forceinline__ int warp_n_of(int warp) { return (warp % 4) * 32; }
 
+// Where acc[i][j][e] (main_loop's accumulators) lives in the block's 128 x 128 tile.
+__device__ __forceinline__ int acc_row(int warp, int lane, int i, int e) {
+    return warp_m_of(warp) + i * 16 + fragment_row(lane, e);
+}
+__device__ __forceinline__ int acc_col(int warp, int lane, int j, int e) {
+    return warp_n_of(warp) + j * 8 + fragment_col(lane, e);
+}
+
 // acc (this thread's fragments of the block's 128 x 128 tile) += the product of k_tiles
 // K tiles, tile t loaded by load(t, a_tile, b_tile) into a stage's two buffers, through a
 // STAGES-deep pipeline in `tiles` (dynamic shared memory). Ends with every copy landed but
@@ -127,7 +135,6 @@ __device__ __forceinline__ void main_loop(float (&acc)[4][4][4], TIn* tiles, int
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int warp_m = warp_m_of(warp), warp_n = warp_n_of(warp);
     int tile_m, tile_n;
     bone_gemm_common::block_tile(tile_m, tile_n);
     const int block_m = tile_m * BM, block_n = tile_n * BN;
@@ -148,9 +155,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int row = block_m + warp_m + i * 16 + lane / 4 + (e / 2) * 8;
-                const int col = block_n + warp_n + j * 8 + (lane % 4) * 2 + (e % 2);
-                out.store(row, col, acc[i][j][e]);
+                out.store(block_m + acc_row(warp, lane, i, e), block_n + acc_col(warp, lane, j, e), acc[i][j][e]);
             }
 }
 

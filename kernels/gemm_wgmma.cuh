@@ -144,9 +144,9 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
 // Where thread `lane` of warp `warp` in warpgroup `warpgroup` holds accumulator j * 4 + e
 // of its m64nN tile: row (of the block's 128) and column.
 __device__ __forceinline__ int acc_row(int warpgroup, int warp, int lane, int e) {
-    return warpgroup * 64 + warp * 16 + lane / 4 + (e / 2) * 8;
+    return warpgroup * 64 + warp * 16 + fragment_row(lane, e);
 }
-__device__ __forceinline__ int acc_col(int lane, int j, int e) { return j * 8 + (lane % 4) * 2 + (e % 2); }
+__device__ __forceinline__ int acc_col(int lane, int j, int e) { return j * 8 + fragment_col(lane, e); }
 
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {

@@ -133,3 +133,11 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 2], uint64_t desc_a, uint64
 }
 }  // namespace bone_ptx
 #endif
+
+// The PTX ISA's accumulator layout (on the host as on the GPU): accumulator e (0..3) of an
+// m16n8 mma tile, for thread `lane` of its warp, is at this row (0..15) and column (0..7).
+// Each warp's 16 rows of a wgmma accumulator follow it too, 8 columns per four registers.
+namespace bone_ptx {
+__device__ __forceinline__ int fragment_row(int lane, int e) { return lane / 4 + (e / 2) * 8; }
+__device__ __forceinline__ int fragment_col(int lane, int e) { return (lane % 4) * 2 + (e % 2); }
+}  // namespace bone_ptx
