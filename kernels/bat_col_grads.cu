@@ -44,15 +44,7 @@ struct MmaSync {
                                                     load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * BK);
                                                 });
         __syncthreads();
-        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    g_tile[acc_row(warp, lane, i, e) * PITCH + acc_col(warp, lane, j, e)] = from_f32<TX>(acc[i][j][e]);
-                }
+        for_each_accumulator(acc, [&](int row, int col, float v) { g_tile[row * PITCH + col] = from_f32<TX>(v); });
     }
 };
 
@@ -70,13 +62,7 @@ struct Wgmma {
                 load_tile<BONE_MN_MAJOR, TILE>(b_tile, x, k, k, tokens, col0, t * BK);
             });
         __syncthreads();
-        const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-#pragma unroll
-        for (int j = 0; j < TILE / 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                g_tile[acc_row(warpgroup, warp, lane, e) * PITCH + acc_col(lane, j, e)] = from_f32<TX>(acc[j * 4 + e]);
-            }
+        for_each_accumulator<TILE>(acc, [&](int row, int col, float v) { g_tile[row * PITCH + col] = from_f32<TX>(v); });
     }
 };
 

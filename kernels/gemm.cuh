@@ -80,12 +80,20 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int
 __device__ __forceinline__ int warp_m_of(int warp) { return (warp / 4) * 64; }
 __device__ __forceinline__ int warp_n_of(int warp) { return (warp % 4) * 32; }
 
-// Where acc[i][j][e] (main_loop's accumulators) lives in the block's 128 x 128 tile.
-__device__ __forceinline__ int acc_row(int warp, int lane, int i, int e) {
-    return warp_m_of(warp) + i * 16 + fragment_row(lane, e);
-}
-__device__ __forceinline__ int acc_col(int warp, int lane, int j, int e) {
-    return warp_n_of(warp) + j * 8 + fragment_col(lane, e);
+// f(row, col, value) for each of this thread's accumulators (main_loop's), at its place in
+// the block's 128 x 128 tile.
+template <typename F>
+__device__ __forceinline__ void for_each_accumulator(const float (&acc)[4][4][4], F f) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                f(warp_m_of(warp) + i * 16 + fragment_row(lane, e), warp_n_of(warp) + j * 8 + fragment_col(lane, e),
+                  acc[i][j][e]);
+            }
 }
 
 // acc (this thread's fragments of the block's 128 x 128 tile) += the product of k_tiles
@@ -134,7 +142,6 @@ __device__ __forceinline__ void main_loop(float (&acc)[4][4][4], TIn* tiles, int
 
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int tile_m, tile_n;
     bone_gemm_common::block_tile(tile_m, tile_n);
     const int block_m = tile_m * BM, block_n = tile_n * BN;
@@ -149,14 +156,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                   });
 
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                out.store(block_m + acc_row(warp, lane, i, e), block_n + acc_col(warp, lane, j, e), acc[i][j][e]);
-            }
+    for_each_accumulator(acc, [&](int row, int col, float v) { out.store(block_m + row, block_n + col, v); });
 }
 
 }  // namespace bone_gemm

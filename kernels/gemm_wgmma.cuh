@@ -141,17 +141,23 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
     copy_wait<0>();  // the empty groups past the end
 }
 
-// Where thread `lane` of warp `warp` in warpgroup `warpgroup` holds accumulator j * 4 + e
-// of its m64nN tile: row (of the block's 128) and column.
-__device__ __forceinline__ int acc_row(int warpgroup, int warp, int lane, int e) {
-    return warpgroup * 64 + warp * 16 + fragment_row(lane, e);
+// f(row, col, value) for each of this thread's accumulators (main_loop's), at its place in
+// the block's 128 x TILE_N tile: its warpgroup's 64 rows, its warp's 16 of them.
+template <int TILE_N, typename F>
+__device__ __forceinline__ void for_each_accumulator(const float (&acc)[TILE_N / 2], F f) {
+    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int j = 0; j < TILE_N / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            f(warpgroup * 64 + warp * 16 + fragment_row(lane, e), j * 8 + fragment_col(lane, e), acc[j * 4 + e]);
+        }
 }
-__device__ __forceinline__ int acc_col(int lane, int j, int e) { return j * 8 + fragment_col(lane, e); }
 
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
-    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int warpgroup = threadIdx.x / 128;
     int tile_m, tile_n;
     bone_gemm_common::block_tile(tile_m, tile_n);
     const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
@@ -167,12 +173,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                                                                block_n, k.k0);
                                                });
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-#pragma unroll
-    for (int j = 0; j < TILE_N / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            out.store(block_m + acc_row(warpgroup, warp, lane, e), block_n + acc_col(lane, j, e), acc[j * 4 + e]);
-        }
+    for_each_accumulator<TILE_N>(acc, [&](int row, int col, float v) { out.store(block_m + row, block_n + col, v); });
 #else
     __trap();
 #endif
