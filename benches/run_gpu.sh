@@ -15,9 +15,14 @@ cd "$(dirname "$0")/.."
 mode=${1:-all}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 for d in $(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /opt /usr/lib/x86_64-linux-gnu /usr/local/lib/python3*/dist-packages \
-           -maxdepth 11 \( -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \) 2>/dev/null \
+           -maxdepth 11 \( -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \) -not -path '*/stubs/*' 2>/dev/null \
            | xargs -r -n1 dirname | sort -u); do
   LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+# The driver's libcuda may sit outside the loader's cache (on this project's H200 it is
+# /usr/lib/libcuda.so.1): take the first real one, never the toolkit's stub or compat copy.
+for d in /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /usr/local/nvidia/lib64; do
+  if [ -e "$d/libcuda.so.1" ]; then LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; break; fi
 done
 export LD_LIBRARY_PATH CRITERION_HOME="$OUT/criterion"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"

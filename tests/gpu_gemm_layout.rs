@@ -100,12 +100,12 @@ fn gpu_every_gemm_engine_reads_its_operands_from_the_right_place() {
     let Some(mut kernels) = gpu_or_skip("gpu_every_gemm_engine_reads_its_operands_from_the_right_place") else {
         return;
     };
-    // N = 128 and K = 384: 128-wide tiles for Y, 256-wide for dX (wgmma); N = 264: ragged
-    // wide tiles; BatRow and BatCol: their batched r-wide products and BatCol's slabs.
+    // N = 128 and K = 384: 128-wide tiles for Y, 256-wide for dX (wgmma); N = 264 and 320:
+    // ragged wide tiles; BatRow and BatCol: their batched r-wide products and BatCol's slabs.
     let shapes = [
         layer(Variant::Shared, 384, 128, 32),
         layer(Variant::Shared, 384, 264, 64),
-        layer(Variant::BatRow, 384, 264, 64),
+        layer(Variant::BatRow, 384, 320, 64),
         layer(Variant::BatCol, 384, 256, 64),
     ];
     for engine in gemm_engines(&kernels) {
