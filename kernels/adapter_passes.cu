@@ -8,16 +8,23 @@
 
 __device__ __forceinline__ long long element_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 
+// sum_i M[t, i r + j] for element idx = t r + j of a [rows, r] result, over the r-wide
+// chunks of M's rows ([rows, K], the last chunk cut to K).
+template <typename TX>
+__device__ __forceinline__ float row_chunk_sum(const BoneLayer layer, const TX* __restrict__ m, long long idx) {
+    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
+    const TX* row = m + (long long)t * layer.k;
+    float sum = 0.f;
+    for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
+    return sum;
+}
+
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded. [T, r].
 template <typename TX>
 __device__ __forceinline__ void chunk_sum(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) {
     const long long idx = element_index();
     if (idx >= (long long)tokens * layer.r) return;
-    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
-    const TX* row = x + (long long)t * layer.k;
-    float sum = 0.f;
-    for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
-    s[idx] = from_f32<TX>(sum);
+    s[idx] = from_f32<TX>(row_chunk_sum(layer, x, idx));
 }
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
@@ -28,11 +35,7 @@ __device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, c
                                               float* __restrict__ db) {
     const long long idx = element_index();
     if (idx >= (long long)rows * layer.r) return;
-    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
-    const TX* row = g + (long long)t * layer.k;
-    float sum = 0.f;
-    for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
-    db[idx] += sum;
+    db[idx] += row_chunk_sum(layer, g, idx);
 }
 
 // The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), both as
@@ -149,20 +152,24 @@ __device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* 
     *out = from_f32<TX>(to_f32(*out) + to_f32(bias[col]));
 }
 
-// out[i] = sum over c of partials[c * len + i], c in order, rounded once to TOut: the
-// fixed-order second pass of a reduction split into chunks (bitwise reproducible).
+// sum + partials[c * len + idx] over the count chunks, c in order: the fixed-order second
+// pass of a reduction split into chunks (bitwise reproducible), for each kernel below.
+__device__ __forceinline__ float add_chunks(float sum, int count, long long len, const float* __restrict__ partials,
+                                            long long idx) {
+    for (int c = 0; c < count; ++c) sum += partials[c * len + idx];
+    return sum;
+}
+
+// out[i] = sum over c of partials[c * len + i], rounded once to TOut.
 template <typename TOut>
 __device__ __forceinline__ void sum_chunks(int count, int len, const float* __restrict__ partials,
                                            TOut* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= len) return;
-    float sum = 0.f;
-    for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
-    out[idx] = from_f32<TOut>(sum);
+    out[idx] = from_f32<TOut>(add_chunks(0.f, count, len, partials, idx));
 }
 
-// c[row, col] = sum over chunk of partials[chunk][row, col] (+ bias[col]), in order, rounded
-// once: the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into
+// c[row, col] = sum over chunk of partials[chunk][row, col] (+ bias[col]), rounded once: the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into
 // a block of C with leading dimension ldc.
 template <typename TX>
 __device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, int ldc, const float* __restrict__ partials,
@@ -170,8 +177,7 @@ __device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, i
     const long long idx = element_index(), len = (long long)rows * cols;
     if (idx >= len) return;
     const int row = (int)(idx / cols), col = (int)(idx % cols);
-    float sum = bias ? to_f32(bias[col]) : 0.f;
-    for (int chunk = 0; chunk < count; ++chunk) sum += partials[chunk * len + idx];
+    const float sum = add_chunks(bias ? to_f32(bias[col]) : 0.f, count, len, partials, idx);
     c[(long long)row * ldc + col] = from_f32<TX>(sum);
 }
 
@@ -180,15 +186,13 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     sum_chunks<float>(count, len, partials, out);
 }
 
-// out[i] (+)= sum over c of partials[c * len + i], c in order: the same, adding to what out
-// holds where `accumulate` (an f32 accumulator summed over several reductions).
+// out[i] (+)= sum over c of partials[c * len + i]: the same, adding to what out holds where
+// `accumulate` (an f32 accumulator summed over several reductions).
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     bone_sum_chunks_add(int count, int len, int accumulate, const float* __restrict__ partials, float* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= len) return;
-    float sum = accumulate ? out[idx] : 0.f;
-    for (int c = 0; c < count; ++c) sum += partials[(long long)c * len + idx];
-    out[idx] = sum;
+    out[idx] = add_chunks(accumulate ? out[idx] : 0.f, count, len, partials, idx);
 }
 
 // The passes of activations of type TX (named _x_<X_NAME>).
