@@ -2,7 +2,8 @@
 //! compute_80 PTX) embedded in the crate. Without nvcc the build still succeeds:
 //! the crate is then built without kernels and its GPU entry points return
 //! `BoneError::KernelsNotBuilt`. With nvcc, a kernel that fails to compile fails
-//! the build, and so does a register spill when `BONE_KERNELS_DENY_SPILLS=1` (CI).
+//! the build, and so does a register spill or a serialized wgmma pipeline when
+//! `BONE_KERNELS_DENY_SPILLS=1` (CI).
 
 use std::env;
 use std::fs;
@@ -97,8 +98,9 @@ fn nvcc_version(nvcc: &Path) -> String {
     text.lines().find(|l| l.contains("release")).unwrap_or("nvcc (unknown version)").trim().to_string()
 }
 
-/// Reads ptxas's `-v` report: one line per (kernel, architecture); spills are
-/// warnings, or errors with `BONE_KERNELS_DENY_SPILLS=1`.
+/// Reads ptxas's `-v` report: one line per (kernel, architecture); spills, and ptxas's
+/// "Potential Performance Loss" notes (C7514: it serialized a kernel's wgmma pipeline),
+/// are warnings, or errors with `BONE_KERNELS_DENY_SPILLS=1`.
 fn check_ptxas_report(report: &str) {
     let deny = env::var("BONE_KERNELS_DENY_SPILLS").is_ok_and(|v| v == "1");
     let mut current = String::new();
@@ -111,14 +113,20 @@ fn check_ptxas_report(report: &str) {
             if numbers.get(1).copied().unwrap_or(0) > 0 || numbers.get(2).copied().unwrap_or(0) > 0 {
                 spills.push(format!("{current}: {}", line.trim()));
             }
+        } else if line.contains("Potential Performance Loss") {
+            spills.push(line.trim_start_matches("ptxas info    : ").trim().to_string());
         } else if line.contains("Used") && line.contains("registers") && verbose() {
             println!("cargo::warning=ptxas {current}: {}", line.trim_start_matches("ptxas info    : ").trim());
         }
     }
     for spill in &spills {
-        println!("cargo::warning=register spill in {spill}");
+        println!("cargo::warning=register spill or serialized wgmma in {spill}");
     }
     if deny && !spills.is_empty() {
-        panic!("{} kernel(s) spill registers (BONE_KERNELS_DENY_SPILLS=1):\n{}", spills.len(), spills.join("\n"));
+        panic!(
+            "{} kernel(s) spill registers or serialize wgmma (BONE_KERNELS_DENY_SPILLS=1):\n{}",
+            spills.len(),
+            spills.join("\n")
+        );
     }
 }

@@ -28,6 +28,12 @@ static_assert(TILE_BYTES <= BONE_GEMM_SMEM_BYTES, "G's tile fits in the pipeline
 static_assert(BONE_GEMM_SMEM_BYTES + TILE_BYTES == BONE_BAT_COL_GRADS_SMEM_BYTES, "params.h states the size");
 static_assert(BONE_WGMMA_SMEM_BYTES + TILE_BYTES == BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, "and this one");
 
+// G's elements (row, col) and (row, col + 1), rounded into its tile as one 32-bit word.
+template <typename TX>
+__device__ __forceinline__ void store_pair(TX* g_tile, int row, int col, float v0, float v1) {
+    *reinterpret_cast<uint32_t*>(g_tile + row * PITCH + col) = pack2<TX>(v0, v1);
+}
+
 // G's tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns] over T, on the
 // mma.sync main loop in the first PIPELINE_BYTES of `smem`, then (after a barrier: that
 // memory becomes G's) rounded into g_tile as [row][column].
@@ -44,7 +50,7 @@ struct MmaSync {
                                                     load_tile<BONE_MN_MAJOR>(b_tile, x, k, k, tokens, col0, t * BK);
                                                 });
         __syncthreads();
-        for_each_accumulator(acc, [&](int row, int col, float v) { g_tile[row * PITCH + col] = from_f32<TX>(v); });
+        for_each_accumulator_pair(acc, [&](int row, int col, float v0, float v1) { store_pair(g_tile, row, col, v0, v1); });
     }
 };
 
@@ -62,7 +68,16 @@ struct Wgmma {
                 load_tile<BONE_MN_MAJOR, TILE>(b_tile, x, k, k, tokens, col0, t * BK);
             });
         __syncthreads();
-        for_each_accumulator<TILE>(acc, [&](int row, int col, float v) { g_tile[row * PITCH + col] = from_f32<TX>(v); });
+        for_each_accumulator_pair<TILE>(
+            acc, [&](int row, int col, float v0, float v1) { store_pair(g_tile, row, col, v0, v1); });
+    }
+};
+
+// Where chunk c of W's tile goes: row c / 16's 8 columns (c % 16) * 8 .., as [row][column].
+struct WPlace {
+    static __host__ __device__ constexpr bone_gemm_common::ChunkPlace at(int c) {
+        const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
+        return {row, col, (row * PITCH + col) * 2};
     }
 };
 
@@ -90,11 +105,8 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
         // W's tile [128 rows of N, 128 columns of K] (zero beyond N or K), as [row][column],
         // copied while the main loop starts: its commit group is older than every tile's, so
         // it has landed when tile 0 has.
-        for (int c = threadIdx.x; c < TILE * TILE / 8; c += BONE_GEMM_THREADS) {
-            const int row = c / (TILE / 8), col = (c % (TILE / 8)) * 8;
-            const bool valid = row0 + row < n && col0 + col < k;
-            copy16(w_tile + row * PITCH + col, valid ? w + (long long)(row0 + row) * k + col0 + col : w, valid);
-        }
+        bone_gemm_common::copy_tile<BONE_K_MAJOR, WPlace, TILE * TILE / 8, BONE_GEMM_THREADS>(
+            reinterpret_cast<unsigned char*>(w_tile), w, k, n, k, row0, col0);
         copy_commit();
         Engine::g_tile(smem, tokens, n, k, row0, col0, dy, x, g_tile);
         __syncthreads();  // G's tile stored, everyone's W copies visible

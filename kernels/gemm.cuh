@@ -28,27 +28,27 @@ static_assert(TILE_ELEMS >= BK * MN_MAJOR_PITCH, "tile buffer too small");
 constexpr int STAGES = BONE_GEMM_STAGES;
 static_assert(STAGES >= 2 && STAGES * 2 * TILE_ELEMS * 2 == BONE_GEMM_SMEM_BYTES, "params.h's size of the pipeline");
 
+// Where chunk c of an operand's tile goes: K-major [rows][K_MAJOR_PITCH], a chunk being
+// 8 consecutive k of a row; MN-major [BK][MN_MAJOR_PITCH], 8 consecutive rows of a k.
+template <int LAYOUT>
+struct Place {
+    static __host__ __device__ constexpr bone_gemm_common::ChunkPlace at(int c) {
+        if (LAYOUT == BONE_K_MAJOR) {
+            const int row = c / (BK / 8), k = (c % (BK / 8)) * 8;
+            return {row, k, (row * K_MAJOR_PITCH + k) * 2};
+        }
+        const int k = c / (BM / 8), row = (c % (BM / 8)) * 8;
+        return {row, k, (k * MN_MAJOR_PITCH + row) * 2};
+    }
+};
+
 // Loads one operand's [rows, BK] tile (rows = BM or BN, starting at row0, k0) into smem.
 // LAYOUT K-major: src[row * ld + k]; MN-major: src[k * ld + row].
 template <int LAYOUT, typename T>
 __device__ __forceinline__ void load_tile(T* tile, const T* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
-    constexpr int CHUNKS = BM * BK / 8;  // 16-byte chunks per tile
-    for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
-        if (LAYOUT == BONE_K_MAJOR) {
-            const int row = c / (BK / 8), kc = (c % (BK / 8)) * 8;
-            const int grow = row0 + row, gk = k0 + kc;
-            const bool valid = grow < rows_total && gk < k_total;
-            const T* p = valid ? src + (long long)grow * ld + gk : src;
-            copy16(tile + row * K_MAJOR_PITCH + kc, p, valid);
-        } else {
-            const int kr = c / (BM / 8), rc = (c % (BM / 8)) * 8;
-            const int gk = k0 + kr, grow = row0 + rc;
-            const bool valid = gk < k_total && grow < rows_total;
-            const T* p = valid ? src + (long long)gk * ld + grow : src;
-            copy16(tile + kr * MN_MAJOR_PITCH + rc, p, valid);
-        }
-    }
+    bone_gemm_common::copy_tile<LAYOUT, Place<LAYOUT>, BM * BK / 8, BONE_GEMM_THREADS>(
+        reinterpret_cast<unsigned char*>(tile), src, ld, rows_total, k_total, row0, k0);
 }
 
 // The A fragment (16 x 16, rows m0.., k k0..) of an smem tile, for mma's row-major A.
@@ -80,20 +80,29 @@ __device__ __forceinline__ void b_fragments(uint32_t (&r)[4], const T* tile, int
 __device__ __forceinline__ int warp_m_of(int warp) { return (warp / 4) * 64; }
 __device__ __forceinline__ int warp_n_of(int warp) { return (warp % 4) * 32; }
 
-// f(row, col, value) for each of this thread's accumulators (main_loop's), at its place in
-// the block's 128 x 128 tile.
+// f(row, col, v0, v1) for each pair of this thread's accumulators (main_loop's) at (row,
+// col) and (row, col + 1) of the block's 128 x 128 tile.
 template <typename F>
-__device__ __forceinline__ void for_each_accumulator(const float (&acc)[4][4][4], F f) {
+__device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[4][4][4], F f) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
+            for (int e = 0; e < 4; e += 2) {
                 f(warp_m_of(warp) + i * 16 + fragment_row(lane, e), warp_n_of(warp) + j * 8 + fragment_col(lane, e),
-                  acc[i][j][e]);
+                  acc[i][j][e], acc[i][j][e + 1]);
             }
+}
+
+// f(row, col, value) for each of this thread's accumulators, at its place in the tile.
+template <typename F>
+__device__ __forceinline__ void for_each_accumulator(const float (&acc)[4][4][4], F f) {
+    for_each_accumulator_pair(acc, [&](int row, int col, float v0, float v1) {
+        f(row, col, v0);
+        f(row, col + 1, v1);
+    });
 }
 
 // acc (this thread's fragments of the block's 128 x 128 tile) += the product of k_tiles

@@ -7,6 +7,7 @@
 
 #include "numeric.cuh"
 #include "params.h"
+#include "ptx.cuh"
 
 namespace bone_gemm_common {
 
@@ -67,6 +68,54 @@ struct Batch {
                 first ? end1 : end2, k_begin + (first ? t : t - tiles1) * TILE_K};
     }
 };
+
+// Where chunk c (16 bytes, 8 elements) of an operand's tile goes: its row and k within the
+// tile (a K-major chunk holds k .. k + 7 of its row, an MN-major one rows row .. row + 7 of
+// its k) and its byte offset in the tile's shared memory.
+struct ChunkPlace {
+    int row, k, smem;
+};
+
+// Place::at(c) is affine in the round: the chunk c + i THREADS a thread copies in round i
+// is at at(c) + i at(THREADS), for every c of the tile. Checked at compile time for each
+// layout, so that a thread can compute one address per tile and step from it.
+template <typename Place, int CHUNKS, int THREADS>
+__host__ __device__ constexpr bool rounds_are_affine() {
+    const ChunkPlace step = Place::at(THREADS);
+    for (int c = 0; c < CHUNKS; ++c) {
+        const ChunkPlace first = Place::at(c % THREADS), here = Place::at(c);
+        const int i = c / THREADS;
+        if (here.row != first.row + i * step.row || here.k != first.k + i * step.k ||
+            here.smem != first.smem + i * step.smem)
+            return false;
+    }
+    return true;
+}
+
+// Copies an operand's tile at (row0, k0) into shared memory at `tile`, CHUNKS chunks placed
+// by Place (K-major src[row * ld + k], MN-major src[k * ld + row]), by all THREADS threads;
+// zeros outside rows_total and k_total (the contract makes every chunk wholly inside or
+// outside). Each thread's chunks are a compile-time count of rounds at a constant step from
+// one address, which costs a few instructions a chunk where each chunk's own index
+// arithmetic cost ~30 (an issue-bound main loop).
+template <int LAYOUT, typename Place, int CHUNKS, int THREADS, typename T>
+__device__ __forceinline__ void copy_tile(unsigned char* tile, const T* src, int ld, int rows_total, int k_total,
+                                          int row0, int k0) {
+    static_assert(CHUNKS % THREADS == 0, "whole rounds of chunks");
+    static_assert(rounds_are_affine<Place, CHUNKS, THREADS>(), "each round at a constant step from the first");
+    constexpr ChunkPlace step = Place::at(THREADS);
+    constexpr int ROW_STEP = step.row, K_STEP = step.k;
+    const ChunkPlace first = Place::at(threadIdx.x);
+    const int row = row0 + first.row, k = k0 + first.k;
+    const long long offset = LAYOUT == BONE_K_MAJOR ? (long long)row * ld + k : (long long)k * ld + row;
+    const int element_step = LAYOUT == BONE_K_MAJOR ? ROW_STEP * ld + K_STEP : K_STEP * ld + ROW_STEP;
+#pragma unroll
+    for (int i = 0; i < CHUNKS / THREADS; ++i) {
+        const bool valid = row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total;
+        bone_ptx::copy16(tile + first.smem + i * step.smem, valid ? src + offset + (long long)i * element_step : src,
+                         valid);
+    }
+}
 
 // Rounded once to a 16-bit output; an f32 output may add to what it holds.
 template <typename T>

@@ -57,34 +57,29 @@ __device__ __forceinline__ uint64_t descriptor(const unsigned char* tile) {
     return start | (uint64_t(CORE_BYTES >> 4) << 16) | (uint64_t(GROUP_BYTES >> 4) << 32);
 }
 
+// Where chunk c of an operand's [ROWS, BK] tile goes in the layout above. K-major: a
+// chunk is one row's 8 consecutive k; MN-major: one k's 8 consecutive rows.
+template <int LAYOUT, int ROWS>
+struct Place {
+    static __host__ __device__ constexpr bone_gemm_common::ChunkPlace at(int c) {
+        const int line = c % 8;
+        if (LAYOUT == BONE_K_MAJOR) {
+            const int core = (c / 8) % (BK / 8), group = c / (8 * (BK / 8));  // k / 8, row / 8
+            return {group * 8 + line, core * 8, group * GROUP_BYTES + core * CORE_BYTES + line * 16};
+        }
+        const int group = (c / 8) % (ROWS / 8), core = c / (8 * (ROWS / 8));  // row / 8, k / 8
+        return {group * 8, core * 8 + line, group * GROUP_BYTES + core * CORE_BYTES + line * 16};
+    }
+};
+
 // Copies one operand's [ROWS, BK] tile starting at (row0, k0) into the layout above.
 // K-major: src[row * ld + k]; MN-major: src[k * ld + row]. Outside rows_total or
-// k_total, zeros (the contract makes every chunk wholly inside or outside).
+// k_total, zeros.
 template <int LAYOUT, int ROWS, typename T>
 __device__ __forceinline__ void load_tile(unsigned char* tile, const T* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
-    constexpr int CHUNKS = ROWS * BK / 8;
-    static_assert(CHUNKS % BONE_GEMM_THREADS == 0, "whole rounds of chunks");
-#pragma unroll
-    for (int c = threadIdx.x; c < CHUNKS; c += BONE_GEMM_THREADS) {
-        const int line = c % 8;
-        int row, k, group, core;
-        if (LAYOUT == BONE_K_MAJOR) {
-            core = (c / 8) % (BK / 8);  // k / 8
-            group = c / (8 * (BK / 8));  // row / 8
-            row = group * 8 + line;
-            k = core * 8;
-        } else {
-            group = (c / 8) % (ROWS / 8);  // row / 8
-            core = c / (8 * (ROWS / 8));   // k / 8
-            row = group * 8;
-            k = core * 8 + line;
-        }
-        const int grow = row0 + row, gk = k0 + k;
-        const bool valid = grow < rows_total && gk < k_total;
-        const long long offset = LAYOUT == BONE_K_MAJOR ? (long long)grow * ld + gk : (long long)gk * ld + grow;
-        copy16(tile + group * GROUP_BYTES + core * CORE_BYTES + line * 16, valid ? src + offset : src, valid);
-    }
+    bone_gemm_common::copy_tile<LAYOUT, Place<LAYOUT, ROWS>, ROWS * BK / 8, BONE_GEMM_THREADS>(
+        tile, src, ld, rows_total, k_total, row0, k0);
 }
 
 // acc (this thread's TILE_N / 2 accumulators of its warpgroup's 64 x TILE_N rows) += the
@@ -141,17 +136,28 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
     copy_wait<0>();  // the empty groups past the end
 }
 
-// f(row, col, value) for each of this thread's accumulators (main_loop's), at its place in
-// the block's 128 x TILE_N tile: its warpgroup's 64 rows, its warp's 16 of them.
+// f(row, col, v0, v1) for each pair of this thread's accumulators (main_loop's) at (row,
+// col) and (row, col + 1) of the block's 128 x TILE_N tile: its warpgroup's 64 rows, its
+// warp's 16 of them.
 template <int TILE_N, typename F>
-__device__ __forceinline__ void for_each_accumulator(const float (&acc)[TILE_N / 2], F f) {
+__device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[TILE_N / 2], F f) {
     const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 #pragma unroll
     for (int j = 0; j < TILE_N / 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            f(warpgroup * 64 + warp * 16 + fragment_row(lane, e), j * 8 + fragment_col(lane, e), acc[j * 4 + e]);
+        for (int e = 0; e < 4; e += 2) {
+            f(warpgroup * 64 + warp * 16 + fragment_row(lane, e), j * 8 + fragment_col(lane, e), acc[j * 4 + e],
+              acc[j * 4 + e + 1]);
         }
+}
+
+// f(row, col, value) for each of this thread's accumulators, at its place in the tile.
+template <int TILE_N, typename F>
+__device__ __forceinline__ void for_each_accumulator(const float (&acc)[TILE_N / 2], F f) {
+    for_each_accumulator_pair<TILE_N>(acc, [&](int row, int col, float v0, float v1) {
+        f(row, col, v0);
+        f(row, col + 1, v1);
+    });
 }
 
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>

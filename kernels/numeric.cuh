@@ -2,6 +2,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdint.h>
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
@@ -11,3 +12,22 @@ template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Two adjacent 16-bit outputs (lo at the lower address) rounded into one 32-bit word, by
+// one conversion of the pair (cvt.rn.bf16x2.f32). Rounding a wgmma accumulator element by
+// element into shared memory made ptxas serialize the wgmma pipeline before it (C7514).
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+#ifdef BONE_KERNELS_ON_HOST
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+    return uint32_t(from_f32<T>(lo).bits) | uint32_t(from_f32<T>(hi).bits) << 16;
+}
+#else
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+}
+#endif

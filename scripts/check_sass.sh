@@ -3,8 +3,9 @@
 # every mma.sync GEMM kernel (bone_gemm_*) and BatCol's fused dB kernel on it
 # (bone_bat_col_grads_x_*) must use tensor cores (HMMA) on every architecture, every wgmma
 # kernel (bone_wgmma_*, bone_bat_col_grads_wgmma_*) must use HGMMA on sm_90a (elsewhere
-# it is a stub that traps), and no kernel may touch local memory (LDL/STL: spills or stack
-# arrays).
+# it is a stub that traps), no kernel may touch local memory (LDL/STL: spills or stack
+# arrays), and each GEMM's main loop stays within a budget of instructions per K step
+# (scripts/sass_main_loops.py; measured 112-129 for mma.sync, 168-237 for wgmma).
 #   scripts/check_sass.sh [path/to/bone_kernels.fatbin]   (default: the newest under target/)
 set -euo pipefail
 fatbin=${1:-$(ls -t target/*/build/bone-kernels-*/out/bone_kernels.fatbin 2>/dev/null | head -1)}
@@ -29,6 +30,8 @@ for arch in sm_80 sm_89 sm_90a; do
   require "$arch" "$arch_sass" bone_bat_col_grads_x_ HMMA
   [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_wgmma_ HGMMA
   [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_bat_col_grads_wgmma_ HGMMA
+  python3 "$(dirname "$0")/sass_main_loops.py" bone_gemm_=150 bone_wgmma_=230 bone_wgmma_wide_=270 \
+    bone_wgmma_narrow_=200 <<<"$arch_sass" | grep -v '^bone_bat_col' || status=1
   if grep -qE '\b(LDL|STL)\b' <<<"$arch_sass"; then echo "check_sass: local memory traffic (LDL/STL) on $arch" >&2; status=1; fi
 done
 exit $status
