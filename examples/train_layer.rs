@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use bone_kernels::cuda::{BoneKernels, GemmEngine, device_count, kernels_built, stream_on_device};
+use bone_kernels::cuda::{BoneKernels, device_count, kernels_built, stream_on_device};
 use bone_kernels::reference::{backward, forward, merge};
 use bone_kernels::{Dims, LayerShape, Variant};
 use clap::{Parser, ValueEnum};
@@ -27,7 +27,7 @@ mod adamw;
 #[path = "finetune/demo/gpu.rs"]
 mod gpu;
 use adamw::AdamW;
-use gpu::Gpu;
+use gpu::{GemmArg, Gpu};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum VariantArg {
@@ -61,19 +61,8 @@ struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// On the GPU, what computes the products.
-    #[arg(long, value_enum, default_value = "native")]
+    #[arg(long, value_enum, default_value = "default")]
     gemm: GemmArg,
-}
-
-/// What computes the products on the GPU.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum GemmArg {
-    /// The crate's mma.sync GEMM (any supported GPU).
-    Native,
-    /// The crate's wgmma GEMM (H100, H200).
-    Wgmma,
-    /// cuBLAS.
-    Cublas,
 }
 
 fn uniform(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
@@ -97,14 +86,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         layer.adapter_dims(),
         layer.adapter_len()
     );
-    let gemm = match args.gemm {
-        GemmArg::Native => GemmEngine::Native,
-        GemmArg::Wgmma => GemmEngine::Wgmma,
-        GemmArg::Cublas => GemmEngine::Cublas,
-    };
-    let engine = if Gpu::available() { Some(Gpu::new(gemm)?) } else { None };
+    let engine = if Gpu::available() { Some(Gpu::new(args.gemm)?) } else { None };
     match &engine {
-        Some(gpu) => println!("forward/backward: GPU ({}), bf16, this crate's kernels ({gemm:?} GEMM)", gpu.name),
+        Some(gpu) => {
+            println!("forward/backward: GPU ({}), bf16, this crate's kernels ({:?} GEMM)", gpu.name, gpu.gemm_engine())
+        }
         None => println!("forward/backward: CPU reference (f64): {}", gpu_absence()),
     }
 

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bone_kernels::Variant;
-use bone_kernels::cuda::{GemmEngine, kernels_built};
+use bone_kernels::cuda::kernels_built;
 use clap::{Parser, ValueEnum};
-use demo::gpu::Gpu;
+use demo::gpu::{GemmArg, Gpu};
 use demo::layer::Method;
 use demo::task::Task;
 use demo::train::{Curve, RunConfig, run};
@@ -47,27 +47,6 @@ enum EngineArg {
     Gpu,
 }
 
-/// What computes the Bone layers' products on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum GemmArg {
-    /// The crate's mma.sync GEMM (any supported GPU).
-    Native,
-    /// The crate's wgmma GEMM (H100, H200).
-    Wgmma,
-    /// cuBLAS.
-    Cublas,
-}
-
-impl GemmArg {
-    fn engine(self) -> GemmEngine {
-        match self {
-            GemmArg::Native => GemmEngine::Native,
-            GemmArg::Wgmma => GemmEngine::Wgmma,
-            GemmArg::Cublas => GemmEngine::Cublas,
-        }
-    }
-}
-
 #[derive(Parser, Debug)]
 #[command(about = "Bone vs LoRA vs full fine-tuning on a small task made here")]
 struct Args {
@@ -76,7 +55,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     engine: EngineArg,
     /// On the GPU, what computes the Bone layers' products.
-    #[arg(long, value_enum, default_value = "native")]
+    #[arg(long, value_enum, default_value = "default")]
     gemm: GemmArg,
     /// What to train (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bat-col,bat-row,shared,mini,lora,full")]
@@ -133,9 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let methods: Vec<Method> = args.methods.iter().map(|m| method(*m, &args)).collect();
     let gpu = match args.engine {
-        EngineArg::Auto if Gpu::available() => Some(args.gemm.engine()),
+        EngineArg::Auto if Gpu::available() => Some(args.gemm),
         EngineArg::Auto | EngineArg::Cpu => None,
-        EngineArg::Gpu if Gpu::available() => Some(args.gemm.engine()),
+        EngineArg::Gpu if Gpu::available() => Some(args.gemm),
         EngineArg::Gpu => return Err("--engine gpu: this build has no kernels or this machine no CUDA device".into()),
     };
     let configs: Vec<RunConfig> = tasks
@@ -160,10 +139,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "network: x -> L1 -> tanh -> L2, both {0} x {0}, frozen; {1} tokens/step, {2} steps, AdamW, lr grid {3:?}",
         args.width, args.tokens, args.steps, args.lr_grid
     );
-    if let Some(engine) = gpu {
-        let name = Gpu::new(engine)?.name;
+    if let Some(gemm) = gpu {
+        let gpu = Gpu::new(gemm)?;
         println!(
-            "engine: GPU ({name}), bf16: this crate's kernels for Bone ({engine:?} GEMM), cuBLAS for LoRA and full FT"
+            "engine: GPU ({}), bf16: this crate's kernels for Bone ({:?} GEMM), cuBLAS for LoRA and full FT",
+            gpu.name,
+            gpu.gemm_engine()
         );
     } else {
         let why = if kernels_built() { "no CUDA device here" } else { "this build has no GPU kernels" };

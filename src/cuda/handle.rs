@@ -7,7 +7,7 @@ use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaModule, CudaStream, DeviceSlice};
 use cudarc::nvrtc::Ptx;
 
-use super::baseline::RowMajorBlas;
+use super::baseline::{RowMajorBlas, cublas_present};
 use super::image::kernel_image;
 use super::launch::GemmKernels;
 use crate::error::{BoneError, Result};
@@ -35,8 +35,9 @@ impl std::fmt::Debug for BoneKernels {
 
 /// What computes the forward and backward passes' matrix products. On an H200
 /// (2026-11-28, README "Speed, measured") `Cublas` ran every pass 2.1-3.1x faster than
-/// the crate's own GEMMs, which reached 16-32% of cuBLAS's throughput; `Native` stays the
-/// default until they catch up.
+/// the crate's own GEMMs, which reached 16-32% of cuBLAS's throughput; so a handle starts
+/// on `Cublas` where the cuBLAS library loads, and on `Native` where it does not
+/// ([`BoneKernels::new`]; [`BoneKernels::gemm_engine`] says which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmEngine {
     /// This crate's tensor-core GEMM on mma.sync (kernels/gemm.cuh), the adapter's product
@@ -51,10 +52,27 @@ pub enum GemmEngine {
 }
 
 impl BoneKernels {
-    /// Loads the embedded kernel image into `stream`'s context.
+    /// Loads the embedded kernel image into `stream`'s context, with the default GEMM
+    /// engine: [`GemmEngine::Cublas`] where the cuBLAS library loads (the fastest measured),
+    /// else [`GemmEngine::Native`]. [`BoneKernels::gemm_engine`] says which;
+    /// [`BoneKernels::with_gemm_engine`] asks for one and fails where it cannot run.
     ///
     /// Fails with [`BoneError::KernelsNotBuilt`] when the crate was built without nvcc.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        let mut kernels = Self::load(stream)?;
+        kernels.blas = RowMajorBlas::new(kernels.stream.clone()).ok().map(Arc::new);
+        Ok(kernels)
+    }
+
+    /// As [`BoneKernels::new`], on `engine` (see [`BoneKernels::set_gemm_engine`]).
+    pub fn with_gemm_engine(stream: Arc<CudaStream>, engine: GemmEngine) -> Result<Self> {
+        let mut kernels = Self::load(stream)?;
+        kernels.set_gemm_engine(engine)?;
+        Ok(kernels)
+    }
+
+    /// The module loaded, on the crate's mma.sync GEMM.
+    fn load(stream: Arc<CudaStream>) -> Result<Self> {
         let image = kernel_image()?;
         let module = stream.context().load_module(Ptx::from_binary(image.to_vec()))?;
         Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None, gemm_kernels: GemmKernels::MmaSync })
@@ -79,14 +97,17 @@ impl BoneKernels {
         })
     }
 
-    /// The GEMM engines this handle's device can run: [`GemmEngine::Native`] and
-    /// [`GemmEngine::Cublas`] everywhere, [`GemmEngine::Wgmma`] on compute capability 9.0.
+    /// The GEMM engines this handle's device can run: [`GemmEngine::Native`] everywhere,
+    /// [`GemmEngine::Wgmma`] on compute capability 9.0, [`GemmEngine::Cublas`] where the
+    /// cuBLAS library loads.
     pub fn available_gemm_engines(&self) -> Result<Vec<GemmEngine>> {
         let mut engines = vec![GemmEngine::Native];
         if self.compute_capability()? == (9, 0) {
             engines.push(GemmEngine::Wgmma);
         }
-        engines.push(GemmEngine::Cublas);
+        if cublas_present() {
+            engines.push(GemmEngine::Cublas);
+        }
         Ok(engines)
     }
 
@@ -97,10 +118,11 @@ impl BoneKernels {
         Ok((major, minor))
     }
 
-    /// Chooses what computes the passes' products (default [`GemmEngine::Native`]).
+    /// Chooses what computes the passes' products (the default: [`BoneKernels::new`]).
     ///
     /// [`GemmEngine::Wgmma`] fails with [`BoneError::UnsupportedByKernels`] on a device
-    /// other than compute capability 9.0 (see [`BoneKernels::available_gemm_engines`]).
+    /// other than compute capability 9.0 (see [`BoneKernels::available_gemm_engines`]);
+    /// [`GemmEngine::Cublas`] with [`BoneError::Cublas`] where the library does not load.
     pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
         if engine == GemmEngine::Wgmma {
             let (major, minor) = self.compute_capability()?;
@@ -121,6 +143,7 @@ impl BoneKernels {
         Ok(())
     }
 
+    /// What computes the passes' products now.
     pub fn gemm_engine(&self) -> GemmEngine {
         match (self.blas.is_some(), self.gemm_kernels) {
             (true, _) => GemmEngine::Cublas,

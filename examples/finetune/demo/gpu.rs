@@ -29,18 +29,50 @@ pub struct Frozen {
 
 type Result<T> = std::result::Result<T, BoneError>;
 
+/// What computes the Bone layers' products on the GPU (`--gemm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GemmArg {
+    /// The crate's default: cuBLAS where its library loads, else the mma.sync GEMM.
+    Default,
+    /// The crate's mma.sync GEMM (any supported GPU).
+    Native,
+    /// The crate's wgmma GEMM (H100, H200).
+    Wgmma,
+    /// cuBLAS.
+    Cublas,
+}
+
+impl GemmArg {
+    /// The engine asked for, or None for the handle's default.
+    fn engine(self) -> Option<GemmEngine> {
+        match self {
+            GemmArg::Default => None,
+            GemmArg::Native => Some(GemmEngine::Native),
+            GemmArg::Wgmma => Some(GemmEngine::Wgmma),
+            GemmArg::Cublas => Some(GemmEngine::Cublas),
+        }
+    }
+}
+
 impl Gpu {
     /// True where this build has kernels and the machine a CUDA device.
     pub fn available() -> bool {
         kernels_built() && device_count() > 0
     }
 
-    /// The GPU engine, with `engine` computing the Bone layers' products.
-    pub fn new(engine: GemmEngine) -> Result<Self> {
+    /// What computes the Bone layers' products.
+    pub fn gemm_engine(&self) -> GemmEngine {
+        self.kernels.gemm_engine()
+    }
+
+    /// The GPU engine, with `gemm` computing the Bone layers' products.
+    pub fn new(gemm: GemmArg) -> Result<Self> {
         let stream = stream_on_device(0)?;
         let name = stream.context().name()?;
-        let mut kernels = BoneKernels::new(stream.clone())?;
-        kernels.set_gemm_engine(engine)?;
+        let kernels = match gemm.engine() {
+            Some(engine) => BoneKernels::with_gemm_engine(stream.clone(), engine)?,
+            None => BoneKernels::new(stream.clone())?,
+        };
         Ok(Gpu {
             kernels,
             blas: RowMajorBlas::new(stream.clone())?,

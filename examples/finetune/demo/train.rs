@@ -4,12 +4,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bone_kernels::BoneError;
-use bone_kernels::cuda::GemmEngine;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::adamw::AdamW;
-use super::gpu::Gpu;
+use super::gpu::{GemmArg, Gpu};
 use super::layer::Method;
 use super::network::Network;
 use super::task::{Task, make, uniform};
@@ -27,7 +26,7 @@ pub struct RunConfig {
     pub seed: u64,
     /// Train on the GPU (the crate's kernels for Bone, with this GEMM engine; cuBLAS for
     /// LoRA and full FT), or on the CPU (None).
-    pub gpu: Option<GemmEngine>,
+    pub gpu: Option<GemmArg>,
 }
 
 pub struct Curve {

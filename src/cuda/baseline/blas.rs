@@ -63,8 +63,20 @@ pub(crate) struct Output {
     pub f32: bool,
 }
 
+/// Whether the cuBLAS library loads here.
+pub(crate) fn library_present() -> bool {
+    // SAFETY: only tries to open the library by name (libloading), which runs its
+    // initialisers as any dynamic load of cuBLAS does; nothing from it is called here.
+    unsafe { sys::is_culib_present() }
+}
+
 impl RowMajorBlas {
+    /// A handle on `stream`; [`BoneError::Cublas`] where the cuBLAS library cannot be loaded
+    /// (cudarc would panic on its first call instead).
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        if !library_present() {
+            return Err(BoneError::Cublas("the cuBLAS library (libcublas) was not found on the library path".into()));
+        }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| BoneError::Cublas(format!("{e:?}")))?;
         Ok(RowMajorBlas { blas, stream })
     }

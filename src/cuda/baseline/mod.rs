@@ -10,6 +10,7 @@ mod lora;
 mod plan;
 
 pub use blas::RowMajorBlas;
+pub(crate) use blas::library_present as cublas_present;
 pub(crate) use blas::{Half, Operand, Output};
 pub use linear::Linear;
 pub use lora::{Lora, LoraGrads, LoraTensors};
