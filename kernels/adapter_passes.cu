@@ -21,9 +21,8 @@ __device__ __forceinline__ float row_chunk_sum(const BoneLayer layer, const TX* 
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded. [T, r].
 template <typename TX>
-__device__ __forceinline__ void chunk_sum(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.r) return;
+__device__ __forceinline__ void chunk_sum(const BoneLayer layer, const TX* __restrict__ x, TX* __restrict__ s,
+                                          long long idx) {
     s[idx] = from_f32<TX>(row_chunk_sum(layer, x, idx));
 }
 
@@ -42,9 +41,7 @@ __device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, c
 // [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull).
 template <typename TX, typename TB>
 __device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ full,
-                                              TX* __restrict__ full_t) {
-    const long long idx = element_index();
-    if (idx >= (long long)layer.r * layer.n) return;
+                                              TX* __restrict__ full_t, long long idx) {
     const int j = (int)(idx / layer.n), n = (int)(idx % layer.n);
     const float v = layer.variant == BONE_MINI ? to_f32(b[j * layer.mini_r + n % layer.mini_r]) : to_f32(b[idx]);
     full[idx] = from_f32<TX>(v);
@@ -54,9 +51,7 @@ __device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* _
 // E[a, b] = 1 where a mod r == b mod r, else 0: [N, r] tiles R over the output blocks
 // (BatRow forward); [r, K] tiles dY Bfull^T over K (shared-block backward).
 template <typename TX>
-__device__ __forceinline__ void tiled_identity(int rows, int cols, int r, TX* __restrict__ e) {
-    const long long idx = element_index();
-    if (idx >= (long long)rows * cols) return;
+__device__ __forceinline__ void tiled_identity(int cols, int r, TX* __restrict__ e, long long idx) {
     const int a = (int)(idx / cols), b = (int)(idx % cols);
     e[idx] = from_f32<TX>(a % r == b % r ? 1.f : 0.f);
 }
@@ -98,11 +93,9 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
 
 // The Bat blocks as GEMM operands: I + B_j and B_j, both [blocks, r, r].
 template <typename TX, typename TB>
-__device__ __forceinline__ void bat_blocks(const BoneLayer layer, int blocks, const TB* __restrict__ b,
-                                           TX* __restrict__ identity_plus, TX* __restrict__ plain) {
-    const long long idx = element_index();
+__device__ __forceinline__ void bat_blocks(const BoneLayer layer, const TB* __restrict__ b,
+                                           TX* __restrict__ identity_plus, TX* __restrict__ plain, long long idx) {
     const int r = layer.r;
-    if (idx >= (long long)blocks * r * r) return;
     const int a = (int)(idx / r % r), c = (int)(idx % r);
     const float v = to_f32(b[idx]);
     identity_plus[idx] = from_f32<TX>(v + (a == c ? 1.f : 0.f));
@@ -112,10 +105,9 @@ __device__ __forceinline__ void bat_blocks(const BoneLayer layer, int blocks, co
 // BatRow: the blocks side by side, stack[c, i r + j] = B_i[c, j] ([r, K]), so that
 // R = X stack^T is one GEMM over K.
 template <typename TX, typename TB>
-__device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ stack) {
-    const long long idx = element_index();
+__device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ stack,
+                                          long long idx) {
     const int r = layer.r;
-    if (idx >= (long long)layer.k * r) return;
     const int c = (int)(idx / layer.k), k = (int)(idx % layer.k);
     const int i = k / r, j = k % r;
     stack[idx] = from_f32<TX>(to_f32(b[((long long)i * r + c) * r + j]));
@@ -125,10 +117,8 @@ __device__ __forceinline__ void row_stack(const BoneLayer layer, const TB* __res
 // W's output block o (rows o r .. o r + r) has row q = a (K / r) + i holding W_{o,i}[a, :];
 // onehot routes B_o[a, :] to exactly those rows.
 template <typename TX>
-__device__ __forceinline__ void block_one_hot(const BoneLayer layer, TX* __restrict__ onehot) {
-    const long long idx = element_index();
+__device__ __forceinline__ void block_one_hot(const BoneLayer layer, TX* __restrict__ onehot, long long idx) {
     const int r = layer.r;
-    if (idx >= (long long)layer.k * r) return;
     const int q = (int)(idx / r), a = (int)(idx % r);
     onehot[idx] = from_f32<TX>(q / (layer.k / r) == a ? 1.f : 0.f);
 }
@@ -195,27 +185,44 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     out[idx] = add_chunks(accumulate ? out[idx] : 0.f, count, len, partials, idx);
 }
 
+// The setup jobs of one call (struct BoneSetup), each on its own run of blocks: where
+// blockIdx.x falls, job f runs on element idx of its `elements` (null output: no job).
+template <typename TX, typename TB>
+__device__ __forceinline__ void setup(const BoneSetup& p) {
+    const BoneLayer layer = p.layer;
+    const long long r = layer.r;
+    long long first_block = 0;  // of the job considered
+    bool done = false;
+    auto job = [&](const void* output, long long elements, auto f) {
+        if (output == nullptr || done) return;
+        const long long blocks = (elements + BONE_MERGE_THREADS - 1) / BONE_MERGE_THREADS;
+        if (blockIdx.x < first_block + blocks) {
+            const long long idx = (blockIdx.x - first_block) * BONE_MERGE_THREADS + threadIdx.x;
+            if (idx < elements) f(idx);
+            done = true;
+        }
+        first_block += blocks;
+    };
+    const TB* b = (const TB*)p.b;
+    job(p.s, p.tokens * r, [&](long long i) { chunk_sum<TX>(layer, (const TX*)p.x, (TX*)p.s, i); });
+    job(p.full, r * layer.n, [&](long long i) { shared_blocks<TX, TB>(layer, b, (TX*)p.full, (TX*)p.full_t, i); });
+    job(p.identity_plus, p.bat_blocks * r * r,
+        [&](long long i) { bat_blocks<TX, TB>(layer, b, (TX*)p.identity_plus, (TX*)p.plain, i); });
+    job(p.stack, layer.k * r, [&](long long i) { row_stack<TX, TB>(layer, b, (TX*)p.stack, i); });
+    job(p.onehot, layer.k * r, [&](long long i) { block_one_hot<TX>(layer, (TX*)p.onehot, i); });
+    job(p.tiling, (long long)p.tiling_rows * p.tiling_cols,
+        [&](long long i) { tiled_identity<TX>(p.tiling_cols, layer.r, (TX*)p.tiling, i); });
+}
+
 // The passes of activations of type TX (named _x_<X_NAME>).
 #define BONE_ACTIVATION_PASSES(X_NAME, TX)                                                                        \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_chunk_sum_x_##X_NAME(const BoneLayer layer, int tokens, const TX* __restrict__ x, TX* __restrict__ s) { \
-        chunk_sum<TX>(layer, tokens, x, s);                                                                       \
-    }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_chunk_sum_add_x_##X_NAME(                \
         const BoneLayer layer, int rows, const TX* __restrict__ g, float* __restrict__ db) {                      \
         chunk_sum_add<TX>(layer, rows, g, db);                                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_tiled_identity_x_##X_NAME(int rows, int cols, int r, TX* __restrict__ e) {                          \
-        tiled_identity<TX>(rows, cols, r, e);                                                                     \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
         bone_bias_grad_x_##X_NAME(int tokens, int n_out, const TX* __restrict__ dy, float* __restrict__ dbias) {  \
         bias_grad<TX>(tokens, n_out, dy, dbias);                                                                  \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_block_one_hot_x_##X_NAME(const BoneLayer layer, TX* __restrict__ onehot) {                           \
-        block_one_hot<TX>(layer, onehot);                                                                         \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
         bone_from_f32_x_##X_NAME(int count, const float* __restrict__ in, TX* __restrict__ out) {                 \
@@ -235,20 +242,11 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
         sum_chunks_bias<TX>(count, rows, cols, ldc, partials, bias, c);                                           \
     }
 
-// The passes that read the adapter B (type TB, named _b_<B_NAME>) into TX operands.
-#define BONE_ADAPTER_PASSES(X_NAME, TX, B_NAME, TB)                                                               \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_shared_blocks_x_##X_NAME##_b_##B_NAME(   \
-        const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ full, TX* __restrict__ full_t) {         \
-        shared_blocks<TX, TB>(layer, b, full, full_t);                                                            \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_bat_blocks_x_##X_NAME##_b_##B_NAME(      \
-        const BoneLayer layer, int blocks, const TB* __restrict__ b, TX* __restrict__ identity_plus,              \
-        TX* __restrict__ plain) {                                                                                 \
-        bat_blocks<TX, TB>(layer, blocks, b, identity_plus, plain);                                               \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_row_stack_x_##X_NAME##_b_##B_NAME(       \
-        const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ stack) {                                \
-        row_stack<TX, TB>(layer, b, stack);                                                                       \
+// The setup of a call whose adapter B has type TB (named _x_<X_NAME>_b_<B_NAME>).
+#define BONE_ADAPTER_PASSES(X_NAME, TX, B_NAME, TB)                                                    \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                   \
+        bone_setup_x_##X_NAME##_b_##B_NAME(const BoneSetup p) {                                        \
+        setup<TX, TB>(p);                                                                              \
     }
 
 BONE_ACTIVATION_PASSES(bf16, __nv_bfloat16)

@@ -20,6 +20,29 @@ struct BoneLayer {
     int variant;  // enum BoneVariant
 };
 
+// The adapter's setup passes of one forward or backward, in one launch (bone_setup_*,
+// kernels/adapter_passes.cu): each job whose output is not null takes
+// ceil(elements / BONE_MERGE_THREADS) blocks of its own, in the order of the fields, one
+// element per thread. x, s and tiling are of the activations' type TX, b of B's type TB,
+// every other output TX.
+struct BoneSetup {
+    struct BoneLayer layer;
+    int tokens;
+    const void* x;        // S [tokens, r]: the sums of X's [tokens, k] r-wide chunks
+    void* s;
+    const void* b;        // the adapter B
+    void* full;           // Bfull [r, n] and Bfull^T [n, r] (shared, mini)
+    void* full_t;
+    void* identity_plus;  // I + B_j and B_j, [bat_blocks, r, r] (BatRow, BatCol)
+    void* plain;
+    int bat_blocks;
+    void* stack;          // B_i side by side, [r, k] (BatRow)
+    void* onehot;         // [k, r] (BatCol)
+    void* tiling;         // E [tiling_rows, tiling_cols]: 1 where row mod r == column mod r
+    int tiling_rows;
+    int tiling_cols;
+};
+
 // Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256
 // Columns of dY one block of bone_bias_grad reduces (a warp's width).

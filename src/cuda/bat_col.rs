@@ -19,6 +19,7 @@
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
+use super::setup::Setup;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -80,11 +81,8 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
 }
 
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
-    let layer = Arg::Layer(call.layer);
-    let blocks = [layer, Arg::I32((n / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
-    launcher.elementwise(&call.adapter_pass("bone_bat_blocks"), n * r, &blocks)?;
-    launcher.elementwise(&call.pass("bone_block_one_hot"), k * r, &[layer, Arg::Ptr(regions[2])])
+    let (n, r) = (call.shape.n(), call.shape.r());
+    Setup::new(call).bat_blocks(n / r, regions[0], regions[1]).one_hot(regions[2]).launch(launcher, call)
 }
 
 /// W' rows [row0, row0 + rows) into regions[3], `[rows, K]` in the activations' type.

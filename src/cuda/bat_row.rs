@@ -4,7 +4,8 @@
 //! where E `[N, r]` tiles the identity over the output blocks and stack `[r, K]` holds the
 //! blocks side by side.
 
-use super::launch::{Arg, Gemm, Launcher};
+use super::launch::{Gemm, Launcher};
+use super::setup::Setup;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -30,18 +31,9 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
 /// The GEMM operands made from B, and E; `stack` only when asked.
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], stack: bool) -> Result<()> {
     let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
-    let layer = Arg::Layer(call.layer);
-    let blocks = [layer, Arg::I32((k / r) as i32), Arg::Ptr(call.b), Arg::Ptr(regions[0]), Arg::Ptr(regions[1])];
-    launcher.elementwise(&call.adapter_pass("bone_bat_blocks"), k * r, &blocks)?;
-    if stack {
-        launcher.elementwise(
-            &call.adapter_pass("bone_row_stack"),
-            k * r,
-            &[layer, Arg::Ptr(call.b), Arg::Ptr(regions[2])],
-        )?;
-    }
-    let identity = [Arg::I32(n as i32), Arg::I32(r as i32), Arg::I32(r as i32), Arg::Ptr(regions[5])];
-    launcher.elementwise(&call.pass("bone_tiled_identity"), n * r, &identity)
+    let setup = Setup::new(call).bat_blocks(k / r, regions[0], regions[1]).tiling(n, r, regions[5]);
+    let setup = if stack { setup.row_stack(regions[2]) } else { setup };
+    setup.launch(launcher, call)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {

@@ -310,6 +310,7 @@ fn kernel_args(args: &[Arg]) -> Vec<KernelArg<'_>> {
             Arg::I32(v) => KernelArg::from(v),
             Arg::Ptr(address) => KernelArg::from(address),
             Arg::Layer(layer) => KernelArg::from(layer),
+            Arg::Setup(setup) => KernelArg::from(setup),
         })
         .collect()
 }

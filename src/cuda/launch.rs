@@ -10,7 +10,7 @@ use super::handle::BoneKernels;
 use super::params::{
     BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN,
     BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES,
-    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer,
+    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -22,6 +22,7 @@ pub(crate) enum Arg {
     /// A device address.
     Ptr(u64),
     Layer(BoneLayer),
+    Setup(BoneSetup),
 }
 
 pub(crate) trait Launcher {
@@ -190,6 +191,7 @@ impl BoneKernels {
                 Arg::I32(value) => builder.arg(value),
                 Arg::Ptr(address) => builder.arg(address),
                 Arg::Layer(layer) => builder.arg(layer),
+                Arg::Setup(setup) => builder.arg(setup),
             };
         }
         // SAFETY: see `Launcher::elementwise` and `Launcher::fused`: the caller's arguments

@@ -28,6 +28,7 @@ mod merge;
 #[cfg(test)]
 mod merge_tests;
 pub(crate) mod params;
+mod setup;
 mod shared_block;
 mod split;
 mod token_chunks;

@@ -20,6 +20,8 @@ unsafe impl DeviceRepr for BoneLayer {}
 // SAFETY: as above; its pointers are device addresses, copied by value into the
 // kernel's `const BoneGemm` parameter and never dereferenced on the host.
 unsafe impl DeviceRepr for BoneGemm {}
+// SAFETY: as above, for the kernel's `const BoneSetup` parameter.
+unsafe impl DeviceRepr for BoneSetup {}
 
 impl BoneLayer {
     /// The kernel's view of a layer; fails unless every tensor fits 32-bit indexing.

@@ -3,6 +3,7 @@
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::setup::Setup;
 use super::token_chunks;
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -35,17 +36,12 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
 }
 
 /// S and the two layouts of Bfull, into regions 0, 1, 2.
-fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    let (r, n) = (call.shape.r(), call.shape.n());
-    let layer = Arg::Layer(call.layer);
-    let chunk_sum = [layer, Arg::I32(call.tokens as i32), Arg::Ptr(call.x), Arg::Ptr(regions[0])];
-    launcher.elementwise(&call.pass("bone_chunk_sum"), call.tokens * r, &chunk_sum)?;
-    let blocks = [layer, Arg::Ptr(call.b), Arg::Ptr(regions[1]), Arg::Ptr(regions[2])];
-    launcher.elementwise(&call.adapter_pass("bone_shared_blocks"), r * n, &blocks)
+fn setup(call: &Call, regions: &[u64]) -> Setup {
+    Setup::new(call).block_sums(regions[0]).shared_blocks(regions[1], regions[2])
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions)?;
+    setup(call, regions).launch(launcher, call)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     token_chunks::launch_filled(launcher, call, "kk", [t, n, k], (call.y, n, call.bias), regions[3], |out, ld| {
         Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second((regions[0], r), (regions[2], r), r)
@@ -53,8 +49,11 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
+    // With dX, the tiling matrix E [r, K] too (region 4).
+    let setup = setup(call, regions);
+    let setup = if call.dx != 0 { setup.tiling(r, k, regions[4]) } else { setup };
+    setup.launch(launcher, call)?;
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
@@ -73,8 +72,6 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u), |out| {
             Gemm::new((call.y, n), (regions[1], n), (out, r), [t, r, n])
         })?;
-        let identity = [Arg::I32(r as i32), Arg::I32(k as i32), Arg::I32(r as i32), Arg::Ptr(tiling)];
-        launcher.elementwise(&call.pass("bone_tiled_identity"), r * k, &identity)?;
         // dB's partial sums are summed by now: their region takes dX's at small T.
         token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (call.dx, k, 0), regions[6], |out, ld| {
             Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]).second((u, r), (tiling, k), r)

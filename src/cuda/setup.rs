@@ -1,0 +1,104 @@
+//! A call's setup passes (the reshuffles of B into GEMM operands, S, the tiling matrices)
+//! in one launch: `bone_setup_*` runs each job asked for on its own run of blocks
+//! (struct BoneSetup in kernels/params.h). They are microseconds of work each, so one
+//! launch instead of two or three takes launch gaps off every step at small T.
+
+use std::ffi::c_void;
+use std::ptr::null_mut;
+
+use super::launch::{Arg, Launcher};
+use super::params::{BONE_MERGE_THREADS, BoneSetup};
+use super::training::Call;
+use crate::error::Result;
+
+/// The jobs of one setup launch, added one by one; none at first.
+pub(super) struct Setup(BoneSetup);
+
+/// A device address as the struct's pointer type (never dereferenced on the host).
+fn address(device: u64) -> *mut c_void {
+    device as *mut c_void
+}
+
+impl Setup {
+    pub(super) fn new(call: &Call) -> Self {
+        Setup(BoneSetup {
+            layer: call.layer,
+            tokens: call.tokens as i32,
+            x: address(call.x).cast_const(),
+            s: null_mut(),
+            b: address(call.b).cast_const(),
+            full: null_mut(),
+            full_t: null_mut(),
+            identity_plus: null_mut(),
+            plain: null_mut(),
+            bat_blocks: 0,
+            stack: null_mut(),
+            onehot: null_mut(),
+            tiling: null_mut(),
+            tiling_rows: 0,
+            tiling_cols: 0,
+        })
+    }
+
+    /// S `[T, r]`: the sums of X's r-wide chunks.
+    pub(super) fn block_sums(mut self, s: u64) -> Self {
+        self.0.s = address(s);
+        self
+    }
+
+    /// Bfull `[r, N]` and Bfull^T `[N, r]` (shared block, mini).
+    pub(super) fn shared_blocks(mut self, full: u64, full_t: u64) -> Self {
+        (self.0.full, self.0.full_t) = (address(full), address(full_t));
+        self
+    }
+
+    /// I + B_j and B_j for the first `blocks` Bat blocks, each `[blocks, r, r]`.
+    pub(super) fn bat_blocks(mut self, blocks: usize, identity_plus: u64, plain: u64) -> Self {
+        (self.0.bat_blocks, self.0.identity_plus, self.0.plain) =
+            (blocks as i32, address(identity_plus), address(plain));
+        self
+    }
+
+    /// BatRow's blocks side by side, `[r, K]`.
+    pub(super) fn row_stack(mut self, stack: u64) -> Self {
+        self.0.stack = address(stack);
+        self
+    }
+
+    /// BatCol's routing matrix `[K, r]`.
+    pub(super) fn one_hot(mut self, onehot: u64) -> Self {
+        self.0.onehot = address(onehot);
+        self
+    }
+
+    /// E `[rows, cols]`, 1 where row mod r == column mod r.
+    pub(super) fn tiling(mut self, rows: usize, cols: usize, e: u64) -> Self {
+        (self.0.tiling, self.0.tiling_rows, self.0.tiling_cols) = (address(e), rows as i32, cols as i32);
+        self
+    }
+
+    /// Threads of the launch: each job's elements rounded up to whole blocks, as the kernel
+    /// assigns them.
+    fn threads(&self) -> usize {
+        let p = &self.0;
+        let (r, k, n) = (p.layer.r as usize, p.layer.k as usize, p.layer.n as usize);
+        let jobs = [
+            (!p.s.is_null(), p.tokens as usize * r),
+            (!p.full.is_null(), r * n),
+            (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
+            (!p.stack.is_null(), k * r),
+            (!p.onehot.is_null(), k * r),
+            (!p.tiling.is_null(), p.tiling_rows as usize * p.tiling_cols as usize),
+        ];
+        let block = BONE_MERGE_THREADS as usize;
+        jobs.iter().filter(|(asked, _)| *asked).map(|(_, elements)| elements.div_ceil(block) * block).sum()
+    }
+
+    pub(super) fn launch(self, launcher: &impl Launcher, call: &Call) -> Result<()> {
+        let threads = self.threads();
+        if threads == 0 {
+            return Ok(());
+        }
+        launcher.elementwise(&call.adapter_pass("bone_setup"), threads, &[Arg::Setup(self.0)])
+    }
+}
