@@ -208,7 +208,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         let dy = call.y + (row0 * 2) as u64;
         let product = |out| Gemm::new((dy, n), (slab_buffer, k), (out, k), [t, k, rows]);
         // At small T, cut along the slab's rows like launch_filled, and summed onto dX (f32).
-        match token_chunks::fill_plan([t, k, rows]) {
+        match token_chunks::fill_plan_for(launcher, [t, k, rows]) {
             (_, 1) => product(dx_f32).accumulate(row0 > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
             (len, chunks) => {
                 product(partials).split_k(len, t * k).launch(launcher, &call.gemm_f32("kt"), 1)?;

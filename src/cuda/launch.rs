@@ -41,6 +41,13 @@ pub(crate) trait Launcher {
     /// launcher's GEMM family ([`GemmKernels::fused`]); `None` (nothing launched) where a
     /// library GEMM runs the products, and the caller takes its unfused sequence.
     fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>>;
+
+    /// Whether the launch sequence cuts long reductions with few output tiles into chunks
+    /// itself (module `token_chunks`): yes on the crate's GEMMs; a library GEMM (cuBLAS)
+    /// picks its own split-K, so it gets each product whole and no summing pass follows.
+    fn cuts_reductions(&self) -> bool {
+        true
+    }
 }
 
 /// What a GEMM instantiation's name (`bone_gemm_<A><B>_<in>_<out>`, k = K-major, t =

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use super::bat_col;
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
 use super::params::{BoneGemm, BoneLayer};
+use super::split::{Product, ProductRunner, Split};
 use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
 use crate::error::Result;
 use crate::shape::{Dims, LayerShape};
@@ -56,8 +57,23 @@ impl Launcher for Recorder {
     }
 }
 
+/// A library GEMM's products, recorded (through [`Split`]).
+impl ProductRunner for Recorder {
+    fn product(&self, p: &Product) -> Result<()> {
+        let [m, n, k] = p.shape.map(|v| v as f64);
+        let flops = 2.0 * m * n * k * p.batches as f64;
+        self.launches.borrow_mut().push(Launch { kernel: "cublas".into(), blocks: 0, flops });
+        Ok(())
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        Launcher::elementwise(self, kernel, elements, args)
+    }
+}
+
 /// The launches of one pass, with made-up (aligned, disjoint) addresses: nothing runs.
-fn record(family: GemmKernels, shape: &LayerShape, tokens: usize, pass: Pass) -> Vec<Launch> {
+/// `family` None: on a library GEMM (cuBLAS, through [`Split`]).
+fn record_on(family: Option<GemmKernels>, shape: &LayerShape, tokens: usize, pass: Pass) -> Vec<Launch> {
     bat_col::use_production_slabs();
     let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
     let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
@@ -66,12 +82,18 @@ fn record(family: GemmKernels, shape: &LayerShape, tokens: usize, pass: Pass) ->
         Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
     };
     let regions: Vec<u64> = (0..region_sizes(shape, tokens, pass).len() as u64).map(|i| (8 + i) << 40).collect();
-    let recorder = Recorder { family, launches: RefCell::new(Vec::new()) };
-    match pass {
-        Pass::Forward => run_forward(&recorder, &call, &regions).unwrap(),
-        Pass::Backward => run_backward(&recorder, &call, &regions).unwrap(),
+    let recorder = Recorder { family: family.unwrap_or(GemmKernels::MmaSync), launches: RefCell::new(Vec::new()) };
+    match (pass, family) {
+        (Pass::Forward, Some(_)) => run_forward(&recorder, &call, &regions).unwrap(),
+        (Pass::Backward, Some(_)) => run_backward(&recorder, &call, &regions).unwrap(),
+        (Pass::Forward, None) => run_forward(&Split(&recorder), &call, &regions).unwrap(),
+        (Pass::Backward, None) => run_backward(&Split(&recorder), &call, &regions).unwrap(),
     }
     recorder.launches.into_inner()
+}
+
+fn record(family: GemmKernels, shape: &LayerShape, tokens: usize, pass: Pass) -> Vec<Launch> {
+    record_on(Some(family), shape, tokens, pass)
 }
 
 const LLAMA: [(usize, usize); 3] = [(4096, 4096), (11008, 4096), (4096, 11008)];
@@ -126,6 +148,31 @@ fn every_variant_takes_a_handful_of_launches() {
             record(GemmKernels::MmaSync, &shape, t, pass).into_iter().map(|launch| launch.kernel).collect::<Vec<_>>()
         };
         let (f, b) = (names(Pass::Forward), names(Pass::Backward));
+        assert_eq!((f.len(), b.len()), (forward, backward), "{variant} T={t}: forward {f:?}, backward {b:?}");
+    }
+}
+
+#[test]
+fn a_library_gemm_gets_whole_reductions_and_no_summing_pass() {
+    // cuBLAS picks its own split-K: the sequence hands it each product whole, so no
+    // bone_sum_chunks* pass runs, and the launches are the crate-GEMM sequence's less its
+    // sums, plus a second call for each appended product and a bias-add kernel for Y; and
+    // BatCol's unfused dB (G, then W_o^T G_o and the onehot term).
+    // (variant, T, forward launches, backward launches) at 4096 x 4096, r = 64.
+    let expected = [
+        (Variant::Shared, 512, 4, 6),
+        (Variant::Shared, 4096, 4, 6),
+        (Variant::Mini { mini_r: 64 }, 512, 4, 7),
+        (Variant::BatRow, 512, 6, 8),
+        (Variant::BatCol, 512, 5, 8),
+    ];
+    for (variant, t, forward, backward) in expected {
+        let shape = LayerShape::new(variant, Dims { k: 4096, n: 4096, r: 64 }).unwrap();
+        let names = |pass| record_on(None, &shape, t, pass).into_iter().map(|launch| launch.kernel).collect::<Vec<_>>();
+        let (f, b) = (names(Pass::Forward), names(Pass::Backward));
+        for name in f.iter().chain(&b) {
+            assert!(!name.starts_with("bone_sum_chunks"), "{variant} T={t}: {name} in forward {f:?}, backward {b:?}");
+        }
         assert_eq!((f.len(), b.len()), (forward, backward), "{variant} T={t}: forward {f:?}, backward {b:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::BoneKernels;
 use super::baseline::{Half, Operand, Output, RowMajorBlas};
-use super::launch::{Arg, GemmKind, Launcher, chunks, gemm_kind};
+use super::launch::{Arg, GemmKind, Launcher, gemm_kind};
 use super::params::BoneGemm;
 use crate::error::Result;
 
@@ -39,77 +39,40 @@ impl<R: ProductRunner> ProductRunner for &R {
 /// A [`Launcher`] that splits every GEMM into [`Product`]s for its runner.
 pub(crate) struct Split<R>(pub R);
 
-/// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one;
-/// for a reduction cut by `split_k`, each chunk into its own partial sums: an unbatched
-/// GEMM's whole chunks as one strided batch (the chunks are equally spaced), then its
-/// shorter last chunk; a batched GEMM's chunks one by one, each over the batches. A second
-/// product shorter than the run it falls in goes chunk by chunk.
+/// The products of one `BoneGemm`: `C (+)= A1 B1^T`, then `C += A2 B2^T` when it has one.
+/// A library GEMM gets whole reductions (it picks its own split-K: `cuts_reductions`), so
+/// `split_k` is never set here.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
+    assert_eq!(p.split_k, 0, "{kernel}: the launch sequences hand a library GEMM whole reductions");
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
-    let (m, n, k, k2) = (p.m as usize, p.n as usize, p.k as usize, p.k2 as usize);
-    let len = if p.split_k > 0 { p.split_k as usize } else { k.max(k2) };
-    // Runs of chunks that are one product each: (first chunk, chunks).
-    let runs: Vec<(usize, usize)> = match (chunks(p), batches) {
-        (1, _) => vec![(0, 1)],
-        (count, 1) if k / len > 1 => {
-            let whole = k / len;
-            let mut runs = vec![(0, whole)];
-            runs.extend((whole..count).map(|c| (c, 1)));
-            runs
+    let (m, n) = (p.m as usize, p.n as usize);
+    // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
+    // B's storage transposed when B is K-major ([n][k]), as stored when MN-major ([k][n]).
+    let product = |(a, lda, stride_a), (b, ldb, stride_b), extent: i32, beta: f32| {
+        let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, transposed: bool| Operand {
+            address: address as u64,
+            ld: ld as usize,
+            transposed,
+            stride: stride as usize,
+        };
+        Product {
+            shape: [m, n, extent as usize],
+            a: operand(a, lda, stride_a, !a_k_major),
+            b: operand(b, ldb, stride_b, b_k_major),
+            half,
+            out: Output { address: p.c as u64, ld: p.ldc as usize, stride: p.stride_c as usize, f32: out_f32 },
+            beta,
+            batches,
         }
-        (count, _) => (0..count).map(|c| (c, 1)).collect(),
     };
-    // The product over `extent` of K from chunk `first` on, `count` chunks as a strided
-    // batch (or the GEMM's own batches). C = A B^T with A [m, k] and B [n, k]: op(A) is A
-    // itself when K-major; op(B) = B^T is B's storage transposed when B is K-major
-    // ([n][k]), as stored when MN-major ([k][n]). A chunk starting at k0 starts k0 columns
-    // (K-major) or k0 rows (MN-major) in, and the next chunk len further.
-    let product = |(first, count): (usize, usize), second: bool, extent: usize| {
-        let k0 = first * len;
-        let operand = |address: *const std::ffi::c_void, ld: i32, stride: i64, k_major: bool, transposed: bool| {
-            let per_k = if k_major { 1 } else { ld as usize };
-            Operand {
-                address: address as u64 + (2 * k0 * per_k) as u64,
-                ld: ld as usize,
-                transposed,
-                stride: if count > 1 { len * per_k } else { stride as usize },
-            }
-        };
-        let element = if out_f32 { 4 } else { 2 };
-        let out = Output {
-            address: p.c as u64 + (first * batches * p.stride_c as usize * element) as u64,
-            ld: p.ldc as usize,
-            stride: p.stride_c as usize,
-            f32: out_f32,
-        };
-        let (a, b) = if second {
-            (
-                operand(p.a2, p.lda2, p.stride_a2, a_k_major, !a_k_major),
-                operand(p.b2, p.ldb2, p.stride_b2, b_k_major, b_k_major),
-            )
-        } else {
-            (
-                operand(p.a, p.lda, p.stride_a, a_k_major, !a_k_major),
-                operand(p.b, p.ldb, p.stride_b, b_k_major, b_k_major),
-            )
-        };
-        let beta = if second || p.accumulate != 0 { 1.0 } else { 0.0 };
-        Product { shape: [m, n, extent], a, b, half, out, beta, batches: if count > 1 { count } else { batches } }
-    };
-    // How much of a product with K extent `total` chunk `c` reduces.
-    let within = |total: usize, c: usize| total.min((c + 1) * len).saturating_sub(c * len);
-    let mut products = Vec::new();
-    for (first, count) in runs {
-        products.push(product((first, count), false, within(k, first)));
-        if k2 == 0 {
-            continue;
-        }
-        if k2 >= (first + count) * len || (count == 1 && within(k2, first) > 0) {
-            products.push(product((first, count), true, within(k2, first)));
-        } else {
-            let chunks = (first..first + count).filter(|&c| within(k2, c) > 0);
-            products.extend(chunks.map(|c| product((c, 1), true, within(k2, c))));
-        }
+    let mut products = vec![product(
+        (p.a, p.lda, p.stride_a),
+        (p.b, p.ldb, p.stride_b),
+        p.k,
+        if p.accumulate != 0 { 1.0 } else { 0.0 },
+    )];
+    if p.k2 > 0 {
+        products.push(product((p.a2, p.lda2, p.stride_a2), (p.b2, p.ldb2, p.stride_b2), p.k2, 1.0));
     }
     products
 }
@@ -142,6 +105,11 @@ impl<R: ProductRunner> Launcher for Split<R> {
     /// A library GEMM runs the products: the unfused sequence.
     fn fused(&self, _: &str, _: (u32, u32), _: &[Arg]) -> Option<Result<()>> {
         None
+    }
+
+    /// The library picks its own split-K.
+    fn cuts_reductions(&self) -> bool {
+        false
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) fn reduce(
     (out, sum_kernel): (u64, &str),
     product: impl FnOnce(u64, bool) -> (Gemm, String, usize),
 ) -> Result<()> {
-    let (len, chunks) = plan(tokens, tiles);
+    let (len, chunks) = if launcher.cuts_reductions() { plan(tokens, tiles) } else { (tokens, 1) };
     if chunks == 1 {
         let (gemm, kernel, batches) = product(out, false);
         return gemm.launch(launcher, &kernel, batches);
@@ -91,9 +91,14 @@ pub(crate) fn reduce_row_product(
 /// How a GEMM with an `[m, n]` output over a reduction of `k` is cut along K so that its
 /// blocks fill the GPU: (length, chunks); one chunk where its tiles already do (or K is
 /// short).
-pub(crate) fn fill_plan([m, n, k]: [usize; 3]) -> (usize, usize) {
+fn fill_plan([m, n, k]: [usize; 3]) -> (usize, usize) {
     let tiles = m.div_ceil(BONE_GEMM_BM as usize) * n.div_ceil(BONE_GEMM_BN as usize);
     if tiles < FULL_GPU_BLOCKS { plan(k, tiles) } else { (k, 1) }
+}
+
+/// [`fill_plan`] where `launcher` wants the sequence to cut reductions, else one chunk.
+pub(crate) fn fill_plan_for(launcher: &impl Launcher, [m, n, k]: [usize; 3]) -> (usize, usize) {
+    if launcher.cuts_reductions() { fill_plan([m, n, k]) } else { (k, 1) }
 }
 
 /// Bytes of f32 partial sums [`launch_filled`] needs for that GEMM (0 when it is not cut):
@@ -119,7 +124,7 @@ pub(crate) fn launch_filled(
     partials: u64,
     product: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
-    match fill_plan([m, n, k]) {
+    match fill_plan_for(launcher, [m, n, k]) {
         (_, 1) => product(out, ldc).bias(bias).launch(launcher, &call.gemm(layouts), 1),
         (len, chunks) => {
             product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;

@@ -78,6 +78,14 @@ impl RowMajorBlas {
             return Err(BoneError::Cublas("the cuBLAS library (libcublas) was not found on the library path".into()));
         }
         let blas = CudaBlas::new(stream.clone()).map_err(|e| BoneError::Cublas(format!("{e:?}")))?;
+        // cuBLAS picks its own split-K for long reductions with few output tiles (the
+        // launch sequences hand it those whole); its partial sums then stay in f32, not in
+        // a 16-bit output's type, which it would otherwise be allowed to use.
+        let mode = sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+        // SAFETY: the handle is live (owned by `blas`); setting its math mode touches nothing else.
+        unsafe { sys::cublasSetMathMode(*blas.handle(), mode) }
+            .result()
+            .map_err(|e| BoneError::Cublas(format!("cublasSetMathMode: {e:?}")))?;
         Ok(RowMajorBlas { blas, stream })
     }
 
