@@ -111,10 +111,6 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
         copy_wait<STAGES - 3>();
         fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy
         __syncthreads();      // everyone's copies of tile t; both warpgroups retired tile t - 2
-        const int next = t + STAGES - 2;
-        if (next < k_tiles) load_stage(next, next % STAGES);  // into the stage tile t - 2 used
-        copy_commit();
-
         if (rows_live) {
             const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
             const unsigned char* a_tile = stage + warpgroup * (64 / 8) * GROUP_BYTES;
@@ -127,6 +123,13 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
                                                        descriptor(b_tile + ks * 2 * CORE_BYTES));
             }
             wgmma_commit();
+        }
+        // The refill, issued once tile t's products are queued (the tensor cores have tile
+        // t - 1's and t's while these copies issue): into the stage tile t - 2 used.
+        const int next = t + STAGES - 2;
+        if (next < k_tiles) load_stage(next, next % STAGES);
+        copy_commit();
+        if (rows_live) {
             wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on past the next barrier
             wgmma_fence_operands(acc);
         }
