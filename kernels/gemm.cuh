@@ -96,15 +96,6 @@ __device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[4][
             }
 }
 
-// f(row, col, value) for each of this thread's accumulators, at its place in the tile.
-template <typename F>
-__device__ __forceinline__ void for_each_accumulator(const float (&acc)[4][4][4], F f) {
-    for_each_accumulator_pair(acc, [&](int row, int col, float v0, float v1) {
-        f(row, col, v0);
-        f(row, col + 1, v1);
-    });
-}
-
 // acc (this thread's fragments of the block's 128 x 128 tile) += the product of k_tiles
 // K tiles, tile t loaded by load(t, a_tile, b_tile) into a stage's two buffers, through a
 // STAGES-deep pipeline in `tiles` (dynamic shared memory). Ends with every copy landed but
@@ -165,7 +156,8 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                   });
 
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-    for_each_accumulator(acc, [&](int row, int col, float v) { out.store(block_m + row, block_n + col, v); });
+    for_each_accumulator_pair(
+        acc, [&](int row, int col, float v0, float v1) { out.store_pair(block_m + row, block_n + col, v0, v1); });
 }
 
 }  // namespace bone_gemm

@@ -117,14 +117,21 @@ __device__ __forceinline__ void copy_tile(unsigned char* tile, const T* src, int
     }
 }
 
-// Rounded once to a 16-bit output; an f32 output may add to what it holds.
+// Two adjacent outputs c[idx], c[idx + 1] in one store: rounded once to a 16-bit output;
+// an f32 output may add to what it holds.
 template <typename T>
-__device__ __forceinline__ void store_out(T* c, long long idx, float v, bool) {
-    c[idx] = from_f32<T>(v);
+__device__ __forceinline__ void store_pair(T* c, long long idx, float v0, float v1, bool) {
+    *reinterpret_cast<uint32_t*>(c + idx) = pack2<T>(v0, v1);
 }
 template <>
-__device__ __forceinline__ void store_out<float>(float* c, long long idx, float v, bool accumulate) {
-    c[idx] = accumulate ? c[idx] + v : v;
+__device__ __forceinline__ void store_pair<float>(float* c, long long idx, float v0, float v1, bool accumulate) {
+    float2* p = reinterpret_cast<float2*>(c + idx);
+    if (accumulate) {
+        const float2 held = *p;
+        v0 += held.x;
+        v1 += held.y;
+    }
+    *p = make_float2(v0, v1);
 }
 
 // Where layer z of the grid writes: C[z][row, col] = v (+ bias[col], of the operands' type
@@ -145,9 +152,15 @@ struct Output {
           ldc(p.ldc),
           accumulate(p.accumulate != 0) {}
 
-    __device__ __forceinline__ void store(int row, int col, float v) const {
+    // (row, col) and (row, col + 1), col even, in one store (n, ldc, C's stride and
+    // pointer are multiples of 8 elements: both lie inside N or neither, and aligned).
+    __device__ __forceinline__ void store_pair(int row, int col, float v0, float v1) const {
         if (row >= m || col >= n) return;
-        store_out<TOut>(c, (long long)row * ldc + col, v + (bias ? to_f32(bias[col]) : 0.f), accumulate);
+        if (bias) {
+            v0 += to_f32(bias[col]);
+            v1 += to_f32(bias[col + 1]);
+        }
+        bone_gemm_common::store_pair<TOut>(c, (long long)row * ldc + col, v0, v1, accumulate);
     }
 };
 

@@ -154,15 +154,6 @@ __device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[TIL
         }
 }
 
-// f(row, col, value) for each of this thread's accumulators, at its place in the tile.
-template <int TILE_N, typename F>
-__device__ __forceinline__ void for_each_accumulator(const float (&acc)[TILE_N / 2], F f) {
-    for_each_accumulator_pair<TILE_N>(acc, [&](int row, int col, float v0, float v1) {
-        f(row, col, v0);
-        f(row, col + 1, v1);
-    });
-}
-
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
@@ -182,7 +173,8 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                                                                block_n, k.k0);
                                                });
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-    for_each_accumulator<TILE_N>(acc, [&](int row, int col, float v) { out.store(block_m + row, block_n + col, v); });
+    for_each_accumulator_pair<TILE_N>(
+        acc, [&](int row, int col, float v0, float v1) { out.store_pair(block_m + row, block_n + col, v0, v1); });
 #else
     __trap();
 #endif

@@ -66,8 +66,8 @@ enum BoneLayout {
 // own partial sums to C, so that the grid holds batches x chunks layers,
 // z = c batches + batch: layer z writes C + z stride_c.
 // Element counts fit in int32; every leading dimension, stride, split_k and the contiguous
-// extent of every operand are multiples of 8, and every pointer is 16-byte aligned
-// (checked on the host).
+// extent of every operand and of C (n) are multiples of 8, and every pointer is 16-byte
+// aligned (checked on the host): C's elements are stored two at a time.
 struct BoneGemm {
     const void* a;
     const void* b;

@@ -282,6 +282,10 @@ impl Launcher for Emulator {
             let b_extent = if b_k_major { k } else { p.n };
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
+        assert!(
+            p.c as u64 % 16 == 0 && [p.n as i64, p.ldc as i64, p.stride_c].iter().all(|v| v % 8 == 0),
+            "{kernel}: C's pointer, n, ldc or stride breaks the contract (16-byte aligned, multiples of 8)"
+        );
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
         assert!(p.split_k % 8 == 0, "{kernel}: split_k {}", p.split_k);
         let (name, config) = match self.tile_n {

@@ -59,6 +59,11 @@ inline void __syncthreads() { ::bone_host::sync_threads(); }
 using std::max;  // CUDA's device max and min
 using std::min;
 
+struct alignas(8) float2 {
+    float x, y;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+
 struct __nv_bfloat16 {
     uint16_t bits;
 };
