@@ -283,7 +283,7 @@ impl Launcher for Emulator {
             assert!(a_extent % 8 == 0 && b_extent % 8 == 0, "{kernel}: a contiguous extent is not a multiple of 8");
         }
         assert!(
-            p.c as u64 % 16 == 0 && [p.n as i64, p.ldc as i64, p.stride_c].iter().all(|v| v % 8 == 0),
+            (p.c as u64).is_multiple_of(16) && [p.n as i64, p.ldc as i64, p.stride_c].iter().all(|v| v % 8 == 0),
             "{kernel}: C's pointer, n, ldc or stride breaks the contract (16-byte aligned, multiples of 8)"
         );
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
