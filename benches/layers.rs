@@ -16,11 +16,17 @@
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
+//!
+//! First, the plain products alone (groups `product/<kk|kt|tt>/<m>x<n>x<k>`: the forward's
+//! Y = X W^T, the backward's dX = dY W and a weight gradient dY^T X): the crate's GEMM on
+//! mma.sync (`native`) and on wgmma (`wgmma`) against cuBLAS (`cublas`) on the same
+//! shape, 2 m n k flops each.
 //! `benches/summarize.py` turns criterion's estimates into the summary table.
 
 use std::time::Duration;
 
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
+use bone_kernels::cuda::bench_support::{Product, product};
 use bone_kernels::cuda::{
     BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
 };
@@ -142,11 +148,8 @@ fn bench_layer(
                 gpu.time(iters, |i| {
                     let x = xs[i % 2].as_view();
                     kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
-                    let mut grads = LayerGrads {
-                        dx: Some(dx.as_view_mut()),
-                        db: db.slice_mut(..shape.adapter_len()),
-                        dbias: None,
-                    };
+                    let mut grads =
+                        LayerGrads { dx: Some(dx.as_view_mut()), db: db.slice_mut(..shape.adapter_len()), dbias: None };
                     kernels
                         .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
                         .unwrap();
@@ -269,6 +272,54 @@ fn bench_layer(
     }
 }
 
+/// The plain products of a layer's passes, on each of the crate's GEMMs and on cuBLAS.
+fn bench_products(c: &mut Criterion, gpu: &Gpu) {
+    let s = &gpu.stream;
+    let engines: Vec<(&str, Option<BoneKernels>)> = gpu
+        .kernels
+        .available_gemm_engines()
+        .unwrap()
+        .into_iter()
+        .filter_map(|engine| {
+            let name = match engine {
+                GemmEngine::Native => "native",
+                GemmEngine::Wgmma => "wgmma",
+                GemmEngine::Cublas => return None,
+            };
+            let mut kernels = gpu.kernels.clone();
+            kernels.set_gemm_engine(engine).unwrap();
+            Some((name, Some(kernels)))
+        })
+        .chain([("cublas", None)])
+        .collect();
+    // [m, n, k]: Llama-2-7B's square and MLP layers at T = 4096 and the paper's T = 512.
+    for dims in [[4096, 4096, 4096], [512, 4096, 4096], [4096, 11008, 4096], [512, 11008, 4096], [4096, 4096, 11008]] {
+        let [m, n, k] = dims;
+        let operands = [device_bf16(s, m.max(n) * k, 11, 1.0), device_bf16(s, m.max(n) * k, 12, 1.0)];
+        let mut out = s.alloc_zeros::<bf16>(m * n).unwrap();
+        for which in [Product::Forward, Product::Input, Product::Weight] {
+            let mut group = c.benchmark_group(format!("product/{}/{m}x{n}x{k}", which.name()));
+            group.warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(500)).sample_size(10);
+            group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+            for (name, kernels) in &engines {
+                let (kernels, blas) = match kernels {
+                    Some(kernels) => (kernels, None),
+                    None => (&gpu.kernels, Some(&gpu.blas)),
+                };
+                group.bench_function(*name, |bencher| {
+                    bencher.iter_custom(|iters| {
+                        gpu.time(iters, |_| {
+                            let (a, b) = (operands[0].slice(..m * k), operands[1].slice(..n * k));
+                            product(kernels, blas, which, dims, (&a, &b), &mut out.as_view_mut()).unwrap()
+                        })
+                    })
+                });
+            }
+            group.finish();
+        }
+    }
+}
+
 fn layers(c: &mut Criterion) {
     if device_count() == 0 || !kernels_built() {
         eprintln!(
@@ -287,6 +338,8 @@ fn layers(c: &mut Criterion) {
         start: context.new_event(timed).unwrap(),
         end: context.new_event(timed).unwrap(),
     };
+    // The plain products first: ~35 s, the clearest measure of the crate's GEMMs.
+    bench_products(c, &gpu);
     // Llama-2-7B's projections at the paper's batch (1 x 512) and at T = 4096, r = 64.
     let mut cases: Vec<((usize, usize, usize, usize), bool)> = Vec::new();
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {

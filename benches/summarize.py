@@ -41,6 +41,25 @@ def flops(group, function):
     return 2.0 * t * n * k * units
 
 
+def print_products(medians):
+    """The plain products (groups product/<layouts>/<m>x<n>x<k>): each engine's TFLOP/s and
+    its fraction of cuBLAS's on the same shape."""
+    groups = sorted(g for g in medians if g.startswith("product/"))
+    if not groups:
+        return
+    print(f"\n{'product':28} {'engine':8} {'ms':>8} {'TFLOP/s':>8} {'/cuBLAS':>8}")
+    for group in groups:
+        m, n, k = map(int, group.split("/")[2].split("x"))
+        times = medians[group]
+        cublas = times.get("cublas")
+        for engine in ("native", "wgmma", "cublas"):
+            seconds = times.get(engine)
+            if seconds is None:
+                continue
+            share = f"{cublas / seconds:8.0%}" if cublas else "       -"
+            print(f"{group:28} {engine:8} {seconds * 1e3:8.3f} {2 * m * n * k / seconds / 1e12:8.1f} {share}")
+
+
 def main():
     medians = criterion_medians(sys.argv[1])
     peft = {}
@@ -55,7 +74,7 @@ def main():
                 kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
     targets = []
     print(f"\n{'layer':22} {'path':15} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
-    for group in sorted(medians):
+    for group in sorted(g for g in medians if not g.startswith("product/")):
         times = medians[group]
         get = lambda path, p: times.get(f"{path}/{p}")
         lora = get("lora", "fwd_bwd")
@@ -90,6 +109,7 @@ def main():
         lora_kept = kept.get((group, "lora"))
         if path in OURS and lora_kept:
             targets.append((f"{group} {path} kept memory <= LoRA's", ours / lora_kept, ours <= lora_kept))
+    print_products(medians)
     print("\ntargets:")
     for name, value, met in targets:
         print(f"  {'met   ' if met else 'MISSED'} {name} ({value:.2f})")

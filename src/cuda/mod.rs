@@ -11,6 +11,8 @@ mod bat_col;
 #[cfg(test)]
 mod bat_col_grads_tests;
 mod bat_row;
+#[doc(hidden)]
+pub mod bench_support;
 mod device;
 mod element;
 #[cfg(test)]

@@ -1,0 +1,68 @@
+//! Not part of the API (hidden from the docs): one plain bf16 product on the crate's GEMM
+//! kernels or on cuBLAS, so that `benches/gemm.rs` can time them side by side on the same
+//! shape (issue #4 asks for the GEMM-shaped kernels' throughput as a fraction of cuBLAS's).
+
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use half::bf16;
+
+use super::baseline::RowMajorBlas;
+use super::handle::BoneKernels;
+use super::launch::Gemm;
+use super::split::{Cublas, Split};
+use crate::error::{BoneError, Result};
+
+/// The three products a layer's passes take, by their operands' layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// `C = A B^T`, A `[m, k]`, B `[n, k]` (the forward's `Y = X W^T`; kernels `kk`).
+    Forward,
+    /// `C = A B`, A `[m, k]`, B `[k, n]` (the backward's `dX = dY W`; kernels `kt`).
+    Input,
+    /// `C = A^T B`, A `[k, m]`, B `[k, n]` (a weight gradient `dW = dY^T X`; kernels `tt`).
+    Weight,
+}
+
+impl Product {
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Forward => "kk",
+            Product::Input => "kt",
+            Product::Weight => "tt",
+        }
+    }
+}
+
+/// C `[m, n]` (bf16) = the `product` of bf16 `a` and `b` (f32 accumulation), on cuBLAS
+/// where `blas` is given, else on `kernels`' own GEMM (mma.sync, or wgmma where its engine
+/// is [`super::GemmEngine::Wgmma`]). Lengths must be exactly m k, n k and m n; m, n and k
+/// multiples of 8.
+pub fn product(
+    kernels: &BoneKernels,
+    blas: Option<&RowMajorBlas>,
+    product: Product,
+    [m, n, k]: [usize; 3],
+    (a, b): (&CudaView<bf16>, &CudaView<bf16>),
+    c: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    if ![m, n, k].iter().all(|v| v.is_multiple_of(8)) {
+        return Err(BoneError::UnsupportedByKernels(format!("[m, n, k] = [{m}, {n}, {k}]: multiples of 8 only")));
+    }
+    let dims = || format!("[m, n, k] = [{m}, {n}, {k}]");
+    kernels.check_buffer("A", a, m * k, dims)?;
+    kernels.check_buffer("B", b, n * k, dims)?;
+    kernels.check_buffer("C", c, m * n, dims)?;
+    let stream = kernels.stream().clone();
+    let ((a_ptr, _a), (b_ptr, _b), (c_ptr, _c)) =
+        (a.device_ptr(&stream), b.device_ptr(&stream), c.device_ptr_mut(&stream));
+    let (lda, ldb) = match product {
+        Product::Forward => (k, k),
+        Product::Input => (k, n),
+        Product::Weight => (m, n),
+    };
+    let gemm = Gemm::new((a_ptr, lda), (b_ptr, ldb), (c_ptr, n), [m, n, k]);
+    let kernel = format!("bone_gemm_{}_bf16_bf16", product.name());
+    match blas {
+        Some(blas) => gemm.launch(&Split(Cublas { kernels, blas }), &kernel, 1),
+        None => gemm.launch(kernels, &kernel, 1),
+    }
+}

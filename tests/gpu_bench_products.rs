@@ -1,0 +1,68 @@
+//! The plain products `benches/gemm.rs` times (`bone_kernels::cuda::bench_support`) compute
+//! what they claim, on every engine, against an f64 product of the same bf16 inputs; bad
+//! dimensions are refused. Skips with a printed notice where there is no GPU.
+
+mod common;
+
+use bone_kernels::BoneError;
+use bone_kernels::cuda::baseline::RowMajorBlas;
+use bone_kernels::cuda::bench_support::{Product, product};
+use common::{fresh_rng, gemm_engines, gpu_or_skip, random_vec, rel_err};
+use half::bf16;
+
+/// C = op(A) op(B) in f64 for `product`'s layouts (A and B as stored).
+fn reference(which: Product, [m, n, k]: [usize; 3], a: &[f64], b: &[f64]) -> Vec<f64> {
+    let a_at = |row: usize, j: usize| if which == Product::Weight { a[j * m + row] } else { a[row * k + j] };
+    let b_at = |col: usize, j: usize| if which == Product::Forward { b[col * k + j] } else { b[j * n + col] };
+    (0..m * n).map(|i| (0..k).map(|j| a_at(i / n, j) * b_at(i % n, j)).sum()).collect()
+}
+
+#[test]
+fn gpu_bench_products_compute_what_they_claim() {
+    let Some(mut kernels) = gpu_or_skip("gpu_bench_products_compute_what_they_claim") else { return };
+    let mut rng = fresh_rng("gpu_bench_products_compute_what_they_claim");
+    let stream = kernels.stream().clone();
+    let blas = RowMajorBlas::new(stream.clone()).unwrap();
+    let dims = [136, 72, 264];
+    let [m, n, k] = dims;
+    let a: Vec<bf16> = random_vec(&mut rng, m * k, 1.0).iter().map(|&v| bf16::from_f64(v)).collect();
+    let b: Vec<bf16> = random_vec(&mut rng, n * k, 1.0).iter().map(|&v| bf16::from_f64(v)).collect();
+    let (a64, b64): (Vec<f64>, Vec<f64>) =
+        (a.iter().map(|v| v.to_f64()).collect(), b.iter().map(|v| v.to_f64()).collect());
+    let (a_dev, b_dev) = (stream.clone_htod(&a).unwrap(), stream.clone_htod(&b).unwrap());
+    for engine in gemm_engines(&kernels) {
+        kernels.set_gemm_engine(engine).unwrap();
+        for which in [Product::Forward, Product::Input, Product::Weight] {
+            for on_cublas in [false, true] {
+                let mut c_dev = stream.clone_htod(&vec![bf16::NAN; m * n]).unwrap();
+                let library = on_cublas.then_some(&blas);
+                product(&kernels, library, which, dims, (&a_dev.as_view(), &b_dev.as_view()), &mut c_dev.as_view_mut())
+                    .unwrap();
+                let got: Vec<f64> = stream.clone_dtoh(&c_dev).unwrap().iter().map(|v| v.to_f64()).collect();
+                let err = rel_err(&got, &reference(which, dims, &a64, &b64));
+                let label = format!("{engine:?} {which:?} cuBLAS={on_cublas}");
+                assert!(err < 1e-2, "{label}: relative error {err:.2e}");
+                println!("{label}: relative error {err:.1e}");
+            }
+        }
+    }
+    let mut c_dev = stream.clone_htod(&vec![bf16::ZERO; 4]).unwrap();
+    let refused = product(
+        &kernels,
+        None,
+        Product::Forward,
+        [2, 2, 2],
+        (&a_dev.as_view(), &b_dev.as_view()),
+        &mut c_dev.as_view_mut(),
+    );
+    assert!(matches!(refused, Err(BoneError::UnsupportedByKernels(_))), "{refused:?}");
+    let short = product(
+        &kernels,
+        None,
+        Product::Forward,
+        [8, 8, 8],
+        (&a_dev.as_view(), &b_dev.as_view()),
+        &mut c_dev.as_view_mut(),
+    );
+    assert!(matches!(short, Err(BoneError::LengthMismatch { .. })), "{short:?}");
+}
