@@ -53,15 +53,15 @@ pub enum GemmEngine {
 
 impl BoneKernels {
     /// Loads the embedded kernel image into `stream`'s context, with the default GEMM
-    /// engine: [`GemmEngine::Cublas`] where the cuBLAS library loads (the fastest measured),
-    /// else [`GemmEngine::Native`]. [`BoneKernels::gemm_engine`] says which;
-    /// [`BoneKernels::with_gemm_engine`] asks for one and fails where it cannot run.
+    /// engine: [`GemmEngine::Cublas`] where the cuBLAS library is on the library path (the
+    /// fastest measured), else [`GemmEngine::Native`]. [`BoneKernels::gemm_engine`] says
+    /// which; [`BoneKernels::with_gemm_engine`] asks for one and fails where it cannot run.
     ///
-    /// Fails with [`BoneError::KernelsNotBuilt`] when the crate was built without nvcc.
+    /// Fails with [`BoneError::KernelsNotBuilt`] when the crate was built without nvcc, and
+    /// with [`BoneError::Cublas`] where the library is there but its handle cannot be made.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
-        let mut kernels = Self::load(stream)?;
-        kernels.blas = RowMajorBlas::new(kernels.stream.clone()).ok().map(Arc::new);
-        Ok(kernels)
+        let engine = if cublas_present() { GemmEngine::Cublas } else { GemmEngine::Native };
+        Self::with_gemm_engine(stream, engine)
     }
 
     /// As [`BoneKernels::new`], on `engine` (see [`BoneKernels::set_gemm_engine`]).
