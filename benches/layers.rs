@@ -14,6 +14,8 @@
 //!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM on mma.sync)
 //!   <variant>+wgmma/*    the same with its wgmma GEMM (compute capability 9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
+//!   bat-col*/db          BatCol's dB alone (a backward without dX): the fused kernel on the
+//!                        crate's GEMMs, G through device memory on cuBLAS
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
 //!
@@ -156,6 +158,20 @@ fn bench_layer(
                 })
             })
         });
+        if variant == Variant::BatCol {
+            // dB alone (a backward without dX): the fused kernel (G in shared memory) on the
+            // crate's GEMMs, G through device memory on cuBLAS; 2 T N K flops (G's product).
+            group.throughput(units(1));
+            group.bench_function(format!("{name}/db"), |bencher| {
+                bencher.iter_custom(|iters| {
+                    gpu.time(iters, |i| {
+                        let mut grads = LayerGrads { dx: None, db: db.slice_mut(..shape.adapter_len()), dbias: None };
+                        let (x, dy) = (xs[i % 2].as_view(), dys[i % 2].as_view());
+                        kernels.backward(&shape, t, &x, &weights, &dy, &mut grads, &mut workspace).unwrap();
+                    })
+                })
+            });
+        }
     }
     if !baselines {
         return;

@@ -41,6 +41,21 @@ def flops(group, function):
     return 2.0 * t * n * k * units
 
 
+def print_bat_col_db(medians):
+    """BatCol's dB alone on each engine: the fused kernel against G through memory."""
+    rows = [(g, e) for g in sorted(medians) if not g.startswith("product/") for e in ENGINES
+            if f"bat-col{e}/db" in medians[g]]
+    if not rows:
+        return
+    print(f"\n{'layer':22} {'BatCol dB alone':18} {'ms':>8} {'TFLOP/s':>8} {'/cuBLAS':>8}")
+    for group, engine in rows:
+        times = medians[group]
+        seconds, cublas = times[f"bat-col{engine}/db"], times.get("bat-col+cublas/db")
+        share = f"{cublas / seconds:8.0%}" if cublas else "       -"
+        name = {"": "fused, mma.sync", "+wgmma": "fused, wgmma", "+cublas": "unfused, cuBLAS"}[engine]
+        print(f"{group:22} {name:18} {seconds * 1e3:8.3f} {flops(group, 'bat-col/fwd') / seconds / 1e12:8.1f} {share}")
+
+
 def print_products(medians):
     """The plain products (groups product/<layouts>/<m>x<n>x<k>): each engine's TFLOP/s and
     its fraction of cuBLAS's on the same shape."""
@@ -109,6 +124,7 @@ def main():
         lora_kept = kept.get((group, "lora"))
         if path in OURS and lora_kept:
             targets.append((f"{group} {path} kept memory <= LoRA's", ours / lora_kept, ours <= lora_kept))
+    print_bat_col_db(medians)
     print_products(medians)
     print("\ntargets:")
     for name, value, met in targets:
