@@ -58,15 +58,17 @@ fn slab_rows(layer: &LayerShape) -> usize {
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
 /// activations' type; forward adds Y's partial sums where a slab's product is cut along K;
 /// backward adds, where W' takes more than one slab, dX in f32 `[T, K]`, and partial sums
-/// (dB's over chunks of K, then dX's at small T).
-pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+/// (dB's over chunks of K, then dX's at small T); no partial sums where the launcher does
+/// not `cut` reductions (a library GEMM, which also takes the unfused dB).
+pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
+    let cut_only = |bytes: usize| if cut { bytes } else { 0 };
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
     match pass {
         Pass::Forward => {
             let slab_partials = |row0| token_chunks::fill_partial_bytes([tokens, rows.min(n - row0), k]);
-            sizes.push((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0));
+            sizes.push(cut_only((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0)));
         }
         Pass::Backward => {
             let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
@@ -74,7 +76,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usiz
             // with W' in one slab, dX's at small T.
             let dx_partials = token_chunks::fill_partial_bytes([tokens, k, rows]);
             let db_partials = block_grads_partial_bytes(layer, rows).max(fused_partial_bytes(layer));
-            sizes.extend([dx_f32, db_partials.max(dx_partials)]);
+            sizes.extend([dx_f32, cut_only(db_partials.max(dx_partials))]);
         }
     }
     sizes

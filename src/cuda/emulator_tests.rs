@@ -77,7 +77,9 @@ fn check(
     let inputs = Call::new(layer, shape, t, (x_ty.suffix(), b_ty.suffix()), inputs).unwrap();
     let mut call =
         Call { bias: if with_bias { emulator.upload(x_ty, &bias) } else { 0 }, y: emulator.alloc(t * n * 2), ..inputs };
-    let regions = |pass| region_sizes(&shape, t, pass).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
+    let cut = engine != GemmEngine::Cublas;
+    let regions =
+        |pass| region_sizes(&shape, t, pass, cut).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
     run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(x_ty, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
@@ -135,7 +137,7 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
 #[test]
 fn batcol_takes_several_slabs_here() {
     let shape = LayerShape::new(Variant::BatCol, Dims { k: 96, n: 256, r: 16 }).unwrap();
-    let forward = region_sizes(&shape, 1, Pass::Forward);
+    let forward = region_sizes(&shape, 1, Pass::Forward, true);
     assert!(forward[3] < 256 * 96 * 2, "the W' slab must be smaller than W so the slab loop runs more than once");
 }
 
@@ -206,7 +208,7 @@ fn batcol_partial_sums_stay_within_the_documented_bound() {
     super::bat_col::use_production_slabs();
     for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16)] {
         let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
-        let partials = *region_sizes(&shape, 4096, Pass::Backward).last().unwrap();
+        let partials = *region_sizes(&shape, 4096, Pass::Backward, true).last().unwrap();
         assert!(partials <= 128 * 1024 * r, "N={n} K={k} r={r}: {partials} bytes of partial sums");
     }
 }
@@ -220,7 +222,7 @@ fn batcol_forward_partial_sums_stay_within_the_documented_bound() {
         for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16), (256, 16384, 16)]
         {
             let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
-            let partials = region_sizes(&shape, t, Pass::Forward)[4];
+            let partials = region_sizes(&shape, t, Pass::Forward, true)[4];
             assert!(partials <= 16 << 20, "T={t} N={n} K={k}: {partials} bytes of Y's partial sums");
         }
     }
@@ -236,7 +238,7 @@ fn split_products_keep_their_partial_sums_within_the_documented_bound() {
             for variant in [Variant::Shared, Variant::BatRow] {
                 let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
                 for pass in [Pass::Forward, Pass::Backward] {
-                    let regions = region_sizes(&shape, t, pass);
+                    let regions = region_sizes(&shape, t, pass, true);
                     let partials: &[usize] = match (variant, pass) {
                         (Variant::Shared, Pass::Forward) => &[3],
                         _ => &[6, 7],

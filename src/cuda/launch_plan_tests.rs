@@ -81,7 +81,8 @@ fn record_on(family: Option<GemmKernels>, shape: &LayerShape, tokens: usize, pas
         Pass::Forward => Call { y: 4 << 40, bias: 5 << 40, ..inputs },
         Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
     };
-    let regions: Vec<u64> = (0..region_sizes(shape, tokens, pass).len() as u64).map(|i| (8 + i) << 40).collect();
+    let regions: Vec<u64> =
+        (0..region_sizes(shape, tokens, pass, family.is_some()).len() as u64).map(|i| (8 + i) << 40).collect();
     let recorder = Recorder { family: family.unwrap_or(GemmKernels::MmaSync), launches: RefCell::new(Vec::new()) };
     match (pass, family) {
         (Pass::Forward, Some(_)) => run_forward(&recorder, &call, &regions).unwrap(),

@@ -18,18 +18,20 @@ fn db_tiles(layer: &LayerShape) -> usize {
 /// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16; forward adds Y's partial
 /// sums at small T; backward adds U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]`
 /// bf16, for mini dBfull `[r, N]` f32, partial sums (dBfull's over token chunks, then dX's
-/// at small T) and U's.
-pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+/// at small T) and U's; none of the partial sums where the launcher does not `cut` reductions.
+pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
+    let cut_only = |bytes: usize| if cut { bytes } else { 0 };
     let mut sizes = vec![tokens * r * 2, r * n * 2, n * r * 2];
     match pass {
-        Pass::Forward => sizes.push(token_chunks::fill_partial_bytes([tokens, n, k])),
+        Pass::Forward => sizes.push(cut_only(token_chunks::fill_partial_bytes([tokens, n, k]))),
         Pass::Backward => {
             let mini = matches!(layer.variant(), Variant::Mini { .. });
             let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n)
                 .max(token_chunks::fill_partial_bytes([tokens, k, n]));
             let u_partials = token_chunks::row_product_partial_bytes(n, tokens, r);
-            sizes.extend([tokens * r * 2, r * k * 2, if mini { r * n * 4 } else { 0 }, partials, u_partials]);
+            let mini_db = if mini { r * n * 4 } else { 0 };
+            sizes.extend([tokens * r * 2, r * k * 2, mini_db, cut_only(partials), cut_only(u_partials)]);
         }
     }
     sizes

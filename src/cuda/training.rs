@@ -185,7 +185,7 @@ fn aligned(buffer: &'static str, address: u64) -> Result<u64> {
 impl BoneKernels {
     /// Scratch bytes one `pass` over `tokens` tokens of `layer` needs.
     pub fn workspace_bytes(&self, layer: &LayerShape, tokens: usize, pass: Pass) -> usize {
-        total_bytes(&region_sizes(layer, tokens, pass))
+        total_bytes(&region_sizes(layer, tokens, pass, self.blas().is_none()))
     }
 
     /// `Y = X W'^T + bias` without forming W' in device memory beyond the workspace.
@@ -210,7 +210,7 @@ impl BoneKernels {
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
-        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward))?;
+        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward, self.blas().is_none()))?;
         match self.blas() {
             None => run_forward(self, &call, &regions),
             Some(blas) => run_forward(&Split(Cublas { kernels: self, blas }), &call, &regions),
@@ -255,7 +255,7 @@ impl BoneKernels {
             dbias: dbias.as_ref().map_or(0, |d| d.0),
             ..inputs
         };
-        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward))?;
+        let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward, self.blas().is_none()))?;
         match self.blas() {
             None => run_backward(self, &call, &regions),
             Some(blas) => run_backward(&Split(Cublas { kernels: self, blas }), &call, &regions),
@@ -311,11 +311,11 @@ pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64
 }
 
 /// The workspace regions of one pass, in bytes, in the order the variant's code uses them.
-pub(super) fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass) -> Vec<usize> {
+pub(super) fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     match layer.variant() {
-        Variant::Shared | Variant::Mini { .. } => shared_block::regions(layer, tokens, pass),
-        Variant::BatRow => bat_row::regions(layer, tokens, pass),
-        Variant::BatCol => bat_col::regions(layer, tokens, pass),
+        Variant::Shared | Variant::Mini { .. } => shared_block::regions(layer, tokens, pass, cut),
+        Variant::BatRow => bat_row::regions(layer, tokens, pass, cut),
+        Variant::BatCol => bat_col::regions(layer, tokens, pass, cut),
     }
 }
 
@@ -357,11 +357,31 @@ mod tests {
                 let layer = shape(variant, 16384, 16384, r);
                 check_supported(&layer, 65536).unwrap();
                 for pass in [Pass::Forward, Pass::Backward] {
-                    let bytes = total_bytes(&region_sizes(&layer, 65536, pass));
+                    let bytes = total_bytes(&region_sizes(&layer, 65536, pass, true));
                     // At most T x K f32 (BatCol's dX accumulator, 4 GiB here) plus 64 MiB of
                     // slab and partial sums: nothing N x K or T x N.
                     assert!(bytes <= 65536 * 16384 * 4 + (64 << 20), "{variant} r={r} {pass:?}: {bytes} bytes");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_library_gemm_needs_no_partial_sums_in_the_workspace() {
+        // cuBLAS picks its own split-K, so the workspace on that engine is the crate-GEMM
+        // one less every partial-sum region, at any T.
+        for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 64 }] {
+            let layer = shape(variant, 4096, 4096, 64);
+            for (t, pass) in [(512, Pass::Forward), (512, Pass::Backward), (4096, Pass::Backward)] {
+                let (ours, library) = (region_sizes(&layer, t, pass, true), region_sizes(&layer, t, pass, false));
+                let (ours_total, library_total) = (total_bytes(&ours), total_bytes(&library));
+                println!(
+                    "{variant} T={t} {pass:?}: workspace {ours_total} B on the crate's GEMMs, {library_total} B on cuBLAS"
+                );
+                // Regions differ only where the crate's GEMMs keep partial sums; every
+                // backward keeps some (dB's at least).
+                assert!(library.iter().zip(&ours).all(|(l, o)| l == o || *l == 0), "{variant} T={t} {pass:?}");
+                assert!(library_total < ours_total || pass == Pass::Forward, "{variant} T={t} {pass:?}");
             }
         }
     }
