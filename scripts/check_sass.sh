@@ -5,7 +5,7 @@
 # kernel (bone_wgmma_*, bone_bat_col_grads_wgmma_*) must use HGMMA on sm_90a (elsewhere
 # it is a stub that traps), no kernel may touch local memory (LDL/STL: spills or stack
 # arrays), and each GEMM's main loop stays within a budget of instructions per K step
-# (scripts/sass_main_loops.py; measured 112-129 for mma.sync, 168-237 for wgmma).
+# (scripts/sass_main_loops.py; measured 116-131 for mma.sync, 171-246 for wgmma).
 #   scripts/check_sass.sh [path/to/bone_kernels.fatbin]   (default: the newest under target/)
 set -euo pipefail
 fatbin=${1:-$(ls -t target/*/build/bone-kernels-*/out/bone_kernels.fatbin 2>/dev/null | head -1)}
