@@ -43,3 +43,11 @@ pub use handle::{BoneKernels, GemmEngine};
 pub use image::{kernels_built, nvcc_version};
 pub use training::{ActivationElement, AdapterElement, LayerGrads, LayerWeights, Pass};
 pub use workspace::Workspace;
+
+// A trainer may share a handle across threads (each launch goes to the handle's stream)
+// and move a workspace to another (its calls take `&mut`).
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<BoneKernels>();
+    send_sync::<Workspace>();
+};
