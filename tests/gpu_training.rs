@@ -233,6 +233,12 @@ fn gpu_bad_input_is_refused_before_any_launch() {
     assert!(matches!(err, BoneError::LengthMismatch { buffer: "X", .. }), "{err}");
     let err = run(&layer(Variant::BatCol, k, n, 16), x.slice(1..t * k + 1), &mut y, &mut workspace);
     assert!(matches!(err, BoneError::Misaligned { buffer: "X" }), "{err}");
+    // An output view that does not start 16-byte aligned (the GEMMs store outputs in pairs).
+    let mut y_long = stream.alloc_zeros::<bf16>(t * n + 8).unwrap();
+    let shape = layer(Variant::BatCol, k, n, 16);
+    let mut y_view = y_long.slice_mut(1..t * n + 1);
+    let err = kernels.forward(&shape, t, &x.slice(..t * k), &weights, &mut y_view, &mut workspace).unwrap_err();
+    assert!(matches!(err, BoneError::Misaligned { buffer: "Y" }), "{err}");
     // K not a multiple of 8 (the shared block allows any K on the CPU).
     let odd = layer(Variant::Shared, 60, n, 16);
     let err = kernels.forward(&odd, t, &x.slice(..t * 60), &weights, &mut y.as_view_mut(), &mut workspace).unwrap_err();

@@ -67,9 +67,9 @@ pub struct LayerWeights<'a, TB, TX = bf16> {
 /// Where the backward pass writes: dX `[T, K]` (optional, in the activations' type `TX`),
 /// dB (B's shape), dbias `[N]` (optional).
 pub struct LayerGrads<'a, TX = bf16> {
-    /// dX `[T, K]`, when the layer's input needs a gradient.
+    /// dX `[T, K]`, when the layer's input needs a gradient; 16-byte aligned.
     pub dx: Option<CudaViewMut<'a, TX>>,
-    /// dB in B's shape, f32, overwritten (not accumulated).
+    /// dB in B's shape, f32, overwritten (not accumulated); 16-byte aligned.
     pub db: CudaViewMut<'a, f32>,
     /// dbias `[N]` f32 (the column sums of dY), when the bias is trained.
     pub dbias: Option<CudaViewMut<'a, f32>>,
@@ -105,7 +105,8 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// A call with its inputs X, W, B (X and W must be 16-byte aligned: GEMM operands) and
+    /// A call with its inputs X, W, B (X and W must be 16-byte aligned: GEMM operands; so must
+    /// the GEMMs' outputs Y, dX and dB, which they store in pairs and wider) and
     /// the kernel-name suffixes of the activations' and B's types; the outputs and bias are
     /// filled in by the pass.
     pub(crate) fn new(
@@ -189,7 +190,8 @@ impl BoneKernels {
     }
 
     /// `Y = X W'^T + bias` without forming W' in device memory beyond the workspace.
-    /// Shapes and every buffer are checked before anything is launched.
+    /// Shapes and every buffer are checked before anything is launched; X, W and Y must
+    /// start 16-byte aligned (every cudarc allocation does), else [`BoneError::Misaligned`].
     pub fn forward<TX: ActivationElement, TB: AdapterElement>(
         &self,
         layer: &LayerShape,
@@ -209,7 +211,7 @@ impl BoneKernels {
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
-        let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: y_ptr, ..inputs };
+        let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: aligned("Y", y_ptr)?, ..inputs };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward, self.blas().is_none()))?;
         match self.blas() {
             None => run_forward(self, &call, &regions),
@@ -218,7 +220,8 @@ impl BoneKernels {
     }
 
     /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
-    /// dB is deterministic: bitwise identical run to run.
+    /// dB is deterministic: bitwise identical run to run. X, W, dY, dX and dB must start
+    /// 16-byte aligned (every cudarc allocation does), else [`BoneError::Misaligned`].
     #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
     pub fn backward<TX: ActivationElement, TB: AdapterElement>(
         &self,
@@ -250,8 +253,8 @@ impl BoneKernels {
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
             y: aligned("dY", dy_ptr)?,
-            dx: dx.as_ref().map_or(0, |d| d.0),
-            db: db_ptr,
+            dx: dx.as_ref().map_or(Ok(0), |d| aligned("dX", d.0))?,
+            db: aligned("dB", db_ptr)?,
             dbias: dbias.as_ref().map_or(0, |d| d.0),
             ..inputs
         };
