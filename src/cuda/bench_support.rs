@@ -9,6 +9,7 @@ use super::baseline::RowMajorBlas;
 use super::handle::BoneKernels;
 use super::launch::Gemm;
 use super::split::{Cublas, Split};
+use super::training::aligned;
 use crate::error::{BoneError, Result};
 
 /// The three products a layer's passes take, by their operands' layouts.
@@ -35,7 +36,7 @@ impl Product {
 /// C `[m, n]` (bf16) = the `product` of bf16 `a` and `b` (f32 accumulation), on cuBLAS
 /// where `blas` is given, else on `kernels`' own GEMM (mma.sync, or wgmma where its engine
 /// is [`super::GemmEngine::Wgmma`]). Lengths must be exactly m k, n k and m n; m, n and k
-/// multiples of 8.
+/// multiples of 8; every view 16-byte aligned.
 pub fn product(
     kernels: &BoneKernels,
     blas: Option<&RowMajorBlas>,
@@ -59,6 +60,7 @@ pub fn product(
         Product::Input => (k, n),
         Product::Weight => (m, n),
     };
+    let (a_ptr, b_ptr, c_ptr) = (aligned("A", a_ptr)?, aligned("B", b_ptr)?, aligned("C", c_ptr)?);
     let gemm = Gemm::new((a_ptr, lda), (b_ptr, ldb), (c_ptr, n), [m, n, k]);
     let kernel = format!("bone_gemm_{}_bf16_bf16", product.name());
     match blas {

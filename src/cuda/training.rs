@@ -176,7 +176,7 @@ fn check_supported(layer: &LayerShape, tokens: usize) -> Result<BoneLayer> {
     Ok(params)
 }
 
-fn aligned(buffer: &'static str, address: u64) -> Result<u64> {
+pub(crate) fn aligned(buffer: &'static str, address: u64) -> Result<u64> {
     if !address.is_multiple_of(16) {
         return Err(BoneError::Misaligned { buffer });
     }
