@@ -14,9 +14,11 @@ use bone_kernels::cuda::{
 use bone_kernels::reference::{backward, forward};
 use bone_kernels::{BoneError, LayerShape, Variant};
 use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
+use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 use rand::RngExt;
 use rand::rngs::StdRng;
+use std::cell::OnceCell;
 
 const TOLERANCE: f64 = 1e-2;
 
@@ -31,22 +33,85 @@ fn rows(values: &[f64], width: usize, picked: &[usize]) -> Vec<f64> {
     picked.iter().flat_map(|&row| values[row * width..(row + 1) * width].iter().copied()).collect()
 }
 
+/// One layer size's random activations, weight, upstream gradient and bias, on the host
+/// (exactly as the device holds them) and on the device, with the token rows Y and dX are
+/// compared on: shared by the variants checked on them (on Llama's layers generating them
+/// costs seconds of host time per case).
+struct Inputs<TX: ActivationElement> {
+    tokens: usize,
+    n: usize,
+    k: usize,
+    x: Vec<f64>,
+    w: Vec<f64>,
+    dy: Vec<f64>,
+    bias: Vec<f64>,
+    x_dev: CudaSlice<TX>,
+    w_dev: CudaSlice<TX>,
+    dy_dev: CudaSlice<TX>,
+    bias_dev: CudaSlice<TX>,
+    /// Sampled token rows (all of them for small T); each row depends only on its own input row.
+    picked: Vec<usize>,
+    /// X W^T (+ bias) on the picked rows, without and with the bias, once computed.
+    y_base: [OnceCell<Vec<f64>>; 2],
+}
+
+impl<TX: ActivationElement> Inputs<TX> {
+    fn new(kernels: &BoneKernels, rng: &mut StdRng, tokens: usize, n: usize, k: usize) -> Self {
+        let stream = kernels.stream();
+        let (x_host, x) = rounded::<TX>(&random_vec(rng, tokens * k, 1.0));
+        let (w_host, w) = rounded::<TX>(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
+        let (dy_host, dy) = rounded::<TX>(&random_vec(rng, tokens * n, 1.0));
+        let (bias_host, bias) = rounded::<TX>(&random_vec(rng, n, 0.5));
+        let picked =
+            if tokens <= 16 { (0..tokens).collect() } else { (0..8).map(|_| rng.random_range(0..tokens)).collect() };
+        Inputs {
+            tokens,
+            n,
+            k,
+            x,
+            w,
+            dy,
+            bias,
+            x_dev: stream.clone_htod(&x_host).unwrap(),
+            w_dev: stream.clone_htod(&w_host).unwrap(),
+            dy_dev: stream.clone_htod(&dy_host).unwrap(),
+            bias_dev: stream.clone_htod(&bias_host).unwrap(),
+            picked,
+            y_base: Default::default(),
+        }
+    }
+
+    /// X W^T (+ bias) on the picked rows: the shared-block oracle with B = 0 is one plain
+    /// product (cheap on big layers).
+    fn y_base(&self, with_bias: bool) -> &[f64] {
+        self.y_base[usize::from(with_bias)].get_or_init(|| {
+            let plain = layer(Variant::Shared, self.k, self.n, 16);
+            let x_rows = rows(&self.x, self.k, &self.picked);
+            let bias = with_bias.then_some(self.bias.as_slice());
+            forward(&plain, self.picked.len(), &x_rows, &self.w, &vec![0.0; 16 * self.n], bias).unwrap()
+        })
+    }
+}
+
 struct Case {
     shape: LayerShape,
-    tokens: usize,
     bias: bool,
     /// Compare dB with the full oracle (costs T N K on the CPU).
     check_db: bool,
 }
 
+/// `case`'s variant on `inputs` (its own fresh random B), forward and backward, against the
+/// oracle.
 fn check<TX: ActivationElement, TB: AdapterElement>(
     kernels: &BoneKernels,
     workspace: &mut Workspace,
     case: &Case,
+    inputs: &Inputs<TX>,
     rng: &mut StdRng,
 ) {
-    let (shape, t) = (&case.shape, case.tokens);
+    let (shape, t) = (&case.shape, inputs.tokens);
     let (k, n) = (shape.k(), shape.n());
+    assert_eq!((k, n), (inputs.k, inputs.n), "inputs made for another layer size");
     let label = format!(
         "{} T={t} N={n} K={k} r={} bias={} X={} B={} engine={:?}",
         shape.variant(),
@@ -57,20 +122,15 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
         kernels.gemm_engine()
     );
     let stream = kernels.stream().clone();
-    let (x_host, x) = rounded::<TX>(&random_vec(rng, t * k, 1.0));
-    let (w_host, w) = rounded::<TX>(&random_vec(rng, n * k, (3.0 / k as f64).sqrt()));
-    let (dy_host, dy) = rounded::<TX>(&random_vec(rng, t * n, 1.0));
+    let (x, w, dy) = (&inputs.x, &inputs.w, &inputs.dy);
     let b_scale = if shape.variant().is_bat() { 0.5 / (shape.r() as f64).sqrt() } else { 0.5 / (k as f64).sqrt() };
     let b_host: Vec<TB> = random_vec(rng, shape.adapter_len(), b_scale).iter().map(|&v| TB::from_f64(v)).collect();
     let b: Vec<f64> = b_host.iter().map(|v| v.to_f64()).collect();
-    let (bias_host, bias) = rounded::<TX>(&random_vec(rng, n, 0.5));
 
-    let x_dev = stream.clone_htod(&x_host).unwrap();
-    let w_dev = stream.clone_htod(&w_host).unwrap();
+    let (x_dev, dy_dev) = (&inputs.x_dev, &inputs.dy_dev);
     let b_dev = stream.clone_htod(&b_host).unwrap();
-    let bias_dev = stream.clone_htod(&bias_host).unwrap();
-    let dy_dev = stream.clone_htod(&dy_host).unwrap();
-    let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: case.bias.then(|| bias_dev.as_view()) };
+    let bias = case.bias.then(|| inputs.bias_dev.as_view());
+    let weights = LayerWeights { w: inputs.w_dev.as_view(), b: b_dev.as_view(), bias };
     let mut y_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * n]).unwrap();
     kernels.forward(shape, t, &x_dev.as_view(), &weights, &mut y_dev.as_view_mut(), workspace).unwrap();
     let y_gpu: Vec<f64> = stream.clone_dtoh(&y_dev).unwrap().iter().map(|v| v.to_f64()).collect();
@@ -80,9 +140,9 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     let mut dbias_dev = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
     let mut run_backward = |dx_dev: &mut _, db_dev: &mut _, dbias_dev: &mut _| {
         let mut grads = LayerGrads {
-            dx: Some(cudarc::driver::CudaSlice::as_view_mut(dx_dev)),
-            db: cudarc::driver::CudaSlice::as_view_mut(db_dev),
-            dbias: Some(cudarc::driver::CudaSlice::as_view_mut(dbias_dev)),
+            dx: Some(CudaSlice::as_view_mut(dx_dev)),
+            db: CudaSlice::as_view_mut(db_dev),
+            dbias: Some(CudaSlice::as_view_mut(dbias_dev)),
         };
         kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, workspace).unwrap();
     };
@@ -100,30 +160,28 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
         "{label}: dB not bitwise reproducible"
     );
 
-    // Y and dX on sampled rows (all rows for small T).
-    let picked: Vec<usize> = if t <= 16 { (0..t).collect() } else { (0..8).map(|_| rng.random_range(0..t)).collect() };
-    let (x_rows, dy_rows) = (rows(&x, k, &picked), rows(&dy, n, &picked));
-    let bias_ref = case.bias.then_some(bias.as_slice());
-    let y_ref = forward(shape, picked.len(), &x_rows, &w, &b, bias_ref).unwrap();
-    // X W^T + bias: the shared-block oracle with B = 0 is one plain product (cheap on big layers).
-    let plain = layer(Variant::Shared, k, n, 16);
-    let y_base = forward(&plain, picked.len(), &x_rows, &w, &vec![0.0; 16 * n], bias_ref).unwrap();
-    let y_got = rows(&y_gpu, n, &picked);
+    // Y and dX on the sampled rows.
+    let picked = &inputs.picked;
+    let (x_rows, dy_rows) = (rows(x, k, picked), rows(dy, n, picked));
+    let bias_ref = case.bias.then_some(inputs.bias.as_slice());
+    let y_ref = forward(shape, picked.len(), &x_rows, w, &b, bias_ref).unwrap();
+    let y_base = inputs.y_base(case.bias);
+    let y_got = rows(&y_gpu, n, picked);
     let y_err = rel_err(&y_got, &y_ref);
     assert!(y_err < TOLERANCE, "{label}: Y relative error {y_err:.2e}");
-    let own_got: Vec<f64> = y_got.iter().zip(&y_base).map(|(y, base)| y - base).collect();
-    let own_ref: Vec<f64> = y_ref.iter().zip(&y_base).map(|(y, base)| y - base).collect();
+    let own_got: Vec<f64> = y_got.iter().zip(y_base).map(|(y, base)| y - base).collect();
+    let own_ref: Vec<f64> = y_ref.iter().zip(y_base).map(|(y, base)| y - base).collect();
     let own_err = rel_err(&own_got, &own_ref);
     assert!(own_err < TOLERANCE, "{label}: the adapter's own contribution Y - X W^T, relative error {own_err:.2e}");
-    let grads_rows = backward(shape, picked.len(), &x_rows, &w, &b, &dy_rows).unwrap();
-    let dx_err = rel_err(&rows(&dx_gpu, k, &picked), &grads_rows.dx);
+    let grads_rows = backward(shape, picked.len(), &x_rows, w, &b, &dy_rows).unwrap();
+    let dx_err = rel_err(&rows(&dx_gpu, k, picked), &grads_rows.dx);
     assert!(dx_err < TOLERANCE, "{label}: dX relative error {dx_err:.2e}");
 
     let dbias_ref: Vec<f64> = (0..n).map(|col| (0..t).map(|row| dy[row * n + col]).sum()).collect();
     let dbias_err = rel_err(&dbias_gpu, &dbias_ref);
     assert!(dbias_err < 1e-5, "{label}: dbias relative error {dbias_err:.2e}");
     let db_err = if case.check_db {
-        let full = backward(shape, t, &x, &w, &b, &dy).unwrap();
+        let full = backward(shape, t, x, w, &b, dy).unwrap();
         let db_gpu: Vec<f64> = db_first.iter().map(|&v| v.into()).collect();
         let err = rel_err(&db_gpu, &full.db);
         assert!(err < TOLERANCE, "{label}: dB relative error {err:.2e}");
@@ -154,10 +212,12 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
                 index += 1;
                 // Every GEMM engine in turn: this crate's (mma.sync, wgmma) and cuBLAS.
                 kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
-                let case = Case { shape: layer(variant, 384, 256, r), tokens, bias: index % 3 == 0, check_db: true };
-                check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
-                check::<bf16, bf16>(&kernels, &mut workspace, &case, &mut rng);
-                check::<f16, f32>(&kernels, &mut workspace, &case, &mut rng);
+                let case = Case { shape: layer(variant, 384, 256, r), bias: index % 3 == 0, check_db: true };
+                let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 256, 384);
+                check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
+                check::<bf16, bf16>(&kernels, &mut workspace, &case, &inputs, &mut rng);
+                let inputs = Inputs::<f16>::new(&kernels, &mut rng, tokens, 256, 384);
+                check::<f16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
             }
         }
     }
@@ -171,8 +231,9 @@ fn gpu_the_shared_block_takes_k_not_a_multiple_of_r() {
     // K = 392 = 6 x 64 + 8: the last chunk of X is zero-padded, as PEFT does.
     for variant in [Variant::Shared, Variant::Mini { mini_r: 32 }] {
         for tokens in [1, 300] {
-            let case = Case { shape: layer(variant, 392, 256, 64), tokens, bias: true, check_db: true };
-            check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
+            let case = Case { shape: layer(variant, 392, 256, 64), bias: true, check_db: true };
+            let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 256, 392);
+            check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
         }
     }
 }
@@ -184,24 +245,30 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     let mut workspace = Workspace::new(kernels.stream().clone());
     let engines = gemm_engines(&kernels);
     for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
-        for variant in variants(64) {
-            for (i, tokens) in [1, 128, 4096].into_iter().enumerate() {
-                kernels.set_gemm_engine(engines[i % engines.len()]).unwrap();
+        for (i, tokens) in [1, 128, 4096].into_iter().enumerate() {
+            // One set of inputs for the four variants (B is each variant's own).
+            let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, n, k);
+            kernels.set_gemm_engine(engines[i % engines.len()]).unwrap();
+            for variant in variants(64) {
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
-                let case = Case { shape: layer(variant, k, n, 64), tokens, bias: tokens % 2 == 1, check_db };
-                check::<bf16, f32>(&kernels, &mut workspace, &case, &mut rng);
+                let case = Case { shape: layer(variant, k, n, 64), bias: tokens % 2 == 1, check_db };
+                check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
             }
         }
     }
     // r = 128, bf16 B and f16 activations on one large layer, on each of the crate's GEMMs
     // (Y and dX; dB at r = 128 is checked whole on the small layers, and here would cost
     // minutes of f64 oracle).
+    let (bf16_inputs, f16_inputs) = (
+        Inputs::<bf16>::new(&kernels, &mut rng, 128, 4096, 4096),
+        Inputs::<f16>::new(&kernels, &mut rng, 128, 4096, 4096),
+    );
     for engine in engines.into_iter().filter(|&e| e != GemmEngine::Cublas) {
         kernels.set_gemm_engine(engine).unwrap();
         for variant in variants(128) {
-            let case = Case { shape: layer(variant, 4096, 4096, 128), tokens: 128, bias: true, check_db: false };
-            check::<bf16, bf16>(&kernels, &mut workspace, &case, &mut rng);
-            check::<f16, f32>(&kernels, &mut workspace, &case, &mut rng);
+            let case = Case { shape: layer(variant, 4096, 4096, 128), bias: true, check_db: false };
+            check::<bf16, bf16>(&kernels, &mut workspace, &case, &bf16_inputs, &mut rng);
+            check::<f16, f32>(&kernels, &mut workspace, &case, &f16_inputs, &mut rng);
         }
     }
 }
