@@ -349,4 +349,8 @@ impl ProductRunner for Emulator {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
         Launcher::elementwise(self, kernel, elements, args)
     }
+
+    fn own_gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        Launcher::gemm(self, kernel, params, batches)
+    }
 }

@@ -47,7 +47,9 @@ pub enum GemmEngine {
     /// only (H100, H200).
     Wgmma,
     /// cuBLAS, the adapter's product as a second call accumulating into the first; the
-    /// same launch sequence otherwise, and this crate's kernels for everything else.
+    /// same launch sequence otherwise, and this crate's kernels for everything else,
+    /// including the short two-part products of r-wide blocks (BatCol's W', BatRow's
+    /// dX_i: memory-bound, one pass over their output on the crate's GEMM instead of two).
     Cublas,
 }
 

@@ -69,6 +69,10 @@ impl ProductRunner for Recorder {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
         Launcher::elementwise(self, kernel, elements, args)
     }
+
+    fn own_gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        Launcher::gemm(self, kernel, params, batches)
+    }
 }
 
 /// The launches of one pass, with made-up (aligned, disjoint) addresses: nothing runs.
@@ -163,14 +167,23 @@ fn check_launch_counts(family: Option<GemmKernels>, expected: &[(Variant, usize,
 fn a_library_gemm_gets_whole_reductions_and_no_summing_pass() {
     // cuBLAS picks its own split-K: the sequence hands it each product whole, so no
     // bone_sum_chunks* pass runs, and the launches are the crate-GEMM sequence's less its
-    // sums, plus a second call for each appended product and a bias-add kernel for Y; and
-    // BatCol's unfused dB (G, then W_o^T G_o and the onehot term).
+    // sums, plus a second call for each long appended product and a bias-add kernel for Y;
+    // and BatCol's unfused dB (G, then W_o^T G_o and the onehot term). The short two-part
+    // products (BatCol's W' slab, BatRow's dX_i) stay on the crate's GEMM, one launch each.
     let expected = [
         (Variant::Shared, 512, 4, 6),
         (Variant::Shared, 4096, 4, 6),
         (Variant::Mini { mini_r: 64 }, 512, 4, 7),
-        (Variant::BatRow, 512, 6, 8),
-        (Variant::BatCol, 512, 5, 8),
+        (Variant::BatRow, 512, 6, 7),
+        (Variant::BatCol, 512, 4, 7),
     ];
     check_launch_counts(None, &expected);
+    for (variant, pass) in
+        [(Variant::BatCol, Pass::Forward), (Variant::BatCol, Pass::Backward), (Variant::BatRow, Pass::Backward)]
+    {
+        let shape = LayerShape::new(variant, Dims { k: 4096, n: 4096, r: 64 }).unwrap();
+        let launches = record_on(None, &shape, 512, pass);
+        let own: Vec<&Launch> = launches.iter().filter(|launch| launch.kernel.starts_with("bone_gemm_kt")).collect();
+        assert_eq!(own.len(), 1, "{variant} {pass:?}: {launches:?}");
+    }
 }

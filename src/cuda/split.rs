@@ -1,7 +1,10 @@
 //! The same launch sequence on a library GEMM (cuBLAS): each `BoneGemm` becomes the
 //! single products a library call takes (the appended adapter product as a second call
-//! with beta = 1) and, where it has one, a bias-add kernel. The crate's unit tests run
-//! this split on the CPU emulator too, so the translation is checked against the oracle.
+//! with beta = 1) and, where it has one, a bias-add kernel. A short two-part product (the
+//! r-wide blocks: BatCol's W' slab, BatRow's dX_i) stays on the crate's own GEMM instead:
+//! it is memory-bound, and the library's second call would read and write C once more.
+//! The crate's unit tests run this split on the CPU emulator too, so the translation is
+//! checked against the oracle.
 
 use super::BoneKernels;
 use super::baseline::{Half, Operand, Output, RowMajorBlas};
@@ -21,10 +24,12 @@ pub(crate) struct Product {
     pub batches: usize,
 }
 
-/// Runs single products and the element-wise kernels.
+/// Runs single products, the element-wise kernels, and the crate's own GEMM.
 pub(crate) trait ProductRunner {
     fn product(&self, product: &Product) -> Result<()>;
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
+    /// `params` on the crate's own GEMM, as [`Launcher::gemm`].
+    fn own_gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()>;
 }
 
 impl<R: ProductRunner> ProductRunner for &R {
@@ -34,7 +39,14 @@ impl<R: ProductRunner> ProductRunner for &R {
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
         (**self).elementwise(kernel, elements, args)
     }
+    fn own_gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        (**self).own_gemm(kernel, params, batches)
+    }
 }
+
+/// A two-part product reducing over at most this much in all (k + k2: two r-wide blocks)
+/// runs on the crate's own GEMM in one pass over C.
+const SHORT_TWO_PART_K: i32 = 256;
 
 /// A [`Launcher`] that splits every GEMM into [`Product`]s for its runner.
 pub(crate) struct Split<R>(pub R);
@@ -79,6 +91,9 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
 
 impl<R: ProductRunner> Launcher for Split<R> {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        if params.k2 > 0 && params.k + params.k2 <= SHORT_TWO_PART_K {
+            return self.0.own_gemm(kernel, params, batches);
+        }
         for product in products(kernel, params, batches) {
             self.0.product(&product)?;
         }
@@ -129,5 +144,9 @@ impl ProductRunner for Cublas<'_> {
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
         self.kernels.elementwise(kernel, elements, args)
+    }
+
+    fn own_gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        self.kernels.gemm(kernel, params, batches)
     }
 }
