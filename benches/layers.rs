@@ -125,11 +125,9 @@ fn bench_layer(
         // run without one (until 2026-11-28 ours ran with bias and dbias: an extra pass
         // over Y and one over dY that the baselines did not pay).
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None };
-        let bytes = gpu.kernels.workspace_bytes(&shape, t, Pass::Forward).max(gpu.kernels.workspace_bytes(
-            &shape,
-            t,
-            Pass::Backward,
-        ));
+        // The workspace this path's engine needs (none of the partial sums on cuBLAS).
+        let bytes =
+            kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(&shape, t, Pass::Backward));
         println!(
             "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B (X), workspace {bytes} B",
             t * k * 2
