@@ -5,7 +5,8 @@
 //! it is split into chunks (called tokens here), all in one launch (a grid layer per chunk,
 //! `split_k` in params.h), each chunk's partial sum written apart, then summed in a fixed
 //! order: more parallelism, and dB stays bitwise reproducible. The split depends only on the shapes,
-//! not the GPU.
+//! not the GPU. On a library GEMM (cuBLAS) nothing is cut: it gets each product whole and
+//! picks its own split-K (`Launcher::cuts_reductions`).
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};

@@ -14,8 +14,8 @@
 //! block's U and BatRow's R and dR (split the same way at small T) add at most
 //! 128 Ki x r bytes more; at small T, where a main GEMM is cut along K to fill the GPU, its
 //! partial sums take at most 16 MiB (in one of those regions where they are larger); on the
-//! cuBLAS engine those partial sums are cuBLAS's own (it picks its split-K; the regions stay
-//! reserved). dB is deterministic: every reduction of the crate's runs in a fixed order (no
+//! cuBLAS engine those partial sums are cuBLAS's own (it picks its split-K) and the
+//! workspace holds none. dB is deterministic: every reduction of the crate's runs in a fixed order (no
 //! atomics), and cuBLAS, which runs without atomics here, documents bitwise-identical
 //! results run to run on the same GPU model, so repeated runs are bitwise identical.
 
