@@ -63,20 +63,21 @@ fn slab_rows(layer: &LayerShape) -> usize {
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
-    let cut_only = |bytes: usize| if cut { bytes } else { 0 };
     let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
     match pass {
         Pass::Forward => {
-            let slab_partials = |row0| token_chunks::fill_partial_bytes([tokens, rows.min(n - row0), k]);
-            sizes.push(cut_only((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0)));
+            let slab_partials = |row0| token_chunks::fill_partial_bytes(cut, [tokens, rows.min(n - row0), k]);
+            sizes.push((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0));
         }
         Pass::Backward => {
             let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
             // Partial sums, first dB's (the fused kernel's or the unfused sequence's), then,
             // with W' in one slab, dX's at small T.
-            let dx_partials = token_chunks::fill_partial_bytes([tokens, k, rows]);
-            let db_partials = block_grads_partial_bytes(layer, rows).max(fused_partial_bytes(layer));
-            sizes.extend([dx_f32, cut_only(db_partials.max(dx_partials))]);
+            let dx_partials = token_chunks::fill_partial_bytes(cut, [tokens, k, rows]);
+            // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
+            let fused = if cut { fused_partial_bytes(layer) } else { 0 };
+            let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);
+            sizes.extend([dx_f32, db_partials.max(dx_partials)]);
         }
     }
     sizes
@@ -176,8 +177,8 @@ pub(crate) fn block_grads(
 }
 
 /// Bytes of partial sums [`block_grads`] needs for `rows` rows of W (0 when unsplit).
-pub(crate) fn block_grads_partial_bytes(layer: &LayerShape, rows: usize) -> usize {
-    token_chunks::partial_bytes(layer.k(), rows / layer.r(), rows * layer.r())
+pub(crate) fn block_grads_partial_bytes(cut: bool, layer: &LayerShape, rows: usize) -> usize {
+    token_chunks::partial_bytes(cut, layer.k(), rows / layer.r(), rows * layer.r())
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
@@ -210,7 +211,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         let dy = call.y + (row0 * 2) as u64;
         let product = |out| Gemm::new((dy, n), (slab_buffer, k), (out, k), [t, k, rows]);
         // At small T, cut along the slab's rows like launch_filled, and summed onto dX (f32).
-        match token_chunks::fill_plan_for(launcher, [t, k, rows]) {
+        match token_chunks::fill_plan(launcher.cuts_reductions(), [t, k, rows]) {
             (_, 1) => product(dx_f32).accumulate(row0 > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
             (len, chunks) => {
                 product(partials).split_k(len, t * k).launch(launcher, &call.gemm_f32("kt"), 1)?;

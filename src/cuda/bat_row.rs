@@ -19,24 +19,14 @@ use crate::shape::LayerShape;
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
-    let cut_only = |bytes: usize| if cut { bytes } else { 0 };
-    let partials = if pass == Pass::Backward { token_chunks::partial_bytes(tokens, k / r, k * r) } else { 0 };
+    let partials = if pass == Pass::Backward { token_chunks::partial_bytes(cut, tokens, k / r, k * r) } else { 0 };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
     let reduced = if pass == Pass::Forward { k } else { n };
     // The carry's partial sums, then (its sum done) the main GEMM's at small T: Y's or dX~'s.
     let main = if pass == Pass::Forward { [tokens, n, k] } else { [tokens, k, n] };
-    let carry_partials =
-        token_chunks::row_product_partial_bytes(reduced, tokens, r).max(token_chunks::fill_partial_bytes(main));
-    vec![
-        k * r * 2,
-        k * r * 2,
-        stack,
-        tokens * k * 2,
-        tokens * r * 2,
-        n * r * 2,
-        cut_only(partials),
-        cut_only(carry_partials),
-    ]
+    let carry_partials = token_chunks::row_product_partial_bytes(cut, reduced, tokens, r)
+        .max(token_chunks::fill_partial_bytes(cut, main));
+    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
 }
 
 /// The GEMM operands made from B, and E; `stack` only when asked.

@@ -148,7 +148,7 @@ fn reductions_split_into_chunks_match_the_oracle() {
     }
     // 513 tokens: two chunks, of 320 and 193, for the dB reductions (see token_chunks), in
     // one launch.
-    assert_eq!(super::token_chunks::plan(513, 1), (320, 2));
+    assert_eq!(super::token_chunks::plan(true, 513, 1), (320, 2));
     let mut rng = StdRng::seed_from_u64(12);
     for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
         for engine in ENGINES {
@@ -156,7 +156,7 @@ fn reductions_split_into_chunks_match_the_oracle() {
         }
     }
     // 640 tokens: two whole chunks of 320 (one strided batch for a library GEMM).
-    assert_eq!(super::token_chunks::plan(640, 1), (320, 2));
+    assert_eq!(super::token_chunks::plan(true, 640, 1), (320, 2));
     for engine in ENGINES {
         check(Variant::Shared, (640, 64, 96, 32), (Ty::Bf16, Ty::F32), false, engine, &mut rng);
     }
@@ -177,7 +177,7 @@ fn reductions_split_into_chunks_match_the_oracle() {
     }
     // BatCol reduces dB_o over K: K = 528 in two chunks of 320 and 208, one slab of 128 rows
     // (8 blocks, 16 grid layers).
-    assert_eq!(super::token_chunks::plan(528, 128 / 16), (320, 2));
+    assert_eq!(super::token_chunks::plan(true, 528, 128 / 16), (320, 2));
     for engine in ENGINES {
         check(Variant::BatCol, (33, 128, 528, 16), (Ty::F16, Ty::Bf16), true, engine, &mut rng);
         // Two slabs of 512 rows (K = 32 here): each slab's dX, cut along its rows, summed onto

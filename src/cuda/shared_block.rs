@@ -21,17 +21,16 @@ fn db_tiles(layer: &LayerShape) -> usize {
 /// at small T) and U's; none of the partial sums where the launcher does not `cut` reductions.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
-    let cut_only = |bytes: usize| if cut { bytes } else { 0 };
     let mut sizes = vec![tokens * r * 2, r * n * 2, n * r * 2];
     match pass {
-        Pass::Forward => sizes.push(cut_only(token_chunks::fill_partial_bytes([tokens, n, k]))),
+        Pass::Forward => sizes.push(token_chunks::fill_partial_bytes(cut, [tokens, n, k])),
         Pass::Backward => {
             let mini = matches!(layer.variant(), Variant::Mini { .. });
-            let partials = token_chunks::partial_bytes(tokens, db_tiles(layer), r * n)
-                .max(token_chunks::fill_partial_bytes([tokens, k, n]));
-            let u_partials = token_chunks::row_product_partial_bytes(n, tokens, r);
+            let partials = token_chunks::partial_bytes(cut, tokens, db_tiles(layer), r * n)
+                .max(token_chunks::fill_partial_bytes(cut, [tokens, k, n]));
+            let u_partials = token_chunks::row_product_partial_bytes(cut, n, tokens, r);
             let mini_db = if mini { r * n * 4 } else { 0 };
-            sizes.extend([tokens * r * 2, r * k * 2, mini_db, cut_only(partials), cut_only(u_partials)]);
+            sizes.extend([tokens * r * 2, r * k * 2, mini_db, partials, u_partials]);
         }
     }
     sizes

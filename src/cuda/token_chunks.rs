@@ -20,19 +20,23 @@ pub(crate) const FULL_GPU_BLOCKS: usize = 128;
 /// Fewest tokens worth a chunk of their own.
 const MIN_CHUNK: usize = 256;
 
-/// How `tokens` are cut for a reduction with `tiles` output tiles: (tokens per chunk, chunks).
+/// How `tokens` are cut for a reduction with `tiles` output tiles: (tokens per chunk, chunks);
+/// one chunk unless `cut` (the launcher cuts reductions itself: `Launcher::cuts_reductions`).
 /// Chunks hold a multiple of 64 tokens: every chunk but the last is whole K tiles of both
 /// GEMMs (32 and 64 deep), and a chunk of a K-major operand keeps the GEMM's contract
 /// (contiguous extents in multiples of 8, 16-byte aligned starts).
-pub(crate) fn plan(tokens: usize, tiles: usize) -> (usize, usize) {
+pub(crate) fn plan(cut: bool, tokens: usize, tiles: usize) -> (usize, usize) {
+    if !cut {
+        return (tokens, 1);
+    }
     let chunks = (TARGET_BLOCKS / tiles.max(1)).clamp(1, (tokens / MIN_CHUNK).max(1));
     let len = tokens.div_ceil(chunks).next_multiple_of(64);
     (len, tokens.div_ceil(len))
 }
 
 /// Bytes of f32 partial sums a reduction producing `outputs` elements needs (0 when unsplit).
-pub(crate) fn partial_bytes(tokens: usize, tiles: usize, outputs: usize) -> usize {
-    match plan(tokens, tiles) {
+pub(crate) fn partial_bytes(cut: bool, tokens: usize, tiles: usize, outputs: usize) -> usize {
+    match plan(cut, tokens, tiles) {
         (_, 1) => 0,
         (_, chunks) => chunks * outputs * 4,
     }
@@ -51,7 +55,7 @@ pub(crate) fn reduce(
     (out, sum_kernel): (u64, &str),
     product: impl FnOnce(u64, bool) -> (Gemm, String, usize),
 ) -> Result<()> {
-    let (len, chunks) = if launcher.cuts_reductions() { plan(tokens, tiles) } else { (tokens, 1) };
+    let (len, chunks) = plan(launcher.cuts_reductions(), tokens, tiles);
     if chunks == 1 {
         let (gemm, kernel, batches) = product(out, false);
         return gemm.launch(launcher, &kernel, batches);
@@ -64,8 +68,8 @@ pub(crate) fn reduce(
 
 /// Bytes of partial sums a [T, r] product over `reduced` elements needs (0 when unsplit):
 /// the shared block's U and BatRow's R and dR, whose T / 128 output tiles are few at small T.
-pub(crate) fn row_product_partial_bytes(reduced: usize, tokens: usize, r: usize) -> usize {
-    partial_bytes(reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r)
+pub(crate) fn row_product_partial_bytes(cut: bool, reduced: usize, tokens: usize, r: usize) -> usize {
+    partial_bytes(cut, reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r)
 }
 
 /// The [T, r] product `gemm(out)` over its `reduced` dimension, on `layouts`' GEMM of the
@@ -91,21 +95,16 @@ pub(crate) fn reduce_row_product(
 
 /// How a GEMM with an `[m, n]` output over a reduction of `k` is cut along K so that its
 /// blocks fill the GPU: (length, chunks); one chunk where its tiles already do (or K is
-/// short).
-fn fill_plan([m, n, k]: [usize; 3]) -> (usize, usize) {
+/// short, or the launcher does not `cut`).
+pub(crate) fn fill_plan(cut: bool, [m, n, k]: [usize; 3]) -> (usize, usize) {
     let tiles = m.div_ceil(BONE_GEMM_BM as usize) * n.div_ceil(BONE_GEMM_BN as usize);
-    if tiles < FULL_GPU_BLOCKS { plan(k, tiles) } else { (k, 1) }
-}
-
-/// [`fill_plan`] where `launcher` wants the sequence to cut reductions, else one chunk.
-pub(crate) fn fill_plan_for(launcher: &impl Launcher, [m, n, k]: [usize; 3]) -> (usize, usize) {
-    if launcher.cuts_reductions() { fill_plan([m, n, k]) } else { (k, 1) }
+    if tiles < FULL_GPU_BLOCKS { plan(cut, k, tiles) } else { (k, 1) }
 }
 
 /// Bytes of f32 partial sums [`launch_filled`] needs for that GEMM (0 when it is not cut):
 /// at most 16 MiB (chunks x tiles stay within TARGET_BLOCKS, of 128 x 128 outputs each).
-pub(crate) fn fill_partial_bytes([m, n, k]: [usize; 3]) -> usize {
-    match fill_plan([m, n, k]) {
+pub(crate) fn fill_partial_bytes(cut: bool, [m, n, k]: [usize; 3]) -> usize {
+    match fill_plan(cut, [m, n, k]) {
         (_, 1) => 0,
         (_, chunks) => chunks * m * n * 4,
     }
@@ -125,7 +124,7 @@ pub(crate) fn launch_filled(
     partials: u64,
     product: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
-    match fill_plan_for(launcher, [m, n, k]) {
+    match fill_plan(launcher.cuts_reductions(), [m, n, k]) {
         (_, 1) => product(out, ldc).bias(bias).launch(launcher, &call.gemm(layouts), 1),
         (len, chunks) => {
             product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;
@@ -144,12 +143,13 @@ mod tests {
     fn chunks_cover_the_tokens_and_stay_large() {
         for tokens in [1, 7, 255, 256, 1000, 4096, 65536] {
             for tiles in [1, 32, 64, 300] {
-                let (len, chunks) = plan(tokens, tiles);
+                let (len, chunks) = plan(true, tokens, tiles);
                 assert!(len * chunks >= tokens && len * (chunks - 1) < tokens, "T={tokens} tiles={tiles}");
                 assert!(chunks == 1 || len >= 256, "T={tokens} tiles={tiles}: chunks of {len}");
                 assert!(len.is_multiple_of(64), "T={tokens} tiles={tiles}: chunks of {len}");
             }
         }
-        assert_eq!(plan(4096, 32), (512, 8));
+        assert_eq!(plan(true, 4096, 32), (512, 8));
+        assert_eq!(plan(false, 4096, 32), (4096, 1));
     }
 }

@@ -50,7 +50,7 @@ impl BatColCublasPlan {
     /// f32 elements of dB's partial sums over chunks of K (at least 1, so that it can be
     /// allocated).
     pub fn partials_len(&self) -> usize {
-        (bat_col::block_grads_partial_bytes(&self.layer, self.layer.n()) / 4).max(1)
+        (bat_col::block_grads_partial_bytes(true, &self.layer, self.layer.n()) / 4).max(1)
     }
 
     /// X `[T, K]` and the `[T, N]` buffer `name`, checked before anything is launched.
