@@ -99,7 +99,7 @@ fn nvcc_version(nvcc: &Path) -> String {
 }
 
 /// Reads ptxas's `-v` report: one line per (kernel, architecture); spills, and ptxas's
-/// "Potential Performance Loss" notes (C7514: it serialized a kernel's wgmma pipeline),
+/// "Potential Performance Loss" notes (C7514, C7515, C7518: it serialized a kernel's wgmma pipeline),
 /// are warnings, or errors with `BONE_KERNELS_DENY_SPILLS=1`.
 fn check_ptxas_report(report: &str) {
     let deny = env::var("BONE_KERNELS_DENY_SPILLS").is_ok_and(|v| v == "1");

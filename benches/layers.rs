@@ -91,12 +91,16 @@ fn bench_layer(
     let mut db = s.alloc_zeros::<f32>(adapter_max).unwrap();
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
-    // Every engine this GPU has (the wgmma GEMM needs compute capability 9.0).
+    // Every engine this GPU has (the wgmma GEMMs need compute capability 9.0) but the first
+    // wgmma one, which `product/` times alone: in the layers it would repeat the
+    // warp-specialised one's launches but for the GEMMs' main loop (and BatCol's fused dB
+    // kernel, the same on both), at a minute and a half of the device call's ten.
     let engines: Vec<(GemmEngine, BoneKernels)> = gpu
         .kernels
         .available_gemm_engines()
         .unwrap()
         .into_iter()
+        .filter(|&engine| engine != GemmEngine::Wgmma)
         .map(|engine| {
             let mut kernels = gpu.kernels.clone();
             kernels.set_gemm_engine(engine).unwrap();
@@ -118,8 +122,7 @@ fn bench_layer(
         };
         let name = match engine {
             GemmEngine::Native => variant_name.to_string(),
-            GemmEngine::Wgmma => format!("{variant_name}+wgmma"),
-            GemmEngine::Cublas => format!("{variant_name}+cublas"),
+            _ => format!("{variant_name}+{}", engine.label()),
         };
         // No bias: Llama's linear layers have none, and LoRA and the cuBLAS floors below
         // run without one (until 2026-11-28 ours ran with bias and dbias: an extra pass
@@ -294,15 +297,11 @@ fn bench_products(c: &mut Criterion, gpu: &Gpu) {
         .available_gemm_engines()
         .unwrap()
         .into_iter()
-        .filter_map(|engine| {
-            let name = match engine {
-                GemmEngine::Native => "native",
-                GemmEngine::Wgmma => "wgmma",
-                GemmEngine::Cublas => return None,
-            };
+        .filter(|&engine| engine != GemmEngine::Cublas)
+        .map(|engine| {
             let mut kernels = gpu.kernels.clone();
             kernels.set_gemm_engine(engine).unwrap();
-            Some((name, Some(kernels)))
+            (engine.label(), Some(kernels))
         })
         .chain([("cublas", None)])
         .collect();

@@ -14,7 +14,9 @@ import sys
 from roofline import floor_seconds
 
 BASE = ["bat-col", "bat-row", "shared", "mini"]
-ENGINES = ["", "+wgmma", "+cublas"]  # our GEMM on mma.sync, on wgmma, and cuBLAS
+# Our GEMM on mma.sync, on wgmma, on warp-specialised wgmma, and cuBLAS (GemmEngine::label).
+ENGINES = ["", "+wgmma", "+wgmma-ws", "+cublas"]
+GEMM_NAMES = {"": "mma.sync", "+wgmma": "wgmma", "+wgmma-ws": "wgmma-ws"}
 OURS = [v + e for v in BASE for e in ENGINES]
 PEFT_FOR = {"lora": "peft-lora", "plan": "peft-bat"}
 PEFT_FOR.update({v + e: p for v, p in [("bat-col", "peft-bat"), ("shared", "peft-shared"), ("mini", "peft-mini")] for e in ENGINES})
@@ -52,7 +54,7 @@ def print_bat_col_db(medians):
         times = medians[group]
         seconds, cublas = times[f"bat-col{engine}/db"], times.get("bat-col+cublas/db")
         share = f"{cublas / seconds:8.0%}" if cublas else "       -"
-        name = {"": "fused, mma.sync", "+wgmma": "fused, wgmma", "+cublas": "unfused, cuBLAS"}[engine]
+        name = "unfused, cuBLAS" if engine == "+cublas" else f"fused, {GEMM_NAMES[engine]}"
         print(f"{group:22} {name:18} {seconds * 1e3:8.3f} {flops(group, 'bat-col/fwd') / seconds / 1e12:8.1f} {share}")
 
 
@@ -67,7 +69,7 @@ def print_products(medians):
         m, n, k = map(int, group.split("/")[2].split("x"))
         times = medians[group]
         cublas = times.get("cublas")
-        for engine in ("native", "wgmma", "cublas"):
+        for engine in ("native", "wgmma", "wgmma-ws", "cublas"):
             seconds = times.get(engine)
             if seconds is None:
                 continue
@@ -114,7 +116,7 @@ def main():
                 if peft_ms:
                     targets.append((f"{group} {path} faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
         floor_fwd, shared_cublas = get("floor", "fwd"), get("shared+cublas", "fwd")
-        for engine, gemm in [("", "mma.sync"), ("+wgmma", "wgmma")]:
+        for engine, gemm in GEMM_NAMES.items():
             shared_fwd = get("shared" + engine, "fwd")
             if floor_fwd and shared_fwd:
                 print(f"{group:22} our {gemm} GEMM (shared fwd) at {floor_fwd / shared_fwd:.0%} of cuBLAS's X W^T throughput")

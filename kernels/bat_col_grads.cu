@@ -68,8 +68,9 @@ struct Wgmma {
                 load_tile<BONE_MN_MAJOR, TILE>(b_tile, x, k, k, tokens, col0, t * BK);
             });
         __syncthreads();
-        for_each_accumulator_pair<TILE>(
-            acc, [&](int row, int col, float v0, float v1) { store_pair(g_tile, row, col, v0, v1); });
+        for_each_accumulator_pair<TILE>(acc, threadIdx.x / 128, [&](int row, int col, float v0, float v1) {
+            store_pair(g_tile, row, col, v0, v1);
+        });
     }
 };
 

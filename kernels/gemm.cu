@@ -2,9 +2,11 @@
 // and B's layouts (k = K-major, t = MN-major), the operands' type (bf16 or f16) and the
 // output's (the operands' type, or f32); and the same on sm_90a's wgmma GEMM, as
 // bone_wgmma_<...> (128 x 128 tiles), bone_wgmma_wide_<...> (128 x 256) and
-// bone_wgmma_narrow_<...> (128 x 64).
+// bone_wgmma_narrow_<...> (128 x 64); and on the warp-specialised wgmma GEMM, as
+// bone_wgmma_ws_<...> (128 x 128) and bone_wgmma_ws_wide_<...> (128 x 256).
 #include "gemm.cuh"
 #include "gemm_wgmma.cuh"
+#include "gemm_wgmma_ws.cuh"
 
 #define BONE_GEMM_KERNELS(SUFFIX, A_LAYOUT, B_LAYOUT, TIN, TOUT)                                           \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS) bone_gemm_##SUFFIX(const BoneGemm p) { \
@@ -20,6 +22,14 @@
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 2)                                     \
         bone_wgmma_narrow_##SUFFIX(const BoneGemm p) {                                                     \
         bone_wgmma::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_NARROW_BN>(p);                          \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1)                                 \
+        bone_wgmma_ws_##SUFFIX(const BoneGemm p) {                                                         \
+        bone_wgmma_ws::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, 128>(p);                                        \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1)                                 \
+        bone_wgmma_ws_wide_##SUFFIX(const BoneGemm p) {                                                    \
+        bone_wgmma_ws::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_WIDE_BN>(p);                         \
     }
 
 // What the passes use: Y = X W^T, X~_i, U, R (kk); partial sums of U and R over chunks

@@ -72,14 +72,29 @@ struct Place {
     }
 };
 
-// Copies one operand's [ROWS, BK] tile starting at (row0, k0) into the layout above.
-// K-major: src[row * ld + k]; MN-major: src[k * ld + row]. Outside rows_total or
-// k_total, zeros.
-template <int LAYOUT, int ROWS, typename T>
+// Copies one operand's [ROWS, BK] tile starting at (row0, k0) into the layout above, by
+// threads 0 .. THREADS - 1. K-major: src[row * ld + k]; MN-major: src[k * ld + row].
+// Outside rows_total or k_total, zeros.
+template <int LAYOUT, int ROWS, int THREADS = BONE_GEMM_THREADS, typename T>
 __device__ __forceinline__ void load_tile(unsigned char* tile, const T* src, int ld, int rows_total,
                                           int k_total, int row0, int k0) {
-    bone_gemm_common::copy_tile<LAYOUT, Place<LAYOUT, ROWS>, ROWS * BK / 8, BONE_GEMM_THREADS>(
-        tile, src, ld, rows_total, k_total, row0, k0);
+    bone_gemm_common::copy_tile<LAYOUT, Place<LAYOUT, ROWS>, ROWS * BK / 8, THREADS>(tile, src, ld, rows_total,
+                                                                                    k_total, row0, k0);
+}
+
+// The products of one K tile: this warpgroup's 64 rows of the stage's A tile (`a_rows`)
+// times its B tile, queued on the tensor cores as one wgmma group.
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, int TILE_N>
+__device__ __forceinline__ void queue_products(float (&acc)[TILE_N / 2], const unsigned char* a_rows,
+                                               const unsigned char* b_tile) {
+    wgmma_fence_operands(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) {
+        wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_rows + ks * 2 * CORE_BYTES),
+                                               descriptor(b_tile + ks * 2 * CORE_BYTES));
+    }
+    wgmma_commit();
 }
 
 // acc (this thread's TILE_N / 2 accumulators of its warpgroup's 64 x TILE_N rows) += the
@@ -113,16 +128,8 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
         __syncthreads();      // everyone's copies of tile t; both warpgroups retired tile t - 2
         if (rows_live) {
             const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
-            const unsigned char* a_tile = stage + warpgroup * (64 / 8) * GROUP_BYTES;
-            const unsigned char* b_tile = stage + Pipe::A_BYTES;
-            wgmma_fence_operands(acc);
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < BK / 16; ++ks) {
-                wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_tile + ks * 2 * CORE_BYTES),
-                                                       descriptor(b_tile + ks * 2 * CORE_BYTES));
-            }
-            wgmma_commit();
+            queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(acc, stage + warpgroup * (64 / 8) * GROUP_BYTES,
+                                                            stage + Pipe::A_BYTES);
         }
         // The refill, issued once tile t's products are queued (the tensor cores have tile
         // t - 1's and t's while these copies issue): into the stage tile t - 2 used.
@@ -140,11 +147,11 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
 }
 
 // f(row, col, v0, v1) for each pair of this thread's accumulators (main_loop's) at (row,
-// col) and (row, col + 1) of the block's 128 x TILE_N tile: its warpgroup's 64 rows, its
-// warp's 16 of them.
+// col) and (row, col + 1) of the block's 128 x TILE_N tile: its warpgroup's 64 rows
+// (`warpgroup`: 0 or 1), its warp's 16 of them.
 template <int TILE_N, typename F>
-__device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[TILE_N / 2], F f) {
-    const int warpgroup = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+__device__ __forceinline__ void for_each_accumulator_pair(const float (&acc)[TILE_N / 2], int warpgroup, F f) {
+    const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
 #pragma unroll
     for (int j = 0; j < TILE_N / 8; ++j)
 #pragma unroll
@@ -173,8 +180,9 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                                                                                block_n, k.k0);
                                                });
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-    for_each_accumulator_pair<TILE_N>(
-        acc, [&](int row, int col, float v0, float v1) { out.store_pair(block_m + row, block_n + col, v0, v1); });
+    for_each_accumulator_pair<TILE_N>(acc, warpgroup, [&](int row, int col, float v0, float v1) {
+        out.store_pair(block_m + row, block_n + col, v0, v1);
+    });
 #else
     __trap();
 #endif

@@ -1,6 +1,7 @@
 // The PTX instructions the GEMMs use, one wrapper each: cp.async (16 bytes, zero-fill),
 // its commit and wait, ldmatrix (.trans) and mma.sync m16n8k16 bf16/f16 (gemm.cuh); the
-// async-proxy fence and wgmma with its fences and groups (gemm_wgmma.cuh, sm_90a). A host build of the
+// async-proxy fence and wgmma with its fences and groups (gemm_wgmma.cuh, sm_90a); mbarriers
+// and cp.async's arrive-on (gemm_wgmma_ws.cuh). A host build of the
 // kernels (host-kernels/, BONE_KERNELS_ON_HOST) supplies these same functions itself, as
 // warp collectives, so that the rest of the kernel source runs unchanged on the CPU.
 #pragma once
@@ -59,6 +60,44 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
 // Orders this thread's generic-proxy writes to shared memory (cp.async included) before
 // later reads by the async proxy (wgmma's shared-memory operands).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// `value`, which every lane of the warp holds alike, read from lane 0: the compiler then
+// knows it is warp-uniform (a branch on it does not diverge within a warp).
+__device__ __forceinline__ int warp_uniform(int value) { return __shfl_sync(0xffffffffu, value, 0); }
+
+// mbarrier (sm_90): initialise with the arrival count of a phase (one thread, then
+// mbarrier_init_fence and a block barrier), arrive, wait until the phase of the given
+// parity has completed; copy_arrive is cp.async's arrive-on: this thread's arrival is the
+// landing of every cp.async it issued before (noinc: it counts toward the phase's count).
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarrier_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_addr(bar))
+                 : "memory");
+}
+__device__ __forceinline__ bool mbarrier_try_wait(uint64_t* bar, int parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred done;\nmbarrier.try_wait.parity.shared::cta.b64 done, [%1], %2;\nselp.u32 %0, 1, 0, done;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+// A phase that has not completed after 2^32 clock cycles (over 2 s) never will (a pipeline
+// that lost a hand-over): the launch fails with an error instead of hanging the stream.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
+    if (mbarrier_try_wait(bar, parity)) return;
+    const long long start = clock64();
+    while (!mbarrier_try_wait(bar, parity)) {
+        if (clock64() - start > (1ll << 32)) __trap();
+    }
+}
+__device__ __forceinline__ void copy_arrive(uint64_t* bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
 
 // wgmma (sm_90a): fence before the first mma_async after registers were touched, commit
 // the issued ones as a group, wait until at most N groups are pending.

@@ -210,7 +210,7 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
         for variant in variants(r) {
             for tokens in [1, 7, 128, 1000, 4096] {
                 index += 1;
-                // Every GEMM engine in turn: this crate's (mma.sync, wgmma) and cuBLAS.
+                // Every GEMM engine in turn: this crate's (mma.sync, wgmma, warp-specialised wgmma) and cuBLAS.
                 kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
                 let case = Case { shape: layer(variant, 384, 256, r), bias: index % 3 == 0, check_db: true };
                 let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 256, 384);
@@ -244,11 +244,12 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     let mut rng = fresh_rng("gpu_every_variant_matches_the_oracle_on_llama_layers");
     let mut workspace = Workspace::new(kernels.stream().clone());
     let engines = gemm_engines(&kernels);
-    for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
+    for (l, (n, k)) in [(4096, 4096), (11008, 4096), (4096, 11008)].into_iter().enumerate() {
         for (i, tokens) in [1, 128, 4096].into_iter().enumerate() {
             // One set of inputs for the four variants (B is each variant's own).
             let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, n, k);
-            kernels.set_gemm_engine(engines[i % engines.len()]).unwrap();
+            // The engines in turn, over the nine (layer, T): each runs at least two of them.
+            kernels.set_gemm_engine(engines[(3 * l + i) % engines.len()]).unwrap();
             for variant in variants(64) {
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), bias: tokens % 2 == 1, check_db };

@@ -18,10 +18,17 @@
 //   - wgmma.mma_async is computed only when wgmma.wait_group retires it, reading shared
 //     memory then and writing the accumulators then, so accumulators read before the
 //     wait, or a stage refilled before it, give wrong numbers; an mma_async needs a
-//     wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it.
+//     wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it;
+//   - the cp.async copies a thread hands to an mbarrier (cp.async.mbarrier.arrive) land,
+//     in the late mode, only when that barrier's phase completes, so a stage read without
+//     waiting for its barrier gives wrong numbers; a thread waiting on an mbarrier runs
+//     again only once the phase it waits for has completed (never, if no one arrives: a
+//     deadlock); an mbarrier must be initialised first, and no copy may land on one;
+//   - a value a warp declares uniform must be the same on all 32 lanes.
 #include <atomic>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -52,8 +59,17 @@ void land(const Copy& c) {
     std::memset(static_cast<char*>(c.dst) + c.bytes, 0, size_t(16 - c.bytes));
 }
 
-enum class State { Runnable, AtBarrier, AtCollective, Done };
-enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16 };
+enum class State { Runnable, AtBarrier, AtCollective, AtMbarrier, Done };
+enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16, Uniform };
+
+// An mbarrier: the arrivals a phase takes, those still missing from the current one, how
+// many phases have completed, and the copies that land when the current one completes.
+struct Mbarrier {
+    int count;
+    int pending;
+    unsigned completed;
+    std::vector<Copy> copies;
+};
 
 struct Fiber {
     Context context;
@@ -62,6 +78,7 @@ struct Fiber {
     State state;
     std::vector<Copy> open;                  // issued, not yet committed
     std::deque<std::vector<Copy>> committed;  // oldest first
+    const void* waiting_on = nullptr;         // the mbarrier, while AtMbarrier
 };
 
 // What one lane brings to a collective, and what it gets back.
@@ -129,6 +146,7 @@ class BlockRunner {
         error_.clear();
         at_barrier_ = 0;
         for (Warp& w : warps_) w.arrived = 0;
+        mbarriers_.clear();
         for (Warpgroup& g : warpgroups_) {
             g.arrived = 0;
             g.fenced = false;
@@ -222,6 +240,48 @@ class BlockRunner {
 
     unsigned char* shared() { return shared_; }
 
+    void mbarrier_init(const void* bar, int count) {
+        if (count <= 0) fail("mbarrier.init with a count of " + std::to_string(count));
+        const uint32_t at = shared_offset(bar);
+        if (at % 8 != 0 || at + 8 > launch_.shared_bytes) fail("an mbarrier not 8-byte aligned inside shared memory");
+        mbarriers_[at] = Mbarrier{count, count, 0, {}};
+    }
+
+    // One arrival on `bar`, the landing of `copies` with it (cp.async.mbarrier.arrive).
+    void mbarrier_arrive(const void* bar, std::vector<Copy> copies) {
+        Mbarrier& b = mbarrier(bar);
+        b.copies.insert(b.copies.end(), copies.begin(), copies.end());
+        if (--b.pending > 0) return;
+        for (const Copy& c : b.copies) land(c);
+        b.copies.clear();
+        b.pending = b.count;
+        ++b.completed;
+        for (Fiber& f : fibers_) {
+            if (f.state == State::AtMbarrier && f.waiting_on == bar) f.state = State::Runnable;
+        }
+    }
+
+    // The thread's copies not yet landed, handed to `bar` with its arrival.
+    void copy_arrive(const void* bar) {
+        Fiber& f = self();
+        std::vector<Copy> copies = std::move(f.open);
+        f.open.clear();
+        for (std::vector<Copy>& group : f.committed) copies.insert(copies.end(), group.begin(), group.end());
+        f.committed.clear();
+        mbarrier_arrive(bar, std::move(copies));
+    }
+
+    // Returns once the phase of `bar` with this parity has completed: its count of
+    // completed phases has the other parity.
+    void mbarrier_wait(const void* bar, int parity) {
+        Fiber& f = self();
+        while (int(mbarrier(bar).completed & 1) == (parity & 1)) {
+            f.state = State::AtMbarrier;
+            f.waiting_on = bar;
+            yield(f);
+        }
+    }
+
     uint32_t shared_offset(const void* p) {
         const auto* byte = static_cast<const unsigned char*>(p);
         if (byte < shared_ || byte > shared_ + launch_.shared_bytes) fail("a shared address outside dynamic shared memory");
@@ -229,6 +289,9 @@ class BlockRunner {
     }
 
     void async_copy(const Copy& copy) {
+        const uint32_t at = shared_offset(copy.dst);
+        const auto after = mbarriers_.lower_bound(at >= 8 ? at - 7 : 0);
+        if (after != mbarriers_.end() && after->first < at + 16) fail("a cp.async copy onto an mbarrier");
         if (launch_.late_copies) {
             self().open.push_back(copy);
         } else {
@@ -263,6 +326,12 @@ class BlockRunner {
    private:
     Fiber& self() { return fibers_[running_]; }
 
+    Mbarrier& mbarrier(const void* bar) {
+        const auto found = mbarriers_.find(shared_offset(bar));
+        if (found == mbarriers_.end()) fail("an mbarrier used before mbarrier.init");
+        return found->second;
+    }
+
     void yield(Fiber& f) { switch_context(f.context, scheduler_); }
 
     static void fiber_main() {
@@ -274,6 +343,13 @@ class BlockRunner {
     }
 
     void compute(Warp& w) {
+        if (w.op == Op::Uniform) {
+            for (int l = 0; l < WARP; ++l) {
+                if (w.in[l].a[0] != w.in[0].a[0]) fail("a value declared warp-uniform differs between lanes");
+                w.out[l].r[0] = w.in[0].a[0];
+            }
+            return;
+        }
         for (const LaneIn& in : w.in) {
             if ((w.op == Op::Ldmatrix || w.op == Op::LdmatrixTrans) && reinterpret_cast<uintptr_t>(in.address) % 16 != 0) {
                 fail("ldmatrix row address not 16-byte aligned");
@@ -332,14 +408,16 @@ class BlockRunner {
     }
 
     std::string deadlock() const {
-        size_t done = 0, barrier = 0, collective = 0;
+        size_t done = 0, barrier = 0, collective = 0, mbarrier = 0;
         for (const Fiber& f : fibers_) {
             done += f.state == State::Done;
             barrier += f.state == State::AtBarrier;
             collective += f.state == State::AtCollective;
+            mbarrier += f.state == State::AtMbarrier;
         }
         return "deadlock: " + std::to_string(barrier) + " thread(s) wait at __syncthreads, " +
-               std::to_string(collective) + " at a warp collective, " + std::to_string(done) + " have exited";
+               std::to_string(collective) + " at a warp collective, " + std::to_string(mbarrier) +
+               " on an mbarrier, " + std::to_string(done) + " have exited";
     }
 
     const Launch& launch_;
@@ -351,6 +429,7 @@ class BlockRunner {
     Context scheduler_;
     size_t running_ = 0;
     size_t at_barrier_ = 0;
+    std::map<uint32_t, Mbarrier> mbarriers_;  // by offset in shared memory
     std::string error_;
 };
 
@@ -366,6 +445,20 @@ void async_copy(void* dst, const void* src, int bytes) {
 }
 
 void async_commit() { runner->async_commit(); }
+
+int warp_uniform(int value) {
+    LaneIn in{};
+    in.a[0] = uint32_t(value);
+    return int(runner->collective(Op::Uniform, in).r[0]);
+}
+
+void mbarrier_init(const void* bar, int count) { runner->mbarrier_init(bar, count); }
+
+void mbarrier_arrive(const void* bar) { runner->mbarrier_arrive(bar, {}); }
+
+void mbarrier_wait(const void* bar, int parity) { runner->mbarrier_wait(bar, parity); }
+
+void copy_arrive(const void* bar) { runner->copy_arrive(bar); }
 
 void async_wait(int newest_pending) { runner->async_wait(newest_pending); }
 

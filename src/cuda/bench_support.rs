@@ -34,8 +34,8 @@ impl Product {
 }
 
 /// C `[m, n]` (bf16) = the `product` of bf16 `a` and `b` (f32 accumulation), on cuBLAS
-/// where `blas` is given, else on `kernels`' own GEMM (mma.sync, or wgmma where its engine
-/// is [`super::GemmEngine::Wgmma`]). Lengths must be exactly m k, n k and m n; m, n and k
+/// where `blas` is given, else on `kernels`' own GEMM (that of its engine: mma.sync, wgmma
+/// or the warp-specialised wgmma). Lengths must be exactly m k, n k and m n; m, n and k
 /// multiples of 8; every view 16-byte aligned.
 pub fn product(
     kernels: &BoneKernels,

@@ -34,13 +34,13 @@ fn random(rng: &mut StdRng, len: usize, scale: f64, ty: Ty) -> Vec<f64> {
         .collect()
 }
 
-const ENGINES: [GemmEngine; 3] = [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::Cublas];
+const ENGINES: [GemmEngine; 4] =
+    [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::WgmmaWarpSpecialized, GemmEngine::Cublas];
 
 /// An emulator running the crate's GEMM kernels of `engine` (mma.sync for the library
 /// engine, which launches only the element-wise kernels there).
 fn emulator_for(engine: GemmEngine) -> Emulator {
-    let family = if engine == GemmEngine::Wgmma { GemmKernels::Wgmma } else { GemmKernels::MmaSync };
-    Emulator::new(Landing::Late, family)
+    Emulator::new(Landing::Late, GemmKernels::of(engine))
 }
 
 /// Runs the launch sequence on the emulator, on the crate's GEMM or split into

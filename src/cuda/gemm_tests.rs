@@ -107,10 +107,17 @@ fn check(
 }
 
 /// A GEMM family and the tile width forced on it: mma.sync's one width, and each of
-/// wgmma's (every width must be right for any N; `GemmKernels::select` is tested apart).
+/// wgmma's and the warp-specialised wgmma's (every width must be right for any N;
+/// `GemmKernels::select` is tested apart).
 type Family = (GemmKernels, u32);
-const FAMILIES: [Family; 4] =
-    [(GemmKernels::MmaSync, 128), (GemmKernels::Wgmma, 64), (GemmKernels::Wgmma, 128), (GemmKernels::Wgmma, 256)];
+const FAMILIES: [Family; 6] = [
+    (GemmKernels::MmaSync, 128),
+    (GemmKernels::Wgmma, 64),
+    (GemmKernels::Wgmma, 128),
+    (GemmKernels::Wgmma, 256),
+    (GemmKernels::WgmmaWarpSpecialized, 128),
+    (GemmKernels::WgmmaWarpSpecialized, 256),
+];
 
 #[test]
 fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {
@@ -137,7 +144,8 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
         return;
     }
     // 21 K tiles of 32 (mma.sync, 3 stages), 11 of 64 (wgmma: 4 stages on the 64-wide
-    // tiles, 5 on the 128-wide, 4 on the 256-wide).
+    // tiles, 5 on the 128-wide, 4 on the 256-wide; warp-specialised: 6 on the 128-wide, 4
+    // on the 256-wide).
     let mut rng = StdRng::seed_from_u64(23);
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {

@@ -46,11 +46,27 @@ pub enum GemmEngine {
     /// The same GEMM on Hopper's wgmma (kernels/gemm_wgmma.cuh): compute capability 9.0
     /// only (H100, H200).
     Wgmma,
+    /// The wgmma GEMM with its loads on a warpgroup of their own, handing each stage to the
+    /// two computing warpgroups through mbarriers (kernels/gemm_wgmma_ws.cuh): compute
+    /// capability 9.0 only. Not yet run on a GPU (README, "Status").
+    WgmmaWarpSpecialized,
     /// cuBLAS, the adapter's product as a second call accumulating into the first; the
     /// same launch sequence otherwise, and this crate's kernels for everything else,
     /// including the short two-part products of r-wide blocks (BatCol's W', BatRow's
     /// dX_i: memory-bound, one pass over their output on the crate's GEMM instead of two).
     Cublas,
+}
+
+impl GemmEngine {
+    /// A short name for tables and logs: `native`, `wgmma`, `wgmma-ws`, `cublas`.
+    pub fn label(self) -> &'static str {
+        match self {
+            GemmEngine::Native => "native",
+            GemmEngine::Wgmma => "wgmma",
+            GemmEngine::WgmmaWarpSpecialized => "wgmma-ws",
+            GemmEngine::Cublas => "cublas",
+        }
+    }
 }
 
 impl BoneKernels {
@@ -100,12 +116,12 @@ impl BoneKernels {
     }
 
     /// The GEMM engines this handle's device can run: [`GemmEngine::Native`] everywhere,
-    /// [`GemmEngine::Wgmma`] on compute capability 9.0, [`GemmEngine::Cublas`] where the
-    /// cuBLAS library loads.
+    /// [`GemmEngine::Wgmma`] and [`GemmEngine::WgmmaWarpSpecialized`] on compute capability
+    /// 9.0, [`GemmEngine::Cublas`] where the cuBLAS library loads.
     pub fn available_gemm_engines(&self) -> Result<Vec<GemmEngine>> {
         let mut engines = vec![GemmEngine::Native];
         if self.compute_capability()? == (9, 0) {
-            engines.push(GemmEngine::Wgmma);
+            engines.extend([GemmEngine::Wgmma, GemmEngine::WgmmaWarpSpecialized]);
         }
         if cublas_present() {
             engines.push(GemmEngine::Cublas);
@@ -122,11 +138,12 @@ impl BoneKernels {
 
     /// Chooses what computes the passes' products (the default: [`BoneKernels::new`]).
     ///
-    /// [`GemmEngine::Wgmma`] fails with [`BoneError::UnsupportedByKernels`] on a device
-    /// other than compute capability 9.0 (see [`BoneKernels::available_gemm_engines`]);
-    /// [`GemmEngine::Cublas`] with [`BoneError::Cublas`] where the library does not load.
+    /// [`GemmEngine::Wgmma`] and [`GemmEngine::WgmmaWarpSpecialized`] fail with
+    /// [`BoneError::UnsupportedByKernels`] on a device other than compute capability 9.0
+    /// (see [`BoneKernels::available_gemm_engines`]); [`GemmEngine::Cublas`] with
+    /// [`BoneError::Cublas`] where the library does not load.
     pub fn set_gemm_engine(&mut self, engine: GemmEngine) -> Result<()> {
-        if engine == GemmEngine::Wgmma {
+        if matches!(engine, GemmEngine::Wgmma | GemmEngine::WgmmaWarpSpecialized) {
             let (major, minor) = self.compute_capability()?;
             if (major, minor) != (9, 0) {
                 return Err(BoneError::UnsupportedByKernels(format!(
@@ -135,13 +152,13 @@ impl BoneKernels {
             }
         }
         self.blas = match engine {
-            GemmEngine::Native | GemmEngine::Wgmma => None,
+            GemmEngine::Native | GemmEngine::Wgmma | GemmEngine::WgmmaWarpSpecialized => None,
             GemmEngine::Cublas => Some(match self.blas.take() {
                 Some(blas) => blas,
                 None => Arc::new(RowMajorBlas::new(self.stream.clone())?),
             }),
         };
-        self.gemm_kernels = if engine == GemmEngine::Wgmma { GemmKernels::Wgmma } else { GemmKernels::MmaSync };
+        self.gemm_kernels = GemmKernels::of(engine);
         Ok(())
     }
 
@@ -151,6 +168,7 @@ impl BoneKernels {
             (true, _) => GemmEngine::Cublas,
             (false, GemmKernels::MmaSync) => GemmEngine::Native,
             (false, GemmKernels::Wgmma) => GemmEngine::Wgmma,
+            (false, GemmKernels::WgmmaWarpSpecialized) => GemmEngine::WgmmaWarpSpecialized,
         }
     }
 

@@ -6,11 +6,12 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::baseline::Half;
-use super::handle::BoneKernels;
+use super::handle::{BoneKernels, GemmEngine};
 use super::params::{
     BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN,
     BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES,
-    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
+    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES,
+    BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -97,6 +98,10 @@ pub(crate) enum GemmKernels {
     /// `bone_wgmma_*`, `bone_wgmma_wide_*` and `bone_wgmma_narrow_*` (kernels/gemm_wgmma.cuh):
     /// wgmma, sm_90a only.
     Wgmma,
+    /// `bone_wgmma_ws_*` and `bone_wgmma_ws_wide_*` (kernels/gemm_wgmma_ws.cuh): the wgmma
+    /// GEMM with its loads on a warpgroup of their own, sm_90a only; products with N <= 64
+    /// (the adapter's r-wide ones) take `bone_wgmma_narrow_*`, which it has no version of.
+    WgmmaWarpSpecialized,
 }
 
 /// Fewest blocks a 128 x 256 grid must have to be chosen over 128 x 128 tiles: about one
@@ -105,37 +110,54 @@ pub(crate) enum GemmKernels {
 const WIDE_TILES_MIN_BLOCKS: u32 = FULL_GPU_BLOCKS as u32;
 
 impl GemmKernels {
+    /// The family an engine launches: its own, or mma.sync's on cuBLAS (for the crate's
+    /// kernels cuBLAS has no version of).
+    pub fn of(engine: GemmEngine) -> Self {
+        match engine {
+            GemmEngine::Native | GemmEngine::Cublas => GemmKernels::MmaSync,
+            GemmEngine::Wgmma => GemmKernels::Wgmma,
+            GemmEngine::WgmmaWarpSpecialized => GemmKernels::WgmmaWarpSpecialized,
+        }
+    }
+
     /// The kernel of this family that runs the instantiation `kernel` on `params` over
     /// `batches`, and its launch: one block per output tile, one grid.z layer per batch and
     /// chunk.
-    /// The wgmma family takes 128 x 64 tiles where N is at most 64, 128 x 256 where N
+    /// The wgmma families take 128 x 64 tiles where N is at most 64, 128 x 256 where N
     /// exceeds 128 and that still makes WIDE_TILES_MIN_BLOCKS blocks, else 128 x 128.
     pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
         let (m, n, layers) = (params.m as u32, params.n as u32, (batches * chunks(params)) as u32);
+        let wide_fills_gpu =
+            m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * layers >= WIDE_TILES_MIN_BLOCKS;
         let tile_n = match self {
             GemmKernels::MmaSync => BONE_GEMM_BN,
-            GemmKernels::Wgmma if n <= BONE_WGMMA_NARROW_BN => BONE_WGMMA_NARROW_BN,
-            GemmKernels::Wgmma
-                if n > BONE_GEMM_BN
-                    && m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * layers >= WIDE_TILES_MIN_BLOCKS =>
-            {
-                BONE_WGMMA_WIDE_BN
-            }
-            GemmKernels::Wgmma => BONE_GEMM_BN,
+            _ if n <= BONE_WGMMA_NARROW_BN => BONE_WGMMA_NARROW_BN,
+            _ if n > BONE_GEMM_BN && wide_fills_gpu => BONE_WGMMA_WIDE_BN,
+            _ => BONE_GEMM_BN,
         };
         self.with_tile_n(kernel, tile_n, params, batches)
     }
 
-    /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for wgmma; mma.sync
-    /// has 128 only), and its launch. The grid follows the kernel's own width.
+    /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for the wgmma
+    /// families; mma.sync has 128 only), and its launch. The grid follows the kernel's own
+    /// width, the block its own threads.
     pub fn with_tile_n(self, kernel: &str, tile_n: u32, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
-        let wgmma = |family: &str, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, bytes);
-        let (name, tile_n, shared_mem_bytes) = match (self, tile_n) {
-            (GemmKernels::MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES),
-            (GemmKernels::Wgmma, BONE_WGMMA_NARROW_BN) => wgmma("bone_wgmma_narrow_", BONE_WGMMA_NARROW_SMEM_BYTES),
-            (GemmKernels::Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_WGMMA_WIDE_SMEM_BYTES),
-            (GemmKernels::Wgmma, BONE_GEMM_BN) => wgmma("bone_wgmma_", BONE_WGMMA_SMEM_BYTES),
-            (GemmKernels::Wgmma, other) => unreachable!("no {other}-wide wgmma kernel (callers pass 64, 128 or 256)"),
+        use GemmKernels::{MmaSync, Wgmma, WgmmaWarpSpecialized};
+        let wgmma = |family: &str, threads, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, threads, bytes);
+        let (name, tile_n, threads, shared_mem_bytes) = match (self, tile_n) {
+            (MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_GEMM_SMEM_BYTES),
+            (Wgmma | WgmmaWarpSpecialized, BONE_WGMMA_NARROW_BN) => {
+                wgmma("bone_wgmma_narrow_", BONE_GEMM_THREADS, BONE_WGMMA_NARROW_SMEM_BYTES)
+            }
+            (Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_GEMM_THREADS, BONE_WGMMA_WIDE_SMEM_BYTES),
+            (Wgmma, BONE_GEMM_BN) => wgmma("bone_wgmma_", BONE_GEMM_THREADS, BONE_WGMMA_SMEM_BYTES),
+            (WgmmaWarpSpecialized, BONE_WGMMA_WIDE_BN) => {
+                wgmma("bone_wgmma_ws_wide_", BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES)
+            }
+            (WgmmaWarpSpecialized, BONE_GEMM_BN) => {
+                wgmma("bone_wgmma_ws_", BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_SMEM_BYTES)
+            }
+            (_, other) => unreachable!("no {other}-wide wgmma kernel (callers pass 64, 128 or 256)"),
         };
         let config = LaunchConfig {
             grid_dim: (
@@ -143,7 +165,7 @@ impl GemmKernels {
                 (params.m as u32).div_ceil(BONE_GEMM_BM),
                 (batches * chunks(params)) as u32,
             ),
-            block_dim: (BONE_GEMM_THREADS, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes,
         };
         (name, config)
@@ -157,7 +179,9 @@ impl GemmKernels {
     pub fn fused(self, kernel: &str, grid: (u32, u32)) -> (String, LaunchConfig) {
         let (name, shared_mem_bytes) = match self {
             GemmKernels::MmaSync => (kernel.to_string(), BONE_BAT_COL_GRADS_SMEM_BYTES),
-            GemmKernels::Wgmma => (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES),
+            GemmKernels::Wgmma | GemmKernels::WgmmaWarpSpecialized => {
+                (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES)
+            }
         };
         (name, LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes })
     }

@@ -108,7 +108,7 @@ const VARIANTS: [Variant; 4] = [Variant::BatCol, Variant::BatRow, Variant::Share
 fn every_gemm_with_real_work_fills_the_gpu() {
     // An H100/H200 has 132 SMs: a GEMM of a GFLOP or more on fewer than 128 blocks leaves
     // some idle for microseconds (a GFLOP is about 2 us at full rate).
-    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma] {
+    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma, GemmKernels::WgmmaWarpSpecialized] {
         for variant in VARIANTS {
             for (n, k) in LLAMA {
                 for t in [128, 256, 512, 4096] {

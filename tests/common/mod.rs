@@ -69,12 +69,12 @@ pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
     Some(BoneKernels::new(stream).expect("load the kernel module"))
 }
 
-/// The GEMM engines `kernels`' GPU has, with a printed notice when the wgmma one is not
+/// The GEMM engines `kernels`' GPU has, with a printed notice when the wgmma ones are not
 /// among them (it needs compute capability 9.0).
 pub fn gemm_engines(kernels: &bone_kernels::cuda::BoneKernels) -> Vec<bone_kernels::cuda::GemmEngine> {
     let engines = kernels.available_gemm_engines().expect("query the device");
     if !engines.contains(&bone_kernels::cuda::GemmEngine::Wgmma) {
-        skip_notice("the wgmma engine is not tested here: it needs compute capability 9.0");
+        skip_notice("the wgmma engines are not tested here: they need compute capability 9.0");
     }
     engines
 }

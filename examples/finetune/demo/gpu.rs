@@ -38,6 +38,8 @@ pub enum GemmArg {
     Native,
     /// The crate's wgmma GEMM (H100, H200).
     Wgmma,
+    /// The crate's warp-specialised wgmma GEMM (H100, H200).
+    WgmmaWs,
     /// cuBLAS.
     Cublas,
 }
@@ -49,6 +51,7 @@ impl GemmArg {
             GemmArg::Default => None,
             GemmArg::Native => Some(GemmEngine::Native),
             GemmArg::Wgmma => Some(GemmEngine::Wgmma),
+            GemmArg::WgmmaWs => Some(GemmEngine::WgmmaWarpSpecialized),
             GemmArg::Cublas => Some(GemmEngine::Cublas),
         }
     }

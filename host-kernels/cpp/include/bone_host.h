@@ -34,6 +34,14 @@ void sync_threads();
 void async_copy(void* dst, const void* src, int bytes);
 void async_commit();
 void async_wait(int newest_pending);
+// `value`, which must be the same on every lane of the warp (a warp collective).
+int warp_uniform(int value);
+// mbarriers in dynamic shared memory; copy_arrive hands the thread's copies not yet landed
+// to the barrier, with one arrival (cp.async.mbarrier.arrive.noinc).
+void mbarrier_init(const void* bar, int count);
+void mbarrier_arrive(const void* bar);
+void mbarrier_wait(const void* bar, int parity);
+void copy_arrive(const void* bar);
 void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans);
 // mma.sync m16n8k16 -> f32 on bf16 operands, or f16 ones when `f16`.
 void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool f16);
@@ -111,6 +119,12 @@ inline void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
     bone_host::mma_m16n8k16(d, a, b0, b1, std::is_same<T, __half>::value);
 }
 inline unsigned char* dynamic_smem() { return bone_host::dynamic_shared(); }
+inline int warp_uniform(int value) { return bone_host::warp_uniform(value); }
+inline void mbarrier_init(uint64_t* bar, int count) { bone_host::mbarrier_init(bar, count); }
+inline void mbarrier_init_fence() {}  // one memory here
+inline void mbarrier_arrive(uint64_t* bar) { bone_host::mbarrier_arrive(bar); }
+inline void mbarrier_wait(uint64_t* bar, int parity) { bone_host::mbarrier_wait(bar, parity); }
+inline void copy_arrive(uint64_t* bar) { bone_host::copy_arrive(bar); }
 inline uint32_t smem_addr(const void* p) { return bone_host::shared_offset(p); }
 inline void fence_proxy_async() {}  // one memory here: nothing to order between proxies
 inline void wgmma_fence() { bone_host::wgmma_fence(); }

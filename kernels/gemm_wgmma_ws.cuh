@@ -1,0 +1,121 @@
+// The wgmma GEMM of gemm_wgmma.cuh (same operands, tiles, shared-memory layout and
+// epilogue) with its copies and its products on separate warpgroups (warp specialisation):
+// warpgroup 0 only copies tiles into the stages (cp.async, the copy_tile rounds of
+// gemm_common.cuh), warpgroups 1 and 2 only multiply (64 rows x TILE_N each) and store.
+// The stages are handed over through two mbarriers each instead of block barriers:
+//   full[s]:  the 128 loading threads arrive when their copies into stage s have landed
+//             (cp.async's arrive-on); its phase u completes with the tile of use u;
+//   empty[s]: each of the 256 computing threads arrives once the products that read stage
+//             s have retired; the loaders wait for it before refilling the stage. Every
+//             thread, not one a warp: a lane that released a stage for its whole warp could
+//             let it be refilled twice before a slower lane of that warp saw its first fill,
+//             and that lane would then wait for a phase of the same parity forever.
+// So the tensor cores are fed without a block-wide barrier per K step, and the computing
+// warps issue little besides wgmma: the loads' address arithmetic runs on other warps.
+// One wgmma group stays in flight per computing warpgroup; the loaders run up to STAGES
+// tiles ahead.
+#pragma once
+#include "gemm_wgmma.cuh"
+
+namespace bone_wgmma_ws {
+
+using namespace bone_ptx;
+using bone_wgmma::BK;
+using bone_wgmma::BM;
+
+constexpr int LOADERS = 128;                                 // warpgroup 0
+constexpr int COMPUTING = BONE_WGMMA_WS_THREADS - LOADERS;  // warpgroups 1, 2
+static_assert(BONE_WGMMA_WS_THREADS == 3 * 128, "a loading warpgroup and two of 64 rows each");
+
+template <int TILE_N>
+struct Pipeline {
+    using Tiles = bone_wgmma::Pipeline<TILE_N>;  // one stage: the A tile, then the B tile
+    static constexpr int STAGES = TILE_N == 128 ? 6 : 4;
+    static constexpr int BARRIERS = STAGES * Tiles::STAGE_BYTES;  // full[STAGES], then empty[STAGES]
+    static constexpr int SMEM_BYTES = BARRIERS + 2 * STAGES * 8;
+};
+static_assert(Pipeline<128>::SMEM_BYTES == BONE_WGMMA_WS_SMEM_BYTES, "params.h states the shared memory size");
+static_assert(Pipeline<BONE_WGMMA_WIDE_BN>::SMEM_BYTES == BONE_WGMMA_WS_WIDE_SMEM_BYTES, "and this");
+
+// An operand's [ROWS, BK] tile (ROWS a multiple of 128) copied by the loaders, 128 rows
+// at a time: each 128-row slice is the layout of a 128-row tile, GROUP_BYTES per 8 rows
+// further on, and its rounds of copies are affine in the loader's index (a whole
+// 256-row MN-major tile's would not be on 128 threads).
+template <int LAYOUT, int ROWS, typename T>
+__device__ __forceinline__ void load_rows(unsigned char* tile, const T* src, int ld, int rows_total, int k_total,
+                                          int row0, int k0) {
+#pragma unroll
+    for (int slice = 0; slice < ROWS / 128; ++slice) {
+        bone_wgmma::load_tile<LAYOUT, 128, LOADERS>(tile + slice * (128 / 8) * bone_wgmma::GROUP_BYTES, src, ld,
+                                                    rows_total, k_total, row0 + slice * 128, k0);
+    }
+}
+
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
+__device__ __forceinline__ void gemm(const BoneGemm& p) {
+#if BONE_HAS_WGMMA
+    using Pipe = Pipeline<TILE_N>;
+    constexpr int STAGES = Pipe::STAGES, STAGE_BYTES = Pipe::Tiles::STAGE_BYTES, A_BYTES = Pipe::Tiles::A_BYTES;
+    unsigned char* smem = dynamic_smem();
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + Pipe::BARRIERS);
+    uint64_t* empty = full + STAGES;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbarrier_init(&full[s], LOADERS);
+            mbarrier_init(&empty[s], COMPUTING);
+        }
+        mbarrier_init_fence();
+    }
+    __syncthreads();  // the only block barrier: the mbarriers are initialised
+    int tile_m, tile_n;
+    bone_gemm_common::block_tile(tile_m, tile_n);
+    const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
+    const long long z = blockIdx.z;
+    const bone_gemm_common::Batch<BK, TIn> batch(p, z);
+    // Warp-uniform to the compiler too, so that it keeps each role's wgmma pipeline whole.
+    const int warpgroup = warp_uniform(threadIdx.x / 128);
+    if (warpgroup == 0) {
+        for (int t = 0; t < batch.tiles; ++t) {
+            const int stage = t % STAGES;
+            // Use u = t / STAGES of the stage needs use u - 1's products retired.
+            if (t >= STAGES) mbarrier_wait(&empty[stage], (t / STAGES - 1) & 1);
+            unsigned char* a_tile = smem + stage * STAGE_BYTES;
+            const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+            load_rows<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
+            load_rows<B_LAYOUT, TILE_N>(a_tile + A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
+            copy_arrive(&full[stage]);
+        }
+        copy_wait<0>();  // exit with no copy of this thread's still in flight
+        return;
+    }
+    const int rows = warpgroup - 1;  // this warpgroup's 64 rows of the tile: 0 or 1
+    // A warpgroup whose rows all lie beyond M skips its products (uniformly, as wgmma
+    // requires) but still takes and releases every stage.
+    const bool rows_live = block_m + rows * 64 < p.m;
+    float acc[TILE_N / 2] = {};
+#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
+    for (int t = 0; t < batch.tiles; ++t) {
+        const int stage = t % STAGES;
+        mbarrier_wait(&full[stage], (t / STAGES) & 1);
+        if (rows_live) {
+            fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
+            const unsigned char* a_tile = smem + stage * STAGE_BYTES;
+            bone_wgmma::queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(
+                acc, a_tile + rows * (64 / 8) * bone_wgmma::GROUP_BYTES, a_tile + A_BYTES);
+            wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on
+            wgmma_fence_operands(acc);
+        }
+        if (t > 0) mbarrier_arrive(&empty[(t - 1) % STAGES]);
+    }
+    wgmma_wait<0>();  // on every path, so that ptxas need not add one before the stores
+    wgmma_fence_operands(acc);
+    const bone_gemm_common::Output<TIn, TOut> out(p, z);
+    bone_wgmma::for_each_accumulator_pair<TILE_N>(acc, rows, [&](int row, int col, float v0, float v1) {
+        out.store_pair(block_m + row, block_n + col, v0, v1);
+    });
+#else
+    __trap();
+#endif
+}
+
+}  // namespace bone_wgmma_ws
