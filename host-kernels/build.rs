@@ -1,5 +1,6 @@
 //! Compiles ../kernels/*.cu as C++ for the host (cpp/include stands in for CUDA's headers)
-//! with the fiber runtime, plus a table of every `__global__` kernel found in them. The
+//! with the fiber runtime, and probes/*.cu (kernels that test the runtime itself), plus a
+//! table of every `__global__` kernel found in them. The
 //! kernel names are read from the preprocessed sources, so macro-made kernels count too.
 //! Without a C++17 compiler (or POSIX ucontext) the crate builds empty and `launch` says why.
 
@@ -10,17 +11,23 @@ use std::path::PathBuf;
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kernels = manifest.join("../kernels").canonicalize().expect("the kernels directory beside host-kernels");
+    let probes = manifest.join("probes");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo::rerun-if-changed={}", kernels.display());
     println!("cargo::rerun-if-changed=cpp");
+    println!("cargo::rerun-if-changed=probes");
     println!("cargo::rustc-check-cfg=cfg(bone_host_kernels_built)");
 
-    let mut sources: Vec<PathBuf> = fs::read_dir(&kernels)
-        .expect("read the kernels directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
-        .collect();
-    sources.sort();
+    let cuda_sources = |dir: &PathBuf| -> Vec<PathBuf> {
+        let mut sources: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+            .collect();
+        sources.sort();
+        sources
+    };
+    let sources = [cuda_sources(&kernels), cuda_sources(&probes)].concat();
     // The marker separates the runtime's headers from the kernels in the preprocessed text.
     let mut unity = String::from("#include \"bone_host.h\"\nnamespace bone_host_kernel_sources_begin {}\n");
     for source in &sources {

@@ -6,9 +6,14 @@
 //! lanes' registers at once, with the PTX ISA's fragment layouts, and the warpgroup
 //! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it,
 //! from the shared memory of that moment). `cp.async` copies land as soon as they are
-//! issued or as late as `cp.async.wait_group` allows ([`Landing`]).
-//! A barrier some thread never reaches, lanes of a warp at different collectives, and
-//! misaligned `ldmatrix`/`cp.async` addresses are errors.
+//! issued or as late as `cp.async.wait_group` allows ([`Landing`]); copies handed to an
+//! mbarrier (`cp.async.mbarrier.arrive`) land, late, when its phase completes, and a
+//! thread waiting on an mbarrier sleeps until the phase it asked for has completed.
+//! A barrier some thread never reaches (`__syncthreads` or an mbarrier phase), lanes of a
+//! warp at different collectives, misaligned `ldmatrix`/`cp.async` addresses, an mbarrier
+//! used uninitialised or overwritten by a copy, and a warp-uniform value that is not are
+//! errors. probes/ holds kernels that show each of these (the crate's
+//! `emulator_probes_tests`).
 //!
 //! What it does not model: memory outside what the kernel is given is not protected (the
 //! caller checks guard bytes), timing, and instructions the kernels do not use.
@@ -21,8 +26,8 @@ use std::ffi::{CString, c_char, c_void};
 pub enum Landing {
     /// At issue: a stage refilled while another warp still reads it shows.
     Early,
-    /// At the `cp.async.wait_group` that must complete them: a stage read before its
-    /// wait shows.
+    /// At the `cp.async.wait_group` that must complete them, or when the mbarrier phase
+    /// they were handed to completes: a stage read before its wait shows.
     Late,
 }
 

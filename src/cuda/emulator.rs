@@ -1,7 +1,8 @@
 //! The crate's GPU launch sequences on the CPU, for its own tests: every kernel launch
 //! runs the real kernel source (kernels/*.cu), compiled for the host by the
 //! `bone-host-kernels` dev-dependency (one fiber per CUDA thread, warp collectives for
-//! ldmatrix and mma.sync, cp.async landing early or late), over host memory laid out as
+//! ldmatrix and mma.sync, warpgroup collectives for wgmma, mbarriers, cp.async landing
+//! early or late), over host memory laid out as
 //! the device's would be. Each allocation sits between guard bytes that are checked after
 //! every launch, and starts as NaN (0xFF bytes), so an element nothing wrote fails the
 //! oracle comparison. Library GEMMs (the cuBLAS engine) are emulated by a direct product.

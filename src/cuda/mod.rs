@@ -18,6 +18,8 @@ mod element;
 #[cfg(test)]
 mod emulator;
 #[cfg(test)]
+mod emulator_probes_tests;
+#[cfg(test)]
 mod emulator_tests;
 #[cfg(test)]
 mod gemm_tests;

@@ -1,0 +1,56 @@
+// Kernels that misuse (or use rightly) what the host runtime models, for the crate's tests
+// of the runtime itself (src/cuda/emulator_probes_tests.rs): they show that a missing
+// wait or a lost hand-over fails there as it would misbehave on a GPU. Compiled for the
+// host only (host-kernels/build.rs), never by nvcc.
+#include "ptx.cuh"
+
+using namespace bone_ptx;
+
+// Two warps share one 16-byte stage and its mbarrier, whose phase takes 33 arrivals:
+// lane 0 of warp 1 copies src[0..4) into the stage with cp.async, and warp 1's 32 lanes
+// arrive (cp.async's arrive-on, noinc). After a block barrier (warp 1 has issued its copy
+// and arrived), thread 0 reads the stage into out[0..4): when `wait` is set, after its
+// own arrival completed the phase and its wait returned; else with the phase one arrival
+// short. Dynamic shared memory: 32 bytes (the stage, then the barrier).
+extern "C" __global__ void bone_probe_stage_handover(const float* src, float* out, int wait) {
+    unsigned char* smem = dynamic_smem();
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + 16);
+    if (threadIdx.x == 0) mbarrier_init(full, 33);
+    __syncthreads();
+    if (threadIdx.x >= 32) {
+        if (threadIdx.x == 32) copy16(smem, src, true);
+        copy_arrive(full);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (wait) {
+            mbarrier_arrive(full);
+            mbarrier_wait(full, 0);
+        }
+        for (int i = 0; i < 4; ++i) out[i] = reinterpret_cast<const float*>(smem)[i];
+    }
+}
+
+// One thread waits for a phase no one completes. Dynamic shared memory: 8 bytes.
+extern "C" __global__ void bone_probe_wait_forever(int count) {
+    uint64_t* bar = reinterpret_cast<uint64_t*>(dynamic_smem());
+    if (threadIdx.x == 0) mbarrier_init(bar, count);
+    __syncthreads();
+    mbarrier_wait(bar, 0);
+}
+
+// A cp.async copy whose 16 bytes cover an mbarrier. Dynamic shared memory: 32 bytes.
+extern "C" __global__ void bone_probe_copy_onto_barrier(const float* src) {
+    unsigned char* smem = dynamic_smem();
+    if (threadIdx.x == 0) mbarrier_init(reinterpret_cast<uint64_t*>(smem + 8), 1);
+    __syncthreads();
+    if (threadIdx.x == 0) copy16(smem, src, true);
+}
+
+// An arrival on an mbarrier no thread initialised. Dynamic shared memory: 8 bytes.
+extern "C" __global__ void bone_probe_uninitialised_barrier() {
+    mbarrier_arrive(reinterpret_cast<uint64_t*>(dynamic_smem()));
+}
+
+// A value declared warp-uniform that differs between lanes.
+extern "C" __global__ void bone_probe_divergent_uniform(int* out) { out[threadIdx.x] = warp_uniform(threadIdx.x); }

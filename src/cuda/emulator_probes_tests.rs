@@ -1,0 +1,66 @@
+//! The host runtime's own strictness, on the probe kernels of
+//! host-kernels/probes/strictness_probes.cu: what the GEMM tests rely on it to catch (a
+//! stage read before its mbarrier's phase completed, a hand-over that never happens, an
+//! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not) fails
+//! here as it would misbehave on a GPU.
+
+use bone_host_kernels::{KernelArg, Landing, launch};
+
+use super::emulator::host_kernels_or_skip;
+
+/// Runs probe `name` on one block of `threads` threads with `shared` bytes of dynamic
+/// shared memory.
+fn run(name: &str, threads: u32, shared: usize, args: &[KernelArg], landing: Landing) -> Result<(), String> {
+    // SAFETY: each probe reads and writes only the buffers passed, at the lengths its
+    // comment states, which the callers below provide.
+    unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, landing) }
+}
+
+/// What thread 0 of the stage hand-over probe reads, once the phase completed or one
+/// arrival before.
+fn handover(wait: bool, landing: Landing) -> [f32; 4] {
+    let src = [1.5_f32, -2.0, 3.25, 4.0];
+    let mut out = [0.0_f32; 4];
+    let (src_ptr, out_ptr, wait) = (src.as_ptr() as u64, out.as_mut_ptr() as u64, i32::from(wait));
+    run("bone_probe_stage_handover", 64, 32, &[(&src_ptr).into(), (&out_ptr).into(), (&wait).into()], landing).unwrap();
+    out
+}
+
+#[test]
+fn a_stage_read_after_its_mbarrier_holds_the_copy_and_one_read_before_does_not() {
+    if !host_kernels_or_skip("a_stage_read_after_its_mbarrier_holds_the_copy_and_one_read_before_does_not") {
+        return;
+    }
+    for landing in [Landing::Early, Landing::Late] {
+        assert_eq!(handover(true, landing), [1.5, -2.0, 3.25, 4.0], "{landing:?}");
+    }
+    // Issued and handed to the barrier, the copy lands only when the phase completes.
+    assert!(handover(false, Landing::Late).iter().all(|v| v.is_nan()), "a read before the phase saw the copy");
+}
+
+#[test]
+fn a_phase_no_one_completes_is_a_deadlock() {
+    if !host_kernels_or_skip("a_phase_no_one_completes_is_a_deadlock") {
+        return;
+    }
+    let count = 1_i32;
+    let err = run("bone_probe_wait_forever", 32, 8, &[(&count).into()], Landing::Late).unwrap_err();
+    assert!(err.contains("deadlock") && err.contains("32 on an mbarrier"), "{err}");
+}
+
+#[test]
+fn misused_mbarriers_and_uniform_values_are_errors() {
+    if !host_kernels_or_skip("misused_mbarriers_and_uniform_values_are_errors") {
+        return;
+    }
+    let src = [0.0_f32; 4];
+    let src_ptr = src.as_ptr() as u64;
+    let err = run("bone_probe_copy_onto_barrier", 32, 32, &[(&src_ptr).into()], Landing::Early).unwrap_err();
+    assert!(err.contains("cp.async copy onto an mbarrier"), "{err}");
+    let err = run("bone_probe_uninitialised_barrier", 32, 8, &[], Landing::Early).unwrap_err();
+    assert!(err.contains("used before mbarrier.init"), "{err}");
+    let mut out = [0_i32; 32];
+    let out_ptr = out.as_mut_ptr() as u64;
+    let err = run("bone_probe_divergent_uniform", 32, 0, &[(&out_ptr).into()], Landing::Early).unwrap_err();
+    assert!(err.contains("differs between lanes"), "{err}");
+}
