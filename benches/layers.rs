@@ -28,7 +28,7 @@
 use std::time::Duration;
 
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
-use bone_kernels::cuda::bench_support::{Product, product};
+use bone_kernels::cuda::bench_support::{self, Product, product};
 use bone_kernels::cuda::{
     BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
 };
@@ -95,9 +95,7 @@ fn bench_layer(
     // wgmma one, which `product/` times alone: in the layers it would repeat the
     // warp-specialised one's launches but for the GEMMs' main loop (and BatCol's fused dB
     // kernel, the same on both), at a minute and a half of the device call's ten.
-    let engines: Vec<(GemmEngine, BoneKernels)> = gpu
-        .kernels
-        .available_gemm_engines()
+    let engines: Vec<(GemmEngine, BoneKernels)> = bench_support::engines_to_run(&gpu.kernels)
         .unwrap()
         .into_iter()
         .filter(|&engine| engine != GemmEngine::Wgmma)
@@ -292,9 +290,7 @@ fn bench_layer(
 /// The plain products of a layer's passes, on each of the crate's GEMMs and on cuBLAS.
 fn bench_products(c: &mut Criterion, gpu: &Gpu) {
     let s = &gpu.stream;
-    let engines: Vec<(&str, Option<BoneKernels>)> = gpu
-        .kernels
-        .available_gemm_engines()
+    let engines: Vec<(&str, Option<BoneKernels>)> = bench_support::engines_to_run(&gpu.kernels)
         .unwrap()
         .into_iter()
         .filter(|&engine| engine != GemmEngine::Cublas)

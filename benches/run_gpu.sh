@@ -10,8 +10,12 @@
 # on the host, had not finished at 170 s: 35 of its 36 r = 64 cases done), `benches` at
 # most 400 + 150 s (the layer benches took under 300 s on 2026-11-28; the plain products
 # and BatCol's dB alone add about a minute).
-# QUICK=1 runs PEFT on one shape only. Logs and criterion's estimates land in $OUT; each
-# phase prints how long it took.
+# QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,
+# comma-separated) tests and times only those engines: to leave out one that fails on the
+# hardware (the warp-specialised wgmma GEMM, wgmma-ws, had not run on a GPU by 2026-11-28;
+# a lost mbarrier hand-over traps after about 2 s instead of hanging, but a trap ends
+# every later CUDA call of that test binary). Logs and criterion's estimates land in $OUT;
+# each phase prints how long it took.
 set -o pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}

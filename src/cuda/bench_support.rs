@@ -1,12 +1,13 @@
 //! Not part of the API (hidden from the docs): one plain bf16 product on the crate's GEMM
-//! kernels or on cuBLAS, so that `benches/gemm.rs` can time them side by side on the same
-//! shape (issue #4 asks for the GEMM-shaped kernels' throughput as a fraction of cuBLAS's).
+//! kernels or on cuBLAS, so that `benches/layers.rs` can time them side by side on the same
+//! shape (issue #4 asks for the GEMM-shaped kernels' throughput as a fraction of cuBLAS's);
+//! and the engines a GPU run covers (`BONE_GEMM_ENGINES`), for the GPU tests and benches.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::baseline::RowMajorBlas;
-use super::handle::BoneKernels;
+use super::handle::{BoneKernels, GemmEngine};
 use super::launch::Gemm;
 use super::split::{Cublas, Split};
 use super::training::aligned;
@@ -66,5 +67,49 @@ pub fn product(
     match blas {
         Some(blas) => gemm.launch(&Split(Cublas { kernels, blas }), &kernel, 1),
         None => gemm.launch(kernels, &kernel, 1),
+    }
+}
+
+/// The engines a GPU run tests and times: every one `kernels`' device runs
+/// ([`BoneKernels::available_gemm_engines`]), or, where `BONE_GEMM_ENGINES` is set, those it
+/// names by [`GemmEngine::label`], comma-separated: so that a run can leave out an engine
+/// that fails on this hardware and still check and measure the others.
+pub fn engines_to_run(kernels: &BoneKernels) -> Result<Vec<GemmEngine>> {
+    let available = kernels.available_gemm_engines()?;
+    match std::env::var("BONE_GEMM_ENGINES") {
+        Ok(names) => pick_engines(&available, &names),
+        Err(_) => Ok(available),
+    }
+}
+
+/// The engines of `available` that `names` lists (labels, comma-separated), in its order.
+fn pick_engines(available: &[GemmEngine], names: &str) -> Result<Vec<GemmEngine>> {
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            available.iter().copied().find(|engine| engine.label() == name).ok_or_else(|| {
+                let labels: Vec<&str> = available.iter().map(|engine| engine.label()).collect();
+                BoneError::UnsupportedByKernels(format!(
+                    "BONE_GEMM_ENGINES names {name:?}; this device runs {}",
+                    labels.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bone_gemm_engines_picks_available_engines_by_label() {
+        let available = [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::Cublas];
+        let picked = pick_engines(&available, "cublas, native,").unwrap();
+        assert_eq!(picked, [GemmEngine::Cublas, GemmEngine::Native]);
+        let err = pick_engines(&available, "native,wgmma-ws").unwrap_err();
+        assert!(err.to_string().contains("\"wgmma-ws\"; this device runs native, wgmma, cublas"), "{err}");
     }
 }

@@ -69,12 +69,17 @@ pub fn gpu_or_skip(test: &str) -> Option<bone_kernels::cuda::BoneKernels> {
     Some(BoneKernels::new(stream).expect("load the kernel module"))
 }
 
-/// The GEMM engines `kernels`' GPU has, with a printed notice when the wgmma ones are not
-/// among them (it needs compute capability 9.0).
+/// The GEMM engines to test on `kernels`' GPU (all it has, or those `BONE_GEMM_ENGINES`
+/// names), with a printed notice for each one left out.
 pub fn gemm_engines(kernels: &bone_kernels::cuda::BoneKernels) -> Vec<bone_kernels::cuda::GemmEngine> {
-    let engines = kernels.available_gemm_engines().expect("query the device");
+    let engines = bone_kernels::cuda::bench_support::engines_to_run(kernels).expect("the engines to test");
+    for engine in kernels.available_gemm_engines().expect("query the device") {
+        if !engines.contains(&engine) {
+            skip_notice(&format!("the {} engine is not tested: BONE_GEMM_ENGINES leaves it out", engine.label()));
+        }
+    }
     if !engines.contains(&bone_kernels::cuda::GemmEngine::Wgmma) {
-        skip_notice("the wgmma engines are not tested here: they need compute capability 9.0");
+        skip_notice("the wgmma engines are not tested here unless the device has compute capability 9.0");
     }
     engines
 }
