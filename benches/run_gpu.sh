@@ -13,7 +13,7 @@
 # QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,
 # comma-separated) tests and times only those engines: to leave out one that fails on the
 # hardware (the warp-specialised wgmma GEMM, wgmma-ws, had not run on a GPU by 2026-11-28;
-# a lost mbarrier hand-over traps after about 2 s instead of hanging, but a trap ends
+# a lost mbarrier hand-over traps after 10 s instead of hanging, but a trap ends
 # every later CUDA call of that test binary). Logs and criterion's estimates land in $OUT;
 # each phase prints how long it took.
 set -o pipefail

@@ -86,13 +86,19 @@ __device__ __forceinline__ bool mbarrier_try_wait(uint64_t* bar, int parity) {
         : "memory");
     return done != 0;
 }
-// A phase that has not completed after 2^32 clock cycles (over 2 s) never will (a pipeline
-// that lost a hand-over): the launch fails with an error instead of hanging the stream.
+__device__ __forceinline__ uint64_t global_nanoseconds() {
+    uint64_t ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+    return ns;
+}
+// A phase that has not completed after 10 s never will (a pipeline that lost a hand-over;
+// a block time-sliced off its SM resumes within milliseconds): the launch fails with an
+// error instead of hanging the stream.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
     if (mbarrier_try_wait(bar, parity)) return;
-    const long long start = clock64();
+    const uint64_t start = global_nanoseconds();
     while (!mbarrier_try_wait(bar, parity)) {
-        if (clock64() - start > (1ll << 32)) __trap();
+        if (global_nanoseconds() - start > 10000000000ull) __trap();
     }
 }
 __device__ __forceinline__ void copy_arrive(uint64_t* bar) {
