@@ -35,7 +35,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 fail=0
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
   # Only the GPU tests (named gpu_*): the CPU ones ran in CI, and some read fixtures by path.
-  for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files; do
+  for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files .gpu/bin/test-test-demo_training; do
     [ -e "$t" ] || continue
     echo "== $t"
     started=$SECONDS

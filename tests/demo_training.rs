@@ -1,41 +1,73 @@
 //! The demo's training loop (examples/finetune), run briefly: the held-out loss must
-//! fall for every Bone variant, LoRA and full fine-tuning.
+//! fall for every Bone variant, LoRA and full fine-tuning; on a GPU, the demo's GPU
+//! engine (this crate's kernels for Bone, cuBLAS for LoRA and full fine-tuning, bf16) must
+//! also agree with its f64 CPU engine on the untrained network.
 
+mod common;
 #[allow(dead_code)] // the demo's CLI uses parts this test does not
 #[path = "../examples/finetune/demo/mod.rs"]
 mod demo;
 
 use bone_kernels::Variant;
+use demo::gpu::{GemmArg, Gpu};
 use demo::layer::Method;
 use demo::task::Task;
-use demo::train::{RunConfig, run};
+use demo::train::{Curve, RunConfig, run};
+
+const METHODS: [Method; 6] = [
+    Method::Bone(Variant::BatCol),
+    Method::Bone(Variant::BatRow),
+    Method::Bone(Variant::Shared),
+    Method::Bone(Variant::Mini { mini_r: 8 }),
+    Method::Lora { rank: 2 },
+    Method::Full,
+];
+
+/// 40 steps of `method` on a 32-wide network, on the CPU (`gpu` None) or the GPU.
+fn brief_run(method: Method, gpu: Option<GemmArg>) -> Curve {
+    let config =
+        RunConfig { task: Task::LowRank, method, width: 32, r: 4, tokens: 32, steps: 40, lr: 3e-3, seed: 3, gpu };
+    let mut steps = 0;
+    let curve = run(&config, || steps += 1).unwrap();
+    assert_eq!(steps, 40, "{}: on_step per step", method.name());
+    curve
+}
+
+/// The held-out loss fell by 3% over the run.
+fn assert_loss_falls(name: &str, curve: &Curve) {
+    let (first, last) = (curve.points[0].1, curve.final_loss());
+    assert!(last < 0.97 * first, "{name}: held-out loss {first:.4e} -> {last:.4e} did not fall by 3%");
+}
 
 #[test]
 fn loss_falls_for_every_method() {
-    let methods = [
-        Method::Bone(Variant::BatCol),
-        Method::Bone(Variant::BatRow),
-        Method::Bone(Variant::Shared),
-        Method::Bone(Variant::Mini { mini_r: 8 }),
-        Method::Lora { rank: 2 },
-        Method::Full,
-    ];
-    for method in methods {
-        let config = RunConfig {
-            task: Task::LowRank,
-            method,
-            width: 32,
-            r: 4,
-            tokens: 32,
-            steps: 40,
-            lr: 3e-3,
-            seed: 3,
-            gpu: None,
-        };
-        let mut steps = 0;
-        let curve = run(&config, || steps += 1).unwrap();
-        assert_eq!(steps, 40, "{}: on_step per step", method.name());
-        let (first, last) = (curve.points[0].1, curve.final_loss());
-        assert!(last < 0.97 * first, "{}: held-out loss {first:.4e} -> {last:.4e} did not fall by 3%", method.name());
+    for method in METHODS {
+        assert_loss_falls(&method.name(), &brief_run(method, None));
+    }
+}
+
+#[test]
+fn gpu_the_demo_trains_every_method_on_the_gpu() {
+    if !Gpu::available() {
+        common::skip_notice("gpu_the_demo_trains_every_method_on_the_gpu: no CUDA GPU, or a build without kernels");
+        return;
+    }
+    for gemm in [GemmArg::Default, GemmArg::Native] {
+        for method in METHODS {
+            let (cpu, gpu) = (brief_run(method, None), brief_run(method, Some(gemm)));
+            let name = format!("{} ({gemm:?})", method.name());
+            let (cpu_first, gpu_first) = (cpu.points[0].1, gpu.points[0].1);
+            // bf16 weights and activations against f64: the same network to well within 2%.
+            assert!(
+                (gpu_first - cpu_first).abs() <= 0.02 * cpu_first,
+                "{name}: untrained held-out loss {gpu_first:.4e} on the GPU, {cpu_first:.4e} on the CPU"
+            );
+            assert_loss_falls(&name, &gpu);
+            println!(
+                "{name}: held-out loss {gpu_first:.4e} -> {:.4e} (CPU engine: {cpu_first:.4e} -> {:.4e})",
+                gpu.final_loss(),
+                cpu.final_loss()
+            );
+        }
     }
 }
