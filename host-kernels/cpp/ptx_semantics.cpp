@@ -2,6 +2,7 @@
 #include "ptx_semantics.h"
 
 #include <cstring>
+#include <tuple>
 
 namespace bone_host {
 
@@ -99,42 +100,44 @@ uint64_t operand_offset(uint64_t desc, int trans, int mn, int k) {
 
 }  // namespace
 
-// D[64 x n] += A[64 x 16] B[n x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
-// row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2. The
-// products of 16-bit values are exact in double; each sum is rounded once to f32.
-std::string wgmma_m64nNk16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes) {
+// The raw bits of A (64 x 16, k fastest) then B (n x 16), or why they cannot be read.
+std::string wgmma_operands(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes,
+                           std::vector<uint16_t>& bits) {
     for (uint64_t desc : {op.desc_a, op.desc_b}) {
         if ((desc >> 62) != 0 || ((desc >> 49) & 7) != 0) return "only wgmma's no-swizzle layout with base offset 0 is modelled";
     }
-    float a[64][16], b[256][16];
-    auto load = [&](uint64_t desc, int trans, int mn, int k, float& value) {
-        const uint64_t offset = operand_offset(desc, trans, mn, k);
-        if (offset + 2 > shared_bytes) return false;
-        uint16_t bits;
-        std::memcpy(&bits, shared + offset, 2);
-        value = to_float(bits, op.f16);
-        return true;
-    };
-    for (int k = 0; k < 16; ++k) {
-        for (int mn = 0; mn < 64; ++mn) {
-            if (!load(op.desc_a, op.trans_a, mn, k, a[mn][k])) return "a wgmma operand reaches outside dynamic shared memory";
-        }
-        for (int mn = 0; mn < op.n; ++mn) {
-            if (!load(op.desc_b, op.trans_b, mn, k, b[mn][k])) return "a wgmma operand reaches outside dynamic shared memory";
+    bits.clear();
+    for (const auto& [desc, trans, rows] : {std::tuple{op.desc_a, op.trans_a, 64}, std::tuple{op.desc_b, op.trans_b, op.n}}) {
+        for (int mn = 0; mn < rows; ++mn) {
+            for (int k = 0; k < 16; ++k) {
+                const uint64_t offset = operand_offset(desc, trans, mn, k);
+                if (offset + 2 > shared_bytes) return "a wgmma operand reaches outside dynamic shared memory";
+                uint16_t value;
+                std::memcpy(&value, shared + offset, 2);
+                bits.push_back(value);
+            }
         }
     }
+    return "";
+}
+
+// D[64 x n] += A[64 x 16] B[n x 16]^T. Thread l of the warpgroup holds, in d[4j + e],
+// row 16 (l / 32) + (l % 32) / 4 + 8 (e / 2), column 8 j + 2 (l % 4) + e % 2. The
+// products of 16-bit values are exact in double; each sum is rounded once to f32.
+void wgmma_m64nNk16(const WgmmaOp& op, const std::vector<uint16_t>& bits) {
+    auto a = [&](int row, int k) { return double(to_float(bits[16 * row + k], op.f16)); };
+    auto b = [&](int col, int k) { return double(to_float(bits[16 * (64 + col) + k], op.f16)); };
     for (int l = 0; l < WARPGROUP; ++l) {
         const int row0 = 16 * (l / 32) + (l % 32) / 4, col0 = 2 * (l % 4);
         for (int j = 0; j < op.n / 8; ++j) {
             for (int e = 0; e < 4; ++e) {
                 const int row = row0 + 8 * (e / 2), col = col0 + 8 * j + e % 2;
                 double sum = op.d[l][4 * j + e];
-                for (int k = 0; k < 16; ++k) sum += double(a[row][k]) * double(b[col][k]);
+                for (int k = 0; k < 16; ++k) sum += a(row, k) * b(col, k);
                 op.d[l][4 * j + e] = float(sum);
             }
         }
     }
-    return "";
 }
 
 }  // namespace bone_host

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bone_host {
 
@@ -24,15 +25,20 @@ struct MmaLane {
 void mma_m16n8k16(MmaLane (&lanes)[WARP], bool f16);
 
 // One wgmma.mma_async m64nNk16 -> f32: its width, operand type (bf16, or f16 when
-// `f16`), descriptors, transpose flags and each thread's accumulators.
+// `f16`), descriptors, transpose flags, each thread's accumulators, and its operands' bits
+// as they were when it was issued.
 struct WgmmaOp {
     uint64_t desc_a, desc_b;
     int n, trans_a, trans_b;
     bool f16;
     float* d[WARPGROUP];
+    std::vector<uint16_t> issued;
 };
-// Computes `op` (D += A B^T) reading A and B from the `shared_bytes` of shared memory at
-// `shared`. Returns "" or why the operands cannot be read.
-std::string wgmma_m64nNk16(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes);
+// Reads `op`'s operands from the `shared_bytes` of shared memory at `shared` into `bits`
+// (A's 64 x 16, then B's n x 16, k fastest). Returns "" or why they cannot be read.
+std::string wgmma_operands(const WgmmaOp& op, const unsigned char* shared, size_t shared_bytes,
+                           std::vector<uint16_t>& bits);
+// D += A B^T for `op`, from its operands' `bits` (wgmma_operands).
+void wgmma_m64nNk16(const WgmmaOp& op, const std::vector<uint16_t>& bits);
 
 }  // namespace bone_host

@@ -15,10 +15,12 @@
 //   - cp.async copies land either as soon as they are issued or as late as
 //     cp.async.wait_group allows (the launch chooses), so a stage read before its copy
 //     was waited for, or refilled while still being read, gives wrong numbers;
-//   - wgmma.mma_async is computed only when wgmma.wait_group retires it, reading shared
-//     memory then and writing the accumulators then, so accumulators read before the
-//     wait, or a stage refilled before it, give wrong numbers; an mma_async needs a
-//     wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it;
+//   - wgmma.mma_async is computed only when wgmma.wait_group retires it, writing the
+//     accumulators then, so accumulators read before the wait give wrong numbers; its
+//     operands are read both at issue and at retirement, and must be the same (the
+//     hardware reads them at some time in between), so a stage still filling when the
+//     product was issued, or refilled before it retired, is an error; an mma_async needs
+//     a wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it;
 //   - the cp.async copies a thread hands to an mbarrier (cp.async.mbarrier.arrive) land,
 //     in the late mode, only when that barrier's phase completes, so a stage read without
 //     waiting for its barrier gives wrong numbers; a thread waiting on an mbarrier runs
@@ -380,14 +382,16 @@ class BlockRunner {
                 break;
             case GroupOp::Mma: {
                 if (!g.fenced) fail("wgmma.mma_async without a wgmma.fence since the last wgmma.wait_group");
-                WgmmaOp m{g.desc_a[0], g.desc_b[0], g.arg >> 3, g.arg & 1, (g.arg >> 1) & 1, ((g.arg >> 2) & 1) != 0, {}};
+                WgmmaOp m{g.desc_a[0], g.desc_b[0], g.arg >> 3, g.arg & 1, (g.arg >> 1) & 1, ((g.arg >> 2) & 1) != 0, {}, {}};
                 for (int l = 0; l < WARPGROUP; ++l) {
                     if (g.desc_a[l] != m.desc_a || g.desc_b[l] != m.desc_b) {
                         fail("the threads of a warpgroup give wgmma different descriptors");
                     }
                     m.d[l] = g.d[l];
                 }
-                g.open.push_back(m);
+                const std::string error = wgmma_operands(m, shared_, launch_.shared_bytes, m.issued);
+                if (!error.empty()) fail(error);
+                g.open.push_back(std::move(m));
                 break;
             }
             case GroupOp::Commit:
@@ -397,8 +401,16 @@ class BlockRunner {
             case GroupOp::Wait:
                 while (g.committed.size() > size_t(g.arg)) {
                     for (const WgmmaOp& m : g.committed.front()) {
-                        const std::string error = wgmma_m64nNk16(m, shared_, launch_.shared_bytes);
+                        // The hardware reads the operands at some time between issue and
+                        // retirement: they must hold still over all of it.
+                        std::vector<uint16_t> retired;
+                        const std::string error = wgmma_operands(m, shared_, launch_.shared_bytes, retired);
                         if (!error.empty()) fail(error);
+                        if (retired != m.issued) {
+                            fail("a wgmma operand in shared memory changed between its mma_async and the wait that "
+                                 "retired it");
+                        }
+                        wgmma_m64nNk16(m, retired);
                     }
                     g.committed.pop_front();
                 }

@@ -2,7 +2,7 @@
 // of the runtime itself (src/cuda/emulator_probes_tests.rs): they show that a missing
 // wait or a lost hand-over fails there as it would misbehave on a GPU. Compiled for the
 // host only (host-kernels/build.rs), never by nvcc.
-#include "ptx.cuh"
+#include "gemm_wgmma.cuh"
 
 using namespace bone_ptx;
 
@@ -54,3 +54,19 @@ extern "C" __global__ void bone_probe_uninitialised_barrier() {
 
 // A value declared warp-uniform that differs between lanes.
 extern "C" __global__ void bone_probe_divergent_uniform(int* out) { out[threadIdx.x] = warp_uniform(threadIdx.x); }
+
+// One warpgroup queues D[64 x 64] += A B^T (k = 16) from shared memory (A, then B, each
+// in the GEMM's 64-row layout of 8 KiB, zeros), then, when `change` is set, thread 0
+// writes A's first element before the wait that retires the product. Dynamic shared
+// memory: 16 KiB.
+extern "C" __global__ void bone_probe_operand_changes_in_flight(int change) {
+    unsigned char* smem = dynamic_smem();
+    for (int i = threadIdx.x; i < 16384; i += 128) smem[i] = 0;
+    __syncthreads();
+    float acc[32] = {};
+    wgmma_fence();
+    wgmma<__nv_bfloat16, 64, 0, 0>(acc, bone_wgmma::descriptor(smem), bone_wgmma::descriptor(smem + 8192));
+    wgmma_commit();
+    if (change && threadIdx.x == 0) smem[0] = 1;
+    wgmma_wait<0>();
+}

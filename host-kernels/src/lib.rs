@@ -4,8 +4,8 @@
 //! Each CUDA thread is a fiber; a block's fibers run on one OS thread and switch at
 //! `__syncthreads` and at the warp collectives (`ldmatrix`, `mma.sync`), which see all 32
 //! lanes' registers at once, with the PTX ISA's fragment layouts, and the warpgroup
-//! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it,
-//! from the shared memory of that moment). `cp.async` copies land as soon as they are
+//! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it;
+//! its shared-memory operands, read at issue and at retirement, must not have changed). `cp.async` copies land as soon as they are
 //! issued or as late as `cp.async.wait_group` allows ([`Landing`]); copies handed to an
 //! mbarrier (`cp.async.mbarrier.arrive`) land, late, when its phase completes, and a
 //! thread waiting on an mbarrier sleeps until the phase it asked for has completed.

@@ -1,8 +1,9 @@
 //! The host runtime's own strictness, on the probe kernels of
 //! host-kernels/probes/strictness_probes.cu: what the GEMM tests rely on it to catch (a
 //! stage read before its mbarrier's phase completed, a hand-over that never happens, an
-//! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not) fails
-//! here as it would misbehave on a GPU.
+//! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not, a
+//! wgmma operand changed while its product is in flight) fails here as it would misbehave
+//! on a GPU.
 
 use bone_host_kernels::{KernelArg, Landing, launch};
 
@@ -63,4 +64,16 @@ fn misused_mbarriers_and_uniform_values_are_errors() {
     let out_ptr = out.as_mut_ptr() as u64;
     let err = run("bone_probe_divergent_uniform", 32, 0, &[(&out_ptr).into()], Landing::Early).unwrap_err();
     assert!(err.contains("differs between lanes"), "{err}");
+}
+
+#[test]
+fn a_wgmma_operand_changed_before_its_wait_is_an_error() {
+    if !host_kernels_or_skip("a_wgmma_operand_changed_before_its_wait_is_an_error") {
+        return;
+    }
+    let run_probe =
+        |change: i32| run("bone_probe_operand_changes_in_flight", 128, 16384, &[(&change).into()], Landing::Early);
+    run_probe(0).unwrap();
+    let err = run_probe(1).unwrap_err();
+    assert!(err.contains("changed between its mma_async and the wait that retired it"), "{err}");
 }
