@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 
+use cudarc::driver::LaunchConfig;
+
 use super::bat_col;
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
 use super::params::{BoneGemm, BoneLayer};
@@ -22,7 +24,26 @@ struct Launch {
     flops: f64,
 }
 
-/// A [`Launcher`] that only records, on the given GEMM family's tiles.
+/// CUDA's launch limits (grid.y and grid.z; threads a block) and the most dynamic shared
+/// memory a block of an H100/H200 may opt into.
+const GRID_YZ_MAX: u32 = 65535;
+const BLOCK_THREADS_MAX: u32 = 1024;
+const SHARED_BYTES_MAX: u32 = 227 * 1024;
+
+/// Asserts that `config` is a launch CUDA accepts.
+fn assert_launchable(kernel: &str, config: &LaunchConfig) {
+    let ((_, y, z), (bx, by, bz)) = (config.grid_dim, config.block_dim);
+    assert!(y <= GRID_YZ_MAX && z <= GRID_YZ_MAX, "{kernel}: grid {:?}", config.grid_dim);
+    assert!(bx * by * bz <= BLOCK_THREADS_MAX, "{kernel}: block {:?}", config.block_dim);
+    assert!(
+        config.shared_mem_bytes <= SHARED_BYTES_MAX,
+        "{kernel}: {} bytes of shared memory",
+        config.shared_mem_bytes
+    );
+}
+
+/// A [`Launcher`] that only records, on the given GEMM family's tiles, and checks that
+/// every launch is one CUDA accepts.
 struct Recorder {
     family: GemmKernels,
     launches: RefCell<Vec<Launch>>,
@@ -31,6 +52,7 @@ struct Recorder {
 impl Launcher for Recorder {
     fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
         let (name, config) = self.family.select(kernel, p, batches);
+        assert_launchable(&name, &config);
         let (x, y, z) = config.grid_dim;
         assert_eq!(z as usize, batches * chunks(p));
         let flops = 2.0 * f64::from(p.m) * f64::from(p.n) * f64::from(p.k + p.k2) * batches as f64;
@@ -39,7 +61,9 @@ impl Launcher for Recorder {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, _: &[Arg]) -> Result<()> {
-        let blocks = elementwise_config(elements).grid_dim.0;
+        let config = elementwise_config(elements);
+        assert_launchable(kernel, &config);
+        let blocks = config.grid_dim.0;
         self.launches.borrow_mut().push(Launch { kernel: kernel.to_string(), blocks, flops: 0.0 });
         Ok(())
     }
@@ -47,6 +71,7 @@ impl Launcher for Recorder {
     /// The one fused kernel (BatCol's dB) takes T, N, K first and computes G = dY^T X.
     fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {
         let (name, config) = self.family.fused(kernel, grid);
+        assert_launchable(&name, &config);
         let flops = match args {
             [Arg::I32(t), Arg::I32(n), Arg::I32(k), ..] => 2.0 * f64::from(*t) * f64::from(*n) * f64::from(*k),
             _ => panic!("{kernel}: arguments {args:?}"),
@@ -60,6 +85,8 @@ impl Launcher for Recorder {
 /// A library GEMM's products, recorded (through [`Split`]).
 impl ProductRunner for Recorder {
     fn product(&self, p: &Product) -> Result<()> {
+        // cuBLAS takes every extent and batch count as a 32-bit int.
+        assert!(p.shape.iter().chain([&p.batches]).all(|&v| i32::try_from(v).is_ok()), "{p:?}");
         let [m, n, k] = p.shape.map(|v| v as f64);
         let flops = 2.0 * m * n * k * p.batches as f64;
         self.launches.borrow_mut().push(Launch { kernel: "cublas".into(), blocks: 0, flops });
@@ -185,5 +212,24 @@ fn a_library_gemm_gets_whole_reductions_and_no_summing_pass() {
         let launches = record_on(None, &shape, 512, pass);
         let own: Vec<&Launch> = launches.iter().filter(|launch| launch.kernel.starts_with("bone_gemm_kt")).collect();
         assert_eq!(own.len(), 1, "{variant} {pass:?}: {launches:?}");
+    }
+}
+
+#[test]
+fn the_largest_supported_layers_launch_within_cuda_limits() {
+    // #3's bounds: T up to 65536, N and K up to 16384, every r; every family and cuBLAS
+    // (the Recorder asserts each launch's grid, block and shared memory).
+    for family in [None, Some(GemmKernels::MmaSync), Some(GemmKernels::Wgmma), Some(GemmKernels::WgmmaWarpSpecialized)]
+    {
+        for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
+            for r in [16, 128] {
+                let shape = LayerShape::new(variant, Dims { k: 16384, n: 16384, r }).unwrap();
+                for t in [1, 65536] {
+                    for pass in [Pass::Forward, Pass::Backward] {
+                        assert!(!record_on(family, &shape, t, pass).is_empty(), "{variant} r={r} T={t} {pass:?}");
+                    }
+                }
+            }
+        }
     }
 }
