@@ -11,20 +11,24 @@
 
 namespace bone_gemm_common {
 
-// The output tile (tile_m, tile_n) this block computes. The grid is (tiles of N, tiles of
-// M, batches) and blocks start roughly in launch order (x fastest), so they are assigned
-// in groups of GROUP_M tile rows, column by column within a group: the blocks resident
-// at once share a band of GROUP_M tile rows of A and a few tile columns of B, which stay
-// in L2, instead of sweeping all of B for every row of A (W is 90 MB on Llama's MLP).
+// Output tile number `linear` of a layer of tiles_m x tiles_n, (tile_m, tile_n). Tiles
+// are computed roughly in the order of their numbers (blocks start in launch order, x
+// fastest), so they are numbered in groups of GROUP_M tile rows, column by column within
+// a group: the tiles in flight at once share a band of GROUP_M tile rows of A and a few
+// tile columns of B, which stay in L2, instead of sweeping all of B for every row of A
+// (W is 90 MB on Llama's MLP).
 constexpr int GROUP_M = 8;
-__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n) {
-    const int tiles_n = gridDim.x, tiles_m = gridDim.y;
-    const int linear = blockIdx.y * tiles_n + blockIdx.x;
+__device__ __forceinline__ void tile_at(int linear, int tiles_m, int tiles_n, int& tile_m, int& tile_n) {
     const int first_m = linear / (GROUP_M * tiles_n) * GROUP_M;
     const int rows = min(tiles_m - first_m, GROUP_M);
     const int in_group = linear - first_m * tiles_n;
     tile_m = first_m + in_group % rows;
     tile_n = in_group / rows;
+}
+
+// The output tile this block computes where the grid is (tiles of N, tiles of M, layers).
+__device__ __forceinline__ void block_tile(int& tile_m, int& tile_n) {
+    tile_at(blockIdx.y * gridDim.x + blockIdx.x, gridDim.y, gridDim.x, tile_m, tile_n);
 }
 
 // One K tile: which product's operands (T: bf16 or f16), their leading dimensions, where

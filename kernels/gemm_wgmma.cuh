@@ -82,17 +82,21 @@ __device__ __forceinline__ void load_tile(unsigned char* tile, const T* src, int
                                                                                     k_total, row0, k0);
 }
 
-// The products of one K tile: this warpgroup's 64 rows of the stage's A tile (`a_rows`)
-// times its B tile, queued on the tensor cores as one wgmma group.
+// A descriptor `bytes` further on in shared memory: the start address is its low field,
+// in 16-byte units, and shared addresses stay below 2^18 bytes, so the sum never carries
+// out of the field (cheaper than a descriptor made anew from the address).
+__device__ __forceinline__ uint64_t advanced(uint64_t desc, int bytes) { return desc + uint64_t(bytes >> 4); }
+
+// The products of one K tile: this warpgroup's 64 rows of the stage's A tile (`a_rows`, its
+// descriptor) times its B tile (`b_tile`), queued on the tensor cores as one wgmma group.
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, int TILE_N>
-__device__ __forceinline__ void queue_products(float (&acc)[TILE_N / 2], const unsigned char* a_rows,
-                                               const unsigned char* b_tile) {
+__device__ __forceinline__ void queue_products(float (&acc)[TILE_N / 2], uint64_t a_rows, uint64_t b_tile) {
     wgmma_fence_operands(acc);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) {
-        wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, descriptor(a_rows + ks * 2 * CORE_BYTES),
-                                               descriptor(b_tile + ks * 2 * CORE_BYTES));
+        wgmma<TIn, TILE_N, A_LAYOUT, B_LAYOUT>(acc, advanced(a_rows, ks * 2 * CORE_BYTES),
+                                               advanced(b_tile, ks * 2 * CORE_BYTES));
     }
     wgmma_commit();
 }
@@ -128,8 +132,8 @@ __device__ __forceinline__ void main_loop(float (&acc)[TILE_N / 2], unsigned cha
         __syncthreads();      // everyone's copies of tile t; both warpgroups retired tile t - 2
         if (rows_live) {
             const unsigned char* stage = smem + (t % STAGES) * Pipe::STAGE_BYTES;
-            queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(acc, stage + warpgroup * (64 / 8) * GROUP_BYTES,
-                                                            stage + Pipe::A_BYTES);
+            queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(
+                acc, descriptor(stage + warpgroup * (64 / 8) * GROUP_BYTES), descriptor(stage + Pipe::A_BYTES));
         }
         // The refill, issued once tile t's products are queued (the tensor cores have tile
         // t - 1's and t's while these copies issue): into the stage tile t - 2 used.

@@ -13,7 +13,11 @@
 // So the tensor cores are fed without a block-wide barrier per K step, and the computing
 // warps issue little besides wgmma: the loads' address arithmetic runs on other warps.
 // One wgmma group stays in flight per computing warpgroup; the loaders run up to STAGES
-// tiles ahead.
+// K steps ahead. Blocks are persistent within their layer (blockIdx.z): the grid's x
+// extent is at most the GPU's SMs (one block each: the pipeline takes ~192 KiB), and
+// each block computes tiles blockIdx.x, blockIdx.x + gridDim.x, ... in the grouped order
+// of gemm_common.cuh, its K steps numbered on across them, so the loaders fill the next
+// tile's stages while the computing warps store the last one's outputs.
 #pragma once
 #include "gemm_wgmma.cuh"
 
@@ -51,6 +55,20 @@ __device__ __forceinline__ void load_rows(unsigned char* tile, const T* src, int
     }
 }
 
+// Where a role is in the ring of stages: the stage of its next K step, and the parity of
+// that stage's use (its mbarriers' phase). Counted up, not divided out of a step number:
+// the computing warps' K step is a few instructions shorter.
+template <int STAGES>
+struct Ring {
+    int stage = 0, phase = 0;
+    __device__ __forceinline__ void next() {
+        if (++stage == STAGES) {
+            stage = 0;
+            phase ^= 1;
+        }
+    }
+};
+
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
@@ -67,52 +85,70 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         mbarrier_init_fence();
     }
     __syncthreads();  // the only block barrier: the mbarriers are initialised
-    int tile_m, tile_n;
-    bone_gemm_common::block_tile(tile_m, tile_n);
-    const int block_m = tile_m * BM, block_n = tile_n * TILE_N;
+    // This block's tiles of its layer (blockIdx.z): numbers blockIdx.x, + gridDim.x, ...
+    const int tiles_m = (p.m + BM - 1) / BM, tiles_n = (p.n + TILE_N - 1) / TILE_N;
     const long long z = blockIdx.z;
     const bone_gemm_common::Batch<BK, TIn> batch(p, z);
     // Warp-uniform to the compiler too, so that it keeps each role's wgmma pipeline whole.
     const int warpgroup = warp_uniform(threadIdx.x / 128);
+    // Both roles step through the stages in the same order, over all the block's tiles.
+    Ring<STAGES> ring;
     if (warpgroup == 0) {
-        for (int t = 0; t < batch.tiles; ++t) {
-            const int stage = t % STAGES;
-            // Use u = t / STAGES of the stage needs use u - 1's products retired.
-            if (t >= STAGES) mbarrier_wait(&empty[stage], (t / STAGES - 1) & 1);
-            unsigned char* a_tile = smem + stage * STAGE_BYTES;
-            const bone_gemm_common::KTile<TIn> k = batch.tile(t);
-            load_rows<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, block_m, k.k0);
-            load_rows<B_LAYOUT, TILE_N>(a_tile + A_BYTES, k.b, k.ldb, p.n, k.k_total, block_n, k.k0);
-            copy_arrive(&full[stage]);
+        for (int linear = blockIdx.x; linear < tiles_m * tiles_n; linear += gridDim.x) {
+            int tile_m, tile_n;
+            bone_gemm_common::tile_at(linear, tiles_m, tiles_n, tile_m, tile_n);
+            for (int t = 0; t < batch.tiles; ++t, ring.next()) {
+                // Use u of the stage needs use u - 1's products retired: phase u - 1 of
+                // `empty`, whose parity is the other one (for u = 0, the phase "before"
+                // the first, which an mbarrier reports complete).
+                mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);
+                unsigned char* a_tile = smem + ring.stage * STAGE_BYTES;
+                const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+                load_rows<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, tile_m * BM, k.k0);
+                load_rows<B_LAYOUT, TILE_N>(a_tile + A_BYTES, k.b, k.ldb, p.n, k.k_total, tile_n * TILE_N, k.k0);
+                copy_arrive(&full[ring.stage]);
+            }
         }
         copy_wait<0>();  // exit with no copy of this thread's still in flight
         return;
     }
-    const int rows = warpgroup - 1;  // this warpgroup's 64 rows of the tile: 0 or 1
-    // A warpgroup whose rows all lie beyond M skips its products (uniformly, as wgmma
-    // requires) but still takes and releases every stage.
-    const bool rows_live = block_m + rows * 64 < p.m;
-    float acc[TILE_N / 2] = {};
-#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
-    for (int t = 0; t < batch.tiles; ++t) {
-        const int stage = t % STAGES;
-        mbarrier_wait(&full[stage], (t / STAGES) & 1);
-        if (rows_live) {
-            fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
-            const unsigned char* a_tile = smem + stage * STAGE_BYTES;
-            bone_wgmma::queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(
-                acc, a_tile + rows * (64 / 8) * bone_wgmma::GROUP_BYTES, a_tile + A_BYTES);
-            wgmma_wait<1>();  // tile t - 1's group has retired; tile t's runs on
-            wgmma_fence_operands(acc);
-        }
-        if (t > 0) mbarrier_arrive(&empty[(t - 1) % STAGES]);
-    }
-    wgmma_wait<0>();  // on every path, so that ptxas need not add one before the stores
-    wgmma_fence_operands(acc);
+    const int rows = warpgroup - 1;  // this warpgroup's 64 rows of each tile: 0 or 1
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-    bone_wgmma::for_each_accumulator_pair<TILE_N>(acc, rows, [&](int row, int col, float v0, float v1) {
-        out.store_pair(block_m + row, block_n + col, v0, v1);
-    });
+    int previous = 0;  // the stage of the step before, released once its products retire
+    // Descriptors of stage 0's tiles (this warpgroup's rows of A, and B); stage s's are
+    // s STAGE_BYTES further on.
+    const uint64_t a_rows = bone_wgmma::descriptor(smem + rows * (64 / 8) * bone_wgmma::GROUP_BYTES);
+    const uint64_t b_tile = bone_wgmma::descriptor(smem + A_BYTES);
+    for (int linear = blockIdx.x; linear < tiles_m * tiles_n; linear += gridDim.x) {
+        int tile_m, tile_n;
+        bone_gemm_common::tile_at(linear, tiles_m, tiles_n, tile_m, tile_n);
+        // A warpgroup whose rows all lie beyond M skips its products (uniformly, as wgmma
+        // requires) but still takes and releases every stage.
+        const bool rows_live = tile_m * BM + rows * 64 < p.m;
+        float acc[TILE_N / 2] = {};
+#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
+        for (int t = 0; t < batch.tiles; ++t, ring.next()) {
+            mbarrier_wait(&full[ring.stage], ring.phase);
+            if (rows_live) {
+                fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
+                const int offset = ring.stage * STAGE_BYTES;
+                bone_wgmma::queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(
+                    acc, bone_wgmma::advanced(a_rows, offset), bone_wgmma::advanced(b_tile, offset));
+                wgmma_wait<1>();  // the step before's group has retired; this step's runs on
+                wgmma_fence_operands(acc);
+            }
+            if (t > 0) mbarrier_arrive(&empty[previous]);
+            previous = ring.stage;
+        }
+        wgmma_wait<0>();  // on every path, so that ptxas need not add one before the stores
+        wgmma_fence_operands(acc);
+        // The tile's last stage is free: the loaders fill it for the next tile while this
+        // one's outputs are stored.
+        if (batch.tiles > 0) mbarrier_arrive(&empty[previous]);
+        bone_wgmma::for_each_accumulator_pair<TILE_N>(acc, rows, [&](int row, int col, float v0, float v1) {
+            out.store_pair(tile_m * BM + row, tile_n * TILE_N + col, v0, v1);
+        });
+    }
 #else
     __trap();
 #endif

@@ -24,6 +24,9 @@ use crate::error::Result;
 const GUARD: usize = 4096;
 /// Allocations start on this boundary, like cudaMalloc's.
 const ALIGN: usize = 256;
+/// SMs of the emulated GPU: few, so that each block of the persistent GEMM computes
+/// several tiles, its pipeline's phases running on from one tile to the next.
+const EMULATED_SMS: u32 = 3;
 
 /// One host allocation standing in for device memory: `GUARD` bytes, the data, `GUARD`
 /// bytes, all starting as 0xFF. Only raw pointers reach it (the kernels write through them).
@@ -290,8 +293,8 @@ impl Launcher for Emulator {
         assert!(p.accumulate == 0 || kernel.ends_with("_f32"), "accumulate is for f32 outputs");
         assert!(p.split_k % 8 == 0, "{kernel}: split_k {}", p.split_k);
         let (name, config) = match self.tile_n {
-            Some(tile_n) => self.gemm_kernels.with_tile_n(kernel, tile_n, p, batches),
-            None => self.gemm_kernels.select(kernel, p, batches),
+            Some(tile_n) => self.gemm_kernels.with_tile_n(kernel, tile_n, p, batches, EMULATED_SMS),
+            None => self.gemm_kernels.select(kernel, p, batches, EMULATED_SMS),
         };
         self.launch(&name, config, &[KernelArg::from(p)]);
         Ok(())

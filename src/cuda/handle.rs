@@ -25,6 +25,8 @@ pub struct BoneKernels {
     blas: Option<Arc<RowMajorBlas>>,
     /// The crate's GEMM kernels otherwise.
     gemm_kernels: GemmKernels,
+    /// The device's streaming multiprocessors (the persistent GEMM's grid).
+    multiprocessors: u32,
 }
 
 impl std::fmt::Debug for BoneKernels {
@@ -93,7 +95,16 @@ impl BoneKernels {
     fn load(stream: Arc<CudaStream>) -> Result<Self> {
         let image = kernel_image()?;
         let module = stream.context().load_module(Ptx::from_binary(image.to_vec()))?;
-        Ok(BoneKernels { stream, module, functions: Arc::default(), blas: None, gemm_kernels: GemmKernels::MmaSync })
+        let multiprocessors =
+            stream.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+        Ok(BoneKernels {
+            stream,
+            module,
+            functions: Arc::default(),
+            blas: None,
+            gemm_kernels: GemmKernels::MmaSync,
+            multiprocessors,
+        })
     }
 
     /// A handle for another stream of the same context, sharing the loaded module (and
@@ -112,6 +123,7 @@ impl BoneKernels {
             functions: self.functions.clone(),
             blas,
             gemm_kernels: self.gemm_kernels,
+            multiprocessors: self.multiprocessors,
         })
     }
 
@@ -175,6 +187,11 @@ impl BoneKernels {
     /// The crate's GEMM kernels this handle launches when cuBLAS is not the engine.
     pub(crate) fn gemm_kernels(&self) -> GemmKernels {
         self.gemm_kernels
+    }
+
+    /// The device's streaming multiprocessors.
+    pub(crate) fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
     }
 
     /// cuBLAS, when it is the GEMM engine.

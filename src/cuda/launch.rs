@@ -121,11 +121,10 @@ impl GemmKernels {
     }
 
     /// The kernel of this family that runs the instantiation `kernel` on `params` over
-    /// `batches`, and its launch: one block per output tile, one grid.z layer per batch and
-    /// chunk.
+    /// `batches` on a GPU of `sms` SMs, and its launch ([`GemmKernels::with_tile_n`]).
     /// The wgmma families take 128 x 64 tiles where N is at most 64, 128 x 256 where N
     /// exceeds 128 and that still makes WIDE_TILES_MIN_BLOCKS blocks, else 128 x 128.
-    pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
+    pub fn select(self, kernel: &str, params: &BoneGemm, batches: usize, sms: u32) -> (String, LaunchConfig) {
         let (m, n, layers) = (params.m as u32, params.n as u32, (batches * chunks(params)) as u32);
         let wide_fills_gpu =
             m.div_ceil(BONE_GEMM_BM) * n.div_ceil(BONE_WGMMA_WIDE_BN) * layers >= WIDE_TILES_MIN_BLOCKS;
@@ -135,13 +134,22 @@ impl GemmKernels {
             _ if n > BONE_GEMM_BN && wide_fills_gpu => BONE_WGMMA_WIDE_BN,
             _ => BONE_GEMM_BN,
         };
-        self.with_tile_n(kernel, tile_n, params, batches)
+        self.with_tile_n(kernel, tile_n, params, batches, sms)
     }
 
     /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for the wgmma
-    /// families; mma.sync has 128 only), and its launch. The grid follows the kernel's own
-    /// width, the block its own threads.
-    pub fn with_tile_n(self, kernel: &str, tile_n: u32, params: &BoneGemm, batches: usize) -> (String, LaunchConfig) {
+    /// families; mma.sync has 128 only), and its launch: one grid.z layer per batch and
+    /// chunk, and in each one block per output tile (tiles of N along x, of M along y),
+    /// or, for the warp-specialised kernels, which are persistent, at most `sms` blocks
+    /// along x that take the layer's tiles in turn. The block has the kernel's own threads.
+    pub fn with_tile_n(
+        self,
+        kernel: &str,
+        tile_n: u32,
+        params: &BoneGemm,
+        batches: usize,
+        sms: u32,
+    ) -> (String, LaunchConfig) {
         use GemmKernels::{MmaSync, Wgmma, WgmmaWarpSpecialized};
         let wgmma = |family: &str, threads, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, threads, bytes);
         let (name, tile_n, threads, shared_mem_bytes) = match (self, tile_n) {
@@ -159,16 +167,14 @@ impl GemmKernels {
             }
             (_, other) => unreachable!("no {other}-wide wgmma kernel (callers pass 64, 128 or 256)"),
         };
-        let config = LaunchConfig {
-            grid_dim: (
-                (params.n as u32).div_ceil(tile_n),
-                (params.m as u32).div_ceil(BONE_GEMM_BM),
-                (batches * chunks(params)) as u32,
-            ),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes,
+        let (tiles_n, tiles_m) = ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM));
+        let layers = (batches * chunks(params)) as u32;
+        let grid_dim = if threads == BONE_WGMMA_WS_THREADS {
+            ((tiles_n * tiles_m).min(sms.max(1)), 1, layers)
+        } else {
+            (tiles_n, tiles_m, layers)
         };
-        (name, config)
+        (name, LaunchConfig { grid_dim, block_dim: (threads, 1, 1), shared_mem_bytes })
     }
 }
 
@@ -189,7 +195,7 @@ impl GemmKernels {
 
 impl Launcher for BoneKernels {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
-        let (name, config) = self.gemm_kernels().select(kernel, params, batches);
+        let (name, config) = self.gemm_kernels().select(kernel, params, batches, self.multiprocessors());
         let function = self.function_with_shared(&name, config.shared_mem_bytes)?;
         let mut builder = self.stream().launch_builder(&function);
         builder.arg(params);
@@ -320,8 +326,26 @@ mod tests {
     /// The kernel chosen and its grid's x extent (tiles along N).
     fn chosen(m: usize, n: usize, batches: usize) -> (String, u32) {
         let params = Gemm::new((0, 8), (0, 8), (0, 8), [m, n, 64]).0;
-        let (name, config) = GemmKernels::Wgmma.select("bone_gemm_kk_bf16_bf16", &params, batches);
+        let (name, config) = GemmKernels::Wgmma.select("bone_gemm_kk_bf16_bf16", &params, batches, 132);
         (name, config.grid_dim.0)
+    }
+
+    #[test]
+    fn the_warp_specialised_grid_is_persistent_within_each_layer() {
+        let params = Gemm::new((0, 8), (0, 8), (0, 8), [4096, 4096, 64]).0;
+        let ws = |tile_n, batches, sms| {
+            GemmKernels::WgmmaWarpSpecialized.with_tile_n("bone_gemm_kk_bf16_bf16", tile_n, &params, batches, sms).1
+        };
+        // 32 x 16 wide tiles on 132 SMs: 132 blocks take them in turn.
+        assert_eq!(ws(256, 1, 132).grid_dim, (132, 1, 1));
+        assert_eq!(ws(256, 3, 132).grid_dim, (132, 1, 3));
+        // Fewer tiles than SMs: one block each.
+        assert_eq!(ws(256, 1, 1000).grid_dim, (512, 1, 1));
+        assert_eq!(ws(128, 1, 132).block_dim, (BONE_WGMMA_WS_THREADS, 1, 1));
+        // N <= 64 takes the first wgmma GEMM's narrow kernel, one block a tile.
+        let narrow = Gemm::new((0, 8), (0, 8), (0, 8), [4096, 64, 64]).0;
+        let (name, config) = GemmKernels::WgmmaWarpSpecialized.select("bone_gemm_kk_bf16_bf16", &narrow, 1, 132);
+        assert_eq!((name.as_str(), config.grid_dim), ("bone_wgmma_narrow_kk_bf16_bf16", (1, 32, 1)));
     }
 
     #[test]

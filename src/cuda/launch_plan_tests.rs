@@ -29,6 +29,7 @@ struct Launch {
 const GRID_YZ_MAX: u32 = 65535;
 const BLOCK_THREADS_MAX: u32 = 1024;
 const SHARED_BYTES_MAX: u32 = 227 * 1024;
+const H200_SMS: u32 = 132;
 
 /// Asserts that `config` is a launch CUDA accepts.
 fn assert_launchable(kernel: &str, config: &LaunchConfig) {
@@ -51,7 +52,7 @@ struct Recorder {
 
 impl Launcher for Recorder {
     fn gemm(&self, kernel: &str, p: &BoneGemm, batches: usize) -> Result<()> {
-        let (name, config) = self.family.select(kernel, p, batches);
+        let (name, config) = self.family.select(kernel, p, batches, H200_SMS);
         assert_launchable(&name, &config);
         let (x, y, z) = config.grid_dim;
         assert_eq!(z as usize, batches * chunks(p));
