@@ -7,7 +7,9 @@
 # PEFT_TIMEOUT, in seconds), set so that each half fits one device call (at most 10
 # minutes) of a 15-minute lease: each test binary at most 360 s (on the H200 on
 # 2026-11-28 the others took 1-31 s, and gpu_training's Llama-layer test, its f64 oracle
-# on the host, had not finished at 170 s: 35 of its 36 r = 64 cases done), `benches` at
+# on the host, had not finished at 170 s: 35 of its 36 r = 64 cases done; the oracle has
+# since stopped copying W, 5-30x faster on those layers: one call took 0.7-1.3 s on the
+# CPU here, now 0.03-0.7 s), `benches` at
 # most 400 + 150 s (the layer benches took under 300 s on 2026-11-28; the plain products
 # and BatCol's dB alone add about a minute).
 # QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,

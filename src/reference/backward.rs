@@ -1,9 +1,10 @@
 //! Backward pass: dX, dB and dbias from dY, each variant in its own form.
 
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 
 use super::blocks::{
     bat_block, check_input, check_output, check_weights, chunk_sum, fold_shared_grad, matrix, row_major, shared_block,
+    transpose_of, weight_block,
 };
 use super::forward::adapted_block;
 use crate::error::Result;
@@ -26,23 +27,26 @@ pub fn backward(layer: &LayerShape, t: usize, x: &[f64], w: &[f64], b: &[f64], d
     check_input(layer, "X", t, x)?;
     check_output(layer, "dY", t, dy)?;
     check_weights(layer, w, b)?;
-    let x = matrix(t, layer.k(), x);
-    let w = matrix(layer.n(), layer.k(), w);
-    let dy = matrix(t, layer.n(), dy);
+    let (x, w_t, dy) = (matrix(t, layer.k(), x), transpose_of(layer.n(), layer.k(), w), matrix(t, layer.n(), dy));
     let (dx, db) = match layer.variant() {
-        Variant::BatCol => bat_col(layer, &x, &w, b, &dy),
-        Variant::BatRow => bat_row(layer, &x, &w, b, &dy),
-        Variant::Shared | Variant::Mini { .. } => shared(layer, &x, &w, b, &dy),
+        Variant::BatCol => bat_col(layer, &x, &w_t, b, &dy),
+        Variant::BatRow => bat_row(layer, &x, &w_t, b, &dy),
+        Variant::Shared | Variant::Mini { .. } => shared(layer, &x, &w_t, b, &dy),
     };
     let dbias = dy.row_sum().iter().copied().collect();
     Ok(Gradients { dx: row_major(&dx), db, dbias })
+}
+
+/// `dY W` from W^T, as `(W^T dY^T)^T`: both products' operands in nalgebra's own layout.
+fn dy_times_w(dy: &DMatrix<f64>, w_t: &DMatrixView<f64>) -> DMatrix<f64> {
+    (w_t * dy.transpose()).transpose()
 }
 
 /// `dX_i = sum_o dY_o W'_{o,i}`, `dB_o = sum_i (W_{o,i} + I)^T dY_o^T X_i`.
 fn bat_col(
     layer: &LayerShape,
     x: &DMatrix<f64>,
-    w: &DMatrix<f64>,
+    w_t: &DMatrixView<f64>,
     b: &[f64],
     dy: &DMatrix<f64>,
 ) -> (DMatrix<f64>, Vec<f64>) {
@@ -53,10 +57,10 @@ fn bat_col(
         let dy_o = dy.columns(o * r, r);
         let mut db_o = DMatrix::zeros(r, r);
         for i in 0..layer.k() / r {
-            let product = dy_o * adapted_block(layer, w, b, o, i);
+            let product = dy_o * adapted_block(layer, w_t, b, o, i);
             let mut dx_i = dx.columns_mut(i * r, r);
             dx_i += product;
-            let w_plus_identity = w.view((o * r, i * r), (r, r)) + DMatrix::<f64>::identity(r, r);
+            let w_plus_identity = weight_block(layer, w_t, o, i) + DMatrix::<f64>::identity(r, r);
             db_o += w_plus_identity.transpose() * (dy_o.transpose() * x.columns(i * r, r));
         }
         db.extend(row_major(&db_o));
@@ -68,12 +72,12 @@ fn bat_col(
 fn bat_row(
     layer: &LayerShape,
     x: &DMatrix<f64>,
-    w: &DMatrix<f64>,
+    w_t: &DMatrixView<f64>,
     b: &[f64],
     dy: &DMatrix<f64>,
 ) -> (DMatrix<f64>, Vec<f64>) {
     let r = layer.r();
-    let dx_mixed = dy * w;
+    let dx_mixed = dy_times_w(dy, w_t);
     let mut d_carry = DMatrix::zeros(x.nrows(), r);
     for o in 0..layer.n() / r {
         d_carry += dy.columns(o * r, r);
@@ -94,7 +98,7 @@ fn bat_row(
 fn shared(
     layer: &LayerShape,
     x: &DMatrix<f64>,
-    w: &DMatrix<f64>,
+    w_t: &DMatrixView<f64>,
     b: &[f64],
     dy: &DMatrix<f64>,
 ) -> (DMatrix<f64>, Vec<f64>) {
@@ -102,7 +106,7 @@ fn shared(
     let block = shared_block(layer, b);
     let db = fold_shared_grad(layer, &(chunk_sum(layer, x).transpose() * dy));
     let d_sum = dy * block.transpose();
-    let mut dx = dy * w;
+    let mut dx = dy_times_w(dy, w_t);
     for col in 0..layer.k() {
         let mut dx_col = dx.column_mut(col);
         dx_col += d_sum.column(col % r);

@@ -1,6 +1,6 @@
 //! Row-major slices to and from `nalgebra` matrices, and the adapter's blocks.
 
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 
 use crate::error::Result;
 use crate::shape::{LayerShape, check_len};
@@ -9,6 +9,20 @@ use crate::variant::Variant;
 /// A row-major `[rows, cols]` slice as a matrix.
 pub fn matrix(rows: usize, cols: usize, data: &[f64]) -> DMatrix<f64> {
     DMatrix::from_row_slice(rows, cols, data)
+}
+
+/// The transpose `[cols, rows]` of a row-major `[rows, cols]` slice, read in place: the
+/// slice is that transpose in nalgebra's column-major layout. The frozen weight is read
+/// this way (W^T), never copied: copying a Llama weight into a matrix took most of a
+/// second, most of the oracle's time on such layers.
+pub fn transpose_of(rows: usize, cols: usize, data: &[f64]) -> DMatrixView<'_, f64> {
+    DMatrixView::from_slice(data, cols, rows)
+}
+
+/// W's r x r block (o, i), from W^T (`w_t`, [`transpose_of`]).
+pub fn weight_block(layer: &LayerShape, w_t: &DMatrixView<f64>, o: usize, i: usize) -> DMatrix<f64> {
+    let r = layer.r();
+    w_t.view((i * r, o * r), (r, r)).transpose()
 }
 
 /// A matrix back to a row-major vector.

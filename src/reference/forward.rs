@@ -1,8 +1,11 @@
 //! Forward pass, each variant in its own form (bone-math.md, "The three variants").
 
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView};
 
-use super::blocks::{bat_block, bat_block_for, check_input, check_weights, chunk_sum, matrix, row_major, shared_block};
+use super::blocks::{
+    bat_block, bat_block_for, check_input, check_weights, chunk_sum, matrix, row_major, shared_block, transpose_of,
+    weight_block,
+};
 use crate::error::Result;
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
@@ -23,12 +26,11 @@ pub fn forward(
     if let Some(bias) = bias {
         check_len("bias", bias.len(), layer.n(), || format!("[N] = [{}]", layer.n()))?;
     }
-    let x = matrix(t, layer.k(), x);
-    let w = matrix(layer.n(), layer.k(), w);
+    let (x, w_t) = (matrix(t, layer.k(), x), transpose_of(layer.n(), layer.k(), w));
     let mut y = match layer.variant() {
-        Variant::BatCol => bat_col(layer, &x, &w, b),
-        Variant::BatRow => bat_row(layer, &x, &w, b),
-        Variant::Shared | Variant::Mini { .. } => &x * w.transpose() + chunk_sum(layer, &x) * shared_block(layer, b),
+        Variant::BatCol => bat_col(layer, &x, &w_t, b),
+        Variant::BatRow => bat_row(layer, &x, &w_t, b),
+        Variant::Shared | Variant::Mini { .. } => &x * w_t + chunk_sum(layer, &x) * shared_block(layer, b),
     };
     if let Some(bias) = bias {
         for mut row in y.row_iter_mut() {
@@ -40,22 +42,22 @@ pub fn forward(
     Ok(row_major(&y))
 }
 
-/// `W'_{o,i} = W_{o,i} (I + B_o) + B_o` for one block; shared by forward and backward.
-pub(super) fn adapted_block(layer: &LayerShape, w: &DMatrix<f64>, b: &[f64], o: usize, i: usize) -> DMatrix<f64> {
+/// `W'_{o,i} = W_{o,i} (I + B_o) + B_o` for one block (`w_t` is W^T); shared by forward
+/// and backward.
+pub(super) fn adapted_block(layer: &LayerShape, w_t: &DMatrixView<f64>, b: &[f64], o: usize, i: usize) -> DMatrix<f64> {
     let r = layer.r();
     let mixer = bat_block_for(layer, b, o, i);
-    let w_block = w.view((o * r, i * r), (r, r));
-    w_block * (DMatrix::identity(r, r) + &mixer) + mixer
+    weight_block(layer, w_t, o, i) * (DMatrix::identity(r, r) + &mixer) + mixer
 }
 
 /// `Y_o = sum_i X_i W'_{o,i}^T`, block by block.
-fn bat_col(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64]) -> DMatrix<f64> {
+fn bat_col(layer: &LayerShape, x: &DMatrix<f64>, w_t: &DMatrixView<f64>, b: &[f64]) -> DMatrix<f64> {
     let r = layer.r();
     let mut y = DMatrix::zeros(x.nrows(), layer.n());
     for o in 0..layer.n() / r {
         for i in 0..layer.k() / r {
             let x_i = x.columns(i * r, r);
-            let product = x_i * adapted_block(layer, w, b, o, i).transpose();
+            let product = x_i * adapted_block(layer, w_t, b, o, i).transpose();
             let mut y_o = y.columns_mut(o * r, r);
             y_o += product;
         }
@@ -64,7 +66,7 @@ fn bat_col(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64]) ->
 }
 
 /// `X~_i = X_i (I + B_i)^T`, `R = sum_i X_i B_i^T`, `Y = X~ W^T + R` tiled over the output blocks.
-fn bat_row(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64]) -> DMatrix<f64> {
+fn bat_row(layer: &LayerShape, x: &DMatrix<f64>, w_t: &DMatrixView<f64>, b: &[f64]) -> DMatrix<f64> {
     let r = layer.r();
     let mut x_mixed = DMatrix::zeros(x.nrows(), layer.k());
     let mut carry = DMatrix::zeros(x.nrows(), r);
@@ -74,7 +76,7 @@ fn bat_row(layer: &LayerShape, x: &DMatrix<f64>, w: &DMatrix<f64>, b: &[f64]) ->
         x_mixed.columns_mut(i * r, r).copy_from(&(x_i * (DMatrix::identity(r, r) + &b_i).transpose()));
         carry += x_i * b_i.transpose();
     }
-    let mut y = x_mixed * w.transpose();
+    let mut y = x_mixed * w_t;
     for o in 0..layer.n() / r {
         let mut y_o = y.columns_mut(o * r, r);
         y_o += &carry;
