@@ -14,6 +14,7 @@
 
 #include "gemm.cuh"
 #include "gemm_wgmma.cuh"
+#include "gemm_wgmma_ws.cuh"
 #include "params.h"
 
 namespace bone_bat_col_grads {
@@ -82,6 +83,55 @@ struct WPlace {
     }
 };
 
+// db[a, b] += sum_q W_{o,i}[q, a] G_{o,i}[q, b] + G_{o,i}[a, b] over a K tile's blocks i,
+// for warp `warp` (0..7) of the eight holding dB's accumulators: its 16 rows a0.. of
+// output block o_local (R >= 16). A = W_{o,i}^T and B^T = G_{o,i}, both read MN-major
+// (row q of the block, then a or b) from the [row][column] tiles.
+template <typename TX, int R>
+__device__ __forceinline__ void add_tile_grads(float (&db)[R / 8][4], const TX* w_tile, const TX* g_tile, int warp,
+                                               int lane) {
+    const int o_local = warp * 16 / R, a0 = warp * 16 % R;
+    const TX* w_rows = w_tile + o_local * R * PITCH;
+    const TX* g_rows = g_tile + o_local * R * PITCH;
+#pragma unroll
+    for (int i = 0; i < TILE / R; ++i) {
+#pragma unroll
+        for (int q = 0; q < R; q += 16) {
+            uint32_t a[4];
+            bone_gemm::a_fragment<BONE_MN_MAJOR>(a, w_rows + i * R, a0, q, lane);
+#pragma unroll
+            for (int j = 0; j < R / 16; ++j) {
+                uint32_t b[4];
+                bone_gemm::b_fragments<BONE_MN_MAJOR>(b, g_rows + i * R, j * 16, q, lane);
+                mma<TX>(db[2 * j], a, b[0], b[1]);
+                mma<TX>(db[2 * j + 1], a, b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < R / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = a0 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
+                db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
+            }
+    }
+}
+
+// This run's partial sums out[blockIdx.y][n, b] from warp `warp`'s accumulators (rows
+// beyond N are not written).
+template <int R>
+__device__ __forceinline__ void store_grads(const float (&db)[R / 8][4], float* out, int n, int row0, int warp,
+                                            int lane) {
+    float* run_out = out + (long long)blockIdx.y * n * R;
+#pragma unroll
+    for (int j = 0; j < R / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = row0 + warp * 16 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
+            if (row < n) run_out[(long long)row * R + col] = db[j][e];
+        }
+}
+
 // out[run][n, b] (f32, [runs, N, R]) = sum over this block's K tiles of dB's terms for rows
 // n of its 128 (rows beyond N are not written). dy [T, N], x [T, K], w [N, K]; K tiles
 // run blockIdx.y * tiles_per_run onwards. Engine: MmaSync or Wgmma, G's main loop.
@@ -95,8 +145,6 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
     TX* w_tile = reinterpret_cast<TX*>(smem + Engine::PIPELINE_BYTES);  // past the pipeline
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int row0 = blockIdx.x * TILE;
-    // This warp's 16 rows of dB: rows a0.. of output block o_local (R >= 16).
-    const int o_local = warp * 16 / R, a0 = warp * 16 % R;
     float db[R / 8][4] = {};
 
     const int k_tiles = (k + TILE - 1) / TILE;
@@ -112,43 +160,116 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
         Engine::g_tile(smem, tokens, n, k, row0, col0, dy, x, g_tile);
         __syncthreads();  // G's tile stored, everyone's W copies visible
 
-        // db[a, b] += sum_q W_{o,i}[q, a] G_{o,i}[q, b] + G_{o,i}[a, b] over the tile's blocks i:
-        // A = W_{o,i}^T and B^T = G_{o,i}, both read MN-major (row q of the block, then a or b).
-        const TX* w_rows = w_tile + o_local * R * PITCH;
-        const TX* g_rows = g_tile + o_local * R * PITCH;
-#pragma unroll
-        for (int i = 0; i < TILE / R; ++i) {
-#pragma unroll
-            for (int q = 0; q < R; q += 16) {
-                uint32_t a[4];
-                bone_gemm::a_fragment<BONE_MN_MAJOR>(a, w_rows + i * R, a0, q, lane);
-#pragma unroll
-                for (int j = 0; j < R / 16; ++j) {
-                    uint32_t b[4];
-                    bone_gemm::b_fragments<BONE_MN_MAJOR>(b, g_rows + i * R, j * 16, q, lane);
-                    mma<TX>(db[2 * j], a, b[0], b[1]);
-                    mma<TX>(db[2 * j + 1], a, b[2], b[3]);
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < R / 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int row = a0 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
-                    db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
-                }
-        }
+        add_tile_grads<TX, R>(db, w_tile, g_tile, warp, lane);
         __syncthreads();  // done with both tiles before the next main loop and W copy refill them
     }
+    store_grads<R>(db, out, n, row0, warp, lane);
+}
 
-    float* run_out = out + (long long)blockIdx.y * n * R;
-#pragma unroll
-    for (int j = 0; j < R / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int row = row0 + warp * 16 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
-            if (row < n) run_out[(long long)row * R + col] = db[j][e];
+// The same on the warp-specialised wgmma GEMM's design (gemm_wgmma_ws.cuh, sm_90a;
+// BONE_WGMMA_WS_THREADS threads): warpgroup 0 copies, into the stages of a pipeline that
+// runs on across the block's K tiles (never drained and refilled between them), each K
+// tile's W tile and then its dY and X tiles along T; warpgroups 1 and 2 compute G's tile
+// (64 rows each) and, once it is rounded into g_tile, its eight warps add the tile's dB
+// terms, while the loaders fill the stages with the next K tile's steps. Besides the stages' mbarriers: w_full / w_empty hand the W tile over, and
+// g_sync, arrived on and waited for by the 256 computing threads, is their barrier
+// around g_tile (all of G stored before any warp reads it; all reads done before the next
+// K tile's G overwrites it).
+struct WarpSpecialized {
+    static constexpr int STAGES = 4;
+    using Tiles = bone_wgmma::Pipeline<TILE>;  // a stage: dY's tile, then X's, 128 x 64 each
+    static constexpr int G_TILE = STAGES * Tiles::STAGE_BYTES, W_TILE = G_TILE + TILE_BYTES;
+    static constexpr int BARRIERS = W_TILE + TILE_BYTES;  // full[STAGES], empty[STAGES], w_full, w_empty, g_sync
+    static constexpr int SMEM_BYTES = BARRIERS + (2 * STAGES + 3) * 8;
+};
+static_assert(WarpSpecialized::SMEM_BYTES == BONE_BAT_COL_GRADS_WS_SMEM_BYTES, "params.h states the size");
+
+template <typename TX, int R>
+__device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int tiles_per_run,
+                                                 const TX* __restrict__ dy, const TX* __restrict__ x,
+                                                 const TX* __restrict__ w, float* __restrict__ out) {
+    static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
+    using namespace bone_wgmma_ws;
+    using Layout = WarpSpecialized;
+    constexpr int STAGES = Layout::STAGES, STAGE_BYTES = Layout::Tiles::STAGE_BYTES;
+    constexpr int A_BYTES = Layout::Tiles::A_BYTES;
+    unsigned char* smem = dynamic_smem();
+    TX* g_tile = reinterpret_cast<TX*>(smem + Layout::G_TILE);
+    TX* w_tile = reinterpret_cast<TX*>(smem + Layout::W_TILE);
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::BARRIERS);
+    uint64_t* empty = full + STAGES;
+    uint64_t *w_full = empty + STAGES, *w_empty = w_full + 1, *g_sync = w_full + 2;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbarrier_init(&full[s], LOADERS);
+            mbarrier_init(&empty[s], COMPUTING);
         }
+        mbarrier_init(w_full, LOADERS);
+        mbarrier_init(w_empty, COMPUTING);
+        mbarrier_init(g_sync, COMPUTING);
+        mbarrier_init_fence();
+    }
+    __syncthreads();  // the only block barrier: the mbarriers are initialised
+    const int row0 = blockIdx.x * TILE;
+    const int k_tiles = (k + TILE - 1) / TILE, t_steps = (tokens + bone_wgmma::BK - 1) / bone_wgmma::BK;
+    const int first = blockIdx.y * tiles_per_run, last = min(k_tiles, first + tiles_per_run);
+    const int warpgroup = warp_uniform(threadIdx.x / 128);
+    Ring<STAGES> ring;
+    int w_phase = 0;  // the W tile's use, as a parity: one use per K tile
+    if (warpgroup == 0) {
+        for (int kt = first; kt < last; ++kt, w_phase ^= 1) {
+            for (int t = 0; t < t_steps; ++t, ring.next()) {
+                mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);
+                unsigned char* a_tile = smem + ring.stage * STAGE_BYTES;
+                load_rows<BONE_MN_MAJOR, TILE>(a_tile, dy, n, n, tokens, row0, t * bone_wgmma::BK);
+                load_rows<BONE_MN_MAJOR, TILE>(a_tile + A_BYTES, x, k, k, tokens, kt * TILE, t * bone_wgmma::BK);
+                copy_arrive(&full[ring.stage]);
+            }
+            // W's tile [128 rows of N, 128 columns of K] as [row][column], needed only after
+            // the tile's G: copied after its steps, once the last K tile's dB terms are
+            // done with it, so the next K tile's steps fill the stages during them.
+            mbarrier_wait(w_empty, w_phase ^ 1);
+            bone_gemm_common::copy_tile<BONE_K_MAJOR, WPlace, TILE * TILE / 8, LOADERS>(
+                reinterpret_cast<unsigned char*>(w_tile), w, k, n, k, row0, kt * TILE);
+            copy_arrive(w_full);
+        }
+        copy_wait<0>();  // exit with no copy of this thread's still in flight
+        return;
+    }
+    const int rows = warpgroup - 1, warp = (threadIdx.x - LOADERS) / 32, lane = threadIdx.x % 32;
+    const uint64_t a_rows = bone_wgmma::descriptor(smem + rows * (64 / 8) * bone_wgmma::GROUP_BYTES);
+    const uint64_t b_tile = bone_wgmma::descriptor(smem + A_BYTES);
+    float db[R / 8][4] = {};
+    int previous = 0;
+    for (int kt = first; kt < last; ++kt, w_phase ^= 1) {
+        float acc[TILE / 2] = {};
+#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
+        for (int t = 0; t < t_steps; ++t, ring.next()) {
+            mbarrier_wait(&full[ring.stage], ring.phase);
+            fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
+            const int offset = ring.stage * STAGE_BYTES;
+            bone_wgmma::queue_products<BONE_MN_MAJOR, BONE_MN_MAJOR, TX, TILE>(
+                acc, bone_wgmma::advanced(a_rows, offset), bone_wgmma::advanced(b_tile, offset));
+            wgmma_wait<1>();  // the step before's group has retired; this step's runs on
+            wgmma_fence_operands(acc);
+            if (t > 0) mbarrier_arrive(&empty[previous]);
+            previous = ring.stage;
+        }
+        wgmma_wait<0>();
+        wgmma_fence_operands(acc);
+        if (t_steps > 0) mbarrier_arrive(&empty[previous]);  // the loaders go on with the next K tile
+        bone_wgmma::for_each_accumulator_pair<TILE>(
+            acc, rows, [&](int row, int col, float v0, float v1) { store_pair(g_tile, row, col, v0, v1); });
+        // g_sync completes two phases a K tile, so they have parities 0 and 1 in every one.
+        mbarrier_arrive(g_sync);  // all of G's tile stored ...
+        mbarrier_wait(g_sync, 0);
+        mbarrier_wait(w_full, w_phase);  // ... and W's landed
+        add_tile_grads<TX, R>(db, w_tile, g_tile, warp, lane);
+        mbarrier_arrive(w_empty);  // this thread is done with W's tile
+        mbarrier_arrive(g_sync);   // and with G's: the next K tile may store its own
+        mbarrier_wait(g_sync, 1);
+    }
+    store_grads<R>(db, out, n, row0, warp, lane);
 }
 
 }  // namespace bone_bat_col_grads
@@ -183,11 +304,29 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
 #else
 #define BONE_BAT_COL_GRADS_WGMMA(TX, R) __trap();
 #endif
+// bone_bat_col_grads_ws_x_<X>_r<R> (sm_90a, BONE_BAT_COL_GRADS_WS_SMEM_BYTES, a trap
+// elsewhere): the same grid, BONE_WGMMA_WS_THREADS threads.
+#define BONE_BAT_COL_GRADS_WS(X_NAME, TX, R)                                                                        \
+    extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1) bone_bat_col_grads_ws_x_##X_NAME##_r##R( \
+        int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, const TX* __restrict__ x,          \
+        const TX* __restrict__ w, float* __restrict__ out) {                                                       \
+        BONE_BAT_COL_GRADS_WS_BODY(TX, R)                                                                          \
+    }
+#if BONE_HAS_WGMMA
+#define BONE_BAT_COL_GRADS_WS_BODY(TX, R) \
+    bone_bat_col_grads::bat_col_grads_ws<TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);
+#else
+#define BONE_BAT_COL_GRADS_WS_BODY(TX, R) __trap();
+#endif
 #define BONE_BAT_COL_GRADS_FOR(X_NAME, TX) \
     BONE_BAT_COL_GRADS(X_NAME, TX, 16)     \
     BONE_BAT_COL_GRADS(X_NAME, TX, 32)     \
     BONE_BAT_COL_GRADS(X_NAME, TX, 64)     \
-    BONE_BAT_COL_GRADS(X_NAME, TX, 128)
+    BONE_BAT_COL_GRADS(X_NAME, TX, 128)    \
+    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 16)  \
+    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 32)  \
+    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 64)  \
+    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 128)
 
 BONE_BAT_COL_GRADS_FOR(bf16, __nv_bfloat16)
 BONE_BAT_COL_GRADS_FOR(f16, __half)

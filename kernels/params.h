@@ -108,6 +108,9 @@ struct BoneGemm {
 // pipeline (BONE_WGMMA_SMEM_BYTES below).
 #define BONE_BAT_COL_GRADS_SMEM_BYTES 96256
 #define BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES 198656
+// and on the warp-specialised design (4 stages of two 128 x 64 tiles, the G and W tiles,
+// 11 mbarriers).
+#define BONE_BAT_COL_GRADS_WS_SMEM_BYTES 200792
 
 // The sm_90a GEMM (kernels/gemm_wgmma.cuh): same tile and threads, its pipeline in this
 // much dynamic shared memory (5 stages of two 128 x 64 bf16 tiles); and its wide

@@ -2,7 +2,7 @@
 # Reads the SASS of the fatbin build.rs embedded (cuobjdump from scripts/install-nvcc):
 # every mma.sync GEMM kernel (bone_gemm_*) and BatCol's fused dB kernel on it
 # (bone_bat_col_grads_x_*) must use tensor cores (HMMA) on every architecture, every wgmma
-# kernel (bone_wgmma_*, bone_bat_col_grads_wgmma_*) must use HGMMA on sm_90a (elsewhere
+# kernel (bone_wgmma_*, bone_bat_col_grads_wgmma_*, bone_bat_col_grads_ws_*) must use HGMMA on sm_90a (elsewhere
 # it is a stub that traps), no kernel may touch local memory (LDL/STL: spills or stack
 # arrays), and each GEMM's main loop stays within a budget of instructions per K step
 # (scripts/sass_main_loops.py; measured 116-131 for mma.sync, 153-228 for wgmma, 60-64 for
@@ -31,6 +31,7 @@ for arch in sm_80 sm_89 sm_90a; do
   require "$arch" "$arch_sass" bone_bat_col_grads_x_ HMMA
   [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_wgmma_ HGMMA
   [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_bat_col_grads_wgmma_ HGMMA
+  [ "$arch" != sm_90a ] || require "$arch" "$arch_sass" bone_bat_col_grads_ws_ HGMMA
   python3 "$(dirname "$0")/sass_main_loops.py" bone_gemm_=150 bone_wgmma_=230 bone_wgmma_wide_=270 \
     bone_wgmma_narrow_=200 bone_wgmma_ws_=80 <<<"$arch_sass" | grep -v '^bone_bat_col' || status=1
   if grep -qE '\b(LDL|STL)\b' <<<"$arch_sass"; then echo "check_sass: local memory traffic (LDL/STL) on $arch" >&2; status=1; fi

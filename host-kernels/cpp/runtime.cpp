@@ -22,8 +22,8 @@
 //     product was issued, or refilled before it retired, is an error; an mma_async needs
 //     a wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it;
 //   - the cp.async copies a thread hands to an mbarrier (cp.async.mbarrier.arrive) land,
-//     in the late mode, only when that barrier's phase completes, so a stage read without
-//     waiting for its barrier gives wrong numbers; a thread waiting on an mbarrier runs
+//     in the late mode, only when a wait on that barrier sees their phase complete, so a
+//     stage read without waiting for its barrier gives wrong numbers; a thread waiting on an mbarrier runs
 //     again only once the phase it waits for has completed (never, if no one arrives: a
 //     deadlock); an mbarrier must be initialised first, and no copy may land on one;
 //   - a value a warp declares uniform must be the same on all 32 lanes.
@@ -65,12 +65,15 @@ enum class State { Runnable, AtBarrier, AtCollective, AtMbarrier, Done };
 enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16, Uniform };
 
 // An mbarrier: the arrivals a phase takes, those still missing from the current one, how
-// many phases have completed, and the copies that land when the current one completes.
+// many phases have completed, the copies handed to the current one, and those of completed
+// phases, which land when a thread's wait sees its phase complete (no thread that did not
+// wait may count on them).
 struct Mbarrier {
     int count;
     int pending;
     unsigned completed;
     std::vector<Copy> copies;
+    std::vector<Copy> done;
 };
 
 struct Fiber {
@@ -246,7 +249,7 @@ class BlockRunner {
         if (count <= 0) fail("mbarrier.init with a count of " + std::to_string(count));
         const uint32_t at = shared_offset(bar);
         if (at % 8 != 0 || at + 8 > launch_.shared_bytes) fail("an mbarrier not 8-byte aligned inside shared memory");
-        mbarriers_[at] = Mbarrier{count, count, 0, {}};
+        mbarriers_[at] = Mbarrier{count, count, 0, {}, {}};
     }
 
     // One arrival on `bar`, the landing of `copies` with it (cp.async.mbarrier.arrive).
@@ -254,7 +257,7 @@ class BlockRunner {
         Mbarrier& b = mbarrier(bar);
         b.copies.insert(b.copies.end(), copies.begin(), copies.end());
         if (--b.pending > 0) return;
-        for (const Copy& c : b.copies) land(c);
+        b.done.insert(b.done.end(), b.copies.begin(), b.copies.end());
         b.copies.clear();
         b.pending = b.count;
         ++b.completed;
@@ -282,6 +285,9 @@ class BlockRunner {
             f.waiting_on = bar;
             yield(f);
         }
+        Mbarrier& b = mbarrier(bar);
+        for (const Copy& c : b.done) land(c);
+        b.done.clear();
     }
 
     uint32_t shared_offset(const void* p) {

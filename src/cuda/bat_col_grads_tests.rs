@@ -1,5 +1,5 @@
-//! BatCol's fused dB kernel (kernels/bat_col_grads.cu), on both main loops (mma.sync and
-//! wgmma), launched directly on the CPU emulator against a direct f64 sum: every block size
+//! BatCol's fused dB kernel (kernels/bat_col_grads.cu), in its three versions (mma.sync,
+//! wgmma, warp-specialised wgmma), launched directly on the CPU emulator against a direct f64 sum: every block size
 //! and activation type, ragged N and K,
 //! blocks walking several K tiles (which the launch sequences reach only on large layers),
 //! and runs of K tiles written as separate partial sums. Outputs start as NaN.
@@ -47,15 +47,18 @@ fn fused_batcol_grads_match_a_direct_sum() {
     }
     let mut rng = StdRng::seed_from_u64(31);
     // (T, N, K, r, K tiles per run): N = 192 and K = 336 are ragged against the 128-wide
-    // tiles; 3 tiles per run walks all of K in one block, 2 makes two runs.
+    // tiles; 3 tiles per run walks all of K in one block, 2 makes two runs; T = 150 takes
+    // three steps of 64 tokens a K tile, so the warp-specialised kernel's four stages
+    // wrap around within and across K tiles.
     let cases = [
         (40, 192, 336, 16, 3),
         (40, 192, 336, 16, 2),
         (17, 256, 384, 32, 2),
         (9, 192, 256, 64, 2),
         (9, 256, 384, 128, 3),
+        (150, 128, 384, 64, 3),
     ];
-    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma] {
+    for family in [GemmKernels::MmaSync, GemmKernels::Wgmma, GemmKernels::WgmmaWarpSpecialized] {
         for (case, &(t, n, k, r, per_run)) in cases.iter().enumerate() {
             let ty = if case % 2 == 0 { Ty::Bf16 } else { Ty::F16 };
             let emulator = Emulator::new(Landing::Late, family);

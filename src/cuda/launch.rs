@@ -8,10 +8,10 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::{BoneKernels, GemmEngine};
 use super::params::{
-    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_GEMM_BM, BONE_GEMM_BN,
-    BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES,
-    BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES,
-    BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
+    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_BAT_COL_GRADS_WS_SMEM_BYTES, BONE_GEMM_BM,
+    BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
+    BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES,
+    BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -180,16 +180,19 @@ impl GemmKernels {
 
 impl GemmKernels {
     /// This family's version of the fused kernel `kernel` (`bone_bat_col_grads_*`, its
-    /// mma.sync version's name) and its launch over `grid`: blocks of BONE_GEMM_THREADS
-    /// threads, the main loop's and the tiles' dynamic shared memory.
+    /// mma.sync version's name) and its launch over `grid`: the version's threads, and the
+    /// main loop's and the tiles' dynamic shared memory.
     pub fn fused(self, kernel: &str, grid: (u32, u32)) -> (String, LaunchConfig) {
-        let (name, shared_mem_bytes) = match self {
-            GemmKernels::MmaSync => (kernel.to_string(), BONE_BAT_COL_GRADS_SMEM_BYTES),
-            GemmKernels::Wgmma | GemmKernels::WgmmaWarpSpecialized => {
-                (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES)
+        let (name, threads, shared_mem_bytes) = match self {
+            GemmKernels::MmaSync => (kernel.to_string(), BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_SMEM_BYTES),
+            GemmKernels::Wgmma => {
+                (kernel.replacen("_x_", "_wgmma_x_", 1), BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES)
+            }
+            GemmKernels::WgmmaWarpSpecialized => {
+                (kernel.replacen("_x_", "_ws_x_", 1), BONE_WGMMA_WS_THREADS, BONE_BAT_COL_GRADS_WS_SMEM_BYTES)
             }
         };
-        (name, LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BONE_GEMM_THREADS, 1, 1), shared_mem_bytes })
+        (name, LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (threads, 1, 1), shared_mem_bytes })
     }
 }
 
