@@ -13,11 +13,11 @@
 # most 400 + 150 s (the layer benches took under 300 s on 2026-11-28; the plain products
 # and BatCol's dB alone add about a minute).
 # QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,
-# comma-separated) tests and times only those engines: to leave out one that fails on the
-# hardware (the warp-specialised wgmma GEMM, wgmma-ws, had not run on a GPU by 2026-11-28;
-# a lost mbarrier hand-over traps after 10 s instead of hanging, but a trap ends
-# every later CUDA call of that test binary). Logs and criterion's estimates land in $OUT;
-# each phase prints how long it took.
+# comma-separated) tests and times only those engines; unset, the run first tests each
+# engine's exact layout alone and leaves out any that fails (below): the warp-specialised
+# wgmma GEMM, wgmma-ws, had not run on a GPU by 2026-11-28, and a lost mbarrier hand-over
+# traps after 10 s instead of hanging, but a trap ends every later CUDA call of its test
+# binary. Logs and criterion's estimates land in $OUT; each phase prints how long it took.
 set -o pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -35,6 +35,26 @@ done
 export LD_LIBRARY_PATH CRITERION_HOME="$OUT/criterion"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 fail=0
+# Each GEMM engine's exact-layout test alone, before anything else (seconds): an engine
+# that fails it, or traps, is left out of the rest of the run through BONE_GEMM_ENGINES,
+# loudly, and the run fails; so one broken engine costs neither a rerun of the long tests
+# nor the other engines' checks. Skipped where BONE_GEMM_ENGINES is given. The labels are
+# GemmEngine::label's.
+if [ -z "${BONE_GEMM_ENGINES:-}" ] && [ -e .gpu/bin/test-test-gpu_gemm_layout ]; then
+  passing=""
+  for engine in native wgmma wgmma-ws cublas; do
+    if log=$(BONE_GEMM_ENGINES=$engine timeout 120 .gpu/bin/test-test-gpu_gemm_layout gpu_every_gemm_engine 2>&1); then
+      passing="$passing,$engine"; echo "   engine $engine: exact-layout test passed"
+    elif grep -q "this device runs" <<<"$log"; then
+      echo "   engine $engine: not on this device"
+    else
+      echo "!! engine $engine FAILED its exact-layout test: left out of this run (log: smoke-$engine.log)"
+      echo "$log" > "$OUT/smoke-$engine.log"; fail=1
+    fi
+  done
+  export BONE_GEMM_ENGINES=${passing#,}
+  echo "   BONE_GEMM_ENGINES=$BONE_GEMM_ENGINES" | tee -a "$OUT/gpu.txt"
+fi
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
   # Only the GPU tests (named gpu_*): the CPU ones ran in CI, and some read fixtures by path.
   for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files .gpu/bin/test-test-demo_training; do

@@ -82,22 +82,30 @@ pub fn engines_to_run(kernels: &BoneKernels) -> Result<Vec<GemmEngine>> {
     }
 }
 
-/// The engines of `available` that `names` lists (labels, comma-separated), in its order.
+/// The engines of `available` that `names` lists (labels, comma-separated), in its order;
+/// at least one (an empty list would leave every engine's test with nothing to check).
 fn pick_engines(available: &[GemmEngine], names: &str) -> Result<Vec<GemmEngine>> {
-    names
+    let labels = || available.iter().map(|engine| engine.label()).collect::<Vec<_>>().join(", ");
+    let picked = names
         .split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .map(|name| {
             available.iter().copied().find(|engine| engine.label() == name).ok_or_else(|| {
-                let labels: Vec<&str> = available.iter().map(|engine| engine.label()).collect();
                 BoneError::UnsupportedByKernels(format!(
                     "BONE_GEMM_ENGINES names {name:?}; this device runs {}",
-                    labels.join(", ")
+                    labels()
                 ))
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if picked.is_empty() {
+        return Err(BoneError::UnsupportedByKernels(format!(
+            "BONE_GEMM_ENGINES names no engine; this device runs {}",
+            labels()
+        )));
+    }
+    Ok(picked)
 }
 
 #[cfg(test)]
@@ -111,5 +119,7 @@ mod tests {
         assert_eq!(picked, [GemmEngine::Cublas, GemmEngine::Native]);
         let err = pick_engines(&available, "native,wgmma-ws").unwrap_err();
         assert!(err.to_string().contains("\"wgmma-ws\"; this device runs native, wgmma, cublas"), "{err}");
+        let err = pick_engines(&available, " , ").unwrap_err();
+        assert!(err.to_string().contains("names no engine"), "{err}");
     }
 }
