@@ -1,6 +1,7 @@
-//! The plain products `benches/gemm.rs` times (`bone_kernels::cuda::bench_support`) compute
-//! what they claim, on every engine, against an f64 product of the same bf16 inputs; bad
-//! dimensions are refused. Skips with a printed notice where there is no GPU.
+//! The plain products `benches/layers.rs` times in `product/` (through
+//! `bone_kernels::cuda::bench_support`) compute what they claim, on every engine, against
+//! an f64 product of the same bf16 inputs; bad dimensions are refused. Skips with a
+//! printed notice where there is no GPU.
 
 mod common;
 
