@@ -91,14 +91,14 @@ fn bench_layer(
     let mut db = s.alloc_zeros::<f32>(adapter_max).unwrap();
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
-    // Every engine this GPU has (the wgmma GEMMs need compute capability 9.0) but the first
-    // wgmma one, which `product/` times alone: in the layers it would repeat the
-    // warp-specialised one's launches but for the GEMMs' main loop (and BatCol's fused dB
-    // kernel, the same on both), at a minute and a half of the device call's ten.
+    // Every engine this GPU has (the wgmma GEMMs need compute capability 9.0); the first
+    // wgmma one only in BatCol's dB alone (its fused kernel against the warp-specialised
+    // one's): its layers would repeat the warp-specialised engine's launches but for the
+    // GEMMs' main loop, which `product/` times alone, at a minute and a half of the device
+    // call's ten.
     let engines: Vec<(GemmEngine, BoneKernels)> = bench_support::engines_to_run(&gpu.kernels)
         .unwrap()
         .into_iter()
-        .filter(|&engine| engine != GemmEngine::Wgmma)
         .map(|engine| {
             let mut kernels = gpu.kernels.clone();
             kernels.set_gemm_engine(engine).unwrap();
@@ -126,37 +126,49 @@ fn bench_layer(
         // run without one (until 2026-11-28 ours ran with bias and dbias: an extra pass
         // over Y and one over dY that the baselines did not pay).
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None };
-        // The workspace this path's engine needs (none of the partial sums on cuBLAS).
-        let bytes =
-            kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(&shape, t, Pass::Backward));
-        println!(
-            "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B (X), workspace {bytes} B",
-            t * k * 2
-        );
-        group.throughput(units(1));
-        group.bench_function(format!("{name}/fwd"), |bencher| {
-            bencher.iter_custom(|iters| {
-                gpu.time(iters, |i| {
-                    kernels
-                        .forward(&shape, t, &xs[i % 2].as_view(), &weights, &mut y.as_view_mut(), &mut workspace)
-                        .unwrap()
+        let whole_passes = engine != GemmEngine::Wgmma;
+        if !whole_passes && variant != Variant::BatCol {
+            continue;
+        }
+        if whole_passes {
+            // The workspace this path's engine needs (none of the partial sums on cuBLAS).
+            let bytes = kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(
+                &shape,
+                t,
+                Pass::Backward,
+            ));
+            println!(
+                "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B (X), workspace {bytes} B",
+                t * k * 2
+            );
+            group.throughput(units(1));
+            group.bench_function(format!("{name}/fwd"), |bencher| {
+                bencher.iter_custom(|iters| {
+                    gpu.time(iters, |i| {
+                        kernels
+                            .forward(&shape, t, &xs[i % 2].as_view(), &weights, &mut y.as_view_mut(), &mut workspace)
+                            .unwrap()
+                    })
                 })
-            })
-        });
-        group.throughput(units(if variant == Variant::BatCol { 3 } else { 2 }));
-        group.bench_function(format!("{name}/fwd_bwd"), |bencher| {
-            bencher.iter_custom(|iters| {
-                gpu.time(iters, |i| {
-                    let x = xs[i % 2].as_view();
-                    kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
-                    let mut grads =
-                        LayerGrads { dx: Some(dx.as_view_mut()), db: db.slice_mut(..shape.adapter_len()), dbias: None };
-                    kernels
-                        .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
-                        .unwrap();
+            });
+            group.throughput(units(if variant == Variant::BatCol { 3 } else { 2 }));
+            group.bench_function(format!("{name}/fwd_bwd"), |bencher| {
+                bencher.iter_custom(|iters| {
+                    gpu.time(iters, |i| {
+                        let x = xs[i % 2].as_view();
+                        kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
+                        let mut grads = LayerGrads {
+                            dx: Some(dx.as_view_mut()),
+                            db: db.slice_mut(..shape.adapter_len()),
+                            dbias: None,
+                        };
+                        kernels
+                            .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
+                            .unwrap();
+                    })
                 })
-            })
-        });
+            });
+        }
         if variant == Variant::BatCol {
             // dB alone (a backward without dX): the fused kernel (G in shared memory) on the
             // crate's GEMMs, G through device memory on cuBLAS; 2 T N K flops (G's product).
