@@ -233,7 +233,10 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
                 reinterpret_cast<unsigned char*>(w_tile), w, k, n, k, row0, kt * TILE);
             copy_arrive(w_full);
         }
-        copy_wait<0>();  // exit with no copy of this thread's still in flight
+        // Exit with no copy of this thread's in flight: they belong to no commit group
+        // (the mbarriers track them), so commit them as one before waiting for all groups.
+        copy_commit();
+        copy_wait<0>();
         return;
     }
     const int rows = warpgroup - 1, warp = (threadIdx.x - LOADERS) / 32, lane = threadIdx.x % 32;

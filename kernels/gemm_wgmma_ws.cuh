@@ -109,7 +109,10 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
                 copy_arrive(&full[ring.stage]);
             }
         }
-        copy_wait<0>();  // exit with no copy of this thread's still in flight
+        // Exit with no copy of this thread's in flight: they belong to no commit group
+        // (the mbarriers track them), so commit them as one before waiting for all groups.
+        copy_commit();
+        copy_wait<0>();
         return;
     }
     const int rows = warpgroup - 1;  // this warpgroup's 64 rows of each tile: 0 or 1
