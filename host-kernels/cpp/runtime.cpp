@@ -23,9 +23,10 @@
 //     a wgmma.fence since the last wait, and the warpgroup's 128 threads must agree on it;
 //   - the cp.async copies a thread hands to an mbarrier (cp.async.mbarrier.arrive) land,
 //     in the late mode, only when a wait on that barrier sees their phase complete, so a
-//     stage read without waiting for its barrier gives wrong numbers; a thread waiting on an mbarrier runs
-//     again only once the phase it waits for has completed (never, if no one arrives: a
-//     deadlock); an mbarrier must be initialised first, and no copy may land on one;
+//     stage read without waiting for its barrier gives wrong numbers; a thread waiting on
+//     an mbarrier runs again only once the phase it waits for has completed (never, if no
+//     one arrives: a deadlock); an mbarrier must be initialised first, and no copy may
+//     land on one;
 //   - a value a warp declares uniform must be the same on all 32 lanes.
 #include <atomic>
 #include <cstdio>
@@ -464,6 +465,8 @@ void async_copy(void* dst, const void* src, int bytes) {
 
 void async_commit() { runner->async_commit(); }
 
+void async_wait(int newest_pending) { runner->async_wait(newest_pending); }
+
 int warp_uniform(int value) {
     LaneIn in{};
     in.a[0] = uint32_t(value);
@@ -477,8 +480,6 @@ void mbarrier_arrive(const void* bar) { runner->mbarrier_arrive(bar, {}); }
 void mbarrier_wait(const void* bar, int parity) { runner->mbarrier_wait(bar, parity); }
 
 void copy_arrive(const void* bar) { runner->copy_arrive(bar); }
-
-void async_wait(int newest_pending) { runner->async_wait(newest_pending); }
 
 void ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
     LaneIn in{};
