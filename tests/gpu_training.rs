@@ -275,6 +275,23 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
 }
 
 #[test]
+fn gpu_batcol_grads_walk_many_k_tiles_on_each_of_the_crates_gemms() {
+    // At 4096 x 4096 the fused dB kernel's blocks each take 4 K tiles (32 x 32 tiles in 256
+    // blocks), and T = 200 is 4 steps of 64 tokens a K tile: the warp-specialised kernel's
+    // 4-stage ring wraps within and across K tiles. dB is checked whole.
+    let test = "gpu_batcol_grads_walk_many_k_tiles_on_each_of_the_crates_gemms";
+    let Some(mut kernels) = gpu_or_skip(test) else { return };
+    let mut rng = fresh_rng(test);
+    let mut workspace = Workspace::new(kernels.stream().clone());
+    let inputs = Inputs::<bf16>::new(&kernels, &mut rng, 200, 4096, 4096);
+    for engine in gemm_engines(&kernels).into_iter().filter(|&e| e != GemmEngine::Cublas) {
+        kernels.set_gemm_engine(engine).unwrap();
+        let case = Case { shape: layer(Variant::BatCol, 4096, 4096, 64), bias: false, check_db: true };
+        check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
+    }
+}
+
+#[test]
 fn gpu_bad_input_is_refused_before_any_launch() {
     let Some(kernels) = gpu_or_skip("gpu_bad_input_is_refused_before_any_launch") else { return };
     let stream = kernels.stream().clone();
