@@ -3,7 +3,8 @@
 // output's (the operands' type, or f32); and the same on sm_90a's wgmma GEMM, as
 // bone_wgmma_<...> (128 x 128 tiles), bone_wgmma_wide_<...> (128 x 256) and
 // bone_wgmma_narrow_<...> (128 x 64); and on the warp-specialised wgmma GEMM, as
-// bone_wgmma_ws_<...> (128 x 128) and bone_wgmma_ws_wide_<...> (128 x 256).
+// bone_wgmma_ws_<...> (128 x 128), bone_wgmma_ws_wide_<...> (128 x 256) and
+// bone_wgmma_ws_narrow_<...> (128 x 64).
 #include "gemm.cuh"
 #include "gemm_wgmma.cuh"
 #include "gemm_wgmma_ws.cuh"
@@ -30,6 +31,10 @@
     extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1)                                 \
         bone_wgmma_ws_wide_##SUFFIX(const BoneGemm p) {                                                    \
         bone_wgmma_ws::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_WIDE_BN>(p);                         \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 2)                                 \
+        bone_wgmma_ws_narrow_##SUFFIX(const BoneGemm p) {                                                  \
+        bone_wgmma_ws::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT, BONE_WGMMA_NARROW_BN>(p);                       \
     }
 
 // What the passes use: Y = X W^T, X~_i, U, R (kk); partial sums of U and R over chunks

@@ -14,7 +14,8 @@
 // warps issue little besides wgmma: the loads' address arithmetic runs on other warps.
 // One wgmma group stays in flight per computing warpgroup; the loaders run up to STAGES
 // K steps ahead. Blocks are persistent within their layer (blockIdx.z): the grid's x
-// extent is at most the GPU's SMs (one block each: the pipeline takes ~192 KiB), and
+// extent is at most the blocks the GPU holds at once (one an SM where the pipeline takes
+// ~192 KiB, two for the narrow tiles' 96 KiB), and
 // each block computes tiles blockIdx.x, blockIdx.x + gridDim.x, ... in the grouped order
 // of gemm_common.cuh, its K steps numbered on across them, so the loaders fill the next
 // tile's stages while the computing warps store the last one's outputs.
@@ -40,18 +41,21 @@ struct Pipeline {
 };
 static_assert(Pipeline<128>::SMEM_BYTES == BONE_WGMMA_WS_SMEM_BYTES, "params.h states the shared memory size");
 static_assert(Pipeline<BONE_WGMMA_WIDE_BN>::SMEM_BYTES == BONE_WGMMA_WS_WIDE_SMEM_BYTES, "and this");
+static_assert(Pipeline<BONE_WGMMA_NARROW_BN>::SMEM_BYTES == BONE_WGMMA_WS_NARROW_SMEM_BYTES, "and this");
 
-// An operand's [ROWS, BK] tile (ROWS a multiple of 128) copied by the loaders, 128 rows
-// at a time: each 128-row slice is the layout of a 128-row tile, GROUP_BYTES per 8 rows
-// further on, and its rounds of copies are affine in the loader's index (a whole
+// An operand's [ROWS, BK] tile (64, or a multiple of 128 rows) copied by the loaders, at
+// most 128 rows at a time: each slice is the layout of a tile of its rows, GROUP_BYTES per
+// 8 rows further on, and its rounds of copies are affine in the loader's index (a whole
 // 256-row MN-major tile's would not be on 128 threads).
 template <int LAYOUT, int ROWS, typename T>
 __device__ __forceinline__ void load_rows(unsigned char* tile, const T* src, int ld, int rows_total, int k_total,
                                           int row0, int k0) {
+    constexpr int SLICE = ROWS < 128 ? ROWS : 128;
+    static_assert(ROWS % SLICE == 0, "whole slices");
 #pragma unroll
-    for (int slice = 0; slice < ROWS / 128; ++slice) {
-        bone_wgmma::load_tile<LAYOUT, 128, LOADERS>(tile + slice * (128 / 8) * bone_wgmma::GROUP_BYTES, src, ld,
-                                                    rows_total, k_total, row0 + slice * 128, k0);
+    for (int slice = 0; slice < ROWS / SLICE; ++slice) {
+        bone_wgmma::load_tile<LAYOUT, SLICE, LOADERS>(tile + slice * (SLICE / 8) * bone_wgmma::GROUP_BYTES, src, ld,
+                                                      rows_total, k_total, row0 + slice * SLICE, k0);
     }
 }
 

@@ -123,8 +123,11 @@ struct BoneGemm {
 #define BONE_WGMMA_NARROW_SMEM_BYTES 98304
 // The warp-specialised sm_90a GEMM (kernels/gemm_wgmma_ws.cuh): a warpgroup that loads and
 // two that compute, BONE_WGMMA_WS_THREADS threads; its pipeline and mbarriers in this much
-// dynamic shared memory: 6 stages of 128 x 64 and 128 x 64 tiles, and for the wide tiles
-// (128 x BONE_WGMMA_WIDE_BN) 4 stages of 128 x 64 and 256 x 64; 16 bytes of mbarriers a stage.
+// dynamic shared memory: 6 stages of 128 x 64 and 128 x 64 tiles, for the wide tiles
+// (128 x BONE_WGMMA_WIDE_BN) 4 stages of 128 x 64 and 256 x 64, and for the narrow ones
+// (128 x BONE_WGMMA_NARROW_BN) 4 stages of 128 x 64 and 64 x 64 (two blocks an SM); 16
+// bytes of mbarriers a stage.
 #define BONE_WGMMA_WS_THREADS 384
 #define BONE_WGMMA_WS_SMEM_BYTES 196704
 #define BONE_WGMMA_WS_WIDE_SMEM_BYTES 196672
+#define BONE_WGMMA_WS_NARROW_SMEM_BYTES 98368

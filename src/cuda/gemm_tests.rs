@@ -110,11 +110,12 @@ fn check(
 /// wgmma's and the warp-specialised wgmma's (every width must be right for any N;
 /// `GemmKernels::select` is tested apart).
 type Family = (GemmKernels, u32);
-const FAMILIES: [Family; 6] = [
+const FAMILIES: [Family; 7] = [
     (GemmKernels::MmaSync, 128),
     (GemmKernels::Wgmma, 64),
     (GemmKernels::Wgmma, 128),
     (GemmKernels::Wgmma, 256),
+    (GemmKernels::WgmmaWarpSpecialized, 64),
     (GemmKernels::WgmmaWarpSpecialized, 128),
     (GemmKernels::WgmmaWarpSpecialized, 256),
 ];
@@ -145,7 +146,7 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
     }
     // 21 K tiles of 32 (mma.sync, 3 stages), 11 of 64 (wgmma: 4 stages on the 64-wide
     // tiles, 5 on the 128-wide, 4 on the 256-wide; warp-specialised: 6 on the 128-wide, 4
-    // on the 256-wide).
+    // on the others).
     let mut rng = StdRng::seed_from_u64(23);
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {

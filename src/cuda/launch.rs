@@ -11,7 +11,8 @@ use super::params::{
     BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_BAT_COL_GRADS_WS_SMEM_BYTES, BONE_GEMM_BM,
     BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
     BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES,
-    BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES, BoneGemm, BoneLayer, BoneSetup,
+    BONE_WGMMA_WS_NARROW_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES,
+    BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -98,9 +99,9 @@ pub(crate) enum GemmKernels {
     /// `bone_wgmma_*`, `bone_wgmma_wide_*` and `bone_wgmma_narrow_*` (kernels/gemm_wgmma.cuh):
     /// wgmma, sm_90a only.
     Wgmma,
-    /// `bone_wgmma_ws_*` and `bone_wgmma_ws_wide_*` (kernels/gemm_wgmma_ws.cuh): the wgmma
-    /// GEMM with its loads on a warpgroup of their own, sm_90a only; products with N <= 64
-    /// (the adapter's r-wide ones) take `bone_wgmma_narrow_*`, which it has no version of.
+    /// `bone_wgmma_ws_*`, `bone_wgmma_ws_wide_*` and `bone_wgmma_ws_narrow_*`
+    /// (kernels/gemm_wgmma_ws.cuh): the wgmma GEMM with its loads on a warpgroup of their
+    /// own, sm_90a only.
     WgmmaWarpSpecialized,
 }
 
@@ -140,8 +141,9 @@ impl GemmKernels {
     /// The kernel of this family with `tile_n`-wide tiles (64, 128 or 256 for the wgmma
     /// families; mma.sync has 128 only), and its launch: one grid.z layer per batch and
     /// chunk, and in each one block per output tile (tiles of N along x, of M along y),
-    /// or, for the warp-specialised kernels, which are persistent, at most `sms` blocks
-    /// along x that take the layer's tiles in turn. The block has the kernel's own threads.
+    /// or, for the warp-specialised kernels, which are persistent, at most as many blocks
+    /// along x as `sms` SMs hold at once (one each, two of the narrow kernel's), which take
+    /// the layer's tiles in turn. The block has the kernel's own threads.
     pub fn with_tile_n(
         self,
         kernel: &str,
@@ -154,8 +156,11 @@ impl GemmKernels {
         let wgmma = |family: &str, threads, bytes| (kernel.replacen("bone_gemm_", family, 1), tile_n, threads, bytes);
         let (name, tile_n, threads, shared_mem_bytes) = match (self, tile_n) {
             (MmaSync, _) => (kernel.to_string(), BONE_GEMM_BN, BONE_GEMM_THREADS, BONE_GEMM_SMEM_BYTES),
-            (Wgmma | WgmmaWarpSpecialized, BONE_WGMMA_NARROW_BN) => {
+            (Wgmma, BONE_WGMMA_NARROW_BN) => {
                 wgmma("bone_wgmma_narrow_", BONE_GEMM_THREADS, BONE_WGMMA_NARROW_SMEM_BYTES)
+            }
+            (WgmmaWarpSpecialized, BONE_WGMMA_NARROW_BN) => {
+                wgmma("bone_wgmma_ws_narrow_", BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_NARROW_SMEM_BYTES)
             }
             (Wgmma, BONE_WGMMA_WIDE_BN) => wgmma("bone_wgmma_wide_", BONE_GEMM_THREADS, BONE_WGMMA_WIDE_SMEM_BYTES),
             (Wgmma, BONE_GEMM_BN) => wgmma("bone_wgmma_", BONE_GEMM_THREADS, BONE_WGMMA_SMEM_BYTES),
@@ -170,7 +175,8 @@ impl GemmKernels {
         let (tiles_n, tiles_m) = ((params.n as u32).div_ceil(tile_n), (params.m as u32).div_ceil(BONE_GEMM_BM));
         let layers = (batches * chunks(params)) as u32;
         let grid_dim = if threads == BONE_WGMMA_WS_THREADS {
-            ((tiles_n * tiles_m).min(sms.max(1)), 1, layers)
+            let per_sm = if tile_n == BONE_WGMMA_NARROW_BN { 2 } else { 1 };
+            ((tiles_n * tiles_m).min(sms.max(1) * per_sm), 1, layers)
         } else {
             (tiles_n, tiles_m, layers)
         };
@@ -345,10 +351,15 @@ mod tests {
         // Fewer tiles than SMs: one block each.
         assert_eq!(ws(256, 1, 1000).grid_dim, (512, 1, 1));
         assert_eq!(ws(128, 1, 132).block_dim, (BONE_WGMMA_WS_THREADS, 1, 1));
-        // N <= 64 takes the first wgmma GEMM's narrow kernel, one block a tile.
+        // N <= 64: the narrow kernel, two blocks an SM (32 tiles here, 264 on 4 layers).
         let narrow = Gemm::new((0, 8), (0, 8), (0, 8), [4096, 64, 64]).0;
         let (name, config) = GemmKernels::WgmmaWarpSpecialized.select("bone_gemm_kk_bf16_bf16", &narrow, 1, 132);
-        assert_eq!((name.as_str(), config.grid_dim), ("bone_wgmma_narrow_kk_bf16_bf16", (1, 32, 1)));
+        assert_eq!((name.as_str(), config.grid_dim), ("bone_wgmma_ws_narrow_kk_bf16_bf16", (32, 1, 1)));
+        let tall = Gemm::new((0, 8), (0, 8), (0, 8), [65536, 64, 64]).0;
+        assert_eq!(
+            GemmKernels::WgmmaWarpSpecialized.select("bone_gemm_kk_bf16_bf16", &tall, 4, 132).1.grid_dim,
+            (264, 1, 4)
+        );
     }
 
     #[test]

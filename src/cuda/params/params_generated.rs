@@ -21,6 +21,7 @@ pub const BONE_WGMMA_NARROW_SMEM_BYTES: u32 = 98304;
 pub const BONE_WGMMA_WS_THREADS: u32 = 384;
 pub const BONE_WGMMA_WS_SMEM_BYTES: u32 = 196704;
 pub const BONE_WGMMA_WS_WIDE_SMEM_BYTES: u32 = 196672;
+pub const BONE_WGMMA_WS_NARROW_SMEM_BYTES: u32 = 98368;
 pub const BoneVariant_BONE_BAT_COL: BoneVariant = 0;
 pub const BoneVariant_BONE_BAT_ROW: BoneVariant = 1;
 pub const BoneVariant_BONE_SHARED: BoneVariant = 2;
