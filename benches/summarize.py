@@ -90,7 +90,7 @@ def main():
             if m:
                 kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
     targets = []
-    print(f"\n{'layer':22} {'path':15} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
+    print(f"\n{'layer':22} {'path':17} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
     for group in sorted(g for g in medians if not g.startswith("product/")):
         times = medians[group]
         get = lambda path, p: times.get(f"{path}/{p}")
@@ -103,7 +103,7 @@ def main():
             peft_ms = peft.get(group, {}).get(PEFT_FOR.get(path, ""), {}).get("fwd_bwd_ms")
             ratio = lambda a, b: f"{a / b:6.2f}" if a and b else "     -"
             roof = floor_seconds(group, path, "fwd_bwd") / both
-            print(f"{group:22} {path:15} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
+            print(f"{group:22} {path:17} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
                   f"{flops(group, path + '/fwd_bwd') / both / 1e12:8.1f} {roof:6.0%} {ratio(both, lora)} "
                   f"{ratio(both, floor):>7} {ratio(both * 1e3, peft_ms)}")
             if path.split("+")[0] in ("bat-row", "shared", "mini") and lora:
