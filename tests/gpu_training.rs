@@ -248,8 +248,10 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
         for (i, tokens) in [1, 128, 4096].into_iter().enumerate() {
             // One set of inputs for the four variants (B is each variant's own).
             let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, n, k);
-            // The engines in turn, over the nine (layer, T): each runs at least two of them.
-            kernels.set_gemm_engine(engines[(3 * l + i) % engines.len()]).unwrap();
+            // The engines in turn over the nine (layer, T). With all four (native, wgmma,
+            // wgmma-ws, cuBLAS) each runs at least two, and cuBLAS, the default, three:
+            // T = 1, 128 (dB checked) and 4096.
+            kernels.set_gemm_engine(engines[(l + 3 * i + 3) % engines.len()]).unwrap();
             for variant in variants(64) {
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
                 let case = Case { shape: layer(variant, k, n, 64), bias: tokens % 2 == 1, check_db };
