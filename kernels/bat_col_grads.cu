@@ -243,24 +243,11 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
     const uint64_t a_rows = bone_wgmma::descriptor(smem + rows * (64 / 8) * bone_wgmma::GROUP_BYTES);
     const uint64_t b_tile = bone_wgmma::descriptor(smem + A_BYTES);
     float db[R / 8][4] = {};
-    int previous = 0;
     for (int kt = first; kt < last; ++kt, w_phase ^= 1) {
         float acc[TILE / 2] = {};
-#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
-        for (int t = 0; t < t_steps; ++t, ring.next()) {
-            mbarrier_wait(&full[ring.stage], ring.phase);
-            fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
-            const int offset = ring.stage * STAGE_BYTES;
-            bone_wgmma::queue_products<BONE_MN_MAJOR, BONE_MN_MAJOR, TX, TILE>(
-                acc, bone_wgmma::advanced(a_rows, offset), bone_wgmma::advanced(b_tile, offset));
-            wgmma_wait<1>();  // the step before's group has retired; this step's runs on
-            wgmma_fence_operands(acc);
-            if (t > 0) mbarrier_arrive(&empty[previous]);
-            previous = ring.stage;
-        }
-        wgmma_wait<0>();
-        wgmma_fence_operands(acc);
-        if (t_steps > 0) mbarrier_arrive(&empty[previous]);  // the loaders go on with the next K tile
+        // G's tile; its last stage is free for the next K tile's steps on return.
+        compute_tile<BONE_MN_MAJOR, BONE_MN_MAJOR, TX, TILE, STAGES, STAGE_BYTES>(acc, ring, t_steps, true, full, empty,
+                                                                                  a_rows, b_tile);
         bone_wgmma::for_each_accumulator_pair<TILE>(
             acc, rows, [&](int row, int col, float v0, float v1) { store_pair(g_tile, row, col, v0, v1); });
         // g_sync completes two phases a K tile, so they have parities 0 and 1 in every one.

@@ -73,6 +73,35 @@ struct Ring {
     }
 };
 
+// The computing warps' part of one output tile: `steps` K steps from the ring, each
+// stage waited for (full), its products queued where this warpgroup's rows are live, one
+// wgmma group kept in flight, and the stage before released (empty) once its group has
+// retired. Ends with every product retired and the tile's last stage released, so the
+// loaders can fill it while the caller stores the tile. `a_rows` and `b_tile` are stage
+// 0's descriptors: this warpgroup's rows of A, and B; stage s's are s STAGE_BYTES on.
+template <int A_LAYOUT, int B_LAYOUT, typename TIn, int TILE_N, int STAGES, int STAGE_BYTES>
+__device__ __forceinline__ void compute_tile(float (&acc)[TILE_N / 2], Ring<STAGES>& ring, int steps, bool rows_live,
+                                             uint64_t* full, uint64_t* empty, uint64_t a_rows, uint64_t b_tile) {
+    int previous = 0;  // the stage of the step before
+#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
+    for (int t = 0; t < steps; ++t, ring.next()) {
+        mbarrier_wait(&full[ring.stage], ring.phase);
+        if (rows_live) {
+            fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
+            const int offset = ring.stage * STAGE_BYTES;
+            bone_wgmma::queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(acc, bone_wgmma::advanced(a_rows, offset),
+                                                                      bone_wgmma::advanced(b_tile, offset));
+            wgmma_wait<1>();  // the step before's group has retired; this step's runs on
+            wgmma_fence_operands(acc);
+        }
+        if (t > 0) mbarrier_arrive(&empty[previous]);
+        previous = ring.stage;
+    }
+    wgmma_wait<0>();  // on every path, so that ptxas need not add one before the stores
+    wgmma_fence_operands(acc);
+    if (steps > 0) mbarrier_arrive(&empty[previous]);
+}
+
 template <int A_LAYOUT, int B_LAYOUT, typename TIn, typename TOut, int TILE_N>
 __device__ __forceinline__ void gemm(const BoneGemm& p) {
 #if BONE_HAS_WGMMA
@@ -121,9 +150,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     }
     const int rows = warpgroup - 1;  // this warpgroup's 64 rows of each tile: 0 or 1
     const bone_gemm_common::Output<TIn, TOut> out(p, z);
-    int previous = 0;  // the stage of the step before, released once its products retire
-    // Descriptors of stage 0's tiles (this warpgroup's rows of A, and B); stage s's are
-    // s STAGE_BYTES further on.
+    // Descriptors of stage 0's tiles (this warpgroup's rows of A, and B).
     const uint64_t a_rows = bone_wgmma::descriptor(smem + rows * (64 / 8) * bone_wgmma::GROUP_BYTES);
     const uint64_t b_tile = bone_wgmma::descriptor(smem + A_BYTES);
     for (int linear = blockIdx.x; linear < tiles_m * tiles_n; linear += gridDim.x) {
@@ -133,25 +160,8 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         // requires) but still takes and releases every stage.
         const bool rows_live = tile_m * BM + rows * 64 < p.m;
         float acc[TILE_N / 2] = {};
-#pragma unroll 1  // peeled copies of the loop would serialize the wgmma pipeline (ptxas C7515)
-        for (int t = 0; t < batch.tiles; ++t, ring.next()) {
-            mbarrier_wait(&full[ring.stage], ring.phase);
-            if (rows_live) {
-                fence_proxy_async();  // the copies this thread now sees, visible to wgmma's async proxy
-                const int offset = ring.stage * STAGE_BYTES;
-                bone_wgmma::queue_products<A_LAYOUT, B_LAYOUT, TIn, TILE_N>(
-                    acc, bone_wgmma::advanced(a_rows, offset), bone_wgmma::advanced(b_tile, offset));
-                wgmma_wait<1>();  // the step before's group has retired; this step's runs on
-                wgmma_fence_operands(acc);
-            }
-            if (t > 0) mbarrier_arrive(&empty[previous]);
-            previous = ring.stage;
-        }
-        wgmma_wait<0>();  // on every path, so that ptxas need not add one before the stores
-        wgmma_fence_operands(acc);
-        // The tile's last stage is free: the loaders fill it for the next tile while this
-        // one's outputs are stored.
-        if (batch.tiles > 0) mbarrier_arrive(&empty[previous]);
+        compute_tile<A_LAYOUT, B_LAYOUT, TIn, TILE_N, STAGES, STAGE_BYTES>(acc, ring, batch.tiles, rows_live, full,
+                                                                           empty, a_rows, b_tile);
         bone_wgmma::for_each_accumulator_pair<TILE_N>(acc, rows, [&](int row, int col, float v0, float v1) {
             out.store_pair(tile_m * BM + row, tile_n * TILE_N + col, v0, v1);
         });
