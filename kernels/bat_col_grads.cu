@@ -200,10 +200,7 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
     uint64_t* empty = full + STAGES;
     uint64_t *w_full = empty + STAGES, *w_empty = w_full + 1, *g_sync = w_full + 2;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            mbarrier_init(&full[s], LOADERS);
-            mbarrier_init(&empty[s], COMPUTING);
-        }
+        init_stages<STAGES>(full, empty);
         mbarrier_init(w_full, LOADERS);
         mbarrier_init(w_empty, COMPUTING);
         mbarrier_init(g_sync, COMPUTING);
@@ -218,12 +215,12 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
     int w_phase = 0;  // the W tile's use, as a parity: one use per K tile
     if (warpgroup == 0) {
         for (int kt = first; kt < last; ++kt, w_phase ^= 1) {
-            for (int t = 0; t < t_steps; ++t, ring.next()) {
-                mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);
-                unsigned char* a_tile = smem + ring.stage * STAGE_BYTES;
-                load_rows<BONE_MN_MAJOR, TILE>(a_tile, dy, n, n, tokens, row0, t * bone_wgmma::BK);
-                load_rows<BONE_MN_MAJOR, TILE>(a_tile + A_BYTES, x, k, k, tokens, kt * TILE, t * bone_wgmma::BK);
-                copy_arrive(&full[ring.stage]);
+            for (int t = 0; t < t_steps; ++t) {
+                load_step(ring, full, empty, [&](int stage) {
+                    unsigned char* a_tile = smem + stage * STAGE_BYTES;
+                    load_rows<BONE_MN_MAJOR, TILE>(a_tile, dy, n, n, tokens, row0, t * bone_wgmma::BK);
+                    load_rows<BONE_MN_MAJOR, TILE>(a_tile + A_BYTES, x, k, k, tokens, kt * TILE, t * bone_wgmma::BK);
+                });
             }
             // W's tile [128 rows of N, 128 columns of K] as [row][column], needed only after
             // the tile's G: copied after its steps, once the last K tile's dB terms are
@@ -233,10 +230,7 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
                 reinterpret_cast<unsigned char*>(w_tile), w, k, n, k, row0, kt * TILE);
             copy_arrive(w_full);
         }
-        // Exit with no copy of this thread's in flight: they belong to no commit group
-        // (the mbarriers track them), so commit them as one before waiting for all groups.
-        copy_commit();
-        copy_wait<0>();
+        finish_loading();
         return;
     }
     const int rows = warpgroup - 1, warp = (threadIdx.x - LOADERS) / 32, lane = threadIdx.x % 32;

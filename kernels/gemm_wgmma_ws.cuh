@@ -73,6 +73,35 @@ struct Ring {
     }
 };
 
+// The stages' mbarriers, full[STAGES] and empty[STAGES], initialised (by one thread; the
+// block then meets at a barrier before any use).
+template <int STAGES>
+__device__ __forceinline__ void init_stages(uint64_t* full, uint64_t* empty) {
+    for (int s = 0; s < STAGES; ++s) {
+        mbarrier_init(&full[s], LOADERS);
+        mbarrier_init(&empty[s], COMPUTING);
+    }
+}
+
+// The loaders' part of one K step: wait until the ring's stage is free (use u of a stage
+// needs use u - 1's products retired: phase u - 1 of `empty`, of the other parity; for
+// u = 0 the phase "before" the first, which an mbarrier reports complete), copy into it
+// (`load(stage)`), hand it over on `full` as the copies land, and move on.
+template <int STAGES, typename Load>
+__device__ __forceinline__ void load_step(Ring<STAGES>& ring, uint64_t* full, uint64_t* empty, Load load) {
+    mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);
+    load(ring.stage);
+    copy_arrive(&full[ring.stage]);
+    ring.next();
+}
+
+// The loaders' exit, with no copy of theirs in flight: the copies belong to no commit
+// group (the mbarriers track them), so they are committed as one before the wait.
+__device__ __forceinline__ void finish_loading() {
+    copy_commit();
+    copy_wait<0>();
+}
+
 // The computing warps' part of one output tile: `steps` K steps from the ring, each
 // stage waited for (full), its products queued where this warpgroup's rows are live, one
 // wgmma group kept in flight, and the stage before released (empty) once its group has
@@ -111,10 +140,7 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + Pipe::BARRIERS);
     uint64_t* empty = full + STAGES;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) {
-            mbarrier_init(&full[s], LOADERS);
-            mbarrier_init(&empty[s], COMPUTING);
-        }
+        init_stages<STAGES>(full, empty);
         mbarrier_init_fence();
     }
     __syncthreads();  // the only block barrier: the mbarriers are initialised
@@ -130,22 +156,16 @@ __device__ __forceinline__ void gemm(const BoneGemm& p) {
         for (int linear = blockIdx.x; linear < tiles_m * tiles_n; linear += gridDim.x) {
             int tile_m, tile_n;
             bone_gemm_common::tile_at(linear, tiles_m, tiles_n, tile_m, tile_n);
-            for (int t = 0; t < batch.tiles; ++t, ring.next()) {
-                // Use u of the stage needs use u - 1's products retired: phase u - 1 of
-                // `empty`, whose parity is the other one (for u = 0, the phase "before"
-                // the first, which an mbarrier reports complete).
-                mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);
-                unsigned char* a_tile = smem + ring.stage * STAGE_BYTES;
-                const bone_gemm_common::KTile<TIn> k = batch.tile(t);
-                load_rows<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, tile_m * BM, k.k0);
-                load_rows<B_LAYOUT, TILE_N>(a_tile + A_BYTES, k.b, k.ldb, p.n, k.k_total, tile_n * TILE_N, k.k0);
-                copy_arrive(&full[ring.stage]);
+            for (int t = 0; t < batch.tiles; ++t) {
+                load_step(ring, full, empty, [&](int stage) {
+                    unsigned char* a_tile = smem + stage * STAGE_BYTES;
+                    const bone_gemm_common::KTile<TIn> k = batch.tile(t);
+                    load_rows<A_LAYOUT, BM>(a_tile, k.a, k.lda, p.m, k.k_total, tile_m * BM, k.k0);
+                    load_rows<B_LAYOUT, TILE_N>(a_tile + A_BYTES, k.b, k.ldb, p.n, k.k_total, tile_n * TILE_N, k.k0);
+                });
             }
         }
-        // Exit with no copy of this thread's in flight: they belong to no commit group
-        // (the mbarriers track them), so commit them as one before waiting for all groups.
-        copy_commit();
-        copy_wait<0>();
+        finish_loading();
         return;
     }
     const int rows = warpgroup - 1;  // this warpgroup's 64 rows of each tile: 0 or 1
