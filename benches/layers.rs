@@ -12,17 +12,19 @@
 //!                        at 11008 x 4096, 0.54x at 4096 x 11008) and BatRow K r (the reverse)
 //!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
 //!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM on mma.sync)
-//!   <variant>+wgmma/*    the same with its wgmma GEMM (compute capability 9.0 only)
+//!   <variant>+wgmma-ws/* the same with its warp-specialised wgmma GEMM (compute capability
+//!                        9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
 //!   bat-col*/db          BatCol's dB alone (a backward without dX): the fused kernel on the
-//!                        crate's GEMMs, G through device memory on cuBLAS
+//!                        crate's GEMMs (bat-col+wgmma/db the first wgmma one's, the only
+//!                        path of that engine here), G through device memory on cuBLAS
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
 //!
 //! First, the plain products alone (groups `product/<kk|kt|tt>/<m>x<n>x<k>`: the forward's
 //! Y = X W^T, the backward's dX = dY W and a weight gradient dY^T X): the crate's GEMM on
-//! mma.sync (`native`) and on wgmma (`wgmma`) against cuBLAS (`cublas`) on the same
-//! shape, 2 m n k flops each.
+//! mma.sync (`native`), on wgmma (`wgmma`) and warp-specialised (`wgmma-ws`) against
+//! cuBLAS (`cublas`) on the same shape, 2 m n k flops each.
 //! `benches/summarize.py` turns criterion's estimates into the summary table.
 
 use std::time::Duration;
@@ -107,9 +109,11 @@ fn bench_layer(
         .collect();
 
     let variants = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: r }];
+    // The first wgmma engine takes part in BatCol's dB alone (see `engines`).
     let paths = variants
         .into_iter()
-        .flat_map(|variant| engines.iter().map(move |(engine, kernels)| (variant, *engine, kernels)));
+        .flat_map(|variant| engines.iter().map(move |(engine, kernels)| (variant, *engine, kernels)))
+        .filter(|&(variant, engine, _)| engine != GemmEngine::Wgmma || variant == Variant::BatCol);
     for (variant, engine, kernels) in paths {
         let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
         let variant_name = match variant {
@@ -126,11 +130,7 @@ fn bench_layer(
         // run without one (until 2026-11-28 ours ran with bias and dbias: an extra pass
         // over Y and one over dY that the baselines did not pay).
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None };
-        let whole_passes = engine != GemmEngine::Wgmma;
-        if !whole_passes && variant != Variant::BatCol {
-            continue;
-        }
-        if whole_passes {
+        if engine != GemmEngine::Wgmma {
             // The workspace this path's engine needs (none of the partial sums on cuBLAS).
             let bytes = kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(
                 &shape,
