@@ -1,6 +1,6 @@
 //! Row-major GEMMs through cuBLAS (which is column-major).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::cublas::{CudaBlas, result, sys};
 use cudarc::driver::CudaStream;
@@ -63,11 +63,13 @@ pub(crate) struct Output {
     pub f32: bool,
 }
 
-/// Whether the cuBLAS library loads here.
+/// Whether the cuBLAS library loads here: looked up once per process (a handle's creation,
+/// its engine choice and the engine lists all ask).
 pub(crate) fn library_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
     // SAFETY: only tries to open the library by name (libloading), which runs its
     // initialisers as any dynamic load of cuBLAS does; nothing from it is called here.
-    unsafe { sys::is_culib_present() }
+    *PRESENT.get_or_init(|| unsafe { sys::is_culib_present() })
 }
 
 impl RowMajorBlas {
