@@ -32,7 +32,8 @@ use std::time::Duration;
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
 use bone_kernels::cuda::bench_support::{self, Product, product};
 use bone_kernels::cuda::{
-    BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built, stream_on_device,
+    Accumulate, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built,
+    stream_on_device,
 };
 use bone_kernels::{Dims, LayerShape, Variant};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
@@ -161,6 +162,7 @@ fn bench_layer(
                             dx: Some(dx.as_view_mut()),
                             db: db.slice_mut(..shape.adapter_len()),
                             dbias: None,
+                            accumulate: Accumulate::NONE,
                         };
                         kernels
                             .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
@@ -176,7 +178,8 @@ fn bench_layer(
             group.bench_function(format!("{name}/db"), |bencher| {
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
-                        let mut grads = LayerGrads { dx: None, db: db.slice_mut(..shape.adapter_len()), dbias: None };
+                        let db = db.slice_mut(..shape.adapter_len());
+                        let mut grads = LayerGrads { dx: None, db, dbias: None, accumulate: Accumulate::NONE };
                         let (x, dy) = (xs[i % 2].as_view(), dys[i % 2].as_view());
                         kernels.backward(&shape, t, &x, &weights, &dy, &mut grads, &mut workspace).unwrap();
                     })

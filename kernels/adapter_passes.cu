@@ -8,6 +8,13 @@
 
 __device__ __forceinline__ long long element_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 
+// What an output adds to its new value: what it holds where `accumulate` (gradients added
+// to, as PyTorch accumulates them), else nothing.
+template <typename T>
+__device__ __forceinline__ float held(int accumulate, const T* out) {
+    return accumulate ? to_f32(*out) : 0.f;
+}
+
 // sum_i M[t, i r + j] for element idx = t r + j of a [rows, r] result, over the r-wide
 // chunks of M's rows ([rows, K], the last chunk cut to K).
 template <typename TX>
@@ -56,12 +63,13 @@ __device__ __forceinline__ void tiled_identity(int cols, int r, TX* __restrict__
     e[idx] = from_f32<TX>(a % r == b % r ? 1.f : 0.f);
 }
 
-// dbias[n] = sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
+// dbias[n] (+)= sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
 // columns; each of its warps sums every (warps)-th token of them (a warp reads 64
 // contiguous bytes of a row, several rows in flight), then the first warp adds the
 // warps' partial sums in order. One block per BONE_BIAS_GRAD_COLUMNS columns.
 template <typename TX>
-__device__ __forceinline__ void bias_grad(int tokens, int n_out, const TX* __restrict__ dy, float* __restrict__ dbias) {
+__device__ __forceinline__ void bias_grad(int tokens, int n_out, int accumulate, const TX* __restrict__ dy,
+                                          float* __restrict__ dbias) {
     constexpr int LANES = BONE_MERGE_THREADS / BONE_BIAS_GRAD_COLUMNS;
     __shared__ float partial[LANES][BONE_BIAS_GRAD_COLUMNS];
     const int lane = threadIdx.x / BONE_BIAS_GRAD_COLUMNS, c = threadIdx.x % BONE_BIAS_GRAD_COLUMNS;
@@ -74,19 +82,19 @@ __device__ __forceinline__ void bias_grad(int tokens, int n_out, const TX* __res
     partial[lane][c] = sum;
     __syncthreads();
     if (lane == 0 && column < n_out) {
-        float total = 0.f;
+        float total = held(accumulate, dbias + column);
         for (int l = 0; l < LANES; ++l) total += partial[l][c];
         dbias[column] = total;
     }
 }
 
-// MiSS mini: dB[j, m] = sum over n = m mod mini_r of dBfull[j, n].
+// MiSS mini: dB[j, m] (+)= sum over n = m mod mini_r of dBfull[j, n].
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_mini_fold(const BoneLayer layer, const float* __restrict__ db_full, float* __restrict__ db) {
+    bone_mini_fold(const BoneLayer layer, int accumulate, const float* __restrict__ db_full, float* __restrict__ db) {
     const long long idx = element_index();
     if (idx >= (long long)layer.r * layer.mini_r) return;
     const int j = (int)(idx / layer.mini_r), m = (int)(idx % layer.mini_r);
-    float sum = 0.f;
+    float sum = held(accumulate, db + idx);
     for (int n = m; n < layer.n; n += layer.mini_r) sum += db_full[(long long)j * layer.n + n];
     db[idx] = sum;
 }
@@ -123,12 +131,13 @@ __device__ __forceinline__ void block_one_hot(const BoneLayer layer, TX* __restr
     onehot[idx] = from_f32<TX>(q / (layer.k / r) == a ? 1.f : 0.f);
 }
 
-// out[i] = in[i], rounded from f32.
+// out[i] (+)= in[i], rounded once from f32.
 template <typename TX>
-__device__ __forceinline__ void from_f32_pass(int count, const float* __restrict__ in, TX* __restrict__ out) {
+__device__ __forceinline__ void from_f32_pass(int count, int accumulate, const float* __restrict__ in,
+                                              TX* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= count) return;
-    out[idx] = from_f32<TX>(in[idx]);
+    out[idx] = from_f32<TX>(held(accumulate, out + idx) + in[idx]);
 }
 
 // c[row, col] += bias[col] over a [rows, cols] block with leading dimension ldc (the bias
@@ -150,39 +159,33 @@ __device__ __forceinline__ float add_chunks(float sum, int count, long long len,
     return sum;
 }
 
-// out[i] = sum over c of partials[c * len + i], rounded once to TOut.
+// out[i] (+)= sum over c of partials[c * len + i], rounded once to TOut.
 template <typename TOut>
-__device__ __forceinline__ void sum_chunks(int count, int len, const float* __restrict__ partials,
+__device__ __forceinline__ void sum_chunks(int count, int len, int accumulate, const float* __restrict__ partials,
                                            TOut* __restrict__ out) {
     const long long idx = element_index();
     if (idx >= len) return;
-    out[idx] = from_f32<TOut>(add_chunks(0.f, count, len, partials, idx));
+    out[idx] = from_f32<TOut>(add_chunks(held(accumulate, out + idx), count, len, partials, idx));
 }
 
-// c[row, col] = sum over chunk of partials[chunk][row, col] (+ bias[col]), rounded once: the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into
-// a block of C with leading dimension ldc.
+// c[row, col] (+)= sum over chunk of partials[chunk][row, col] (+ bias[col]), rounded once:
+// the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into a
+// block of C with leading dimension ldc.
 template <typename TX>
-__device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, int ldc, const float* __restrict__ partials,
-                                                const TX* __restrict__ bias, TX* __restrict__ c) {
+__device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, int ldc, int accumulate,
+                                                const float* __restrict__ partials, const TX* __restrict__ bias,
+                                                TX* __restrict__ c) {
     const long long idx = element_index(), len = (long long)rows * cols;
     if (idx >= len) return;
     const int row = (int)(idx / cols), col = (int)(idx % cols);
-    const float sum = add_chunks(bias ? to_f32(bias[col]) : 0.f, count, len, partials, idx);
-    c[(long long)row * ldc + col] = from_f32<TX>(sum);
+    TX* out = c + (long long)row * ldc + col;
+    const float sum = add_chunks(held(accumulate, out) + (bias ? to_f32(bias[col]) : 0.f), count, len, partials, idx);
+    *out = from_f32<TX>(sum);
 }
 
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_sum_chunks(int count, int len, const float* __restrict__ partials, float* __restrict__ out) {
-    sum_chunks<float>(count, len, partials, out);
-}
-
-// out[i] (+)= sum over c of partials[c * len + i]: the same, adding to what out holds where
-// `accumulate` (an f32 accumulator summed over several reductions).
-extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
-    bone_sum_chunks_add(int count, int len, int accumulate, const float* __restrict__ partials, float* __restrict__ out) {
-    const long long idx = element_index();
-    if (idx >= len) return;
-    out[idx] = add_chunks(accumulate ? out[idx] : 0.f, count, len, partials, idx);
+    bone_sum_chunks(int count, int len, int accumulate, const float* __restrict__ partials, float* __restrict__ out) {
+    sum_chunks<float>(count, len, accumulate, partials, out);
 }
 
 // The setup jobs of one call (struct BoneSetup), each on its own run of blocks: where
@@ -221,25 +224,26 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         chunk_sum_add<TX>(layer, rows, g, db);                                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_bias_grad_x_##X_NAME(int tokens, int n_out, const TX* __restrict__ dy, float* __restrict__ dbias) {  \
-        bias_grad<TX>(tokens, n_out, dy, dbias);                                                                  \
+        bone_bias_grad_x_##X_NAME(int tokens, int n_out, int accumulate, const TX* __restrict__ dy,                \
+                                  float* __restrict__ dbias) {                                                    \
+        bias_grad<TX>(tokens, n_out, accumulate, dy, dbias);                                                      \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_from_f32_x_##X_NAME(int count, const float* __restrict__ in, TX* __restrict__ out) {                 \
-        from_f32_pass<TX>(count, in, out);                                                                        \
+        bone_from_f32_x_##X_NAME(int count, int accumulate, const float* __restrict__ in, TX* __restrict__ out) { \
+        from_f32_pass<TX>(count, accumulate, in, out);                                                            \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_add_bias_x_##X_NAME(                     \
         int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {                           \
         add_bias<TX>(rows, cols, ldc, bias, c);                                                                   \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_x_##X_NAME(                   \
-        int count, int len, const float* __restrict__ partials, TX* __restrict__ out) {                           \
-        sum_chunks<TX>(count, len, partials, out);                                                                \
+        int count, int len, int accumulate, const float* __restrict__ partials, TX* __restrict__ out) {           \
+        sum_chunks<TX>(count, len, accumulate, partials, out);                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_bias_x_##X_NAME(              \
-        int count, int rows, int cols, int ldc, const float* __restrict__ partials, const TX* __restrict__ bias,   \
-        TX* __restrict__ c) {                                                                                     \
-        sum_chunks_bias<TX>(count, rows, cols, ldc, partials, bias, c);                                           \
+        int count, int rows, int cols, int ldc, int accumulate, const float* __restrict__ partials,               \
+        const TX* __restrict__ bias, TX* __restrict__ c) {                                                        \
+        sum_chunks_bias<TX>(count, rows, cols, ldc, accumulate, partials, bias, c);                               \
     }
 
 // The setup of a call whose adapter B has type TB (named _x_<X_NAME>_b_<B_NAME>).

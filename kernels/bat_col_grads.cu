@@ -117,26 +117,29 @@ __device__ __forceinline__ void add_tile_grads(float (&db)[R / 8][4], const TX* 
     }
 }
 
-// This run's partial sums out[blockIdx.y][n, b] from warp `warp`'s accumulators (rows
-// beyond N are not written).
+// This run's partial sums out[blockIdx.y][n, b] from warp `warp`'s accumulators, added to
+// what out holds where `accumulate` (rows beyond N are not written).
 template <int R>
-__device__ __forceinline__ void store_grads(const float (&db)[R / 8][4], float* out, int n, int row0, int warp,
-                                            int lane) {
+__device__ __forceinline__ void store_grads(const float (&db)[R / 8][4], float* out, int accumulate, int n, int row0,
+                                            int warp, int lane) {
     float* run_out = out + (long long)blockIdx.y * n * R;
 #pragma unroll
     for (int j = 0; j < R / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int row = row0 + warp * 16 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
-            if (row < n) run_out[(long long)row * R + col] = db[j][e];
+            if (row >= n) continue;
+            float* here = run_out + (long long)row * R + col;
+            *here = accumulate ? *here + db[j][e] : db[j][e];
         }
 }
 
-// out[run][n, b] (f32, [runs, N, R]) = sum over this block's K tiles of dB's terms for rows
-// n of its 128 (rows beyond N are not written). dy [T, N], x [T, K], w [N, K]; K tiles
+// out[run][n, b] (f32, [runs, N, R]) (+)= sum over this block's K tiles of dB's terms for
+// rows n of its 128 (rows beyond N are not written; `accumulate`: added to what out holds). dy [T, N], x [T, K], w [N, K]; K tiles
 // run blockIdx.y * tiles_per_run onwards. Engine: MmaSync or Wgmma, G's main loop.
 template <typename Engine, typename TX, int R>
-__device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy,
+__device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tiles_per_run, int accumulate,
+                                              const TX* __restrict__ dy,
                                               const TX* __restrict__ x, const TX* __restrict__ w,
                                               float* __restrict__ out) {
     static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
@@ -163,7 +166,7 @@ __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tile
         add_tile_grads<TX, R>(db, w_tile, g_tile, warp, lane);
         __syncthreads();  // done with both tiles before the next main loop and W copy refill them
     }
-    store_grads<R>(db, out, n, row0, warp, lane);
+    store_grads<R>(db, out, accumulate, n, row0, warp, lane);
 }
 
 // The same on the warp-specialised wgmma GEMM's design (gemm_wgmma_ws.cuh, sm_90a;
@@ -185,7 +188,7 @@ struct WarpSpecialized {
 static_assert(WarpSpecialized::SMEM_BYTES == BONE_BAT_COL_GRADS_WS_SMEM_BYTES, "params.h states the size");
 
 template <typename TX, int R>
-__device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int tiles_per_run,
+__device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int tiles_per_run, int accumulate,
                                                  const TX* __restrict__ dy, const TX* __restrict__ x,
                                                  const TX* __restrict__ w, float* __restrict__ out) {
     static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
@@ -253,7 +256,7 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
         mbarrier_arrive(g_sync);   // and with G's: the next K tile may store its own
         mbarrier_wait(g_sync, 1);
     }
-    store_grads<R>(db, out, n, row0, warp, lane);
+    store_grads<R>(db, out, accumulate, n, row0, warp, lane);
 }
 
 }  // namespace bone_bat_col_grads
@@ -271,20 +274,21 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
 // a trap elsewhere): grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS threads.
 #define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                         \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_MIN_BLOCKS(R))            \
-        bone_bat_col_grads_x_##X_NAME##_r##R(int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, \
-                                             const TX* __restrict__ x, const TX* __restrict__ w,                  \
-                                             float* __restrict__ out) {                                           \
-        bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::MmaSync, TX, R>(tokens, n, k, tiles_per_run, dy, x, w, \
-                                                                             out);                                 \
+        bone_bat_col_grads_x_##X_NAME##_r##R(int tokens, int n, int k, int tiles_per_run, int accumulate,         \
+                                             const TX* __restrict__ dy, const TX* __restrict__ x,                 \
+                                             const TX* __restrict__ w, float* __restrict__ out) {                 \
+        bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::MmaSync, TX, R>(tokens, n, k, tiles_per_run,        \
+                                                                             accumulate, dy, x, w, out);          \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1) bone_bat_col_grads_wgmma_x_##X_NAME##_r##R( \
-        int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, const TX* __restrict__ x,         \
-        const TX* __restrict__ w, float* __restrict__ out) {                                                      \
+        int tokens, int n, int k, int tiles_per_run, int accumulate, const TX* __restrict__ dy,                   \
+        const TX* __restrict__ x, const TX* __restrict__ w, float* __restrict__ out) {                            \
         BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                           \
     }
 #if BONE_HAS_WGMMA
 #define BONE_BAT_COL_GRADS_WGMMA(TX, R) \
-    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);
+    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, accumulate, dy, x, \
+                                                                       w, out);
 #else
 #define BONE_BAT_COL_GRADS_WGMMA(TX, R) __trap();
 #endif
@@ -292,13 +296,13 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
 // elsewhere): the same grid, BONE_WGMMA_WS_THREADS threads.
 #define BONE_BAT_COL_GRADS_WS(X_NAME, TX, R)                                                                        \
     extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1) bone_bat_col_grads_ws_x_##X_NAME##_r##R( \
-        int tokens, int n, int k, int tiles_per_run, const TX* __restrict__ dy, const TX* __restrict__ x,          \
-        const TX* __restrict__ w, float* __restrict__ out) {                                                       \
+        int tokens, int n, int k, int tiles_per_run, int accumulate, const TX* __restrict__ dy,                    \
+        const TX* __restrict__ x, const TX* __restrict__ w, float* __restrict__ out) {                             \
         BONE_BAT_COL_GRADS_WS_BODY(TX, R)                                                                          \
     }
 #if BONE_HAS_WGMMA
 #define BONE_BAT_COL_GRADS_WS_BODY(TX, R) \
-    bone_bat_col_grads::bat_col_grads_ws<TX, R>(tokens, n, k, tiles_per_run, dy, x, w, out);
+    bone_bat_col_grads::bat_col_grads_ws<TX, R>(tokens, n, k, tiles_per_run, accumulate, dy, x, w, out);
 #else
 #define BONE_BAT_COL_GRADS_WS_BODY(TX, R) __trap();
 #endif

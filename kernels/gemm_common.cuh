@@ -121,25 +121,29 @@ __device__ __forceinline__ void copy_tile(unsigned char* tile, const T* src, int
     }
 }
 
-// Two adjacent outputs c[idx], c[idx + 1] in one store: rounded once to a 16-bit output;
-// an f32 output may add to what it holds.
+// Two adjacent outputs c[idx], c[idx + 1] in one store: rounded once to a 16-bit output.
 template <typename T>
-__device__ __forceinline__ void store_pair(T* c, long long idx, float v0, float v1, bool) {
-    *reinterpret_cast<uint32_t*>(c + idx) = pack2<T>(v0, v1);
+__device__ __forceinline__ void store2(T* c, float v0, float v1) {
+    *reinterpret_cast<uint32_t*>(c) = pack2<T>(v0, v1);
 }
 template <>
-__device__ __forceinline__ void store_pair<float>(float* c, long long idx, float v0, float v1, bool accumulate) {
-    float2* p = reinterpret_cast<float2*>(c + idx);
+__device__ __forceinline__ void store2<float>(float* c, float v0, float v1) {
+    *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
+}
+
+// The same, adding what they hold where `accumulate` (read in the output's type, added in
+// f32, rounded once).
+template <typename T>
+__device__ __forceinline__ void store_pair(T* c, long long idx, float v0, float v1, bool accumulate) {
     if (accumulate) {
-        const float2 held = *p;
-        v0 += held.x;
-        v1 += held.y;
+        v0 += to_f32(c[idx]);
+        v1 += to_f32(c[idx + 1]);
     }
-    *p = make_float2(v0, v1);
+    store2<T>(c + idx, v0, v1);
 }
 
 // Where layer z of the grid writes: C[z][row, col] = v (+ bias[col], of the operands' type
-// TIn) (+ what C holds, f32 only), where inside M x N. Read from the parameter once, after
+// TIn) (+ what C holds), where inside M x N. Read from the parameter once, after
 // the main loop (the wide wgmma tile spilled when each of its 128 stores re-read it).
 template <typename TIn, typename TOut>
 struct Output {

@@ -84,7 +84,7 @@ struct BoneGemm {
     int lda2;
     int ldb2;
     int ldc;
-    int accumulate;  // f32 output only: add to what c holds
+    int accumulate;  // add to what c holds (read in c's type, added in f32, rounded once)
     int split_k;     // elements of K per chunk, or 0: one chunk
     long long stride_a;
     long long stride_b;

@@ -10,7 +10,7 @@
 
 mod common;
 
-use bone_kernels::cuda::{ActivationElement, Element, LayerGrads, LayerWeights, Workspace};
+use bone_kernels::cuda::{Accumulate, ActivationElement, Element, LayerGrads, LayerWeights, Workspace};
 use bone_kernels::{LayerShape, Variant};
 use common::{gemm_engines, gpu_or_skip, layer, random_vec};
 use half::{bf16, f16};
@@ -71,7 +71,8 @@ fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels
     // dX[row, col] = W[dy_hot[row], col]; dB[j, col] = #{row : x_hot[row] % r == j, dy_hot[row] == col}.
     let mut dx_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * k]).unwrap();
     let mut db_dev = stream.clone_htod(&vec![f32::NAN; shape.adapter_len()]).unwrap();
-    let mut grads = LayerGrads { dx: Some(dx_dev.as_view_mut()), db: db_dev.as_view_mut(), dbias: None };
+    let (dx, db) = (Some(dx_dev.as_view_mut()), db_dev.as_view_mut());
+    let mut grads = LayerGrads { dx, db, dbias: None, accumulate: Accumulate::NONE };
     kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, &mut workspace).unwrap();
     let dx = stream.clone_dtoh(&dx_dev).unwrap();
     let wrong: Vec<_> = (0..t * k)

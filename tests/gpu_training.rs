@@ -4,12 +4,14 @@
 //!
 //! Small layers are checked whole for every T and r; the Llama-sized layers check Y and
 //! dX on a sample of token rows (each row depends only on its own input row) and dB
-//! against the full oracle where that is affordable on the CPU.
+//! against the full oracle where that is affordable on the CPU. Every case also runs the
+//! backward adding to its outputs (`Accumulate::ALL`) and checks the sums.
 
 mod common;
 
 use bone_kernels::cuda::{
-    ActivationElement, AdapterElement, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace,
+    Accumulate, ActivationElement, AdapterElement, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights,
+    Workspace,
 };
 use bone_kernels::reference::{backward, forward};
 use bone_kernels::{BoneError, LayerShape, Variant};
@@ -138,27 +140,51 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     let mut dx_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * k]).unwrap();
     let mut db_dev = stream.clone_htod(&vec![f32::NAN; shape.adapter_len()]).unwrap();
     let mut dbias_dev = stream.clone_htod(&vec![f32::NAN; n]).unwrap();
-    let mut run_backward = |dx_dev: &mut _, db_dev: &mut _, dbias_dev: &mut _| {
+    let mut run_backward = |dx_dev: &mut _, db_dev: &mut _, dbias_dev: &mut _, accumulate| {
         let mut grads = LayerGrads {
             dx: Some(CudaSlice::as_view_mut(dx_dev)),
             db: CudaSlice::as_view_mut(db_dev),
             dbias: Some(CudaSlice::as_view_mut(dbias_dev)),
+            accumulate,
         };
         kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, workspace).unwrap();
     };
-    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev);
+    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev, Accumulate::NONE);
     let dx_gpu: Vec<f64> = stream.clone_dtoh(&dx_dev).unwrap().iter().map(|v| v.to_f64()).collect();
     let db_first: Vec<f32> = stream.clone_dtoh(&db_dev).unwrap();
     let dbias_gpu: Vec<f64> = stream.clone_dtoh(&dbias_dev).unwrap().iter().map(|&v| v.into()).collect();
 
     // dB is promised bitwise reproducible.
     stream.memcpy_htod(&vec![f32::NAN; shape.adapter_len()], &mut db_dev).unwrap();
-    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev);
+    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev, Accumulate::NONE);
     let db_second: Vec<f32> = stream.clone_dtoh(&db_dev).unwrap();
     assert!(
         db_first.iter().zip(&db_second).all(|(a, b)| a.to_bits() == b.to_bits()),
         "{label}: dB not bitwise reproducible"
     );
+
+    // Accumulation: each output adds its gradient to what it holds, here another element's
+    // gradient (the values rotated by one), so that neither term alone passes.
+    let db_gpu: Vec<f64> = db_first.iter().map(|&v| v.into()).collect();
+    let rotated = |v: &[f64]| -> Vec<f64> { v.iter().cycle().skip(1).take(v.len()).copied().collect() };
+    let held = [rotated(&dx_gpu), rotated(&db_gpu), rotated(&dbias_gpu)];
+    stream.memcpy_htod(&held[0].iter().map(|&v| TX::from_f64(v)).collect::<Vec<_>>(), &mut dx_dev).unwrap();
+    stream.memcpy_htod(&held[1].iter().map(|&v| v as f32).collect::<Vec<_>>(), &mut db_dev).unwrap();
+    stream.memcpy_htod(&held[2].iter().map(|&v| v as f32).collect::<Vec<_>>(), &mut dbias_dev).unwrap();
+    run_backward(&mut dx_dev, &mut db_dev, &mut dbias_dev, Accumulate::ALL);
+    let summed: Vec<Vec<f64>> = vec![
+        stream.clone_dtoh(&dx_dev).unwrap().iter().map(|v| v.to_f64()).collect(),
+        stream.clone_dtoh(&db_dev).unwrap().iter().map(|&v| v.into()).collect(),
+        stream.clone_dtoh(&dbias_dev).unwrap().iter().map(|&v| v.into()).collect(),
+    ];
+    // dX is rounded to 16 bits once more; dB and dbias add in f32.
+    for (i, (name, own, tolerance)) in
+        [("dX", &dx_gpu, TOLERANCE), ("dB", &db_gpu, 1e-5), ("dbias", &dbias_gpu, 1e-5)].into_iter().enumerate()
+    {
+        let want: Vec<f64> = held[i].iter().zip(own).map(|(h, g)| h + g).collect();
+        let err = rel_err(&summed[i], &want);
+        assert!(err < tolerance, "{label}: accumulated {name}, relative error {err:.2e}");
+    }
 
     // Y and dX on the sampled rows.
     let picked = &inputs.picked;
@@ -182,7 +208,6 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     assert!(dbias_err < 1e-5, "{label}: dbias relative error {dbias_err:.2e}");
     let db_err = if case.check_db {
         let full = backward(shape, t, x, w, &b, dy).unwrap();
-        let db_gpu: Vec<f64> = db_first.iter().map(|&v| v.into()).collect();
         let err = rel_err(&db_gpu, &full.db);
         assert!(err < TOLERANCE, "{label}: dB relative error {err:.2e}");
         format!("{err:.1e}")

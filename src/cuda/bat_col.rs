@@ -20,7 +20,7 @@
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::setup::Setup;
-use super::token_chunks;
+use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -110,7 +110,8 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
         // Y[:, row0 ..] (row0 is a multiple of 128: the offsets stay 16-byte aligned), cut
         // along K at small T, where a slab's tiles would not fill the GPU.
         let (y, bias) = (call.y + (row0 * 2) as u64, if call.bias == 0 { 0 } else { call.bias + (row0 * 2) as u64 });
-        token_chunks::launch_filled(launcher, call, "kk", [t, rows, k], (y, n, bias), y_partials, |out, ld| {
+        let y = Destination::new(y, n).bias(bias);
+        token_chunks::launch_filled(launcher, call, "kk", [t, rows, k], y, y_partials, |out, ld| {
             Gemm::new((call.x, k), (slab_buffer, k), (out, ld), [t, rows, k])
         })?;
     }
@@ -133,7 +134,11 @@ fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<R
     let (per_run, runs) = fused_runs(&call.shape);
     let out = if runs == 1 { call.db } else { partials };
     let kernel = format!("{}_r{r}", call.pass("bone_bat_col_grads"));
-    let sizes = [call.tokens, n, call.shape.k(), per_run].map(|v| Arg::I32(v as i32));
+    // One run writes dB itself, adding to it where the call accumulates; several write
+    // partial sums, and their sum adds.
+    let accumulate = usize::from(call.accumulate.db);
+    let sizes =
+        [call.tokens, n, call.shape.k(), per_run, if runs == 1 { accumulate } else { 0 }].map(|v| Arg::I32(v as i32));
     let args = [&sizes[..], &[call.y, call.x, call.w, out].map(Arg::Ptr)].concat();
     let grid = (n.div_ceil(BONE_GEMM_BM as usize) as u32, runs as u32);
     let fused = launcher.fused(&kernel, grid, &args)?;
@@ -141,7 +146,8 @@ fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<R
         if runs == 1 {
             return Ok(());
         }
-        let sum = [Arg::I32(runs as i32), Arg::I32((n * r) as i32), Arg::Ptr(partials), Arg::Ptr(call.db)];
+        let sizes = [runs, n * r, accumulate].map(|v| Arg::I32(v as i32));
+        let sum = [&sizes[..], &[partials, call.db].map(Arg::Ptr)].concat();
         launcher.elementwise("bone_sum_chunks", n * r, &sum)
     }))
 }
@@ -168,7 +174,8 @@ pub(crate) fn block_grads(
     db: u64,
 ) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());
-    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, "bone_sum_chunks"), |out, _| {
+    let sum = (db, "bone_sum_chunks", call.accumulate.db);
+    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, sum, |out, _| {
         let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
         (gemm, call.gemm_f32("tt"), rows / r)
     })?;
@@ -201,7 +208,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     }
     if slab == n {
         form_slab(launcher, call, regions, 0, n)?;
-        return token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (call.dx, k, 0), partials, |out, ld| {
+        let dx = Destination::new(call.dx, k).accumulate(call.accumulate.dx);
+        return token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx, partials, |out, ld| {
             Gemm::new((call.y, n), (slab_buffer, k), (out, ld), [t, k, n])
         });
     }
@@ -217,10 +225,11 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
                 product(partials).split_k(len, t * k).launch(launcher, &call.gemm_f32("kt"), 1)?;
                 let sizes = [chunks, t * k, usize::from(row0 > 0)].map(|v| Arg::I32(v as i32));
                 let args = [&sizes[..], &[partials, dx_f32].map(Arg::Ptr)].concat();
-                launcher.elementwise("bone_sum_chunks_add", t * k, &args)?;
+                launcher.elementwise("bone_sum_chunks", t * k, &args)?;
             }
         }
     }
-    let convert = [Arg::I32((t * k) as i32), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
+    let convert =
+        [Arg::I32((t * k) as i32), Arg::I32(i32::from(call.accumulate.dx)), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
     launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)
 }

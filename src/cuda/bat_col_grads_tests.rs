@@ -2,7 +2,8 @@
 //! wgmma, warp-specialised wgmma), launched directly on the CPU emulator against a direct f64 sum: every block size
 //! and activation type, ragged N and K,
 //! blocks walking several K tiles (which the launch sequences reach only on large layers),
-//! and runs of K tiles written as separate partial sums. Outputs start as NaN.
+//! and runs of K tiles written as separate partial sums. Outputs start as NaN, or, where
+//! the kernel adds to them, hold random values of dB's size.
 
 use bone_host_kernels::Landing;
 use rand::rngs::StdRng;
@@ -67,20 +68,28 @@ fn fused_batcol_grads_match_a_direct_sum() {
             };
             let (dy, x, w) = (random(t * n, 1.0), random(t * k, 1.0), random(n * k, 0.1));
             let runs = k.div_ceil(128).div_ceil(per_run);
-            let out = emulator.alloc(runs * n * r * 4);
-            let sizes = [t, n, k, per_run].map(|v| Arg::I32(v as i32));
+            let want = expected((t, n, k, r), per_run, (&dy, &x, &w));
+            // Every other case adds to what the output holds.
+            let accumulate = case % 2 == 1;
+            let scale = (want.iter().map(|v| v * v).sum::<f64>() / want.len() as f64).sqrt();
+            let held: Vec<f64> = (0..want.len()).map(|_| rng.random_range(-scale..scale)).collect();
+            let out = if accumulate { emulator.upload(Ty::F32, &held) } else { emulator.alloc(runs * n * r * 4) };
+            let sizes = [t, n, k, per_run, usize::from(accumulate)].map(|v| Arg::I32(v as i32));
             let inputs = [emulator.upload(ty, &dy), emulator.upload(ty, &x), emulator.upload(ty, &w), out];
             let kernel = format!("bone_bat_col_grads_x_{}_r{r}", ty.suffix());
             let grid = (n.div_ceil(128) as u32, runs as u32);
             emulator.fused(&kernel, grid, &[&sizes[..], &inputs.map(Arg::Ptr)].concat()).unwrap().unwrap();
 
             let got = emulator.download(Ty::F32, out, runs * n * r);
-            let want = expected((t, n, k, r), per_run, (&dy, &x, &w));
+            let want: Vec<f64> = if accumulate { want.iter().zip(&held).map(|(w, h)| w + h).collect() } else { want };
             let (diff, norm) =
                 got.iter().zip(&want).fold((0.0, 0.0), |(d, s), (g, w)| (d + (g - w) * (g - w), s + w * w));
             let err = (diff / norm).sqrt();
             // G is rounded once to the activations' type before its products: bf16's 2^-8.
-            assert!(err < 1e-2, "{family:?} {kernel} T={t} N={n} K={k} per run {per_run}: relative error {err:.2e}");
+            assert!(
+                err < 1e-2,
+                "{family:?} {kernel} T={t} N={n} K={k} per run {per_run} accumulate {accumulate}: relative error {err:.2e}"
+            );
         }
     }
 }

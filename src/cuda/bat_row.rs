@@ -6,7 +6,7 @@
 
 use super::launch::{Gemm, Launcher};
 use super::setup::Setup;
-use super::token_chunks;
+use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -51,7 +51,8 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |out| {
         Gemm::new((call.x, k), (stack, k), (out, r), [t, r, k])
     })?;
-    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], (call.y, n, call.bias), regions[7], |out, ld| {
+    let y = Destination::new(call.y, n).bias(call.bias);
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], y, regions[7], |out, ld| {
         Gemm::new((x_mixed, k), (call.w, k), (out, ld), [t, n, k]).second((carry, r), (tiling, r), r)
     })
 }
@@ -61,7 +62,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (identity_plus, plain, dx_mixed, d_carry, tiling) =
         (regions[0], regions[1], regions[3], regions[4], regions[5]);
-    token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (dx_mixed, k, 0), regions[7], |out, ld| {
+    let dx_mixed_out = Destination::new(dx_mixed, k);
+    token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx_mixed_out, regions[7], |out, ld| {
         Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n])
     })?;
     // dR [T, r] = dY E, over chunks of N (dX~'s partial sums are summed by now).
@@ -73,10 +75,11 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])
             .second((d_carry, r), (plain, r), r)
             .strides([r, r * r, 0, r * r, r])
+            .accumulate(call.accumulate.dx)
             .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
-    let sum = (call.db, "bone_sum_chunks");
+    let sum = (call.db, "bone_sum_chunks", call.accumulate.db);
     token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], sum, |out, _| {
         let gemm = Gemm::new((dx_mixed, k), (call.x, k), (out, r), [r, r, t])
             .second((d_carry, r), (call.x, k), t)

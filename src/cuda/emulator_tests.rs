@@ -2,7 +2,7 @@
 //! emulator and checked against the
 //! f64 oracle, on each of the crate's GEMMs (mma.sync, wgmma) and split into the single products a
 //! library GEMM (cuBLAS) takes: outputs start as NaN, so an element no launch writes
-//! fails the check.
+//! fails the check. Each backward runs again adding to outputs that hold random values.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -12,7 +12,7 @@ use super::handle::GemmEngine;
 use super::launch::GemmKernels;
 use super::params::BoneLayer;
 use super::split::Split;
-use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
+use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
 use crate::reference::{backward, forward};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
@@ -99,14 +99,32 @@ fn check(
     call.dbias = emulator.alloc(n * 4);
     run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
     let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
-    for (name, ty, address, want) in [
+    let outputs = [
         ("dX", x_ty, call.dx, &grads.dx),
         ("dB", Ty::F32, call.db, &grads.db),
         ("dbias", Ty::F32, call.dbias, &grads.dbias),
-    ] {
+    ];
+    for (name, ty, address, want) in outputs {
         let got = emulator.download(ty, address, want.len());
         let err = rel_err(&got, want);
         assert!(err < 1e-2, "{label}: {name} relative error {err:.2e}");
+    }
+
+    // The same backward adding to its outputs, which hold other random values of the
+    // gradients' size (so that neither term alone passes).
+    let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();
+    let held: Vec<Vec<f64>> =
+        outputs.iter().map(|&(_, ty, _, want)| random(rng, want.len(), 2.0 * rms(want), ty)).collect();
+    call.accumulate = Accumulate::ALL;
+    (call.dx, call.db, call.dbias) =
+        (emulator.upload(x_ty, &held[0]), emulator.upload(Ty::F32, &held[1]), emulator.upload(Ty::F32, &held[2]));
+    run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
+    for (i, (name, ty, address)) in
+        [("dX", x_ty, call.dx), ("dB", Ty::F32, call.db), ("dbias", Ty::F32, call.dbias)].into_iter().enumerate()
+    {
+        let want: Vec<f64> = held[i].iter().zip(outputs[i].3).map(|(h, g)| h + g).collect();
+        let err = rel_err(&emulator.download(ty, address, want.len()), &want);
+        assert!(err < 1e-2, "{label}: accumulated {name} relative error {err:.2e}");
     }
 }
 

@@ -43,7 +43,7 @@ pub use device::{device_count, stream_on_device};
 pub use element::Element;
 pub use handle::{BoneKernels, GemmEngine};
 pub use image::{kernels_built, nvcc_version};
-pub use training::{ActivationElement, AdapterElement, LayerGrads, LayerWeights, Pass};
+pub use training::{Accumulate, ActivationElement, AdapterElement, LayerGrads, LayerWeights, Pass};
 pub use workspace::Workspace;
 
 // A trainer may share a handle across threads (each launch goes to the handle's stream)

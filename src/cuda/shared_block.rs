@@ -4,7 +4,7 @@
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::setup::Setup;
-use super::token_chunks;
+use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
 use crate::error::Result;
 use crate::shape::LayerShape;
@@ -44,7 +44,8 @@ fn setup(call: &Call, regions: &[u64]) -> Setup {
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     setup(call, regions).launch(launcher, call)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], (call.y, n, call.bias), regions[3], |out, ld| {
+    let y = Destination::new(call.y, n).bias(call.bias);
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], y, regions[3], |out, ld| {
         Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second((regions[0], r), (regions[2], r), r)
     })
 }
@@ -58,12 +59,13 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
-    let sum = (db_full, "bone_sum_chunks");
+    let sum = (db_full, "bone_sum_chunks", call.accumulate.db && !mini);
     token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], sum, |out, _| {
         (Gemm::new((regions[0], r), (call.y, n), (out, n), [r, n, t]), call.gemm_f32("tt"), 1)
     })?;
     if mini {
-        let fold = [Arg::Layer(call.layer), Arg::Ptr(db_full), Arg::Ptr(call.db)];
+        let accumulate = Arg::I32(i32::from(call.accumulate.db));
+        let fold = [Arg::Layer(call.layer), accumulate, Arg::Ptr(db_full), Arg::Ptr(call.db)];
         launcher.elementwise("bone_mini_fold", r * call.layer.mini_r as usize, &fold)?;
     }
     if call.dx != 0 {
@@ -74,7 +76,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             Gemm::new((call.y, n), (regions[1], n), (out, r), [t, r, n])
         })?;
         // dB's partial sums are summed by now: their region takes dX's at small T.
-        token_chunks::launch_filled(launcher, call, "kt", [t, k, n], (call.dx, k, 0), regions[6], |out, ld| {
+        let dx = Destination::new(call.dx, k).accumulate(call.accumulate.dx);
+        token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx, regions[6], |out, ld| {
             Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]).second((u, r), (tiling, k), r)
         })?;
     }

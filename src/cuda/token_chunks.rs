@@ -47,23 +47,23 @@ pub(crate) fn partial_bytes(cut: bool, tokens: usize, tiles: usize, outputs: usi
 /// chunk writing its `outputs` partial sums in f32 (`partial` true); then `sum_kernel`
 /// (`bone_sum_chunks`, or `bone_sum_chunks_x_<type>` to round to the activations' type)
 /// sums them in order into `out`. Unsplit, the product writes `out` directly (`partial`
-/// false).
+/// false). Either way the result is added to what `out` holds where `accumulate`.
 pub(crate) fn reduce(
     launcher: &impl Launcher,
     (tokens, tiles, outputs): (usize, usize, usize),
     partials: u64,
-    (out, sum_kernel): (u64, &str),
+    (out, sum_kernel, accumulate): (u64, &str, bool),
     product: impl FnOnce(u64, bool) -> (Gemm, String, usize),
 ) -> Result<()> {
     let (len, chunks) = plan(launcher.cuts_reductions(), tokens, tiles);
     if chunks == 1 {
         let (gemm, kernel, batches) = product(out, false);
-        return gemm.launch(launcher, &kernel, batches);
+        return gemm.accumulate(accumulate).launch(launcher, &kernel, batches);
     }
     let (gemm, kernel, batches) = product(partials, true);
     gemm.split_k(len, outputs / batches).launch(launcher, &kernel, batches)?;
-    let args = [Arg::I32(chunks as i32), Arg::I32(outputs as i32), Arg::Ptr(partials), Arg::Ptr(out)];
-    launcher.elementwise(sum_kernel, outputs, &args)
+    let sizes = [chunks, outputs, usize::from(accumulate)].map(|v| Arg::I32(v as i32));
+    launcher.elementwise(sum_kernel, outputs, &[&sizes[..], &[partials, out].map(Arg::Ptr)].concat())
 }
 
 /// Bytes of partial sums a [T, r] product over `reduced` elements needs (0 when unsplit):
@@ -87,7 +87,7 @@ pub(crate) fn reduce_row_product(
     let (tokens, r) = (call.tokens, call.shape.r());
     let tiles = tokens.div_ceil(BONE_GEMM_BM as usize);
     let sum = call.pass("bone_sum_chunks");
-    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum), |dest, partial| {
+    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum, false), |dest, partial| {
         let kernel = if partial { call.gemm_f32(layouts) } else { call.gemm(layouts) };
         (gemm(dest), kernel, 1)
     })
@@ -110,26 +110,52 @@ pub(crate) fn fill_partial_bytes(cut: bool, [m, n, k]: [usize; 3]) -> usize {
     }
 }
 
+/// Where a main GEMM's output goes: C = `c` with its leading dimension, plus the bias (0:
+/// none), added to what C holds where `accumulate`.
+#[derive(Clone, Copy)]
+pub(crate) struct Destination {
+    c: u64,
+    ldc: usize,
+    bias: u64,
+    accumulate: bool,
+}
+
+impl Destination {
+    pub fn new(c: u64, ldc: usize) -> Self {
+        Destination { c, ldc, bias: 0, accumulate: false }
+    }
+
+    pub fn bias(self, bias: u64) -> Self {
+        Destination { bias, ..self }
+    }
+
+    pub fn accumulate(self, accumulate: bool) -> Self {
+        Destination { accumulate, ..self }
+    }
+}
+
 /// The GEMM `product(c, ldc)` (`[m, n]` over `k`, its second product if any no longer than
-/// a chunk, in the activations' type on `layouts`' kernel) written to C = `out` (with its
-/// leading dimension) plus `bias` (0: none). Where its tiles alone would leave SMs idle
-/// (small T) and K is long, it is cut along K in the same launch, its chunks' f32 partial
-/// sums written to `partials` (`fill_partial_bytes`), then summed in order with the bias.
+/// a chunk, in the activations' type on `layouts`' kernel) written to `out`. Where its tiles
+/// alone would leave SMs idle (small T) and K is long, it is cut along K in the same
+/// launch, its chunks' f32 partial sums written to `partials` (`fill_partial_bytes`), then
+/// summed in order with the bias (and what C holds).
 pub(crate) fn launch_filled(
     launcher: &impl Launcher,
     call: &Call,
     layouts: &str,
     [m, n, k]: [usize; 3],
-    (out, ldc, bias): (u64, usize, u64),
+    out: Destination,
     partials: u64,
     product: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
     match fill_plan(launcher.cuts_reductions(), [m, n, k]) {
-        (_, 1) => product(out, ldc).bias(bias).launch(launcher, &call.gemm(layouts), 1),
+        (_, 1) => {
+            product(out.c, out.ldc).bias(out.bias).accumulate(out.accumulate).launch(launcher, &call.gemm(layouts), 1)
+        }
         (len, chunks) => {
             product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;
-            let sizes = [chunks, m, n, ldc].map(|v| Arg::I32(v as i32));
-            let args = [&sizes[..], &[partials, bias, out].map(Arg::Ptr)].concat();
+            let sizes = [chunks, m, n, out.ldc, usize::from(out.accumulate)].map(|v| Arg::I32(v as i32));
+            let args = [&sizes[..], &[partials, out.bias, out.c].map(Arg::Ptr)].concat();
             launcher.elementwise(&call.pass("bone_sum_chunks_bias"), m * n, &args)
         }
     }

@@ -65,14 +65,38 @@ pub struct LayerWeights<'a, TB, TX = bf16> {
 }
 
 /// Where the backward pass writes: dX `[T, K]` (optional, in the activations' type `TX`),
-/// dB (B's shape), dbias `[N]` (optional).
+/// dB (B's shape), dbias `[N]` (optional), each overwritten or added to ([`Accumulate`]).
 pub struct LayerGrads<'a, TX = bf16> {
     /// dX `[T, K]`, when the layer's input needs a gradient; 16-byte aligned.
     pub dx: Option<CudaViewMut<'a, TX>>,
-    /// dB in B's shape, f32, overwritten (not accumulated); 16-byte aligned.
+    /// dB in B's shape, f32; 16-byte aligned.
     pub db: CudaViewMut<'a, f32>,
     /// dbias `[N]` f32 (the column sums of dY), when the bias is trained.
     pub dbias: Option<CudaViewMut<'a, f32>>,
+    /// Which of them the backward adds to instead of overwriting.
+    pub accumulate: Accumulate,
+}
+
+/// Which of the backward's outputs it adds its gradient to, instead of overwriting them:
+/// dB and dbias summed over micro-batches (as PyTorch accumulates `.grad`), dX summed over
+/// the layers that read one input (Llama's q, k and v projections read the same X), with no
+/// buffer or pass of the caller's own. Each is added to what the output holds in f32 and
+/// rounded once to the output's type; dB stays bitwise reproducible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accumulate {
+    /// dX += this layer's dX.
+    pub dx: bool,
+    /// dB += this batch's dB.
+    pub db: bool,
+    /// dbias += this batch's dbias.
+    pub dbias: bool,
+}
+
+impl Accumulate {
+    /// Overwrite every output (the default).
+    pub const NONE: Accumulate = Accumulate { dx: false, db: false, dbias: false };
+    /// Add to every output.
+    pub const ALL: Accumulate = Accumulate { dx: true, db: true, dbias: true };
 }
 
 /// Which pass a workspace is sized for.
@@ -102,6 +126,8 @@ pub(crate) struct Call {
     pub dx: u64,
     pub db: u64,
     pub dbias: u64,
+    /// Which backward outputs are added to.
+    pub accumulate: Accumulate,
 }
 
 impl Call {
@@ -130,6 +156,7 @@ impl Call {
             dx: 0,
             db: 0,
             dbias: 0,
+            accumulate: Accumulate::NONE,
         })
     }
 }
@@ -219,8 +246,9 @@ impl BoneKernels {
         }
     }
 
-    /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`.
-    /// dB is deterministic: bitwise identical run to run. X, W, dY, dX and dB must start
+    /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`,
+    /// written or added to as `grads.accumulate` says. dB is deterministic: bitwise
+    /// identical run to run. X, W, dY, dX and dB must start
     /// 16-byte aligned (every cudarc allocation does), else [`BoneError::Misaligned`].
     #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
     pub fn backward<TX: ActivationElement, TB: AdapterElement>(
@@ -256,6 +284,7 @@ impl BoneKernels {
             dx: dx.as_ref().map_or(Ok(0), |d| aligned("dX", d.0))?,
             db: aligned("dB", db_ptr)?,
             dbias: dbias.as_ref().map_or(0, |d| d.0),
+            accumulate: grads.accumulate,
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward, self.blas().is_none()))?;
@@ -305,7 +334,8 @@ pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64
         Variant::BatCol => bat_col::backward(launcher, call, regions)?,
     }
     if call.dbias != 0 {
-        let args = [Arg::I32(call.tokens as i32), Arg::I32(call.layer.n), Arg::Ptr(call.y), Arg::Ptr(call.dbias)];
+        let sizes = [call.tokens as i32, call.layer.n, i32::from(call.accumulate.dbias)].map(Arg::I32);
+        let args = [&sizes[..], &[call.y, call.dbias].map(Arg::Ptr)].concat();
         // One block of BONE_MERGE_THREADS threads per BONE_BIAS_GRAD_COLUMNS columns.
         let blocks = call.shape.n().div_ceil(BONE_BIAS_GRAD_COLUMNS as usize);
         launcher.elementwise(&call.pass("bone_bias_grad"), blocks * BONE_MERGE_THREADS as usize, &args)?;

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use bone_kernels::cuda::baseline::{Linear, Lora, LoraGrads, LoraTensors, RowMajorBlas};
 use bone_kernels::cuda::{
-    BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace, device_count, kernels_built,
+    Accumulate, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace, device_count, kernels_built,
     stream_on_device,
 };
 use bone_kernels::{BoneError, LayerShape};
@@ -143,7 +143,8 @@ impl Gpu {
         let (x, b, dy) = (self.up::<bf16>(x)?, self.up::<f32>(b)?, self.up::<bf16>(dy)?);
         let (mut dx, mut db) = (self.zeros::<bf16>(t * shape.k())?, self.zeros::<f32>(shape.adapter_len())?);
         let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: None };
-        let mut grads = LayerGrads { dx: Some(dx.as_view_mut()), db: db.as_view_mut(), dbias: None };
+        let (dx_out, db_out) = (Some(dx.as_view_mut()), db.as_view_mut());
+        let mut grads = LayerGrads { dx: dx_out, db: db_out, dbias: None, accumulate: Accumulate::NONE };
         self.kernels.backward(
             shape,
             t,
