@@ -76,6 +76,12 @@ pub enum BoneError {
     )]
     KernelsNotBuilt,
 
+    #[error("dropout probability p = {p} is outside [0, 1)")]
+    InvalidDropout { p: f64 },
+
+    #[error("dropout applies to the shared block and mini (PEFT's miss_dropout); PEFT gives {variant} none")]
+    DropoutOnBat { variant: &'static str },
+
     #[error("the GPU kernels do not support this yet: {0}")]
     UnsupportedByKernels(String),
 

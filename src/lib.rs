@@ -26,11 +26,13 @@
 
 pub mod adapter;
 pub mod cuda;
+mod dropout;
 mod error;
 pub mod reference;
 mod shape;
 mod variant;
 
+pub use dropout::Dropout;
 pub use error::{BoneError, Dim, Result};
 pub use shape::{Dims, KERNEL_INDEX_LIMIT, LayerShape};
 pub use variant::Variant;

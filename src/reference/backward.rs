@@ -3,10 +3,11 @@
 use nalgebra::{DMatrix, DMatrixView};
 
 use super::blocks::{
-    bat_block, check_input, check_output, check_weights, chunk_sum, fold_shared_grad, matrix, row_major, shared_block,
-    transpose_of, weight_block,
+    bat_block, check_input, check_output, check_weights, chunk_sum, dropout_factor, fold_shared_grad, matrix,
+    row_major, shared_block, transpose_of, weight_block,
 };
 use super::forward::adapted_block;
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::LayerShape;
 use crate::variant::Variant;
@@ -24,6 +25,22 @@ pub struct Gradients {
 
 /// Backward of [`super::forward`] for the upstream gradient `dy` `[T, N]`.
 pub fn backward(layer: &LayerShape, t: usize, x: &[f64], w: &[f64], b: &[f64], dy: &[f64]) -> Result<Gradients> {
+    backward_with_dropout(layer, t, x, w, b, dy, None)
+}
+
+/// Backward of [`super::forward_with_dropout`] with the same `dropout`.
+pub fn backward_with_dropout(
+    layer: &LayerShape,
+    t: usize,
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    dy: &[f64],
+    dropout: Option<Dropout>,
+) -> Result<Gradients> {
+    if let Some(dropout) = dropout {
+        dropout.check_variant(layer.variant())?;
+    }
     check_input(layer, "X", t, x)?;
     check_output(layer, "dY", t, dy)?;
     check_weights(layer, w, b)?;
@@ -31,7 +48,7 @@ pub fn backward(layer: &LayerShape, t: usize, x: &[f64], w: &[f64], b: &[f64], d
     let (dx, db) = match layer.variant() {
         Variant::BatCol => bat_col(layer, &x, &w_t, b, &dy),
         Variant::BatRow => bat_row(layer, &x, &w_t, b, &dy),
-        Variant::Shared | Variant::Mini { .. } => shared(layer, &x, &w_t, b, &dy),
+        Variant::Shared | Variant::Mini { .. } => shared(layer, &x, &w_t, b, &dy, dropout),
     };
     let dbias = dy.row_sum().iter().copied().collect();
     Ok(Gradients { dx: row_major(&dx), db, dbias })
@@ -94,22 +111,25 @@ fn bat_row(
     (dx, db)
 }
 
-/// `S = sum_i X_i`, `dB = S^T dY` (folded for mini), `dX = dY W + tile_K(dY B^T)`.
+/// `S = sum_i X_i`, `dB = S^T dY` (folded for mini), `dX = dY W + tile_K(dY B^T)`; with
+/// dropout, X_i dropped in S and the tiled term dropped (the same mask) in dX.
 fn shared(
     layer: &LayerShape,
     x: &DMatrix<f64>,
     w_t: &DMatrixView<f64>,
     b: &[f64],
     dy: &DMatrix<f64>,
+    dropout: Option<Dropout>,
 ) -> (DMatrix<f64>, Vec<f64>) {
     let r = layer.r();
     let block = shared_block(layer, b);
-    let db = fold_shared_grad(layer, &(chunk_sum(layer, x).transpose() * dy));
+    let db = fold_shared_grad(layer, &(chunk_sum(layer, x, dropout).transpose() * dy));
     let d_sum = dy * block.transpose();
     let mut dx = dy_times_w(dy, w_t);
     for col in 0..layer.k() {
-        let mut dx_col = dx.column_mut(col);
-        dx_col += d_sum.column(col % r);
+        for row in 0..dx.nrows() {
+            dx[(row, col)] += d_sum[(row, col % r)] * dropout_factor(dropout, layer, row, col);
+        }
     }
     (dx, db)
 }

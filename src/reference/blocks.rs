@@ -2,6 +2,7 @@
 
 use nalgebra::{DMatrix, DMatrixView};
 
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
@@ -70,10 +71,19 @@ pub fn fold_shared_grad(layer: &LayerShape, full: &DMatrix<f64>) -> Vec<f64> {
     }
 }
 
-/// S = sum_i X_i: the block-sum of X's r-wide chunks, the last chunk zero-padded. `[T, r]`.
-pub fn chunk_sum(layer: &LayerShape, x: &DMatrix<f64>) -> DMatrix<f64> {
+/// What element (t, k) of X `[T, K]` is multiplied by where the adapter reads it: its
+/// dropout factor, or 1.
+pub fn dropout_factor(dropout: Option<Dropout>, layer: &LayerShape, t: usize, k: usize) -> f64 {
+    dropout.map_or(1.0, |d| d.factor((t * layer.k() + k) as u64))
+}
+
+/// S = sum_i X_i: the block-sum of X's r-wide chunks (after dropout, if any), the last
+/// chunk zero-padded. `[T, r]`.
+pub fn chunk_sum(layer: &LayerShape, x: &DMatrix<f64>, dropout: Option<Dropout>) -> DMatrix<f64> {
     let r = layer.r();
-    DMatrix::from_fn(x.nrows(), r, |row, j| (j..layer.k()).step_by(r).map(|col| x[(row, col)]).sum())
+    DMatrix::from_fn(x.nrows(), r, |row, j| {
+        (j..layer.k()).step_by(r).map(|col| x[(row, col)] * dropout_factor(dropout, layer, row, col)).sum()
+    })
 }
 
 /// Checks W and B against the layer.

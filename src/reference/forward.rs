@@ -6,6 +6,7 @@ use super::blocks::{
     bat_block, bat_block_for, check_input, check_weights, chunk_sum, matrix, row_major, shared_block, transpose_of,
     weight_block,
 };
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
@@ -21,6 +22,23 @@ pub fn forward(
     b: &[f64],
     bias: Option<&[f64]>,
 ) -> Result<Vec<f64>> {
+    forward_with_dropout(layer, t, x, w, b, bias, None)
+}
+
+/// [`forward`] with PEFT's `miss_dropout` on the adapter's input: the shared block's (and
+/// mini's) `Y = X W^T + S B + bias` with `S` summed over the dropped X ([`Dropout`]).
+pub fn forward_with_dropout(
+    layer: &LayerShape,
+    t: usize,
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    bias: Option<&[f64]>,
+    dropout: Option<Dropout>,
+) -> Result<Vec<f64>> {
+    if let Some(dropout) = dropout {
+        dropout.check_variant(layer.variant())?;
+    }
     check_input(layer, "X", t, x)?;
     check_weights(layer, w, b)?;
     if let Some(bias) = bias {
@@ -30,7 +48,7 @@ pub fn forward(
     let mut y = match layer.variant() {
         Variant::BatCol => bat_col(layer, &x, &w_t, b),
         Variant::BatRow => bat_row(layer, &x, &w_t, b),
-        Variant::Shared | Variant::Mini { .. } => &x * w_t + chunk_sum(layer, &x) * shared_block(layer, b),
+        Variant::Shared | Variant::Mini { .. } => &x * w_t + chunk_sum(layer, &x, dropout) * shared_block(layer, b),
     };
     if let Some(bias) = bias {
         for mut row in y.row_iter_mut() {

@@ -14,7 +14,7 @@ mod blocks;
 mod forward;
 mod weights;
 
-pub use backward::{Gradients, backward};
-pub use forward::forward;
+pub use backward::{Gradients, backward, backward_with_dropout};
+pub use forward::{forward, forward_with_dropout};
 pub(crate) use weights::checked_inverse;
 pub use weights::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge};
