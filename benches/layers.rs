@@ -130,7 +130,7 @@ fn bench_layer(
         // No bias: Llama's linear layers have none, and LoRA and the cuBLAS floors below
         // run without one (until 2026-11-28 ours ran with bias and dbias: an extra pass
         // over Y and one over dY that the baselines did not pay).
-        let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None };
+        let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None, dropout: None };
         if engine != GemmEngine::Wgmma {
             // The workspace this path's engine needs (none of the partial sums on cuBLAS).
             let bytes = kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(

@@ -3,6 +3,7 @@
 // tensor-core GEMMs take, all in the activations' type TX (bf16 or f16). One output
 // element per thread (dbias: see there), f32 accumulation, sequential (deterministic)
 // reductions. Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
+#include "dropout.cuh"
 #include "numeric.cuh"
 #include "params.h"
 
@@ -26,11 +27,32 @@ __device__ __forceinline__ float row_chunk_sum(const BoneLayer layer, const TX* 
     return sum;
 }
 
-// S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded. [T, r].
+// S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
+// element after dropout. [T, r].
 template <typename TX>
-__device__ __forceinline__ void chunk_sum(const BoneLayer layer, const TX* __restrict__ x, TX* __restrict__ s,
-                                          long long idx) {
-    s[idx] = from_f32<TX>(row_chunk_sum(layer, x, idx));
+__device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, const TX* __restrict__ x,
+                                          TX* __restrict__ s, long long idx) {
+    if (dropout.threshold == 0) {
+        s[idx] = from_f32<TX>(row_chunk_sum(layer, x, idx));
+        return;
+    }
+    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
+    const long long row = (long long)t * layer.k;
+    float sum = 0.f;
+    for (int k = j; k < layer.k; k += layer.r) sum += bone_dropout_factor(dropout, row + k) * to_f32(x[row + k]);
+    s[idx] = from_f32<TX>(sum);
+}
+
+// dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term
+// dropped with the forward's mask (the product dY W is then added onto it). U [T, r].
+template <typename TX>
+__device__ __forceinline__ void dropped_tiles(const BoneLayer layer, int tokens, const BoneDropout& dropout,
+                                              int accumulate, const TX* __restrict__ u, TX* __restrict__ dx) {
+    const long long idx = element_index();
+    if (idx >= (long long)tokens * layer.k) return;
+    const int t = (int)(idx / layer.k), k = (int)(idx % layer.k);
+    const float term = bone_dropout_factor(dropout, idx) * to_f32(u[(long long)t * layer.r + k % layer.r]);
+    dx[idx] = from_f32<TX>(held(accumulate, dx + idx) + term);
 }
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
@@ -207,7 +229,7 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         first_block += blocks;
     };
     const TB* b = (const TB*)p.b;
-    job(p.s, p.tokens * r, [&](long long i) { chunk_sum<TX>(layer, (const TX*)p.x, (TX*)p.s, i); });
+    job(p.s, p.tokens * r, [&](long long i) { chunk_sum<TX>(layer, p.dropout, (const TX*)p.x, (TX*)p.s, i); });
     job(p.full, r * layer.n, [&](long long i) { shared_blocks<TX, TB>(layer, b, (TX*)p.full, (TX*)p.full_t, i); });
     job(p.identity_plus, p.bat_blocks * r * r,
         [&](long long i) { bat_blocks<TX, TB>(layer, b, (TX*)p.identity_plus, (TX*)p.plain, i); });
@@ -227,6 +249,11 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         bone_bias_grad_x_##X_NAME(int tokens, int n_out, int accumulate, const TX* __restrict__ dy,                \
                                   float* __restrict__ dbias) {                                                    \
         bias_grad<TX>(tokens, n_out, accumulate, dy, dbias);                                                      \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_dropped_tiles_x_##X_NAME(                \
+        const BoneLayer layer, int tokens, const BoneDropout dropout, int accumulate, const TX* __restrict__ u,   \
+        TX* __restrict__ dx) {                                                                                    \
+        dropped_tiles<TX>(layer, tokens, dropout, accumulate, u, dx);                                             \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
         bone_from_f32_x_##X_NAME(int count, int accumulate, const float* __restrict__ in, TX* __restrict__ out) { \

@@ -20,6 +20,16 @@ struct BoneLayer {
     int variant;  // enum BoneVariant
 };
 
+// Dropout on the shared block's adapter input (PEFT's miss_dropout; kernels/dropout.cuh):
+// element (t, k) of X is kept, times scale (1 / (1 - p)), where 32 random bits drawn from
+// seed for index t k_total + k are at least threshold (round(p 2^32)), else zeroed.
+// threshold 0: no dropout (scale 1).
+struct BoneDropout {
+    unsigned long long seed;
+    unsigned int threshold;
+    float scale;
+};
+
 // The adapter's setup passes of one forward or backward, in one launch (bone_setup_*,
 // kernels/adapter_passes.cu): each job whose output is not null takes
 // ceil(elements / BONE_MERGE_THREADS) blocks of its own, in the order of the fields, one
@@ -28,8 +38,9 @@ struct BoneLayer {
 struct BoneSetup {
     struct BoneLayer layer;
     int tokens;
-    const void* x;        // S [tokens, r]: the sums of X's [tokens, k] r-wide chunks
+    const void* x;        // S [tokens, r]: the sums of X's [tokens, k] r-wide chunks, after dropout
     void* s;
+    struct BoneDropout dropout;
     const void* b;        // the adapter B
     void* full;           // Bfull [r, n] and Bfull^T [n, r] (shared, mini)
     void* full_t;

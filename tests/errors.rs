@@ -2,8 +2,8 @@
 
 mod common;
 
-use bone_kernels::reference::{DEFAULT_MAX_CONDITION, backward, forward, merge, unmerge};
-use bone_kernels::{BoneError, Dim, Dims, LayerShape, Variant};
+use bone_kernels::reference::{DEFAULT_MAX_CONDITION, backward, forward, forward_with_dropout, merge, unmerge};
+use bone_kernels::{BoneError, Dim, Dims, Dropout, LayerShape, Variant};
 use common::layer;
 
 fn shape_error(variant: Variant, k: usize, n: usize, r: usize) -> BoneError {
@@ -113,6 +113,24 @@ fn unmerge_refuses_singular_ill_conditioned_and_non_finite_blocks() {
     assert!(unmerge(&shape, &w, &ill, 1e7).is_ok(), "a caller may accept a worse condition");
     let err = unmerge(&shape, &w, &[0.0, 0.0, 0.0, f64::NAN, 0.0, 0.0, 0.0, 0.0], DEFAULT_MAX_CONDITION).unwrap_err();
     assert_eq!(err.to_string(), "adapter block 0 holds NaN or infinity; the merge cannot be undone");
+}
+
+#[test]
+fn dropout_needs_a_probability_below_one_and_the_shared_block() {
+    for p in [-0.5, 1.0, f64::INFINITY] {
+        let err = Dropout::new(p, 3).unwrap_err();
+        assert_eq!(err.to_string(), format!("dropout probability p = {p} is outside [0, 1)"));
+    }
+    let dropout = Some(Dropout::new(0.2, 3).unwrap());
+    for variant in [Variant::BatCol, Variant::BatRow] {
+        let shape = layer(variant, 8, 8, 4);
+        let err = forward_with_dropout(&shape, 1, &[0.5; 8], &[0.5; 64], &[0.5; 32], None, dropout).unwrap_err();
+        assert!(matches!(err, BoneError::DropoutOnBat { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("dropout applies to the shared block and mini (PEFT's miss_dropout); PEFT gives {variant} none")
+        );
+    }
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels
     let (x_dev, w_dev, dy_dev) =
         (stream.clone_htod(&x).unwrap(), stream.clone_htod(&w_device).unwrap(), stream.clone_htod(&dy).unwrap());
     let b_dev = stream.clone_htod(&vec![0f32; shape.adapter_len()]).unwrap();
-    let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: None };
+    let weights = LayerWeights { w: w_dev.as_view(), b: b_dev.as_view(), bias: None, dropout: None };
     let mut workspace = Workspace::new(stream.clone());
     let label = format!("{} {:?} {} N={n} K={k} T={t}", shape.variant(), kernels.gemm_engine(), TX::KERNEL_SUFFIX);
 

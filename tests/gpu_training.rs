@@ -13,8 +13,8 @@ use bone_kernels::cuda::{
     Accumulate, ActivationElement, AdapterElement, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights,
     Workspace,
 };
-use bone_kernels::reference::{backward, forward};
-use bone_kernels::{BoneError, LayerShape, Variant};
+use bone_kernels::reference::{backward_with_dropout, forward, forward_with_dropout};
+use bone_kernels::{BoneError, Dropout, LayerShape, Variant};
 use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
@@ -51,10 +51,12 @@ struct Inputs<TX: ActivationElement> {
     w_dev: CudaSlice<TX>,
     dy_dev: CudaSlice<TX>,
     bias_dev: CudaSlice<TX>,
-    /// Sampled token rows (all of them for small T); each row depends only on its own input row.
+    /// Sampled token rows (all of them for small T); each row depends only on its own input
+    /// row (and, with dropout, its mask).
     picked: Vec<usize>,
-    /// X W^T (+ bias) on the picked rows, without and with the bias, once computed.
-    y_base: [OnceCell<Vec<f64>>; 2],
+    /// X W^T (+ bias) on the picked rows and on the first rows ([`Rows`]), without and with
+    /// the bias, once computed.
+    y_base: [[OnceCell<Vec<f64>>; 2]; 2],
 }
 
 impl<TX: ActivationElement> Inputs<TX> {
@@ -83,14 +85,22 @@ impl<TX: ActivationElement> Inputs<TX> {
         }
     }
 
-    /// X W^T (+ bias) on the picked rows: the shared-block oracle with B = 0 is one plain
+    /// The token rows Y and dX are compared on: the sampled ones, or, with dropout, the
+    /// first ones (the oracle draws a mask for rows 0, 1, .. of what it is given, and the
+    /// kernels for the rows' places in X).
+    fn rows(&self, first: bool) -> Vec<usize> {
+        if first { (0..self.tokens.min(8)).collect() } else { self.picked.clone() }
+    }
+
+    /// X W^T (+ bias) on those rows: the shared-block oracle with B = 0 is one plain
     /// product (cheap on big layers).
-    fn y_base(&self, with_bias: bool) -> &[f64] {
-        self.y_base[usize::from(with_bias)].get_or_init(|| {
+    fn y_base(&self, first: bool, with_bias: bool) -> &[f64] {
+        self.y_base[usize::from(first)][usize::from(with_bias)].get_or_init(|| {
             let plain = layer(Variant::Shared, self.k, self.n, 16);
-            let x_rows = rows(&self.x, self.k, &self.picked);
+            let picked = self.rows(first);
+            let x_rows = rows(&self.x, self.k, &picked);
             let bias = with_bias.then_some(self.bias.as_slice());
-            forward(&plain, self.picked.len(), &x_rows, &self.w, &vec![0.0; 16 * self.n], bias).unwrap()
+            forward(&plain, picked.len(), &x_rows, &self.w, &vec![0.0; 16 * self.n], bias).unwrap()
         })
     }
 }
@@ -100,6 +110,8 @@ struct Case {
     bias: bool,
     /// Compare dB with the full oracle (costs T N K on the CPU).
     check_db: bool,
+    /// Dropout on the adapter's input (shared block and mini only), a fresh seed each case.
+    dropout: bool,
 }
 
 /// `case`'s variant on `inputs` (its own fresh random B), forward and backward, against the
@@ -113,12 +125,14 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
 ) {
     let (shape, t) = (&case.shape, inputs.tokens);
     let (k, n) = (shape.k(), shape.n());
+    let dropout = case.dropout.then(|| Dropout::new(0.1, rng.random()).unwrap());
     assert_eq!((k, n), (inputs.k, inputs.n), "inputs made for another layer size");
     let label = format!(
-        "{} T={t} N={n} K={k} r={} bias={} X={} B={} engine={:?}",
+        "{} T={t} N={n} K={k} r={} bias={} dropout={} X={} B={} engine={:?}",
         shape.variant(),
         shape.r(),
         case.bias,
+        case.dropout,
         TX::KERNEL_SUFFIX,
         TB::KERNEL_SUFFIX,
         kernels.gemm_engine()
@@ -132,7 +146,7 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     let (x_dev, dy_dev) = (&inputs.x_dev, &inputs.dy_dev);
     let b_dev = stream.clone_htod(&b_host).unwrap();
     let bias = case.bias.then(|| inputs.bias_dev.as_view());
-    let weights = LayerWeights { w: inputs.w_dev.as_view(), b: b_dev.as_view(), bias };
+    let weights = LayerWeights { w: inputs.w_dev.as_view(), b: b_dev.as_view(), bias, dropout };
     let mut y_dev = stream.clone_htod(&vec![TX::from_f64(f64::NAN); t * n]).unwrap();
     kernels.forward(shape, t, &x_dev.as_view(), &weights, &mut y_dev.as_view_mut(), workspace).unwrap();
     let y_gpu: Vec<f64> = stream.clone_dtoh(&y_dev).unwrap().iter().map(|v| v.to_f64()).collect();
@@ -187,11 +201,11 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     }
 
     // Y and dX on the sampled rows.
-    let picked = &inputs.picked;
+    let picked = &inputs.rows(case.dropout);
     let (x_rows, dy_rows) = (rows(x, k, picked), rows(dy, n, picked));
     let bias_ref = case.bias.then_some(inputs.bias.as_slice());
-    let y_ref = forward(shape, picked.len(), &x_rows, w, &b, bias_ref).unwrap();
-    let y_base = inputs.y_base(case.bias);
+    let y_ref = forward_with_dropout(shape, picked.len(), &x_rows, w, &b, bias_ref, dropout).unwrap();
+    let y_base = inputs.y_base(case.dropout, case.bias);
     let y_got = rows(&y_gpu, n, picked);
     let y_err = rel_err(&y_got, &y_ref);
     assert!(y_err < TOLERANCE, "{label}: Y relative error {y_err:.2e}");
@@ -199,7 +213,7 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     let own_ref: Vec<f64> = y_ref.iter().zip(y_base).map(|(y, base)| y - base).collect();
     let own_err = rel_err(&own_got, &own_ref);
     assert!(own_err < TOLERANCE, "{label}: the adapter's own contribution Y - X W^T, relative error {own_err:.2e}");
-    let grads_rows = backward(shape, picked.len(), &x_rows, w, &b, &dy_rows).unwrap();
+    let grads_rows = backward_with_dropout(shape, picked.len(), &x_rows, w, &b, &dy_rows, dropout).unwrap();
     let dx_err = rel_err(&rows(&dx_gpu, k, picked), &grads_rows.dx);
     assert!(dx_err < TOLERANCE, "{label}: dX relative error {dx_err:.2e}");
 
@@ -207,7 +221,7 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     let dbias_err = rel_err(&dbias_gpu, &dbias_ref);
     assert!(dbias_err < 1e-5, "{label}: dbias relative error {dbias_err:.2e}");
     let db_err = if case.check_db {
-        let full = backward(shape, t, x, w, &b, dy).unwrap();
+        let full = backward_with_dropout(shape, t, x, w, &b, dy, dropout).unwrap();
         let err = rel_err(&db_gpu, &full.db);
         assert!(err < TOLERANCE, "{label}: dB relative error {err:.2e}");
         format!("{err:.1e}")
@@ -237,7 +251,9 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
                 index += 1;
                 // Every GEMM engine in turn: this crate's (mma.sync, wgmma, warp-specialised wgmma) and cuBLAS.
                 kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
-                let case = Case { shape: layer(variant, 384, 256, r), bias: index % 3 == 0, check_db: true };
+                // Dropout on every other shared-block and mini case.
+                let dropout = !variant.is_bat() && index % 2 == 0;
+                let case = Case { shape: layer(variant, 384, 256, r), bias: index % 3 == 0, check_db: true, dropout };
                 let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 256, 384);
                 check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
                 check::<bf16, bf16>(&kernels, &mut workspace, &case, &inputs, &mut rng);
@@ -256,7 +272,7 @@ fn gpu_the_shared_block_takes_k_not_a_multiple_of_r() {
     // K = 392 = 6 x 64 + 8: the last chunk of X is zero-padded, as PEFT does.
     for variant in [Variant::Shared, Variant::Mini { mini_r: 32 }] {
         for tokens in [1, 300] {
-            let case = Case { shape: layer(variant, 392, 256, 64), bias: true, check_db: true };
+            let case = Case { shape: layer(variant, 392, 256, 64), bias: true, check_db: true, dropout: tokens > 1 };
             let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 256, 392);
             check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
         }
@@ -279,7 +295,9 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
             kernels.set_gemm_engine(engines[(l + 3 * i + 3) % engines.len()]).unwrap();
             for variant in variants(64) {
                 let check_db = tokens * n * k <= 6_000_000_000 && tokens <= 128;
-                let case = Case { shape: layer(variant, k, n, 64), bias: tokens % 2 == 1, check_db };
+                // Mini with dropout, the shared block without.
+                let dropout = matches!(variant, Variant::Mini { .. });
+                let case = Case { shape: layer(variant, k, n, 64), bias: tokens % 2 == 1, check_db, dropout };
                 check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
             }
         }
@@ -294,7 +312,7 @@ fn gpu_every_variant_matches_the_oracle_on_llama_layers() {
     for engine in engines.into_iter().filter(|&e| e != GemmEngine::Cublas) {
         kernels.set_gemm_engine(engine).unwrap();
         for variant in variants(128) {
-            let case = Case { shape: layer(variant, 4096, 4096, 128), bias: true, check_db: false };
+            let case = Case { shape: layer(variant, 4096, 4096, 128), bias: true, check_db: false, dropout: false };
             check::<bf16, bf16>(&kernels, &mut workspace, &case, &bf16_inputs, &mut rng);
             check::<f16, f32>(&kernels, &mut workspace, &case, &f16_inputs, &mut rng);
         }
@@ -313,7 +331,7 @@ fn gpu_batcol_grads_walk_many_k_tiles_on_each_of_the_crates_gemms() {
     let inputs = Inputs::<bf16>::new(&kernels, &mut rng, 200, 4096, 4096);
     for engine in gemm_engines(&kernels).into_iter().filter(|&e| e != GemmEngine::Cublas) {
         kernels.set_gemm_engine(engine).unwrap();
-        let case = Case { shape: layer(Variant::BatCol, 4096, 4096, 64), bias: false, check_db: true };
+        let case = Case { shape: layer(Variant::BatCol, 4096, 4096, 64), bias: false, check_db: true, dropout: false };
         check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
     }
 }
@@ -328,7 +346,7 @@ fn gpu_bad_input_is_refused_before_any_launch() {
     let w = stream.alloc_zeros::<bf16>(n * k).unwrap();
     let b = stream.alloc_zeros::<f32>(n * 16).unwrap();
     let mut y = stream.alloc_zeros::<bf16>(t * n).unwrap();
-    let weights = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None };
+    let weights = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None, dropout: None };
     let run =
         |shape: &LayerShape,
          x: cudarc::driver::CudaView<bf16>,
@@ -355,6 +373,20 @@ fn gpu_bad_input_is_refused_before_any_launch() {
     let odd = layer(Variant::Shared, 60, n, 16);
     let err = kernels.forward(&odd, t, &x.slice(..t * 60), &weights, &mut y.as_view_mut(), &mut workspace).unwrap_err();
     assert!(matches!(err, BoneError::UnsupportedByKernels(_)), "{err}");
+    // Dropout on a Bat variant (PEFT gives them none).
+    let dropout = Some(Dropout::new(0.1, 1).unwrap());
+    let dropped = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None, dropout };
+    let err = kernels
+        .forward(
+            &layer(Variant::BatCol, k, n, 16),
+            t,
+            &x.slice(..t * k),
+            &dropped,
+            &mut y.as_view_mut(),
+            &mut workspace,
+        )
+        .unwrap_err();
+    assert!(matches!(err, BoneError::DropoutOnBat { variant: "BatCol" }), "{err}");
     // A workspace ordered on another stream.
     let mut other = Workspace::new(stream.context().new_stream().unwrap());
     let err = run(&layer(Variant::BatCol, k, n, 16), x.slice(..t * k), &mut y, &mut other);

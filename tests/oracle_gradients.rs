@@ -2,8 +2,8 @@
 
 mod common;
 
+use bone_kernels::Dropout;
 use bone_kernels::reference::{backward, backward_with_dropout, forward, forward_with_dropout};
-use bone_kernels::{Dropout, Variant};
 use common::{Case, fresh_rng, oracle_cases, random_vec, rel_err};
 use rand::RngExt;
 

@@ -318,6 +318,7 @@ fn kernel_args(args: &[Arg]) -> Vec<KernelArg<'_>> {
             Arg::Ptr(address) => KernelArg::from(address),
             Arg::Layer(layer) => KernelArg::from(layer),
             Arg::Setup(setup) => KernelArg::from(setup),
+            Arg::Dropout(dropout) => KernelArg::from(dropout),
         })
         .collect()
 }

@@ -10,10 +10,12 @@ use rand::{RngExt, SeedableRng};
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::handle::GemmEngine;
 use super::launch::GemmKernels;
+use super::params::BoneDropout;
 use super::params::BoneLayer;
 use super::split::Split;
 use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
-use crate::reference::{backward, forward};
+use crate::dropout::Dropout;
+use crate::reference::{backward_with_dropout, forward, forward_with_dropout};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
 use bone_host_kernels::Landing;
@@ -60,12 +62,14 @@ fn check(
     variant: Variant,
     (t, n, k, r): (usize, usize, usize, usize),
     (x_ty, b_ty): (Ty, Ty),
-    with_bias: bool,
+    (with_bias, with_dropout): (bool, bool),
     engine: GemmEngine,
     rng: &mut StdRng,
 ) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
-    let label = format!("{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {engine:?}");
+    let dropout = with_dropout.then(|| Dropout::new(0.25, rng.random()).unwrap());
+    let label =
+        format!("{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {dropout:?} {engine:?}");
     let emulator = emulator_for(engine);
     let x = random(rng, t * k, 1.0, x_ty);
     let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
@@ -75,15 +79,19 @@ fn check(
     let inputs = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(b_ty, &b)];
     let layer = BoneLayer::new(&shape, Some(t)).unwrap();
     let inputs = Call::new(layer, shape, t, (x_ty.suffix(), b_ty.suffix()), inputs).unwrap();
-    let mut call =
-        Call { bias: if with_bias { emulator.upload(x_ty, &bias) } else { 0 }, y: emulator.alloc(t * n * 2), ..inputs };
+    let mut call = Call {
+        bias: if with_bias { emulator.upload(x_ty, &bias) } else { 0 },
+        y: emulator.alloc(t * n * 2),
+        dropout: BoneDropout::of(dropout),
+        ..inputs
+    };
     let cut = engine != GemmEngine::Cublas;
     let regions =
         |pass| region_sizes(&shape, t, pass, cut).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
     run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(x_ty, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
-    let y_ref = forward(&shape, t, &x, &w, &b, bias_ref).unwrap();
+    let y_ref = forward_with_dropout(&shape, t, &x, &w, &b, bias_ref, dropout).unwrap();
     let y_base = forward(&shape, t, &x, &w, &vec![0.0; b.len()], bias_ref).unwrap();
     let err = rel_err(&y, &y_ref);
     assert!(err < 1e-2, "{label}: Y relative error {err:.2e}");
@@ -98,7 +106,7 @@ fn check(
     call.db = emulator.alloc(shape.adapter_len() * 4);
     call.dbias = emulator.alloc(n * 4);
     run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
-    let grads = backward(&shape, t, &x, &w, &b, &dy).unwrap();
+    let grads = backward_with_dropout(&shape, t, &x, &w, &b, &dy, dropout).unwrap();
     let outputs = [
         ("dX", x_ty, call.dx, &grads.dx),
         ("dB", Ty::F32, call.db, &grads.db),
@@ -144,7 +152,9 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
                     let x_ty = if t == 1 { Ty::Bf16 } else { Ty::F16 };
                     let b_ty = if (case / 2) % 2 == 0 { Ty::F32 } else { Ty::Bf16 };
                     for engine in ENGINES {
-                        check(variant, (t, n, k, r), (x_ty, b_ty), case % 3 != 0, engine, &mut rng);
+                        // The shared block and mini drop their input at T = 33.
+                        let dropout = !variant.is_bat() && t == 33;
+                        check(variant, (t, n, k, r), (x_ty, b_ty), (case % 3 != 0, dropout), engine, &mut rng);
                     }
                 }
             }
@@ -170,19 +180,21 @@ fn reductions_split_into_chunks_match_the_oracle() {
     let mut rng = StdRng::seed_from_u64(12);
     for variant in [Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
         for engine in ENGINES {
-            check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
+            check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), (true, !variant.is_bat()), engine, &mut rng);
         }
     }
     // 640 tokens: two whole chunks of 320 (one strided batch for a library GEMM).
     assert_eq!(super::token_chunks::plan(true, 640, 1), (320, 2));
     for engine in ENGINES {
-        check(Variant::Shared, (640, 64, 96, 32), (Ty::Bf16, Ty::F32), false, engine, &mut rng);
+        check(Variant::Shared, (640, 64, 96, 32), (Ty::Bf16, Ty::F32), (false, false), engine, &mut rng);
     }
     // The main GEMMs at small T, cut along K (their tiles alone would leave SMs idle): the
     // shared block's forward over K = 528 (its appended S Bfull^T in the first chunk only),
     // and its dX over N = 528 below; BatRow's forward and dX~ below too.
     for engine in ENGINES {
-        check(Variant::Shared, (33, 96, 528, 16), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
+        check(Variant::Shared, (33, 96, 528, 16), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
+        // With dropout dY W is added onto the dropped tiled term, here through the K cut.
+        check(Variant::Shared, (33, 96, 528, 16), (Ty::Bf16, Ty::F32), (false, true), engine, &mut rng);
     }
     // The [T, r] products at small T, split too: the shared block's U over N = 528, BatRow's
     // R over K = 528 and dR over N = 528 (two chunks, of 320 and 208).
@@ -190,17 +202,18 @@ fn reductions_split_into_chunks_match_the_oracle() {
         [(Variant::Shared, 528, 96), (Variant::Mini { mini_r: 16 }, 528, 96), (Variant::BatRow, 528, 528)]
     {
         for engine in ENGINES {
-            check(variant, (33, n, k, 16), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
+            let dropout = matches!(variant, Variant::Mini { .. });
+            check(variant, (33, n, k, 16), (Ty::Bf16, Ty::F32), (true, dropout), engine, &mut rng);
         }
     }
     // BatCol reduces dB_o over K: K = 528 in two chunks of 320 and 208, one slab of 128 rows
     // (8 blocks, 16 grid layers).
     assert_eq!(super::token_chunks::plan(true, 528, 128 / 16), (320, 2));
     for engine in ENGINES {
-        check(Variant::BatCol, (33, 128, 528, 16), (Ty::F16, Ty::Bf16), true, engine, &mut rng);
+        check(Variant::BatCol, (33, 128, 528, 16), (Ty::F16, Ty::Bf16), (true, false), engine, &mut rng);
         // Two slabs of 512 rows (K = 32 here): each slab's dX, cut along its rows, summed onto
         // dX's f32 accumulator.
-        check(Variant::BatCol, (33, 1024, 32, 16), (Ty::Bf16, Ty::F32), true, engine, &mut rng);
+        check(Variant::BatCol, (33, 1024, 32, 16), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
     }
 }
 
@@ -214,7 +227,10 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
     let mut rng = StdRng::seed_from_u64(13);
     for variant in [Variant::Shared, Variant::Mini { mini_r: 24 }] {
         for engine in ENGINES {
-            check(variant, (9, 72, 104, 32), (Ty::F16, Ty::F32), true, engine, &mut rng);
+            // And with dropout: the padded last chunk is masked like the others.
+            for dropout in [false, true] {
+                check(variant, (9, 72, 104, 32), (Ty::F16, Ty::F32), (true, dropout), engine, &mut rng);
+            }
         }
     }
 }

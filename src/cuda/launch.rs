@@ -12,7 +12,7 @@ use super::params::{
     BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
     BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES,
     BONE_WGMMA_WS_NARROW_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES,
-    BoneGemm, BoneLayer, BoneSetup,
+    BoneDropout, BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -25,6 +25,7 @@ pub(crate) enum Arg {
     Ptr(u64),
     Layer(BoneLayer),
     Setup(BoneSetup),
+    Dropout(BoneDropout),
 }
 
 pub(crate) trait Launcher {
@@ -238,6 +239,7 @@ impl BoneKernels {
                 Arg::Ptr(address) => builder.arg(address),
                 Arg::Layer(layer) => builder.arg(layer),
                 Arg::Setup(setup) => builder.arg(setup),
+                Arg::Dropout(dropout) => builder.arg(dropout),
             };
         }
         // SAFETY: see `Launcher::elementwise` and `Launcher::fused`: the caller's arguments

@@ -9,6 +9,7 @@ pub use params_generated::*;
 
 use cudarc::driver::DeviceRepr;
 
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::LayerShape;
 use crate::variant::Variant;
@@ -22,6 +23,25 @@ unsafe impl DeviceRepr for BoneLayer {}
 unsafe impl DeviceRepr for BoneGemm {}
 // SAFETY: as above, for the kernel's `const BoneSetup` parameter.
 unsafe impl DeviceRepr for BoneSetup {}
+// SAFETY: as above (an integer seed and threshold and a float), for `const BoneDropout`.
+unsafe impl DeviceRepr for BoneDropout {}
+
+impl BoneDropout {
+    /// The kernels' view of a call's dropout: threshold 0 (nothing dropped) without one.
+    pub fn of(dropout: Option<Dropout>) -> Self {
+        match dropout {
+            Some(d) if d.is_active() => {
+                BoneDropout { seed: d.seed(), threshold: d.threshold(), scale: (1.0 / (1.0 - d.p())) as f32 }
+            }
+            _ => BoneDropout { seed: 0, threshold: 0, scale: 1.0 },
+        }
+    }
+
+    /// Whether it drops anything.
+    pub fn is_active(&self) -> bool {
+        self.threshold > 0
+    }
+}
 
 impl BoneLayer {
     /// The kernel's view of a layer; fails unless every tensor fits 32-bit indexing.

@@ -26,6 +26,7 @@ impl Setup {
             tokens: call.tokens as i32,
             x: address(call.x).cast_const(),
             s: null_mut(),
+            dropout: call.dropout,
             b: address(call.b).cast_const(),
             full: null_mut(),
             full_t: null_mut(),

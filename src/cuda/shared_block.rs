@@ -1,6 +1,8 @@
 //! The shared block (PEFT's default) and MiSS mini on the GPU:
 //!   forward   Y = X W^T + S Bfull + bias, S = sum_i X_i            (one GEMM, S Bfull appended along K)
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
+//! With dropout (PEFT's miss_dropout) S sums the dropped X_i, and dX's tiled term is dropped
+//! with the same mask: written first by an element-wise pass, then dY W is added onto it.
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::setup::Setup;
@@ -52,9 +54,9 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    // With dX, the tiling matrix E [r, K] too (region 4).
+    // With dX (and no dropout), the tiling matrix E [r, K] too (region 4).
     let setup = setup(call, regions);
-    let setup = if call.dx != 0 { setup.tiling(r, k, regions[4]) } else { setup };
+    let setup = if call.dx != 0 && !call.dropout.is_active() { setup.tiling(r, k, regions[4]) } else { setup };
     setup.launch(launcher, call)?;
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
@@ -77,6 +79,26 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         })?;
         // dB's partial sums are summed by now: their region takes dX's at small T.
         let dx = Destination::new(call.dx, k).accumulate(call.accumulate.dx);
+        if call.dropout.is_active() {
+            let args = [
+                Arg::Layer(call.layer),
+                Arg::I32(t as i32),
+                Arg::Dropout(call.dropout),
+                Arg::I32(i32::from(call.accumulate.dx)),
+                Arg::Ptr(u),
+                Arg::Ptr(call.dx),
+            ];
+            launcher.elementwise(&call.pass("bone_dropped_tiles"), t * k, &args)?;
+            return token_chunks::launch_filled(
+                launcher,
+                call,
+                "kt",
+                [t, k, n],
+                dx.accumulate(true),
+                regions[6],
+                |out, ld| Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]),
+            );
+        }
         token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx, regions[6], |out, ld| {
             Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]).second((u, r), (tiling, k), r)
         })?;

@@ -25,10 +25,11 @@ use half::{bf16, f16};
 use super::element::Element;
 use super::handle::BoneKernels;
 use super::launch::{Arg, Launcher};
-use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS, BoneLayer};
+use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS, BoneDropout, BoneLayer};
 use super::split::{Cublas, Split};
 use super::workspace::{Workspace, total_bytes};
 use super::{bat_col, bat_row, shared_block};
+use crate::dropout::Dropout;
 use crate::error::{BoneError, Result};
 use crate::shape::LayerShape;
 use crate::variant::Variant;
@@ -54,7 +55,7 @@ impl ActivationElement for bf16 {}
 impl ActivationElement for f16 {}
 
 /// One layer's device weights: W `[N, K]`, B as PEFT stores it, optional bias `[N]`; W and
-/// the bias in the activations' type `TX` (bf16 unless said).
+/// the bias in the activations' type `TX` (bf16 unless said); and the step's dropout.
 pub struct LayerWeights<'a, TB, TX = bf16> {
     /// The frozen weight, `nn.Linear.weight`, `[N, K]`, 16-byte aligned.
     pub w: CudaView<'a, TX>,
@@ -62,6 +63,10 @@ pub struct LayerWeights<'a, TB, TX = bf16> {
     pub b: CudaView<'a, TB>,
     /// The frozen bias `[N]`, if the layer has one (used by the forward only).
     pub bias: Option<CudaView<'a, TX>>,
+    /// PEFT's `miss_dropout` on the adapter's input (shared block and mini only): the mask
+    /// is recomputed from the seed, so pass the forward and the backward of a step the same
+    /// [`Dropout`] and each step a new seed; `None` in evaluation.
+    pub dropout: Option<Dropout>,
 }
 
 /// Where the backward pass writes: dX `[T, K]` (optional, in the activations' type `TX`),
@@ -128,6 +133,8 @@ pub(crate) struct Call {
     pub dbias: u64,
     /// Which backward outputs are added to.
     pub accumulate: Accumulate,
+    /// The adapter input's dropout (none: threshold 0).
+    pub dropout: BoneDropout,
 }
 
 impl Call {
@@ -157,6 +164,7 @@ impl Call {
             db: 0,
             dbias: 0,
             accumulate: Accumulate::NONE,
+            dropout: BoneDropout::of(None),
         })
     }
 }
@@ -238,7 +246,12 @@ impl BoneKernels {
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
-        let call = Call { bias: bias.as_ref().map_or(0, |b| b.0), y: aligned("Y", y_ptr)?, ..inputs };
+        let call = Call {
+            bias: bias.as_ref().map_or(0, |b| b.0),
+            y: aligned("Y", y_ptr)?,
+            dropout: BoneDropout::of(weights.dropout),
+            ..inputs
+        };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward, self.blas().is_none()))?;
         match self.blas() {
             None => run_forward(self, &call, &regions),
@@ -285,6 +298,7 @@ impl BoneKernels {
             db: aligned("dB", db_ptr)?,
             dbias: dbias.as_ref().map_or(0, |d| d.0),
             accumulate: grads.accumulate,
+            dropout: BoneDropout::of(weights.dropout),
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward, self.blas().is_none()))?;
@@ -304,6 +318,9 @@ impl BoneKernels {
         workspace: &Workspace,
     ) -> Result<BoneLayer> {
         let params = check_supported(layer, tokens)?;
+        if let Some(dropout) = weights.dropout {
+            dropout.check_variant(layer.variant())?;
+        }
         self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
         self.check_buffer("W", &weights.w, layer.weight_len(), || format!("[N, K] = [{}, {}]", layer.n(), layer.k()))?;
         self.check_buffer("B", &weights.b, layer.adapter_len(), || layer.adapter_layout())?;

@@ -118,7 +118,8 @@ impl Gpu {
     ) -> Result<Vec<f64>> {
         let (x, b) = (self.up::<bf16>(x)?, self.up::<f32>(b)?);
         let mut y = self.zeros::<bf16>(t * shape.n())?;
-        let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: Some(frozen.bias.as_view()) };
+        let weights =
+            LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: Some(frozen.bias.as_view()), dropout: None };
         self.kernels.forward(
             shape,
             t,
@@ -142,7 +143,7 @@ impl Gpu {
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let (x, b, dy) = (self.up::<bf16>(x)?, self.up::<f32>(b)?, self.up::<bf16>(dy)?);
         let (mut dx, mut db) = (self.zeros::<bf16>(t * shape.k())?, self.zeros::<f32>(shape.adapter_len())?);
-        let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: None };
+        let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: None, dropout: None };
         let (dx_out, db_out) = (Some(dx.as_view_mut()), db.as_view_mut());
         let mut grads = LayerGrads { dx: dx_out, db: db_out, dbias: None, accumulate: Accumulate::NONE };
         self.kernels.backward(

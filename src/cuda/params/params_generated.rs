@@ -48,11 +48,27 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct BoneDropout {
+    pub seed: ::std::os::raw::c_ulonglong,
+    pub threshold: ::std::os::raw::c_uint,
+    pub scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of BoneDropout"][::std::mem::size_of::<BoneDropout>() - 16usize];
+    ["Alignment of BoneDropout"][::std::mem::align_of::<BoneDropout>() - 8usize];
+    ["Offset of field: BoneDropout::seed"][::std::mem::offset_of!(BoneDropout, seed) - 0usize];
+    ["Offset of field: BoneDropout::threshold"][::std::mem::offset_of!(BoneDropout, threshold) - 8usize];
+    ["Offset of field: BoneDropout::scale"][::std::mem::offset_of!(BoneDropout, scale) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct BoneSetup {
     pub layer: BoneLayer,
     pub tokens: ::std::os::raw::c_int,
     pub x: *const ::std::os::raw::c_void,
     pub s: *mut ::std::os::raw::c_void,
+    pub dropout: BoneDropout,
     pub b: *const ::std::os::raw::c_void,
     pub full: *mut ::std::os::raw::c_void,
     pub full_t: *mut ::std::os::raw::c_void,
@@ -67,23 +83,24 @@ pub struct BoneSetup {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 120usize];
+    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 136usize];
     ["Alignment of BoneSetup"][::std::mem::align_of::<BoneSetup>() - 8usize];
     ["Offset of field: BoneSetup::layer"][::std::mem::offset_of!(BoneSetup, layer) - 0usize];
     ["Offset of field: BoneSetup::tokens"][::std::mem::offset_of!(BoneSetup, tokens) - 20usize];
     ["Offset of field: BoneSetup::x"][::std::mem::offset_of!(BoneSetup, x) - 24usize];
     ["Offset of field: BoneSetup::s"][::std::mem::offset_of!(BoneSetup, s) - 32usize];
-    ["Offset of field: BoneSetup::b"][::std::mem::offset_of!(BoneSetup, b) - 40usize];
-    ["Offset of field: BoneSetup::full"][::std::mem::offset_of!(BoneSetup, full) - 48usize];
-    ["Offset of field: BoneSetup::full_t"][::std::mem::offset_of!(BoneSetup, full_t) - 56usize];
-    ["Offset of field: BoneSetup::identity_plus"][::std::mem::offset_of!(BoneSetup, identity_plus) - 64usize];
-    ["Offset of field: BoneSetup::plain"][::std::mem::offset_of!(BoneSetup, plain) - 72usize];
-    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 80usize];
-    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 88usize];
-    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 96usize];
-    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 104usize];
-    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 112usize];
-    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 116usize];
+    ["Offset of field: BoneSetup::dropout"][::std::mem::offset_of!(BoneSetup, dropout) - 40usize];
+    ["Offset of field: BoneSetup::b"][::std::mem::offset_of!(BoneSetup, b) - 56usize];
+    ["Offset of field: BoneSetup::full"][::std::mem::offset_of!(BoneSetup, full) - 64usize];
+    ["Offset of field: BoneSetup::full_t"][::std::mem::offset_of!(BoneSetup, full_t) - 72usize];
+    ["Offset of field: BoneSetup::identity_plus"][::std::mem::offset_of!(BoneSetup, identity_plus) - 80usize];
+    ["Offset of field: BoneSetup::plain"][::std::mem::offset_of!(BoneSetup, plain) - 88usize];
+    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 96usize];
+    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 104usize];
+    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 112usize];
+    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 120usize];
+    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 128usize];
+    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 132usize];
 };
 pub const BoneLayout_BONE_K_MAJOR: BoneLayout = 0;
 pub const BoneLayout_BONE_MN_MAJOR: BoneLayout = 1;
