@@ -127,6 +127,11 @@ fn bad_json_and_bad_config_values_are_named() {
     scratch.edit_config("\"init_weights\": \"bat\"", "\"init_weights\": \"olora\"");
     let message = scratch.fail(Direction::Merge).to_string();
     assert!(message.contains("`init_weights` is \"olora\"; expected true, false, \"bat\" or \"mini\""), "{message}");
+
+    let scratch = Scratch::new();
+    scratch.edit_config("\"miss_dropout\": 0.0", "\"miss_dropout\": 1.5");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.ends_with("`miss_dropout` is 1.5; expected a probability in [0, 1)"), "{message}");
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn trained(peft_type: PeftType, variant: Variant, r: usize, modules: &[(&str, us
         r,
         variant,
         bias: "none".into(),
+        dropout: 0.0,
         target_modules: serde_json::Value::Null,
         base_model_name_or_path: Some("base_bf16".into()),
     };

@@ -53,6 +53,7 @@ fn inspect_describes_the_adapter() {
         "parameters:     1920",
         "dtype:          F32",
         "base model:     base_bf16",
+        "dropout:        0 (miss_dropout; Dropout::new(p, seed) when training)",
         "  model.layers.1.mlp.down_proj [6, 8, 8] F32",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

@@ -43,6 +43,9 @@ pub struct AdapterConfig {
     pub variant: Variant,
     /// PEFT's `bias`: `"none"`, or the name of a setting that trains (and saves) biases.
     pub bias: String,
+    /// PEFT's `miss_dropout` (MISS only; BONE has none: 0): the probability to give
+    /// [`crate::Dropout`] when training this adapter (it only acts on the shared block and mini).
+    pub dropout: f64,
     /// `target_modules` as written (a list of names or one regular expression).
     pub target_modules: Value,
     pub base_model_name_or_path: Option<String>,
@@ -92,11 +95,19 @@ impl AdapterConfig {
             Some(Value::String(s)) => s.clone(),
             Some(other) => return Err(bad("bias", &format!("is {other}; expected a string such as \"none\""))),
         };
+        let dropout = match json.get("miss_dropout") {
+            None | Some(Value::Null) => 0.0,
+            Some(value) => match value.as_f64() {
+                Some(p) if (0.0..1.0).contains(&p) => p,
+                _ => return Err(bad("miss_dropout", &format!("is {value}; expected a probability in [0, 1)"))),
+            },
+        };
         Ok(AdapterConfig {
             peft_type,
             r,
             variant,
             bias,
+            dropout,
             target_modules: json.get("target_modules").cloned().unwrap_or(Value::Null),
             base_model_name_or_path: json.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
         })
@@ -129,7 +140,7 @@ impl AdapterConfig {
         let extra = match self.peft_type {
             PeftType::Miss => {
                 let mini_r = if let Variant::Mini { mini_r } = self.variant { mini_r } else { 1 };
-                json!({ "mini_r": mini_r, "miss_dropout": 0.0 })
+                json!({ "mini_r": mini_r, "miss_dropout": self.dropout })
             }
             PeftType::Bone => json!({}),
         };
@@ -161,6 +172,7 @@ mod tests {
                     r: 8,
                     variant,
                     bias: "none".into(),
+                    dropout: if peft_type == PeftType::Miss { 0.05 } else { 0.0 },
                     target_modules: json!(["q_proj"]),
                     base_model_name_or_path: Some("base".into()),
                 };

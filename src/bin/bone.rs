@@ -129,6 +129,7 @@ fn inspect(adapter: &Adapter, list_layers: bool) -> Result<(), AdapterError> {
     println!("parameters:     {}", adapter.parameter_count());
     println!("dtype:          {}", dtypes.into_iter().collect::<Vec<_>>().join(", "));
     println!("bias:           {} ({} trained bias tensors)", config.bias, adapter.biases.len());
+    println!("dropout:        {} (miss_dropout; Dropout::new(p, seed) when training)", config.dropout);
     println!("base model:     {}", config.base_model_name_or_path.as_deref().unwrap_or("(not recorded)"));
     if list_layers {
         for layer in &adapter.layers {
