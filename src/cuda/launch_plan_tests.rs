@@ -9,9 +9,10 @@ use cudarc::driver::LaunchConfig;
 
 use super::bat_col;
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
-use super::params::{BoneGemm, BoneLayer};
+use super::params::{BoneDropout, BoneGemm, BoneLayer};
 use super::split::{Product, ProductRunner, Split};
-use super::training::{Call, Pass, region_sizes, run_backward, run_forward};
+use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
@@ -106,13 +107,24 @@ impl ProductRunner for Recorder {
 /// The launches of one pass, with made-up (aligned, disjoint) addresses: nothing runs.
 /// `family` None: on a library GEMM (cuBLAS, through [`Split`]).
 fn record_on(family: Option<GemmKernels>, shape: &LayerShape, tokens: usize, pass: Pass) -> Vec<Launch> {
+    record_call(family, shape, tokens, pass, |call| call)
+}
+
+/// The same for the call `tweak` makes of the usual one (accumulating, dropping).
+fn record_call(
+    family: Option<GemmKernels>,
+    shape: &LayerShape,
+    tokens: usize,
+    pass: Pass,
+    tweak: impl FnOnce(Call) -> Call,
+) -> Vec<Launch> {
     bat_col::use_production_slabs();
     let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
     let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
-    let call = match pass {
+    let call = tweak(match pass {
         Pass::Forward => Call { y: 4 << 40, bias: 5 << 40, ..inputs },
         Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
-    };
+    });
     let regions: Vec<u64> =
         (0..region_sizes(shape, tokens, pass, family.is_some()).len() as u64).map(|i| (8 + i) << 40).collect();
     let recorder = Recorder { family: family.unwrap_or(GemmKernels::MmaSync), launches: RefCell::new(Vec::new()) };
@@ -213,6 +225,42 @@ fn a_library_gemm_gets_whole_reductions_and_no_summing_pass() {
         let launches = record_on(None, &shape, 512, pass);
         let own: Vec<&Launch> = launches.iter().filter(|launch| launch.kernel.starts_with("bone_gemm_kt")).collect();
         assert_eq!(own.len(), 1, "{variant} {pass:?}: {launches:?}");
+    }
+}
+
+#[test]
+fn accumulating_takes_no_launch_and_dropout_one_element_wise_pass() {
+    // Accumulation happens inside the launches that write each output. Dropout replaces the
+    // shared block's appended dX term by an element-wise pass (on cuBLAS it was a second
+    // library call) and changes nothing else.
+    let names = |launches: Vec<Launch>| launches.into_iter().map(|launch| launch.kernel).collect::<Vec<_>>();
+    let dropout = BoneDropout::of(Some(Dropout::new(0.1, 5).unwrap()));
+    for family in [None, Some(GemmKernels::MmaSync), Some(GemmKernels::WgmmaWarpSpecialized)] {
+        for variant in VARIANTS {
+            let shape = LayerShape::new(variant, Dims { k: 4096, n: 4096, r: 64 }).unwrap();
+            for t in [7, 512] {
+                let plain = names(record_on(family, &shape, t, Pass::Backward));
+                let summed = names(record_call(family, &shape, t, Pass::Backward, |c| Call {
+                    accumulate: Accumulate::ALL,
+                    ..c
+                }));
+                assert_eq!(summed, plain, "{family:?} {variant} T={t}: accumulating");
+                if variant.is_bat() {
+                    continue;
+                }
+                let forward = names(record_on(family, &shape, t, Pass::Forward));
+                let dropped_forward = names(record_call(family, &shape, t, Pass::Forward, |c| Call { dropout, ..c }));
+                assert_eq!(dropped_forward, forward, "{family:?} {variant} T={t}: forward with dropout");
+                let dropped = names(record_call(family, &shape, t, Pass::Backward, |c| Call { dropout, ..c }));
+                let passes = dropped.iter().filter(|name| *name == "bone_dropped_tiles_x_bf16").count();
+                let extra = if family.is_some() { 1 } else { 0 };
+                assert_eq!(
+                    (passes, dropped.len()),
+                    (1, plain.len() + extra),
+                    "{family:?} {variant} T={t}: {dropped:?}"
+                );
+            }
+        }
     }
 }
 
