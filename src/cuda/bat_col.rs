@@ -9,9 +9,9 @@
 //!             128 x 128 tile at a time in shared memory, so G never reaches device memory;
 //!             on the cuBLAS engine per slab G = dY[:, slab]^T X, then W_o^T G_o (batched)
 //!             + onehot^T G_o (G's rows summed over their r-wide chunks). Then, if dX is
-//!             wanted, per slab W'[slab]
-//!             and dX (+)= dY[:, slab] W'[slab]: written once in the activations' type where
-//!             W' fits one slab, else summed over the slabs in f32
+//!             wanted, per slab W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in
+//!             the activations' type where W' fits one slab, else summed over the slabs in
+//!             f32 a bounded chunk of tokens at a time (the slabs formed again per chunk)
 //! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
 //! slab's round trip through L2 but redo the transform for every token tile (README,
@@ -55,11 +55,20 @@ fn slab_rows(layer: &LayerShape) -> usize {
     (slab_bytes() / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
+/// Tokens of dX summed at a time in f32 over W''s slabs, where it takes several: as many as
+/// twice a slab's bytes hold (1024 at K = 16384), at most T. Each further chunk of tokens
+/// forms the slabs again (r / chunk of the product's work each time), so that the
+/// accumulator stays bounded at any T.
+fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
+    (2 * slab_bytes() / (4 * layer.k())).clamp(1, tokens)
+}
+
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
 /// activations' type; forward adds Y's partial sums where a slab's product is cut along K;
-/// backward adds, where W' takes more than one slab, dX in f32 `[T, K]`, and partial sums
-/// (dB's over chunks of K, then dX's at small T); no partial sums where the launcher does
-/// not `cut` reductions (a library GEMM, which also takes the unfused dB).
+/// backward adds, where W' takes more than one slab, dX's f32 accumulator for a chunk of
+/// tokens (`dx_chunk_tokens`), and partial sums (dB's over chunks of K, then dX's at small
+/// T); no partial sums where the launcher does not `cut` reductions (a library GEMM, which
+/// also takes the unfused dB).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
@@ -70,10 +79,16 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             sizes.push((0..n).step_by(rows).map(slab_partials).max().unwrap_or(0));
         }
         Pass::Backward => {
-            let dx_f32 = if rows < n { tokens * k * 4 } else { 0 };
-            // Partial sums, first dB's (the fused kernel's or the unfused sequence's), then,
-            // with W' in one slab, dX's at small T.
-            let dx_partials = token_chunks::fill_partial_bytes(cut, [tokens, k, rows]);
+            let chunk = dx_chunk_tokens(layer, tokens);
+            let dx_f32 = if rows < n { chunk * k * 4 } else { 0 };
+            // Partial sums, first dB's (the fused kernel's or the unfused sequence's), then
+            // dX's at small T: all tokens' with W' in one slab, else a chunk's (or the last,
+            // shorter chunk's) for each slab.
+            let dx_partials = [tokens, chunk, tokens % chunk]
+                .map(|m| if m == 0 { 0 } else { token_chunks::fill_partial_bytes(cut, [m, k, rows]) })
+                .into_iter()
+                .max()
+                .unwrap_or(0);
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
             let fused = if cut { fused_partial_bytes(layer) } else { 0 };
             let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);
@@ -213,23 +228,38 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             Gemm::new((call.y, n), (slab_buffer, k), (out, ld), [t, k, n])
         });
     }
-    for row0 in (0..n).step_by(slab) {
-        let rows = slab.min(n - row0);
-        form_slab(launcher, call, regions, row0, rows)?;
-        let dy = call.y + (row0 * 2) as u64;
-        let product = |out| Gemm::new((dy, n), (slab_buffer, k), (out, k), [t, k, rows]);
-        // At small T, cut along the slab's rows like launch_filled, and summed onto dX (f32).
-        match token_chunks::fill_plan(launcher.cuts_reductions(), [t, k, rows]) {
-            (_, 1) => product(dx_f32).accumulate(row0 > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
-            (len, chunks) => {
-                product(partials).split_k(len, t * k).launch(launcher, &call.gemm_f32("kt"), 1)?;
-                let sizes = [chunks, t * k, usize::from(row0 > 0)].map(|v| Arg::I32(v as i32));
-                let args = [&sizes[..], &[partials, dx_f32].map(Arg::Ptr)].concat();
-                launcher.elementwise("bone_sum_chunks", t * k, &args)?;
+    // dX a chunk of tokens at a time, summed over the slabs in f32, then rounded into dX.
+    // Every other chunk takes the slabs in reverse, starting with the one the buffer holds.
+    let chunk = dx_chunk_tokens(&call.shape, t);
+    let mut formed = None;
+    for (c, t0) in (0..t).step_by(chunk).enumerate() {
+        let tc = chunk.min(t - t0);
+        let mut slabs: Vec<usize> = (0..n).step_by(slab).collect();
+        if c % 2 == 1 {
+            slabs.reverse();
+        }
+        for (i, &row0) in slabs.iter().enumerate() {
+            let rows = slab.min(n - row0);
+            if formed != Some(row0) {
+                form_slab(launcher, call, regions, row0, rows)?;
+                formed = Some(row0);
+            }
+            let dy = call.y + ((t0 * n + row0) * 2) as u64;
+            let product = |out| Gemm::new((dy, n), (slab_buffer, k), (out, k), [tc, k, rows]);
+            // At small T, cut along the slab's rows like launch_filled, and summed onto dX (f32).
+            match token_chunks::fill_plan(launcher.cuts_reductions(), [tc, k, rows]) {
+                (_, 1) => product(dx_f32).accumulate(i > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
+                (len, chunks) => {
+                    product(partials).split_k(len, tc * k).launch(launcher, &call.gemm_f32("kt"), 1)?;
+                    let sizes = [chunks, tc * k, usize::from(i > 0)].map(|v| Arg::I32(v as i32));
+                    let args = [&sizes[..], &[partials, dx_f32].map(Arg::Ptr)].concat();
+                    launcher.elementwise("bone_sum_chunks", tc * k, &args)?;
+                }
             }
         }
+        let sizes = [tc * k, usize::from(call.accumulate.dx)].map(|v| Arg::I32(v as i32));
+        let convert = [&sizes[..], &[dx_f32, call.dx + (t0 * k * 2) as u64].map(Arg::Ptr)].concat();
+        launcher.elementwise(&call.pass("bone_from_f32"), tc * k, &convert)?;
     }
-    let convert =
-        [Arg::I32((t * k) as i32), Arg::I32(i32::from(call.accumulate.dx)), Arg::Ptr(dx_f32), Arg::Ptr(call.dx)];
-    launcher.elementwise(&call.pass("bone_from_f32"), t * k, &convert)
+    Ok(())
 }

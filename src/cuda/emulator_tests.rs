@@ -214,6 +214,10 @@ fn reductions_split_into_chunks_match_the_oracle() {
         // Two slabs of 512 rows (K = 32 here): each slab's dX, cut along its rows, summed onto
         // dX's f32 accumulator.
         check(Variant::BatCol, (33, 1024, 32, 16), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
+        // Four slabs of 128 rows (K = 128) and an accumulator of 128 tokens: T = 300 in three
+        // chunks of tokens (128, 128, 44), the slabs formed again for each, the middle one
+        // taking them in reverse.
+        check(Variant::BatCol, (300, 512, 128, 16), (Ty::Bf16, Ty::F32), (false, false), engine, &mut rng);
     }
 }
 
