@@ -22,30 +22,15 @@ use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::setup::Setup;
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
+use super::workspace;
 use crate::error::Result;
 use crate::shape::LayerShape;
 
 /// Workspace a BatCol pass may use for its slab of W' or G (bf16 either).
 const SLAB_BYTES: usize = 32 << 20;
 
-#[cfg(test)]
-thread_local! {
-    /// The unit tests' bound: 32 KiB, so that the emulator's small layers take several
-    /// slabs, unless a test asks for [`SLAB_BYTES`] ([`use_production_slabs`]).
-    static TEST_SLAB_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(32 << 10) };
-}
-
-/// Makes this thread's BatCol slabs those of a real run (tests only).
-#[cfg(test)]
-pub(super) fn use_production_slabs() {
-    TEST_SLAB_BYTES.set(SLAB_BYTES);
-}
-
 fn slab_bytes() -> usize {
-    #[cfg(test)]
-    return TEST_SLAB_BYTES.get();
-    #[cfg(not(test))]
-    SLAB_BYTES
+    workspace::bound(SLAB_BYTES)
 }
 
 /// Rows of W' (or G) per slab, a multiple of 128 (so of r), at least 128, at most N: as

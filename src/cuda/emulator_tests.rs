@@ -243,7 +243,7 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
 fn batcol_partial_sums_stay_within_the_documented_bound() {
     // Chunks (or the fused kernel's runs) times output tiles stay within the 256 blocks
     // aimed at: 128 Ki x r bytes (1 Ki x r^2 for the unfused sequence's, no more for r <= 128).
-    super::bat_col::use_production_slabs();
+    super::workspace::use_production_bounds();
     for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16)] {
         let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
         let partials = *region_sizes(&shape, 4096, Pass::Backward, true).last().unwrap();
@@ -255,7 +255,7 @@ fn batcol_partial_sums_stay_within_the_documented_bound() {
 fn batcol_forward_partial_sums_stay_within_the_documented_bound() {
     // A slab's Y is cut along K only while its tiles do not fill the GPU (T x rows under
     // 128 x 128^2), into at most 256 blocks' worth of chunks: 16 MiB of partial sums.
-    super::bat_col::use_production_slabs();
+    super::workspace::use_production_bounds();
     for t in [1, 7, 128, 512, 1000, 4096] {
         for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16), (256, 16384, 16)]
         {

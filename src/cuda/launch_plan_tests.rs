@@ -7,11 +7,11 @@ use std::cell::RefCell;
 
 use cudarc::driver::LaunchConfig;
 
-use super::bat_col;
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
 use super::params::{BoneDropout, BoneGemm, BoneLayer};
 use super::split::{Product, ProductRunner, Split};
 use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
+use super::workspace;
 use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::shape::{Dims, LayerShape};
@@ -118,7 +118,7 @@ fn record_call(
     pass: Pass,
     tweak: impl FnOnce(Call) -> Call,
 ) -> Vec<Launch> {
-    bat_col::use_production_slabs();
+    workspace::use_production_bounds();
     let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
     let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
     let call = tweak(match pass {

@@ -69,6 +69,29 @@ impl Workspace {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Whether this test thread sizes workspaces as a real run does ([`use_production_bounds`]).
+    static PRODUCTION_BOUNDS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A bound on one of a pass's transient buffers (BatCol's W' slab, the token chunks of
+/// BatCol's dX accumulator and of BatRow's X~): `bytes`, or in the crate's unit tests 1024
+/// times less, so that the emulator's small layers take several slabs and chunks.
+pub(crate) fn bound(bytes: usize) -> usize {
+    #[cfg(test)]
+    if !PRODUCTION_BOUNDS.get() {
+        return bytes >> 10;
+    }
+    bytes
+}
+
+/// Makes this test thread's bounds those of a real run (tests only).
+#[cfg(test)]
+pub(crate) fn use_production_bounds() {
+    PRODUCTION_BOUNDS.set(true);
+}
+
 /// Bytes needed to hold regions of these sizes.
 pub(crate) fn total_bytes(sizes: &[usize]) -> usize {
     sizes.iter().map(|s| s.next_multiple_of(ALIGN)).sum()
