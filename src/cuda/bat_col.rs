@@ -69,11 +69,10 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             // Partial sums, first dB's (the fused kernel's or the unfused sequence's), then
             // dX's at small T: all tokens' with W' in one slab, else a chunk's (or the last,
             // shorter chunk's) for each slab.
-            let dx_partials = [tokens, chunk, tokens % chunk]
-                .map(|m| if m == 0 { 0 } else { token_chunks::fill_partial_bytes(cut, [m, k, rows]) })
-                .into_iter()
-                .max()
-                .unwrap_or(0);
+            let dx_partials = token_chunks::largest_over_chunks(tokens, chunk, &|m| {
+                token_chunks::fill_partial_bytes(cut, [m, k, rows])
+            })
+            .max(token_chunks::fill_partial_bytes(cut, [tokens, k, rows]));
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
             let fused = if cut { fused_partial_bytes(layer) } else { 0 };
             let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);

@@ -2,31 +2,67 @@
 //!   forward   X~_i = X_i (I + B_i)^T (batched over i), R = X stack^T, Y = X~ W^T + R E^T + bias
 //!   backward  dX~ = dY W, dR = dY E, dX_i = dX~_i (I + B_i) + dR B_i, dB_i = (dX~_i + dR)^T X_i
 //! where E `[N, r]` tiles the identity over the output blocks and stack `[r, K]` holds the
-//! blocks side by side.
+//! blocks side by side. X~ and dX~ `[T, K]` live in the workspace, a chunk of tokens at a
+//! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order).
 
 use super::launch::{Gemm, Launcher};
 use super::setup::Setup;
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
+use super::workspace;
 use crate::error::Result;
 use crate::shape::LayerShape;
 
+/// The most bytes X~ (or dX~) takes: beyond, the pass runs a chunk of tokens at a time.
+const MIXED_BYTES: usize = 128 << 20;
+
+/// Tokens per chunk: as many as X~ holds in MIXED_BYTES (4096 at K = 16384), at most T.
+fn chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
+    (workspace::bound(MIXED_BYTES) / (2 * layer.k())).clamp(1, tokens)
+}
+
+/// The call cut into chunks of tokens, each a call on its own rows of X, Y (or dY) and dX;
+/// every chunk after the first adds to dB (the chunks' sums, in order).
+fn chunks_of_tokens(call: &Call) -> impl Iterator<Item = Call> + '_ {
+    let (k, n) = (call.shape.k(), call.shape.n());
+    let chunk = chunk_tokens(&call.shape, call.tokens);
+    (0..call.tokens).step_by(chunk).map(move |t0| {
+        let rows = |base: u64, width: usize| if base == 0 { 0 } else { base + (t0 * width * 2) as u64 };
+        let mut accumulate = call.accumulate;
+        accumulate.db |= t0 > 0;
+        Call {
+            tokens: chunk.min(call.tokens - t0),
+            x: rows(call.x, k),
+            y: rows(call.y, n),
+            dx: rows(call.dx, k),
+            accumulate,
+            ..*call
+        }
+    })
+}
+
 /// I + B_i and B_i (`[K/r, r, r]` each), the stack `[r, K]` (forward only), X~ or dX~
-/// `[T, K]`, R or dR `[T, r]`, E `[N, r]`, all in the activations' type; backward adds dB's
-/// partial sums over token chunks (f32); both add R's or dR's partial sums (f32), a region
-/// Y's or dX~'s take too at small T; no partial sums where the launcher does not `cut`
-/// reductions.
+/// `[chunk, K]`, R or dR `[chunk, r]`, E `[N, r]`, all in the activations' type; backward
+/// adds dB's partial sums over token chunks (f32); both add R's or dR's partial sums (f32),
+/// a region Y's or dX~'s take too at small T; no partial sums where the launcher does not
+/// `cut` reductions.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
+    let chunk = chunk_tokens(layer, tokens);
+    let largest = |bytes: &dyn Fn(usize) -> usize| token_chunks::largest_over_chunks(tokens, chunk, bytes);
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
-    let partials = if pass == Pass::Backward { token_chunks::partial_bytes(cut, tokens, k / r, k * r) } else { 0 };
+    let partials = match pass {
+        Pass::Backward => largest(&|t| token_chunks::partial_bytes(cut, t, k / r, k * r)),
+        Pass::Forward => 0,
+    };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
     let reduced = if pass == Pass::Forward { k } else { n };
     // The carry's partial sums, then (its sum done) the main GEMM's at small T: Y's or dX~'s.
-    let main = if pass == Pass::Forward { [tokens, n, k] } else { [tokens, k, n] };
-    let carry_partials = token_chunks::row_product_partial_bytes(cut, reduced, tokens, r)
-        .max(token_chunks::fill_partial_bytes(cut, main));
-    vec![k * r * 2, k * r * 2, stack, tokens * k * 2, tokens * r * 2, n * r * 2, partials, carry_partials]
+    let carry_partials = largest(&|t| {
+        let main = if pass == Pass::Forward { [t, n, k] } else { [t, k, n] };
+        token_chunks::row_product_partial_bytes(cut, reduced, t, r).max(token_chunks::fill_partial_bytes(cut, main))
+    });
+    vec![k * r * 2, k * r * 2, stack, chunk * k * 2, chunk * r * 2, n * r * 2, partials, carry_partials]
 }
 
 /// The GEMM operands made from B, and E; `stack` only when asked.
@@ -39,6 +75,10 @@ fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], stack: bool) 
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions, true)?;
+    chunks_of_tokens(call).try_for_each(|chunk| forward_chunk(launcher, &chunk, regions))
+}
+
+fn forward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (identity_plus, stack, x_mixed, carry, tiling) = (regions[0], regions[2], regions[3], regions[4], regions[5]);
     // X~_i [T, r] = X_i (I + B_i)^T, one batch per input block.
@@ -59,6 +99,10 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions, false)?;
+    chunks_of_tokens(call).try_for_each(|chunk| backward_chunk(launcher, &chunk, regions))
+}
+
+fn backward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let (identity_plus, plain, dx_mixed, d_carry, tiling) =
         (regions[0], regions[1], regions[3], regions[4], regions[5]);

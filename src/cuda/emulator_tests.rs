@@ -183,6 +183,11 @@ fn reductions_split_into_chunks_match_the_oracle() {
             check(variant, (513, 64, 96, 32), (Ty::Bf16, Ty::F32), (true, !variant.is_bat()), engine, &mut rng);
         }
     }
+    // BatRow's X~ a chunk of tokens at a time (256 here, the unit tests' bound at K = 256):
+    // 600 tokens in three chunks, dB summed over them.
+    for engine in ENGINES {
+        check(Variant::BatRow, (600, 64, 256, 32), (Ty::Bf16, Ty::Bf16), (true, false), engine, &mut rng);
+    }
     // 640 tokens: two whole chunks of 320 (one strided batch for a library GEMM).
     assert_eq!(super::token_chunks::plan(true, 640, 1), (320, 2));
     for engine in ENGINES {

@@ -34,6 +34,12 @@ pub(crate) fn plan(cut: bool, tokens: usize, tiles: usize) -> (usize, usize) {
     (len, tokens.div_ceil(len))
 }
 
+/// The most `bytes(t)` over the lengths t of `tokens` cut into chunks of `chunk` (the
+/// chunks' length and the last one's): a workspace region one chunk at a time reuses.
+pub(crate) fn largest_over_chunks(tokens: usize, chunk: usize, bytes: &dyn Fn(usize) -> usize) -> usize {
+    [chunk.min(tokens), tokens % chunk].into_iter().filter(|&t| t > 0).map(bytes).max().unwrap_or(0)
+}
+
 /// Bytes of f32 partial sums a reduction producing `outputs` elements needs (0 when unsplit).
 pub(crate) fn partial_bytes(cut: bool, tokens: usize, tiles: usize, outputs: usize) -> usize {
     match plan(cut, tokens, tiles) {
