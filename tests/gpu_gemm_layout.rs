@@ -41,9 +41,9 @@ fn describe(wrong: &[(usize, usize, f64)], w: &[f64], k: usize) -> String {
         .join("; ")
 }
 
-fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels, shape: &LayerShape) {
+/// The layout check on `t` tokens (at least K and N: every column of X and dY is hot).
+fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels, shape: &LayerShape, t: usize) {
     let (k, n, r) = (shape.k(), shape.n(), shape.r());
-    let t = k.max(n);
     let stream = kernels.stream().clone();
     let mut rng = StdRng::seed_from_u64(41);
     // Distinct random values make the source of every output identifiable.
@@ -109,11 +109,16 @@ fn gpu_every_gemm_engine_reads_its_operands_from_the_right_place() {
         layer(Variant::BatRow, 384, 320, 64),
         layer(Variant::BatCol, 384, 256, 64),
     ];
+    // And many tiles: Y's 8192 x 2048 outputs are 512 tiles of 128 x 256, so that the
+    // warp-specialised engine's persistent blocks (one per SM) each take several in turn,
+    // their stages and phases running on across tiles.
+    let many_tiles = layer(Variant::Shared, 256, 2048, 64);
     for engine in gemm_engines(&kernels) {
         kernels.set_gemm_engine(engine).unwrap();
         for shape in &shapes {
-            check_layout::<bf16>(&kernels, shape);
-            check_layout::<f16>(&kernels, shape);
+            check_layout::<bf16>(&kernels, shape, shape.k().max(shape.n()));
+            check_layout::<f16>(&kernels, shape, shape.k().max(shape.n()));
         }
+        check_layout::<bf16>(&kernels, &many_tiles, 8192);
     }
 }
