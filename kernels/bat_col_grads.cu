@@ -135,13 +135,13 @@ __device__ __forceinline__ void store_grads(const float (&db)[R / 8][4], float* 
 }
 
 // out[run][n, b] (f32, [runs, N, R]) (+)= sum over this block's K tiles of dB's terms for
-// rows n of its 128 (rows beyond N are not written; `accumulate`: added to what out holds). dy [T, N], x [T, K], w [N, K]; K tiles
-// run blockIdx.y * tiles_per_run onwards. Engine: MmaSync or Wgmma, G's main loop.
+// rows n of its 128 (rows beyond N are not written; `accumulate`: added to what out
+// holds). dy [T, N], x [T, K], w [N, K]; K tiles run blockIdx.y * tiles_per_run onwards.
+// Engine: MmaSync or Wgmma, G's main loop.
 template <typename Engine, typename TX, int R>
 __device__ __forceinline__ void bat_col_grads(int tokens, int n, int k, int tiles_per_run, int accumulate,
-                                              const TX* __restrict__ dy,
-                                              const TX* __restrict__ x, const TX* __restrict__ w,
-                                              float* __restrict__ out) {
+                                              const TX* __restrict__ dy, const TX* __restrict__ x,
+                                              const TX* __restrict__ w, float* __restrict__ out) {
     static_assert(TILE % R == 0 && R % 16 == 0, "r divides the tile and the warp's 16 rows");
     unsigned char* smem = dynamic_smem();
     TX* g_tile = reinterpret_cast<TX*>(smem);                           // after each main loop
@@ -286,9 +286,9 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
         BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                           \
     }
 #if BONE_HAS_WGMMA
-#define BONE_BAT_COL_GRADS_WGMMA(TX, R) \
-    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, accumulate, dy, x, \
-                                                                       w, out);
+#define BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                     \
+    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, accumulate, \
+                                                                       dy, x, w, out);
 #else
 #define BONE_BAT_COL_GRADS_WGMMA(TX, R) __trap();
 #endif
