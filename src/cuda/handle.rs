@@ -236,3 +236,20 @@ impl BoneKernels {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A trainer with a thread per GPU moves its handle, workspace and layer descriptions
+    /// there; a handle can also be shared between threads (each clone has its own engine).
+    #[test]
+    fn handles_and_workspaces_can_move_between_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<super::BoneKernels>();
+        sync::<super::BoneKernels>();
+        send::<super::super::Workspace>();
+        send::<crate::LayerShape>();
+        sync::<crate::LayerShape>();
+        send::<crate::Dropout>();
+    }
+}
