@@ -40,12 +40,17 @@ fn slab_rows(layer: &LayerShape) -> usize {
     (slab_bytes() / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
 }
 
+/// Fewest tokens in a chunk of dX: each further chunk forms W' again, one read of W and a
+/// write of W' for 2 T N K flops of product, which at the H200's 790 TFLOP/s and 4.3 TB/s
+/// is about 370 / T of the product's time: under 10% from 4096 tokens.
+const DX_CHUNK_MIN_TOKENS: usize = 4096;
+
 /// Tokens of dX summed at a time in f32 over W''s slabs, where it takes several: as many as
-/// twice a slab's bytes hold (1024 at K = 16384), at most T. Each further chunk of tokens
-/// forms the slabs again (r / chunk of the product's work each time), so that the
+/// twice a slab's bytes hold, and at least DX_CHUNK_MIN_TOKENS (so at most 256 MiB, at
+/// K = 16384), at most T. Each further chunk of tokens forms the slabs again, so that the
 /// accumulator stays bounded at any T.
 fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
-    (2 * slab_bytes() / (4 * layer.k())).clamp(1, tokens)
+    (2 * slab_bytes() / (4 * layer.k())).max(workspace::bound(DX_CHUNK_MIN_TOKENS)).clamp(1, tokens)
 }
 
 /// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the

@@ -76,14 +76,15 @@ thread_local! {
 }
 
 /// A bound on one of a pass's transient buffers (BatCol's W' slab, the token chunks of
-/// BatCol's dX accumulator and of BatRow's X~): `bytes`, or in the crate's unit tests 1024
-/// times less, so that the emulator's small layers take several slabs and chunks.
-pub(crate) fn bound(bytes: usize) -> usize {
+/// BatCol's dX accumulator and of BatRow's X~), in bytes or tokens: as given, or in the
+/// crate's unit tests 1024 times less, so that the emulator's small layers take several
+/// slabs and chunks.
+pub(crate) fn bound(size: usize) -> usize {
     #[cfg(test)]
     if !PRODUCTION_BOUNDS.get() {
-        return bytes >> 10;
+        return size >> 10;
     }
-    bytes
+    size
 }
 
 /// Makes this test thread's bounds those of a real run (tests only).
