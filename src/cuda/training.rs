@@ -6,19 +6,23 @@
 //!
 //! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
-//! [`BoneKernels::workspace_bytes`]: O((T + N + K) r) for the shared block; X~ (or dX~)
-//! for a chunk of tokens, at most 128 MiB, plus O((T + N + K) r) for BatRow; for BatCol, a 32 MiB slab of W' or G plus
-//! O((N + K) r), and in the backward, where W' takes more than one slab, dX's f32
-//! accumulator for a chunk of tokens, at most 256 MiB (README, "Design"); the backward adds
-//! dB's partial sums over chunks of the reduced
-//! dimension: at most 128 Ki x r bytes (8 MiB at r = 64) for every variant; the shared
-//! block's U and BatRow's R and dR (split the same way at small T) add at most
-//! 128 Ki x r bytes more; at small T, where a main GEMM is cut along K to fill the GPU, its
-//! partial sums take at most 16 MiB (in one of those regions where they are larger); on the
-//! cuBLAS engine those partial sums are cuBLAS's own (it picks its split-K) and the
-//! workspace holds none. dB is deterministic: every reduction of the crate's runs in a fixed order (no
-//! atomics), and cuBLAS, which runs without atomics here, documents bitwise-identical
-//! results run to run on the same GPU model, so repeated runs are bitwise identical.
+//! [`BoneKernels::workspace_bytes`]:
+//! - the shared block: O((T + N + K) r);
+//! - BatRow: X~ (or dX~) for a chunk of tokens, at most 128 MiB, plus O((T + N + K) r);
+//! - BatCol: a 32 MiB slab of W' or G plus O((N + K) r), and in the backward, where W'
+//!   takes more than one slab, dX's f32 accumulator for a chunk of tokens, at most 256 MiB
+//!   (README, "Design");
+//! - every backward: dB's partial sums over chunks of the reduced dimension, at most
+//!   128 Ki x r bytes (8 MiB at r = 64); the shared block's U and BatRow's R and dR (split
+//!   the same way at small T) at most 128 Ki x r bytes more;
+//! - at small T, where a main GEMM is cut along K to fill the GPU, its partial sums: at
+//!   most 16 MiB (in one of those regions where they are larger).
+//!
+//! On the cuBLAS engine those partial sums are cuBLAS's own (it picks its split-K) and the
+//! workspace holds none. dB is deterministic: every reduction of the crate's runs in a
+//! fixed order (no atomics), and cuBLAS, which runs without atomics here, documents
+//! bitwise-identical results run to run on the same GPU model, so repeated runs are
+//! bitwise identical.
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::{bf16, f16};
