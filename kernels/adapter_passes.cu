@@ -28,15 +28,21 @@ __device__ __forceinline__ float row_chunk_sum(const BoneLayer layer, const TX* 
 }
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
-// element after dropout. [T, r].
+// element after dropout: [T, r], or with the bias columns [T, r + BONE_BIAS_COLUMNS],
+// column r all ones and the rest zero. idx runs over S's elements.
 template <typename TX>
-__device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, const TX* __restrict__ x,
-                                          TX* __restrict__ s, long long idx) {
-    if (dropout.threshold == 0) {
-        s[idx] = from_f32<TX>(row_chunk_sum(layer, x, idx));
+__device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, bool bias_columns,
+                                          const TX* __restrict__ x, TX* __restrict__ s, long long idx) {
+    const int width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
+    const int t = (int)(idx / width), j = (int)(idx % width);
+    if (j >= layer.r) {
+        s[idx] = from_f32<TX>(j == layer.r ? 1.f : 0.f);
         return;
     }
-    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
+    if (dropout.threshold == 0) {
+        s[idx] = from_f32<TX>(row_chunk_sum(layer, x, (long long)t * layer.r + j));
+        return;
+    }
     const long long row = (long long)t * layer.k;
     float sum = 0.f;
     for (int k = j; k < layer.k; k += layer.r) sum += bone_dropout_factor(dropout, row + k) * to_f32(x[row + k]);
@@ -67,14 +73,23 @@ __device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, c
 }
 
 // The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), both as
-// [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull).
+// [r, N] (for dY Bfull^T) and transposed as [N, r] (for S Bfull), or with a bias
+// [N, r + BONE_BIAS_COLUMNS], column r the bias and the rest zero. idx runs over j < r
+// (or r + BONE_BIAS_COLUMNS), then n.
 template <typename TX, typename TB>
-__device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* __restrict__ b, TX* __restrict__ full,
+__device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* __restrict__ b,
+                                              const TX* __restrict__ bias, TX* __restrict__ full,
                                               TX* __restrict__ full_t, long long idx) {
     const int j = (int)(idx / layer.n), n = (int)(idx % layer.n);
+    const int width = layer.r + (bias ? BONE_BIAS_COLUMNS : 0);
+    TX* transposed = full_t + (long long)n * width + j;
+    if (j >= layer.r) {
+        *transposed = j == layer.r ? bias[n] : from_f32<TX>(0.f);
+        return;
+    }
     const float v = layer.variant == BONE_MINI ? to_f32(b[j * layer.mini_r + n % layer.mini_r]) : to_f32(b[idx]);
     full[idx] = from_f32<TX>(v);
-    full_t[(long long)n * layer.r + j] = from_f32<TX>(v);
+    *transposed = from_f32<TX>(v);
 }
 
 // E[a, b] = 1 where a mod r == b mod r, else 0: [N, r] tiles R over the output blocks
@@ -229,8 +244,12 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         first_block += blocks;
     };
     const TB* b = (const TB*)p.b;
-    job(p.s, p.tokens * r, [&](long long i) { chunk_sum<TX>(layer, p.dropout, (const TX*)p.x, (TX*)p.s, i); });
-    job(p.full, r * layer.n, [&](long long i) { shared_blocks<TX, TB>(layer, b, (TX*)p.full, (TX*)p.full_t, i); });
+    const TX* bias = (const TX*)p.bias;
+    const long long width = r + (bias ? BONE_BIAS_COLUMNS : 0);  // of S and Bfull^T
+    job(p.s, p.tokens * width,
+        [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
+    job(p.full, width * layer.n,
+        [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });
     job(p.identity_plus, p.bat_blocks * r * r,
         [&](long long i) { bat_blocks<TX, TB>(layer, b, (TX*)p.identity_plus, (TX*)p.plain, i); });
     job(p.stack, layer.k * r, [&](long long i) { row_stack<TX, TB>(layer, b, (TX*)p.stack, i); });

@@ -44,6 +44,8 @@ struct BoneSetup {
     const void* b;        // the adapter B
     void* full;           // Bfull [r, n] and Bfull^T [n, r] (shared, mini)
     void* full_t;
+    const void* bias;     // not null: S is [tokens, r + BONE_BIAS_COLUMNS] with column r 1, and
+                          // Bfull^T [n, r + BONE_BIAS_COLUMNS] with column r the bias; the rest 0
     void* identity_plus;  // I + B_j and B_j, [bat_blocks, r, r] (BatRow, BatCol)
     void* plain;
     int bat_blocks;
@@ -53,6 +55,10 @@ struct BoneSetup {
     int tiling_rows;
     int tiling_cols;
 };
+
+// Columns appended to S and Bfull^T to carry the bias through their product: one that
+// holds it, and zeros so that the product's K extent stays a multiple of 8.
+#define BONE_BIAS_COLUMNS 8
 
 // Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256

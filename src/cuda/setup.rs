@@ -7,7 +7,7 @@ use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use super::launch::{Arg, Launcher};
-use super::params::{BONE_MERGE_THREADS, BoneSetup};
+use super::params::{BONE_BIAS_COLUMNS, BONE_MERGE_THREADS, BoneSetup};
 use super::training::Call;
 use crate::error::Result;
 
@@ -30,6 +30,7 @@ impl Setup {
             b: address(call.b).cast_const(),
             full: null_mut(),
             full_t: null_mut(),
+            bias: std::ptr::null(),
             identity_plus: null_mut(),
             plain: null_mut(),
             bat_blocks: 0,
@@ -50,6 +51,13 @@ impl Setup {
     /// Bfull `[r, N]` and Bfull^T `[N, r]` (shared block, mini).
     pub(super) fn shared_blocks(mut self, full: u64, full_t: u64) -> Self {
         (self.0.full, self.0.full_t) = (address(full), address(full_t));
+        self
+    }
+
+    /// The bias (0: none) carried through S Bfull: S `[T, r + BONE_BIAS_COLUMNS]` with a
+    /// column of ones, Bfull^T `[N, r + BONE_BIAS_COLUMNS]` with the bias in that column.
+    pub(super) fn bias_columns(mut self, bias: u64) -> Self {
+        self.0.bias = address(bias).cast_const();
         self
     }
 
@@ -83,9 +91,11 @@ impl Setup {
     fn threads(&self) -> usize {
         let p = &self.0;
         let (r, k, n) = (p.layer.r as usize, p.layer.k as usize, p.layer.n as usize);
+        // S's and Bfull^T's width.
+        let width = r + if p.bias.is_null() { 0 } else { BONE_BIAS_COLUMNS as usize };
         let jobs = [
-            (!p.s.is_null(), p.tokens as usize * r),
-            (!p.full.is_null(), r * n),
+            (!p.s.is_null(), p.tokens as usize * width),
+            (!p.full.is_null(), width * n),
             (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
             (!p.stack.is_null(), k * r),
             (!p.onehot.is_null(), k * r),

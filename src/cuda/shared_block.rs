@@ -1,10 +1,12 @@
 //! The shared block (PEFT's default) and MiSS mini on the GPU:
-//!   forward   Y = X W^T + S Bfull + bias, S = sum_i X_i            (one GEMM, S Bfull appended along K)
+//!   forward   Y = X W^T + S Bfull + bias, S = sum_i X_i            (one GEMM, S Bfull appended along K,
+//!                                                                   the bias in it: a column of ones in S)
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 //! With dropout (PEFT's miss_dropout) S sums the dropped X_i, and dX's tiled term is dropped
 //! with the same mask: written first by an element-wise pass, then dY W is added onto it.
 
 use super::launch::{Arg, Gemm, Launcher};
+use super::params::BONE_BIAS_COLUMNS;
 use super::setup::Setup;
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
@@ -17,13 +19,15 @@ fn db_tiles(layer: &LayerShape) -> usize {
     layer.r().div_ceil(128) * layer.n().div_ceil(128)
 }
 
-/// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16; forward adds Y's partial
+/// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16 (S and Bfull^T with room
+/// for the bias columns: `bias_width`); forward adds Y's partial
 /// sums at small T; backward adds U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]`
 /// bf16, for mini dBfull `[r, N]` f32, partial sums (dBfull's over token chunks, then dX's
 /// at small T) and U's; none of the partial sums where the launcher does not `cut` reductions.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
-    let mut sizes = vec![tokens * r * 2, r * n * 2, n * r * 2];
+    let width = bias_width(r);
+    let mut sizes = vec![tokens * width * 2, r * n * 2, n * width * 2];
     match pass {
         Pass::Forward => sizes.push(token_chunks::fill_partial_bytes(cut, [tokens, n, k])),
         Pass::Backward => {
@@ -38,17 +42,29 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
     sizes
 }
 
+/// The width of S and Bfull^T with the bias columns (BONE_BIAS_COLUMNS: one for the bias,
+/// zeros so the product's K stays a multiple of 8).
+fn bias_width(r: usize) -> usize {
+    r + BONE_BIAS_COLUMNS as usize
+}
+
 /// S and the two layouts of Bfull, into regions 0, 1, 2.
 fn setup(call: &Call, regions: &[u64]) -> Setup {
     Setup::new(call).block_sums(regions[0]).shared_blocks(regions[1], regions[2])
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    setup(call, regions).launch(launcher, call)?;
+    // The bias rides in S Bfull (a column of ones in S, the bias in Bfull^T): no epilogue
+    // of its own, and on a library GEMM no pass over Y for it.
+    setup(call, regions).bias_columns(call.bias).launch(launcher, call)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let y = Destination::new(call.y, n).bias(call.bias);
-    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], y, regions[3], |out, ld| {
-        Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second((regions[0], r), (regions[2], r), r)
+    let width = if call.bias == 0 { r } else { bias_width(r) };
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[3], |out, ld| {
+        Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second(
+            (regions[0], width),
+            (regions[2], width),
+            width,
+        )
     })
 }
 
