@@ -6,7 +6,8 @@
 //! (here) and on the GPU (kernels/dropout.cuh): the backward recomputes it instead of
 //! keeping it, so dropout costs no memory between the passes, and the oracle can check the
 //! kernels element for element. Give the forward and the backward of one step the same
-//! [`Dropout`], and each step a new seed.
+//! [`Dropout`], and each layer and step its own seed (the mask depends on the seed and the
+//! element's index only, so two layers of the same K given one seed drop the same elements).
 
 use crate::error::{BoneError, Result};
 use crate::variant::Variant;

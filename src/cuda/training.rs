@@ -70,7 +70,7 @@ pub struct LayerWeights<'a, TB, TX = bf16> {
     pub bias: Option<CudaView<'a, TX>>,
     /// PEFT's `miss_dropout` on the adapter's input (shared block and mini only): the mask
     /// is recomputed from the seed, so pass the forward and the backward of a step the same
-    /// [`Dropout`] and each step a new seed; `None` in evaluation.
+    /// [`Dropout`], and each layer and step its own seed; `None` in evaluation.
     pub dropout: Option<Dropout>,
 }
 
