@@ -195,7 +195,7 @@ pub(crate) fn block_grads_partial_bytes(cut: bool, layer: &LayerShape, rows: usi
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (slab_buffer, dx_f32, partials) = (regions[3], regions[4], regions[5]);
+    let (slab_buffer, partials) = (regions[3], regions[5]);
     let slab = slab_rows(&call.shape);
     if fused_grads(launcher, call, partials).transpose()?.is_none() {
         for row0 in (0..n).step_by(slab) {
@@ -217,8 +217,15 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             Gemm::new((call.y, n), (slab_buffer, k), (out, ld), [t, k, n])
         });
     }
-    // dX a chunk of tokens at a time, summed over the slabs in f32, then rounded into dX.
-    // Every other chunk takes the slabs in reverse, starting with the one the buffer holds.
+    dx_over_slabs(launcher, call, regions, slab)
+}
+
+/// dX where W' takes several slabs of `slab` rows: a chunk of tokens at a time, summed over
+/// the slabs in f32, then rounded into dX. Every other chunk takes the slabs in reverse,
+/// starting with the one the buffer holds.
+fn dx_over_slabs(launcher: &impl Launcher, call: &Call, regions: &[u64], slab: usize) -> Result<()> {
+    let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
+    let (slab_buffer, dx_f32, partials) = (regions[3], regions[4], regions[5]);
     let chunk = dx_chunk_tokens(&call.shape, t);
     let mut formed = None;
     for (c, t0) in (0..t).step_by(chunk).enumerate() {
