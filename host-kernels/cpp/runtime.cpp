@@ -125,6 +125,7 @@ struct Launch {
     dim3 grid, block;
     size_t shared_bytes;
     bool late_copies;
+    bool highest_first;  // schedule the highest-numbered runnable thread first
 };
 
 class BlockRunner;
@@ -169,12 +170,20 @@ class BlockRunner {
             f.committed.clear();
             start_context(f.context, f.stack.data(), f.stack.size(), &BlockRunner::fiber_main);
         }
-        // Always the lowest-numbered runnable thread: warp 0 runs as far ahead of the
-        // others as the barriers allow, the order that exposes a missing barrier.
+        // Always the lowest-numbered runnable thread (or the highest): warp 0 (or the last)
+        // runs as far ahead of the others as the barriers allow, the order that exposes a
+        // missing barrier where a later (or earlier) thread writes what it reads.
         for (;;) {
-            size_t next = 0;
-            while (next < fibers_.size() && fibers_[next].state != State::Runnable) ++next;
-            if (next == fibers_.size()) {
+            const size_t none = fibers_.size();
+            size_t next = none;
+            for (size_t i = 0; i < fibers_.size(); ++i) {
+                const size_t candidate = launch_.highest_first ? fibers_.size() - 1 - i : i;
+                if (fibers_[candidate].state == State::Runnable) {
+                    next = candidate;
+                    break;
+                }
+            }
+            if (next == none) {
                 for (const Fiber& f : fibers_) {
                     if (f.state != State::Done) return deadlock();
                 }
@@ -529,7 +538,7 @@ int report(char* error, size_t capacity, const std::string& message) {
 // the reason in `error`.
 extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
                                 void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
-                                char* error, size_t error_capacity) {
+                                int highest_first, char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -546,7 +555,7 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
         }
     }
     const Launch launch{kernel,       args, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
-                        shared_bytes, late_copies != 0};
+                        shared_bytes, late_copies != 0, highest_first != 0};
     const unsigned blocks = grid[0] * grid[1] * grid[2];
     if (blocks == 0 || block[0] * block[1] * block[2] == 0) return report(error, error_capacity, "empty launch");
     std::atomic<unsigned> next{0};

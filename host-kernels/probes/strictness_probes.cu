@@ -70,3 +70,12 @@ extern "C" __global__ void bone_probe_operand_changes_in_flight(int change) {
     if (change && threadIdx.x == 0) smem[0] = 1;
     wgmma_wait<0>();
 }
+
+// Thread 0 writes a shared cell that thread 32 then reads into out[0], with a block
+// barrier in between where `barrier` is set. Dynamic shared memory: 4 bytes.
+extern "C" __global__ void bone_probe_write_then_read(float* out, int barrier) {
+    float* cell = reinterpret_cast<float*>(dynamic_smem());
+    if (threadIdx.x == 0) *cell = 1.5f;
+    if (barrier) __syncthreads();
+    if (threadIdx.x == 32) out[0] = *cell;
+}

@@ -6,7 +6,8 @@
 //! lanes' registers at once, with the PTX ISA's fragment layouts, and the warpgroup
 //! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it;
 //! its shared-memory operands, read at issue and at retirement, must not have changed). `cp.async` copies land as soon as they are
-//! issued or as late as `cp.async.wait_group` allows ([`Landing`]); copies handed to an
+//! issued or as late as `cp.async.wait_group` allows ([`Landing`]), and a block's threads
+//! run lowest- or highest-numbered first ([`Schedule`]); copies handed to an
 //! mbarrier (`cp.async.mbarrier.arrive`) land, late, when its phase completes, and a
 //! thread waiting on an mbarrier sleeps until the phase it asked for has completed.
 //! A barrier some thread never reaches (`__syncthreads` or an mbarrier phase), lanes of a
@@ -31,6 +32,17 @@ pub enum Landing {
     Late,
 }
 
+/// Which runnable thread of a block runs next, at every switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// The lowest-numbered: a missing barrier shows where a thread reads what a higher one
+    /// writes.
+    LowestFirst,
+    /// The highest-numbered: a missing barrier shows where a thread reads what a lower one
+    /// writes (and warp-specialised kernels' computing warps run before their loaders).
+    HighestFirst,
+}
+
 /// One kernel argument: its bytes, as the kernel's parameter holds them.
 pub struct KernelArg<'a>(pub &'a [u8]);
 
@@ -52,6 +64,7 @@ unsafe extern "C" {
         arg_sizes: *const usize,
         arg_count: usize,
         late_copies: i32,
+        highest_first: i32,
         error: *mut c_char,
         error_capacity: usize,
     ) -> i32;
@@ -81,7 +94,7 @@ pub unsafe fn launch(
     block: [u32; 3],
     shared_bytes: usize,
     args: &[KernelArg],
-    landing: Landing,
+    (landing, schedule): (Landing, Schedule),
 ) -> Result<(), String> {
     let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} holds a NUL"))?;
     let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
@@ -100,6 +113,7 @@ pub unsafe fn launch(
             sizes.as_ptr(),
             args.len(),
             i32::from(landing == Landing::Late),
+            i32::from(schedule == Schedule::HighestFirst),
             error.as_mut_ptr().cast(),
             error.len(),
         )
@@ -122,7 +136,7 @@ pub unsafe fn launch(
     _: [u32; 3],
     _: usize,
     _: &[KernelArg],
-    _: Landing,
+    _: (Landing, Schedule),
 ) -> Result<(), String> {
     Err(format!(
         "cannot run {name}: the host kernels were not built (no C++17 compiler was found; install g++ or clang++)"

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use bone_host_kernels::{KernelArg, Landing};
+use bone_host_kernels::{KernelArg, Landing, Schedule};
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 
@@ -82,6 +82,8 @@ pub(crate) struct Emulator {
     memory: RefCell<BTreeMap<u64, Allocation>>,
     /// When the GEMM's cp.async copies land.
     landing: Landing,
+    /// Which of a block's runnable threads runs next.
+    schedule: Schedule,
     /// Which GEMM kernels `gemm` runs, and, if set, the tile width it forces on them
     /// (instead of `GemmKernels::select`'s choice), so that tests reach every width.
     gemm_kernels: GemmKernels,
@@ -154,7 +156,12 @@ impl Ty {
 
 impl Emulator {
     pub fn new(landing: Landing, gemm_kernels: GemmKernels) -> Self {
-        Emulator { memory: RefCell::default(), landing, gemm_kernels, tile_n: None }
+        Emulator { memory: RefCell::default(), landing, schedule: Schedule::LowestFirst, gemm_kernels, tile_n: None }
+    }
+
+    /// The same emulator running each block's threads in `schedule`'s order.
+    pub fn scheduled(self, schedule: Schedule) -> Self {
+        Emulator { schedule, ..self }
     }
 
     /// Every GEMM on `tile_n`-wide tiles of `gemm_kernels`.
@@ -225,7 +232,8 @@ impl Emulator {
         let (g, b, shared) = (config.grid_dim, config.block_dim, config.shared_mem_bytes as usize);
         // SAFETY: the launch sequences under test pass addresses of this emulator's live
         // allocations; a kernel straying past them lands in guard bytes, checked below.
-        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, self.landing) }
+        let order = (self.landing, self.schedule);
+        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, order) }
             .unwrap_or_else(|e| panic!("{e}"));
         for (address, allocation) in self.memory.borrow().iter() {
             assert!(allocation.guards_intact(), "{kernel} wrote outside the allocation at {address:#x}");

@@ -2,19 +2,28 @@
 //! host-kernels/probes/strictness_probes.cu: what the GEMM tests rely on it to catch (a
 //! stage read before its mbarrier's phase completed, a hand-over that never happens, an
 //! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not, a
-//! wgmma operand changed while its product is in flight) fails here as it would misbehave
-//! on a GPU.
+//! wgmma operand changed while its product is in flight, a missing block barrier in one
+//! thread order or the other) fails here as it would misbehave on a GPU.
 
-use bone_host_kernels::{KernelArg, Landing, launch};
+use bone_host_kernels::{KernelArg, Landing, Schedule, launch};
 
 use super::emulator::host_kernels_or_skip;
 
 /// Runs probe `name` on one block of `threads` threads with `shared` bytes of dynamic
-/// shared memory.
+/// shared memory, lowest-numbered thread first.
 fn run(name: &str, threads: u32, shared: usize, args: &[KernelArg], landing: Landing) -> Result<(), String> {
+    run_in(name, (threads, shared), args, (landing, Schedule::LowestFirst))
+}
+
+fn run_in(
+    name: &str,
+    (threads, shared): (u32, usize),
+    args: &[KernelArg],
+    order: (Landing, Schedule),
+) -> Result<(), String> {
     // SAFETY: each probe reads and writes only the buffers passed, at the lengths its
     // comment states, which the callers below provide.
-    unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, landing) }
+    unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order) }
 }
 
 /// What thread 0 of the stage hand-over probe reads, once the phase completed or one
@@ -37,6 +46,28 @@ fn a_stage_read_after_its_mbarrier_holds_the_copy_and_one_read_before_does_not()
     }
     // Issued and handed to the barrier, the copy lands only when the phase completes.
     assert!(handover(false, Landing::Late).iter().all(|v| v.is_nan()), "a read before the phase saw the copy");
+}
+
+#[test]
+fn a_missing_barrier_shows_in_one_thread_order_or_the_other() {
+    if !host_kernels_or_skip("a_missing_barrier_shows_in_one_thread_order_or_the_other") {
+        return;
+    }
+    // Thread 0 writes what thread 32 reads: lowest-first runs the write first either way;
+    // highest-first runs the read first, and without the barrier it reads shared memory's
+    // initial NaN.
+    let read = |barrier: bool, schedule: Schedule| {
+        let mut out = [0.0_f32; 1];
+        let (out_ptr, barrier) = (out.as_mut_ptr() as u64, i32::from(barrier));
+        let args = [(&out_ptr).into(), (&barrier).into()];
+        run_in("bone_probe_write_then_read", (64, 4), &args, (Landing::Early, schedule)).unwrap();
+        out[0]
+    };
+    for schedule in [Schedule::LowestFirst, Schedule::HighestFirst] {
+        assert_eq!(read(true, schedule), 1.5, "{schedule:?}");
+    }
+    assert_eq!(read(false, Schedule::LowestFirst), 1.5);
+    assert!(read(false, Schedule::HighestFirst).is_nan(), "highest-first read the cell after its write");
 }
 
 #[test]

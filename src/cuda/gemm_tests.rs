@@ -1,11 +1,12 @@
 //! The tensor-core GEMMs (kernels/gemm.cuh on mma.sync, kernels/gemm_wgmma.cuh on wgmma),
 //! every instantiation, run from their own source on the CPU (`bone-host-kernels`) against
 //! a direct f64 product: ragged edges against the
-//! 128 x 128 x 32 tiles, a second product appended along K, bias, accumulation into f32,
-//! batches with strides, and cp.async copies landing both as early and as late as the PTX
-//! rules allow. Outputs start as NaN, so an element the kernel does not write fails.
+//! 128 x 128 x 32 tiles, a second product appended along K, bias, accumulation into every
+//! output type, batches with strides, cp.async copies landing both as early and as late as
+//! the PTX rules allow, and each block's threads run lowest- or highest-numbered first.
+//! Outputs start as NaN, so an element the kernel does not write fails.
 
-use bone_host_kernels::Landing;
+use bone_host_kernels::{Landing, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -57,11 +58,13 @@ fn check(
 ) {
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
     let ty = Ty::from(half);
+    // Either order of the block's threads, drawn from the test's seeded generator.
+    let schedule = if rng.random::<bool>() { Schedule::HighestFirst } else { Schedule::LowestFirst };
     let label = format!(
-        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?}",
+        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?} {schedule:?}",
         kernel.replacen("bone_gemm_", &format!("{family:?}{tile_n}/"), 1)
     );
-    let emulator = Emulator::with_tile_n(landing, family, tile_n);
+    let emulator = Emulator::with_tile_n(landing, family, tile_n).scheduled(schedule);
     let a = Operand::random(rng, (m, k), batches, a_k_major, ty);
     let b = Operand::random(rng, (n, k), batches, b_k_major, ty);
     let a2 = Operand::random(rng, (m, k2.max(8)), batches, a_k_major, ty);
@@ -98,7 +101,7 @@ fn check(
                 want += (0..k2).map(|j| a2.at(z, row, j) * b2.at(z, col, j)).sum::<f64>();
                 let index = z * stride_c + row * ldc + col;
                 want += if bias { *bias_value } else { 0.0 };
-                want += if accumulate { f64::from(c_before[index] as f32) } else { 0.0 };
+                want += if accumulate { out_ty.round(c_before[index]) } else { 0.0 };
                 let error = (got[index] - want).abs() / (1.0 + want.abs());
                 assert!(error < tolerance, "{label}: C[{z}, {row}, {col}] = {}, want {want}", got[index]);
             }
@@ -132,7 +135,9 @@ fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {
             // M is contiguous (a multiple of 8) only where A is MN-major.
             let m = if a_k_major { 137 } else { 136 };
             for landing in [Landing::Early, Landing::Late] {
-                check(family, kernel, [m, 264, 200, 24], 2, (true, out_f32), landing, &mut rng);
+                // Adding to what C holds: f32 outputs on one landing, every output on the other.
+                let accumulate = out_f32 || landing == Landing::Late;
+                check(family, kernel, [m, 264, 200, 24], 2, (true, accumulate), landing, &mut rng);
                 check(family, kernel, [if a_k_major { 1 } else { 8 }, 8, 8, 0], 1, (false, false), landing, &mut rng);
             }
         }
@@ -196,8 +201,10 @@ fn a_reduction_cut_into_chunks_writes_each_chunks_partial_sums() {
         for kernel in ["bone_gemm_tt_bf16_f32", "bone_gemm_kt_f16_f32", "bone_gemm_kk_bf16_f32"] {
             let GemmKind { a_k_major, b_k_major, half, .. } = gemm_kind(kernel);
             let ty = Ty::from(half);
-            for (split, landing) in [(64, Landing::Late), (136, Landing::Early)] {
-                let emulator = Emulator::with_tile_n(landing, family.0, family.1);
+            for (split, landing, schedule) in
+                [(64, Landing::Late, Schedule::LowestFirst), (136, Landing::Early, Schedule::HighestFirst)]
+            {
+                let emulator = Emulator::with_tile_n(landing, family.0, family.1).scheduled(schedule);
                 let chunks = k.div_ceil(split);
                 let operands = [(m, a_k_major), (n, b_k_major), (m, a_k_major), (n, b_k_major)]
                     .map(|(rows, k_major)| Operand::random(&mut rng, (rows, k), batches, k_major, ty));
