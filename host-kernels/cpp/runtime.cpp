@@ -125,7 +125,9 @@ struct Launch {
     dim3 grid, block;
     size_t shared_bytes;
     bool late_copies;
-    bool highest_first;  // schedule the highest-numbered runnable thread first
+    int order;           // which runnable thread runs next: 0 the lowest-numbered, 1 the
+                         // highest, 2 one drawn at random (from `seed` and the block)
+    uint64_t seed;
 };
 
 class BlockRunner;
@@ -170,15 +172,27 @@ class BlockRunner {
             f.committed.clear();
             start_context(f.context, f.stack.data(), f.stack.size(), &BlockRunner::fiber_main);
         }
-        // Always the lowest-numbered runnable thread (or the highest): warp 0 (or the last)
-        // runs as far ahead of the others as the barriers allow, the order that exposes a
-        // missing barrier where a later (or earlier) thread writes what it reads.
+        // The lowest-numbered runnable thread (or the highest): warp 0 (or the last) runs
+        // as far ahead of the others as the barriers allow, the order that exposes a
+        // missing barrier where a later (or earlier) thread writes what it reads; or one
+        // drawn at random, for the interleavings in between.
+        uint64_t draws = launch_.seed ^ (uint64_t(index) + 1) * 0x9E3779B97F4A7C15ull;
         for (;;) {
             const size_t none = fibers_.size();
+            size_t runnable = 0;
+            for (const Fiber& f : fibers_) runnable += f.state == State::Runnable;
+            // Which runnable thread, counted from the lowest (0) or the highest.
+            size_t pick = 0;
+            if (launch_.order == 2 && runnable > 0) {
+                draws ^= draws << 13;
+                draws ^= draws >> 7;
+                draws ^= draws << 17;
+                pick = size_t(draws % runnable);
+            }
             size_t next = none;
             for (size_t i = 0; i < fibers_.size(); ++i) {
-                const size_t candidate = launch_.highest_first ? fibers_.size() - 1 - i : i;
-                if (fibers_[candidate].state == State::Runnable) {
+                const size_t candidate = launch_.order == 1 ? fibers_.size() - 1 - i : i;
+                if (fibers_[candidate].state == State::Runnable && pick-- == 0) {
                     next = candidate;
                     break;
                 }
@@ -538,7 +552,7 @@ int report(char* error, size_t capacity, const std::string& message) {
 // the reason in `error`.
 extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
                                 void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
-                                int highest_first, char* error, size_t error_capacity) {
+                                int order, uint64_t seed, char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -555,7 +569,7 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
         }
     }
     const Launch launch{kernel,       args, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
-                        shared_bytes, late_copies != 0, highest_first != 0};
+                        shared_bytes, late_copies != 0, order, seed};
     const unsigned blocks = grid[0] * grid[1] * grid[2];
     if (blocks == 0 || block[0] * block[1] * block[2] == 0) return report(error, error_capacity, "empty launch");
     std::atomic<unsigned> next{0};

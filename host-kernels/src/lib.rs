@@ -7,7 +7,8 @@
 //! collectives of `wgmma` (its product is computed when `wgmma.wait_group` retires it;
 //! its shared-memory operands, read at issue and at retirement, must not have changed). `cp.async` copies land as soon as they are
 //! issued or as late as `cp.async.wait_group` allows ([`Landing`]), and a block's threads
-//! run lowest- or highest-numbered first ([`Schedule`]); copies handed to an
+//! run lowest- or highest-numbered first, or in a seeded random order ([`Schedule`]);
+//! copies handed to an
 //! mbarrier (`cp.async.mbarrier.arrive`) land, late, when its phase completes, and a
 //! thread waiting on an mbarrier sleeps until the phase it asked for has completed.
 //! A barrier some thread never reaches (`__syncthreads` or an mbarrier phase), lanes of a
@@ -41,6 +42,21 @@ pub enum Schedule {
     /// The highest-numbered: a missing barrier shows where a thread reads what a lower one
     /// writes (and warp-specialised kernels' computing warps run before their loaders).
     HighestFirst,
+    /// One drawn at random from this seed (and the block's index): the interleavings in
+    /// between, different for every seed and the same for one.
+    Random(u64),
+}
+
+impl Schedule {
+    /// The runtime's (order, seed).
+    #[cfg(bone_host_kernels_built)]
+    fn encoded(self) -> (i32, u64) {
+        match self {
+            Schedule::LowestFirst => (0, 0),
+            Schedule::HighestFirst => (1, 0),
+            Schedule::Random(seed) => (2, seed),
+        }
+    }
 }
 
 /// One kernel argument: its bytes, as the kernel's parameter holds them.
@@ -64,7 +80,8 @@ unsafe extern "C" {
         arg_sizes: *const usize,
         arg_count: usize,
         late_copies: i32,
-        highest_first: i32,
+        order: i32,
+        seed: u64,
         error: *mut c_char,
         error_capacity: usize,
     ) -> i32;
@@ -100,6 +117,7 @@ pub unsafe fn launch(
     let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
     let sizes: Vec<usize> = args.iter().map(|a| a.0.len()).collect();
     let mut error = vec![0u8; 1024];
+    let (order, seed) = schedule.encoded();
     // SAFETY: the pointer arrays hold `args.len()` entries each, every argument's bytes
     // outlive the call, `error` holds its stated capacity, and the caller vouches for the
     // addresses inside the arguments.
@@ -113,7 +131,8 @@ pub unsafe fn launch(
             sizes.as_ptr(),
             args.len(),
             i32::from(landing == Landing::Late),
-            i32::from(schedule == Schedule::HighestFirst),
+            order,
+            seed,
             error.as_mut_ptr().cast(),
             error.len(),
         )

@@ -5,7 +5,7 @@
 //! and runs of K tiles written as separate partial sums. Outputs start as NaN, or, where
 //! the kernel adds to them, hold random values of dB's size.
 
-use bone_host_kernels::{Landing, Schedule};
+use bone_host_kernels::Landing;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -62,9 +62,8 @@ fn fused_batcol_grads_match_a_direct_sum() {
     for family in [GemmKernels::MmaSync, GemmKernels::Wgmma, GemmKernels::WgmmaWarpSpecialized] {
         for (case, &(t, n, k, r, per_run)) in cases.iter().enumerate() {
             let ty = if case % 2 == 0 { Ty::Bf16 } else { Ty::F16 };
-            // Either order of the block's threads, case by case.
-            let schedule = if case % 3 == 0 { Schedule::HighestFirst } else { Schedule::LowestFirst };
-            let emulator = Emulator::new(Landing::Late, family).scheduled(schedule);
+            let emulator = Emulator::new(Landing::Late, family).in_drawn_order(&mut rng);
+            let schedule = emulator.schedule();
             let mut random = |len: usize, scale: f64| -> Vec<f64> {
                 (0..len).map(|_| ty.round(rng.random_range(-scale..scale))).collect()
             };

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use bone_host_kernels::{KernelArg, Landing, Schedule};
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
+use rand::RngExt;
 
 use super::baseline::{Half, Operand, Output};
 use super::launch::{Arg, GemmKernels, GemmKind, Launcher, elementwise_config, gemm_kind};
@@ -162,6 +163,22 @@ impl Emulator {
     /// The same emulator running each block's threads in `schedule`'s order.
     pub fn scheduled(self, schedule: Schedule) -> Self {
         Emulator { schedule, ..self }
+    }
+
+    /// The same emulator in a thread order drawn from `rng` (a test's seeded generator):
+    /// lowest-first, highest-first or random, a third of the time each.
+    pub fn in_drawn_order(self, rng: &mut impl RngExt) -> Self {
+        let schedule = match rng.random_range(0..3) {
+            0 => Schedule::LowestFirst,
+            1 => Schedule::HighestFirst,
+            _ => Schedule::Random(rng.random()),
+        };
+        self.scheduled(schedule)
+    }
+
+    /// The order this emulator runs each block's threads in.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// Every GEMM on `tile_n`-wide tiles of `gemm_kernels`.

@@ -63,7 +63,7 @@ fn a_missing_barrier_shows_in_one_thread_order_or_the_other() {
         run_in("bone_probe_write_then_read", (64, 4), &args, (Landing::Early, schedule)).unwrap();
         out[0]
     };
-    for schedule in [Schedule::LowestFirst, Schedule::HighestFirst] {
+    for schedule in [Schedule::LowestFirst, Schedule::HighestFirst, Schedule::Random(7), Schedule::Random(8)] {
         assert_eq!(read(true, schedule), 1.5, "{schedule:?}");
     }
     assert_eq!(read(false, Schedule::LowestFirst), 1.5);

@@ -18,7 +18,7 @@ use crate::dropout::Dropout;
 use crate::reference::{backward_with_dropout, forward, forward_with_dropout};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
-use bone_host_kernels::{Landing, Schedule};
+use bone_host_kernels::Landing;
 
 fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     let diff: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
@@ -40,10 +40,9 @@ const ENGINES: [GemmEngine; 4] =
     [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::WgmmaWarpSpecialized, GemmEngine::Cublas];
 
 /// An emulator running the crate's GEMM kernels of `engine` (mma.sync for the library
-/// engine, which launches only the element-wise kernels there), each block's threads in
-/// `schedule`'s order.
-fn emulator_for(engine: GemmEngine, schedule: Schedule) -> Emulator {
-    Emulator::new(Landing::Late, GemmKernels::of(engine)).scheduled(schedule)
+/// engine, which launches only the element-wise kernels there).
+fn emulator_for(engine: GemmEngine) -> Emulator {
+    Emulator::new(Landing::Late, GemmKernels::of(engine))
 }
 
 /// Runs the launch sequence on the emulator, on the crate's GEMM or split into
@@ -69,12 +68,11 @@ fn check(
 ) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
     let dropout = with_dropout.then(|| Dropout::new(0.25, rng.random()).unwrap());
-    // Either order of each block's threads, drawn from the test's seeded generator.
-    let schedule = if rng.random::<bool>() { Schedule::HighestFirst } else { Schedule::LowestFirst };
+    let emulator = emulator_for(engine).in_drawn_order(rng);
     let label = format!(
-        "{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {dropout:?} {engine:?} {schedule:?}"
+        "{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {dropout:?} {engine:?} {:?}",
+        emulator.schedule()
     );
-    let emulator = emulator_for(engine, schedule);
     let x = random(rng, t * k, 1.0, x_ty);
     let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
     let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);

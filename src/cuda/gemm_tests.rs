@@ -58,13 +58,12 @@ fn check(
 ) {
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
     let ty = Ty::from(half);
-    // Either order of the block's threads, drawn from the test's seeded generator.
-    let schedule = if rng.random::<bool>() { Schedule::HighestFirst } else { Schedule::LowestFirst };
+    let emulator = Emulator::with_tile_n(landing, family, tile_n).in_drawn_order(rng);
     let label = format!(
-        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?} {schedule:?}",
-        kernel.replacen("bone_gemm_", &format!("{family:?}{tile_n}/"), 1)
+        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?} {:?}",
+        kernel.replacen("bone_gemm_", &format!("{family:?}{tile_n}/"), 1),
+        emulator.schedule()
     );
-    let emulator = Emulator::with_tile_n(landing, family, tile_n).scheduled(schedule);
     let a = Operand::random(rng, (m, k), batches, a_k_major, ty);
     let b = Operand::random(rng, (n, k), batches, b_k_major, ty);
     let a2 = Operand::random(rng, (m, k2.max(8)), batches, a_k_major, ty);
