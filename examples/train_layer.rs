@@ -7,6 +7,7 @@
 //! reproduce the teacher's outputs on random inputs (mean squared error).
 //!
 //!     cargo run --release --example train_layer -- --variant bat-col
+//!     cargo run --release --example train_layer -- --variant shared --dropout 0.1   # PEFT's miss_dropout
 //!
 //! Where this build has kernels and the machine a GPU, forward, backward and the merge
 //! run there (bf16, the crate's kernels); otherwise on the CPU reference (f64). The
@@ -15,8 +16,8 @@
 use std::time::Instant;
 
 use bone_kernels::cuda::{BoneKernels, device_count, kernels_built, stream_on_device};
-use bone_kernels::reference::{backward, forward, merge};
-use bone_kernels::{Dims, LayerShape, Variant};
+use bone_kernels::reference::{backward_with_dropout, forward, forward_with_dropout, merge};
+use bone_kernels::{Dims, Dropout, LayerShape, Variant};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -58,6 +59,10 @@ struct Args {
     /// AdamW learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// PEFT's miss_dropout on the adapter's input while training (shared and mini only;
+    /// a new mask every step, the same one in its forward and backward).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// On the GPU, what computes the products.
@@ -101,27 +106,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut b = vec![0.0; layer.adapter_len()]; // PEFT zero-initialises every variant
     let mut optimizer = AdamW::new(b.len(), 0.0);
     let frozen = engine.as_ref().map(|gpu| gpu.frozen(&w, &bias)).transpose()?;
-    let run_forward = |x: &[f64], b: &[f64]| match (&engine, &frozen) {
-        (Some(gpu), Some(frozen)) => gpu.bone_forward(&layer, t, x, frozen, b),
-        _ => forward(&layer, t, x, &w, b, Some(&bias)),
+    let run_forward = |x: &[f64], b: &[f64], dropout: Option<Dropout>| match (&engine, &frozen) {
+        (Some(gpu), Some(frozen)) => gpu.bone_forward(&layer, t, x, frozen, (b, dropout)),
+        _ => forward_with_dropout(&layer, t, x, &w, b, Some(&bias), dropout),
     };
-    let run_backward = |x: &[f64], b: &[f64], dy: &[f64]| match (&engine, &frozen) {
-        (Some(gpu), Some(frozen)) => gpu.bone_backward(&layer, t, x, frozen, b, dy),
-        _ => backward(&layer, t, x, &w, b, dy).map(|g| (g.dx, g.db)),
+    let run_backward = |x: &[f64], b: &[f64], dy: &[f64], dropout: Option<Dropout>| match (&engine, &frozen) {
+        (Some(gpu), Some(frozen)) => gpu.bone_backward(&layer, t, (x, dy), frozen, (b, dropout)),
+        _ => backward_with_dropout(&layer, t, x, &w, b, dy, dropout).map(|g| (g.dx, g.db)),
     };
+    // A Bat variant with dropout is refused at the first forward (BoneError::DropoutOnBat).
+    let dropout_for = |step: usize| (args.dropout > 0.0).then(|| Dropout::new(args.dropout, step as u64)).transpose();
+    if let Some(dropout) = dropout_for(0)? {
+        println!("training with dropout p = {} on the adapter's input, a new mask (seed) every step", dropout.p());
+    }
 
     let started = Instant::now();
     let mut first_loss = None;
     let mut loss = f64::NAN;
     for step in 0..args.steps {
         let x = uniform(&mut rng, t * k, 1.0);
-        let target = run_forward(&x, &teacher_b)?;
-        let y = run_forward(&x, &b)?;
+        let target = run_forward(&x, &teacher_b, None)?;
+        // The step's mask: the same in its forward and its backward.
+        let dropout = dropout_for(step)?;
+        let y = run_forward(&x, &b, dropout)?;
         // loss = mean((Y - target)^2) / 2, so dY = (Y - target) / (T N).
         let scale = 1.0 / (t * n) as f64;
         let dy: Vec<f64> = y.iter().zip(&target).map(|(y, target)| (y - target) * scale).collect();
         loss = y.iter().zip(&target).map(|(y, target)| (y - target).powi(2)).sum::<f64>() * scale / 2.0;
-        let (_dx, db) = run_backward(&x, &b, &dy)?;
+        let (_dx, db) = run_backward(&x, &b, &dy, dropout)?;
         optimizer.update(args.lr, &mut b, &db);
         first_loss.get_or_insert(loss);
         if step % 3 == 0 || step + 1 == args.steps {

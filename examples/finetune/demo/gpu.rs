@@ -10,7 +10,7 @@ use bone_kernels::cuda::{
     Accumulate, BoneKernels, Element, GemmEngine, LayerGrads, LayerWeights, Workspace, device_count, kernels_built,
     stream_on_device,
 };
-use bone_kernels::{BoneError, LayerShape};
+use bone_kernels::{BoneError, Dropout, LayerShape};
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
@@ -107,19 +107,19 @@ impl Gpu {
         Ok(Frozen { w: self.up(w)?, bias: self.up(bias)? })
     }
 
-    /// Bone: `Y = X W'^T + bias`.
+    /// Bone: `Y = X W'^T + bias`, with the adapter's input dropped where `dropout` says.
     pub fn bone_forward(
         &self,
         shape: &LayerShape,
         t: usize,
         x: &[f64],
         frozen: &Frozen,
-        b: &[f64],
+        (b, dropout): (&[f64], Option<Dropout>),
     ) -> Result<Vec<f64>> {
         let (x, b) = (self.up::<bf16>(x)?, self.up::<f32>(b)?);
         let mut y = self.zeros::<bf16>(t * shape.n())?;
         let weights =
-            LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: Some(frozen.bias.as_view()), dropout: None };
+            LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: Some(frozen.bias.as_view()), dropout };
         self.kernels.forward(
             shape,
             t,
@@ -131,19 +131,18 @@ impl Gpu {
         self.down(&y)
     }
 
-    /// Bone: (dX, dB).
+    /// Bone: (dX, dB), with the forward's `dropout`.
     pub fn bone_backward(
         &self,
         shape: &LayerShape,
         t: usize,
-        x: &[f64],
+        (x, dy): (&[f64], &[f64]),
         frozen: &Frozen,
-        b: &[f64],
-        dy: &[f64],
+        (b, dropout): (&[f64], Option<Dropout>),
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let (x, b, dy) = (self.up::<bf16>(x)?, self.up::<f32>(b)?, self.up::<bf16>(dy)?);
         let (mut dx, mut db) = (self.zeros::<bf16>(t * shape.k())?, self.zeros::<f32>(shape.adapter_len())?);
-        let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: None, dropout: None };
+        let weights = LayerWeights { w: frozen.w.as_view(), b: b.as_view(), bias: None, dropout };
         let (dx_out, db_out) = (Some(dx.as_view_mut()), db.as_view_mut());
         let mut grads = LayerGrads { dx: dx_out, db: db_out, dbias: None, accumulate: Accumulate::NONE };
         self.kernels.backward(

@@ -88,7 +88,7 @@ impl Layer {
         if let Some((gpu, frozen)) = &self.device {
             let (k, n) = (self.k, self.n);
             return match &self.kind {
-                Trainable::Bone(shape) => gpu.bone_forward(shape, t, x, frozen, &self.params),
+                Trainable::Bone(shape) => gpu.bone_forward(shape, t, x, frozen, (&self.params, None)),
                 Trainable::Lora { rank } => {
                     Ok(gpu.lora(&Lora { k, n, rank: *rank }, t, x, frozen, &self.params, None)?.0)
                 }
@@ -114,7 +114,7 @@ impl Layer {
         if let Some((gpu, frozen)) = &self.device {
             let (k, n) = (self.k, self.n);
             return match &self.kind {
-                Trainable::Bone(shape) => gpu.bone_backward(shape, t, x, frozen, &self.params, dy),
+                Trainable::Bone(shape) => gpu.bone_backward(shape, t, (x, dy), frozen, (&self.params, None)),
                 Trainable::Lora { rank } => gpu.lora(&Lora { k, n, rank: *rank }, t, x, frozen, &self.params, Some(dy)),
                 Trainable::Full => gpu.full(&Linear { k, n }, t, x, frozen, &self.params, Some(dy)),
             };
