@@ -3,8 +3,9 @@
 //! permutation). Then Y = X W^T copies columns of W and dX = dY W copies rows of W, for
 //! every variant (BatRow's X~ is X, BatCol's W' is W: their batched, strided and slab
 //! products are exercised too), and the shared block's dB = S^T dY counts tokens, all
-//! exact in bf16, f16 and f32. A wrong shared-memory
-//! layout, descriptor or fragment mapping shows as outputs taken from the wrong place;
+//! exact in bf16, f16 and f32; dX added onto -dX (`Accumulate`) is exactly 0. A wrong
+//! shared-memory layout, descriptor or fragment mapping shows as outputs taken from the
+//! wrong place;
 //! on failure the test says which element of W each wrong output holds, which names the
 //! permutation. Skips with a printed notice where there is no GPU.
 
@@ -80,6 +81,17 @@ fn check_layout<TX: ActivationElement>(kernels: &bone_kernels::cuda::BoneKernels
         .filter(|&(row, col, got)| got != w[dy_hot[row] * k + col])
         .collect();
     assert!(wrong.is_empty(), "{label}: {} of {} dX elements wrong: {}", wrong.len(), t * k, describe(&wrong, &w, k));
+
+    // Adding to what dX holds reads each element from its own place: onto -dX, exactly 0.
+    let negated: Vec<TX> = dx.iter().map(|v| TX::from_f64(-v.to_f64())).collect();
+    stream.memcpy_htod(&negated, &mut dx_dev).unwrap();
+    let accumulate = Accumulate { dx: true, ..Accumulate::NONE };
+    let mut grads = LayerGrads { dx: Some(dx_dev.as_view_mut()), db: db_dev.as_view_mut(), dbias: None, accumulate };
+    kernels.backward(shape, t, &x_dev.as_view(), &weights, &dy_dev.as_view(), &mut grads, &mut workspace).unwrap();
+    let summed = stream.clone_dtoh(&dx_dev).unwrap();
+    let wrong: Vec<usize> = (0..t * k).filter(|&i| summed[i].to_f64() != 0.0).collect();
+    let first = wrong.first().map(|&i| (i / k, i % k, summed[i].to_f64()));
+    assert!(wrong.is_empty(), "{label}: dX added onto -dX: {} of {} not 0, first {first:?}", wrong.len(), t * k);
     if !matches!(shape.variant(), Variant::Shared) {
         println!("{label}: every output read from the right place");
         return;
