@@ -93,11 +93,28 @@ __device__ __forceinline__ void shared_blocks(const BoneLayer layer, const TB* _
 }
 
 // E[a, b] = 1 where a mod r == b mod r, else 0: [N, r] tiles R over the output blocks
-// (BatRow forward); [r, K] tiles dY Bfull^T over K (shared-block backward).
+// (BatRow forward); [r, K] tiles dY Bfull^T over K (shared-block backward). With a bias,
+// [rows, cols + BONE_BIAS_COLUMNS], column `cols` the bias (of row a) and the rest zero.
+// idx runs over E's elements.
 template <typename TX>
-__device__ __forceinline__ void tiled_identity(int cols, int r, TX* __restrict__ e, long long idx) {
-    const int a = (int)(idx / cols), b = (int)(idx % cols);
+__device__ __forceinline__ void tiled_identity(int cols, int r, const TX* __restrict__ bias, TX* __restrict__ e,
+                                               long long idx) {
+    const int width = cols + (bias ? BONE_BIAS_COLUMNS : 0);
+    const int a = (int)(idx / width), b = (int)(idx % width);
+    if (b >= cols) {
+        e[idx] = b == cols ? bias[a] : from_f32<TX>(0.f);
+        return;
+    }
     e[idx] = from_f32<TX>(a % r == b % r ? 1.f : 0.f);
+}
+
+// The bias columns of a [rows, r + BONE_BIAS_COLUMNS] matrix whose first r columns a GEMM
+// writes (BatRow's R): column r 1, the rest 0. idx runs over rows x BONE_BIAS_COLUMNS.
+template <typename TX>
+__device__ __forceinline__ void ones_column(int r, TX* __restrict__ m, long long idx) {
+    const long long row = idx / BONE_BIAS_COLUMNS;
+    const int c = (int)(idx % BONE_BIAS_COLUMNS);
+    m[row * (r + BONE_BIAS_COLUMNS) + r + c] = from_f32<TX>(c == 0 ? 1.f : 0.f);
 }
 
 // dbias[n] (+)= sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
@@ -196,15 +213,6 @@ __device__ __forceinline__ float add_chunks(float sum, int count, long long len,
     return sum;
 }
 
-// out[i] (+)= sum over c of partials[c * len + i], rounded once to TOut.
-template <typename TOut>
-__device__ __forceinline__ void sum_chunks(int count, int len, int accumulate, const float* __restrict__ partials,
-                                           TOut* __restrict__ out) {
-    const long long idx = element_index();
-    if (idx >= len) return;
-    out[idx] = from_f32<TOut>(add_chunks(held(accumulate, out + idx), count, len, partials, idx));
-}
-
 // c[row, col] (+)= sum over chunk of partials[chunk][row, col] (+ bias[col]), rounded once:
 // the second pass of a [rows, cols] GEMM output cut into chunks of its K, written into a
 // block of C with leading dimension ldc.
@@ -220,9 +228,12 @@ __device__ __forceinline__ void sum_chunks_bias(int count, int rows, int cols, i
     *out = from_f32<TX>(sum);
 }
 
+// out[i] (+)= sum over c of partials[c * len + i] (f32).
 extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     bone_sum_chunks(int count, int len, int accumulate, const float* __restrict__ partials, float* __restrict__ out) {
-    sum_chunks<float>(count, len, accumulate, partials, out);
+    const long long idx = element_index();
+    if (idx >= len) return;
+    out[idx] = add_chunks(held(accumulate, out + idx), count, len, partials, idx);
 }
 
 // The setup jobs of one call (struct BoneSetup), each on its own run of blocks: where
@@ -254,8 +265,10 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         [&](long long i) { bat_blocks<TX, TB>(layer, b, (TX*)p.identity_plus, (TX*)p.plain, i); });
     job(p.stack, layer.k * r, [&](long long i) { row_stack<TX, TB>(layer, b, (TX*)p.stack, i); });
     job(p.onehot, layer.k * r, [&](long long i) { block_one_hot<TX>(layer, (TX*)p.onehot, i); });
-    job(p.tiling, (long long)p.tiling_rows * p.tiling_cols,
-        [&](long long i) { tiled_identity<TX>(p.tiling_cols, layer.r, (TX*)p.tiling, i); });
+    job(p.tiling, (long long)p.tiling_rows * (p.tiling_cols + (bias ? BONE_BIAS_COLUMNS : 0)),
+        [&](long long i) { tiled_identity<TX>(p.tiling_cols, layer.r, bias, (TX*)p.tiling, i); });
+    job(p.ones, (long long)p.ones_rows * BONE_BIAS_COLUMNS,
+        [&](long long i) { ones_column<TX>(layer.r, (TX*)p.ones, i); });
 }
 
 // The passes of activations of type TX (named _x_<X_NAME>).
@@ -281,10 +294,6 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_add_bias_x_##X_NAME(                     \
         int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {                           \
         add_bias<TX>(rows, cols, ldc, bias, c);                                                                   \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_x_##X_NAME(                   \
-        int count, int len, int accumulate, const float* __restrict__ partials, TX* __restrict__ out) {           \
-        sum_chunks<TX>(count, len, accumulate, partials, out);                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_sum_chunks_bias_x_##X_NAME(              \
         int count, int rows, int cols, int ldc, int accumulate, const float* __restrict__ partials,               \

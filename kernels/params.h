@@ -44,8 +44,9 @@ struct BoneSetup {
     const void* b;        // the adapter B
     void* full;           // Bfull [r, n] and Bfull^T [n, r] (shared, mini)
     void* full_t;
-    const void* bias;     // not null: S is [tokens, r + BONE_BIAS_COLUMNS] with column r 1, and
-                          // Bfull^T [n, r + BONE_BIAS_COLUMNS] with column r the bias; the rest 0
+    const void* bias;     // not null: S is [tokens, r + BONE_BIAS_COLUMNS] with column r 1,
+                          // Bfull^T [n, r + BONE_BIAS_COLUMNS] and E [tiling_rows, tiling_cols +
+                          // BONE_BIAS_COLUMNS] have column r (tiling_cols) the bias; the rest 0
     void* identity_plus;  // I + B_j and B_j, [bat_blocks, r, r] (BatRow, BatCol)
     void* plain;
     int bat_blocks;
@@ -54,6 +55,8 @@ struct BoneSetup {
     void* tiling;         // E [tiling_rows, tiling_cols]: 1 where row mod r == column mod r
     int tiling_rows;
     int tiling_cols;
+    void* ones;           // [ones_rows, r + BONE_BIAS_COLUMNS]: column r 1, the next ones 0 (the
+    int ones_rows;        // columns before are not written: BatRow's R, its bias columns)
 };
 
 // Columns appended to S and Bfull^T to carry the bias through their product: one that

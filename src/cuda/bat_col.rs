@@ -178,8 +178,7 @@ pub(crate) fn block_grads(
     db: u64,
 ) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());
-    let sum = (db, "bone_sum_chunks", call.accumulate.db);
-    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, sum, |out, _| {
+    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, call.accumulate.db), |out| {
         let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
         (gemm, call.gemm_f32("tt"), rows / r)
     })?;

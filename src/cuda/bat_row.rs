@@ -6,6 +6,7 @@
 //! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order).
 
 use super::launch::{Gemm, Launcher};
+use super::params::BONE_BIAS_COLUMNS;
 use super::setup::Setup;
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
@@ -62,19 +63,35 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
         let main = if pass == Pass::Forward { [t, n, k] } else { [t, k, n] };
         token_chunks::row_product_partial_bytes(cut, reduced, t, r).max(token_chunks::fill_partial_bytes(cut, main))
     });
-    vec![k * r * 2, k * r * 2, stack, chunk * k * 2, chunk * r * 2, n * r * 2, partials, carry_partials]
+    // R and E with room for the bias columns.
+    let width = r + BONE_BIAS_COLUMNS as usize;
+    vec![k * r * 2, k * r * 2, stack, chunk * k * 2, chunk * width * 2, n * width * 2, partials, carry_partials]
 }
 
-/// The GEMM operands made from B, and E; `stack` only when asked.
-fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], stack: bool) -> Result<()> {
+/// The width of R and E: r, and with a bias BONE_BIAS_COLUMNS more (the forward carries
+/// the bias through R E^T: a column of ones in R, the bias in E).
+fn carry_width(call: &Call) -> usize {
+    call.shape.r() + if call.bias == 0 { 0 } else { BONE_BIAS_COLUMNS as usize }
+}
+
+/// The GEMM operands made from B, and E; in the forward the stack and, with a bias, the
+/// bias columns of E and of R's rows.
+fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], pass: Pass) -> Result<()> {
     let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
     let setup = Setup::new(call).bat_blocks(k / r, regions[0], regions[1]).tiling(n, r, regions[5]);
-    let setup = if stack { setup.row_stack(regions[2]) } else { setup };
+    let setup = match pass {
+        Pass::Forward if call.bias != 0 => {
+            let rows = chunk_tokens(&call.shape, call.tokens);
+            setup.row_stack(regions[2]).bias_columns(call.bias).ones(rows, regions[4])
+        }
+        Pass::Forward => setup.row_stack(regions[2]),
+        Pass::Backward => setup,
+    };
     setup.launch(launcher, call)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions, true)?;
+    prepare(launcher, call, regions, Pass::Forward)?;
     chunks_of_tokens(call).try_for_each(|chunk| forward_chunk(launcher, &chunk, regions))
 }
 
@@ -87,18 +104,19 @@ fn forward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Resu
         &call.gemm("kk"),
         k / r,
     )?;
-    // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K.
-    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry), |out| {
-        Gemm::new((call.x, k), (stack, k), (out, r), [t, r, k])
+    // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K, beside its bias columns.
+    let width = carry_width(call);
+    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry, width), |out, ld| {
+        Gemm::new((call.x, k), (stack, k), (out, ld), [t, r, k])
     })?;
-    let y = Destination::new(call.y, n).bias(call.bias);
-    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], y, regions[7], |out, ld| {
-        Gemm::new((x_mixed, k), (call.w, k), (out, ld), [t, n, k]).second((carry, r), (tiling, r), r)
+    // Y = X~ W^T + R E^T, the bias riding in R E^T.
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[7], |out, ld| {
+        Gemm::new((x_mixed, k), (call.w, k), (out, ld), [t, n, k]).second((carry, width), (tiling, width), width)
     })
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions, false)?;
+    prepare(launcher, call, regions, Pass::Backward)?;
     chunks_of_tokens(call).try_for_each(|chunk| backward_chunk(launcher, &chunk, regions))
 }
 
@@ -111,8 +129,8 @@ fn backward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Res
         Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n])
     })?;
     // dR [T, r] = dY E, over chunks of N (dX~'s partial sums are summed by now).
-    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry), |out| {
-        Gemm::new((call.y, n), (tiling, r), (out, r), [t, r, n])
+    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry, r), |out, ld| {
+        Gemm::new((call.y, n), (tiling, r), (out, ld), [t, r, n])
     })?;
     if call.dx != 0 {
         // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
@@ -123,8 +141,7 @@ fn backward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Res
             .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
-    let sum = (call.db, "bone_sum_chunks", call.accumulate.db);
-    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], sum, |out, _| {
+    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], (call.db, call.accumulate.db), |out| {
         let gemm = Gemm::new((dx_mixed, k), (call.x, k), (out, r), [r, r, t])
             .second((d_carry, r), (call.x, k), t)
             .strides([r, r, 0, r, r * r]);

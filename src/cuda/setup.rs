@@ -39,6 +39,8 @@ impl Setup {
             tiling: null_mut(),
             tiling_rows: 0,
             tiling_cols: 0,
+            ones: null_mut(),
+            ones_rows: 0,
         })
     }
 
@@ -54,8 +56,10 @@ impl Setup {
         self
     }
 
-    /// The bias (0: none) carried through S Bfull: S `[T, r + BONE_BIAS_COLUMNS]` with a
-    /// column of ones, Bfull^T `[N, r + BONE_BIAS_COLUMNS]` with the bias in that column.
+    /// The bias (0: none) carried through an appended product, in BONE_BIAS_COLUMNS more
+    /// columns of its operands: S `[T, r + 8]` takes a column of ones, Bfull^T `[N, r + 8]`
+    /// and E `[rows, cols + 8]` the bias in that column ([`Setup::ones`] puts the ones in
+    /// a matrix a GEMM fills).
     pub(super) fn bias_columns(mut self, bias: u64) -> Self {
         self.0.bias = address(bias).cast_const();
         self
@@ -86,20 +90,28 @@ impl Setup {
         self
     }
 
+    /// The bias columns (a one, then zeros) of `rows` rows of `[rows, r + 8]` at `m`,
+    /// whose first r columns a GEMM writes.
+    pub(super) fn ones(mut self, rows: usize, m: u64) -> Self {
+        (self.0.ones, self.0.ones_rows) = (address(m), rows as i32);
+        self
+    }
+
     /// Threads of the launch: each job's elements rounded up to whole blocks, as the kernel
     /// assigns them.
     fn threads(&self) -> usize {
         let p = &self.0;
         let (r, k, n) = (p.layer.r as usize, p.layer.k as usize, p.layer.n as usize);
-        // S's and Bfull^T's width.
-        let width = r + if p.bias.is_null() { 0 } else { BONE_BIAS_COLUMNS as usize };
+        // The bias columns S, Bfull^T and E take.
+        let extra = if p.bias.is_null() { 0 } else { BONE_BIAS_COLUMNS as usize };
         let jobs = [
-            (!p.s.is_null(), p.tokens as usize * width),
-            (!p.full.is_null(), width * n),
+            (!p.s.is_null(), p.tokens as usize * (r + extra)),
+            (!p.full.is_null(), (r + extra) * n),
             (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
             (!p.stack.is_null(), k * r),
             (!p.onehot.is_null(), k * r),
-            (!p.tiling.is_null(), p.tiling_rows as usize * p.tiling_cols as usize),
+            (!p.tiling.is_null(), p.tiling_rows as usize * (p.tiling_cols as usize + extra)),
+            (!p.ones.is_null(), p.ones_rows as usize * BONE_BIAS_COLUMNS as usize),
         ];
         let block = BONE_MERGE_THREADS as usize;
         jobs.iter().filter(|(asked, _)| *asked).map(|(_, elements)| elements.div_ceil(block) * block).sum()

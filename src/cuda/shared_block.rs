@@ -77,8 +77,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
     let mini = matches!(call.shape.variant(), Variant::Mini { .. });
     let db_full = if mini { regions[5] } else { call.db };
-    let sum = (db_full, "bone_sum_chunks", call.accumulate.db && !mini);
-    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], sum, |out, _| {
+    let out = (db_full, call.accumulate.db && !mini);
+    token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], out, |out| {
         (Gemm::new((regions[0], r), (call.y, n), (out, n), [r, n, t]), call.gemm_f32("tt"), 1)
     })?;
     if mini {
@@ -90,8 +90,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         // U [T, r] = dY Bfull^T, then dX = dY W + U E with E [r, K] tiling U along K.
         let (u, tiling) = (regions[3], regions[4]);
         // U has T / 128 output tiles over all of N: at small T it is cut into chunks of N.
-        token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u), |out| {
-            Gemm::new((call.y, n), (regions[1], n), (out, r), [t, r, n])
+        token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u, r), |out, ld| {
+            Gemm::new((call.y, n), (regions[1], n), (out, ld), [t, r, n])
         })?;
         // dB's partial sums are summed by now: their region takes dX's at small T.
         let dx = Destination::new(call.dx, k).accumulate(call.accumulate.dx);

@@ -48,28 +48,27 @@ pub(crate) fn partial_bytes(cut: bool, tokens: usize, tiles: usize, outputs: usi
     }
 }
 
-/// The product `product(destination, partial)` returns (its GEMM over all `tokens`, the
-/// instantiation, the batch count), run over chunks of its tokens in one launch, each
-/// chunk writing its `outputs` partial sums in f32 (`partial` true); then `sum_kernel`
-/// (`bone_sum_chunks`, or `bone_sum_chunks_x_<type>` to round to the activations' type)
-/// sums them in order into `out`. Unsplit, the product writes `out` directly (`partial`
-/// false). Either way the result is added to what `out` holds where `accumulate`.
+/// The product `product(destination)` returns (its GEMM over all `tokens` with an f32
+/// output, the instantiation, the batch count), run over chunks of its tokens in one
+/// launch, each chunk writing its `outputs` partial sums; then `bone_sum_chunks` sums them
+/// in order into `out`. Unsplit, the product writes `out` directly. Either way the result
+/// is added to what `out` holds where `accumulate`.
 pub(crate) fn reduce(
     launcher: &impl Launcher,
     (tokens, tiles, outputs): (usize, usize, usize),
     partials: u64,
-    (out, sum_kernel, accumulate): (u64, &str, bool),
-    product: impl FnOnce(u64, bool) -> (Gemm, String, usize),
+    (out, accumulate): (u64, bool),
+    product: impl FnOnce(u64) -> (Gemm, String, usize),
 ) -> Result<()> {
     let (len, chunks) = plan(launcher.cuts_reductions(), tokens, tiles);
     if chunks == 1 {
-        let (gemm, kernel, batches) = product(out, false);
+        let (gemm, kernel, batches) = product(out);
         return gemm.accumulate(accumulate).launch(launcher, &kernel, batches);
     }
-    let (gemm, kernel, batches) = product(partials, true);
+    let (gemm, kernel, batches) = product(partials);
     gemm.split_k(len, outputs / batches).launch(launcher, &kernel, batches)?;
     let sizes = [chunks, outputs, usize::from(accumulate)].map(|v| Arg::I32(v as i32));
-    launcher.elementwise(sum_kernel, outputs, &[&sizes[..], &[partials, out].map(Arg::Ptr)].concat())
+    launcher.elementwise("bone_sum_chunks", outputs, &[&sizes[..], &[partials, out].map(Arg::Ptr)].concat())
 }
 
 /// Bytes of partial sums a [T, r] product over `reduced` elements needs (0 when unsplit):
@@ -78,25 +77,29 @@ pub(crate) fn row_product_partial_bytes(cut: bool, reduced: usize, tokens: usize
     partial_bytes(cut, reduced, tokens.div_ceil(BONE_GEMM_BM as usize), tokens * r)
 }
 
-/// The [T, r] product `gemm(out)` over its `reduced` dimension, on `layouts`' GEMM of the
-/// call's activation type, over chunks of that dimension at small T: each chunk's partial
-/// sums in f32 (or, unsplit, the result directly), then summed in order and rounded once
-/// into `out`.
+/// The [T, r] product `gemm(c, ldc)` over its `reduced` dimension, on `layouts`' GEMM of
+/// the call's activation type, written to `out` with leading dimension `ld` (r, or more
+/// where bias columns follow): unsplit directly; at small T over chunks of that dimension,
+/// each chunk's partial sums in f32 (`[T, r]` apart), then summed in order and rounded once.
 pub(crate) fn reduce_row_product(
     launcher: &impl Launcher,
     call: &Call,
     layouts: &str,
     reduced: usize,
-    (partials, out): (u64, u64),
-    gemm: impl FnOnce(u64) -> Gemm,
+    (partials, out, ld): (u64, u64, usize),
+    gemm: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
     let (tokens, r) = (call.tokens, call.shape.r());
     let tiles = tokens.div_ceil(BONE_GEMM_BM as usize);
-    let sum = call.pass("bone_sum_chunks");
-    reduce(launcher, (reduced, tiles, tokens * r), partials, (out, &sum, false), |dest, partial| {
-        let kernel = if partial { call.gemm_f32(layouts) } else { call.gemm(layouts) };
-        (gemm(dest), kernel, 1)
-    })
+    match plan(launcher.cuts_reductions(), reduced, tiles) {
+        (_, 1) => gemm(out, ld).launch(launcher, &call.gemm(layouts), 1),
+        (len, chunks) => {
+            gemm(partials, r).split_k(len, tokens * r).launch(launcher, &call.gemm_f32(layouts), 1)?;
+            let sizes = [chunks, tokens, r, ld, 0].map(|v| Arg::I32(v as i32));
+            let args = [&sizes[..], &[partials, 0, out].map(Arg::Ptr)].concat();
+            launcher.elementwise(&call.pass("bone_sum_chunks_bias"), tokens * r, &args)
+        }
+    }
 }
 
 /// How a GEMM with an `[m, n]` output over a reduction of `k` is cut along K so that its

@@ -82,10 +82,12 @@ pub struct BoneSetup {
     pub tiling: *mut ::std::os::raw::c_void,
     pub tiling_rows: ::std::os::raw::c_int,
     pub tiling_cols: ::std::os::raw::c_int,
+    pub ones: *mut ::std::os::raw::c_void,
+    pub ones_rows: ::std::os::raw::c_int,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 144usize];
+    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 160usize];
     ["Alignment of BoneSetup"][::std::mem::align_of::<BoneSetup>() - 8usize];
     ["Offset of field: BoneSetup::layer"][::std::mem::offset_of!(BoneSetup, layer) - 0usize];
     ["Offset of field: BoneSetup::tokens"][::std::mem::offset_of!(BoneSetup, tokens) - 20usize];
@@ -104,6 +106,8 @@ const _: () = {
     ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 128usize];
     ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 136usize];
     ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 140usize];
+    ["Offset of field: BoneSetup::ones"][::std::mem::offset_of!(BoneSetup, ones) - 144usize];
+    ["Offset of field: BoneSetup::ones_rows"][::std::mem::offset_of!(BoneSetup, ones_rows) - 152usize];
 };
 pub const BoneLayout_BONE_K_MAJOR: BoneLayout = 0;
 pub const BoneLayout_BONE_MN_MAJOR: BoneLayout = 1;
