@@ -269,52 +269,45 @@ __device__ __forceinline__ void bat_col_grads_ws(int tokens, int n, int k, int t
 #define BONE_BAT_COL_GRADS_MIN_BLOCKS(R) 1
 #endif
 
-// bone_bat_col_grads_x_<X>_r<R> (mma.sync, BONE_BAT_COL_GRADS_SMEM_BYTES of dynamic shared
-// memory) and bone_bat_col_grads_wgmma_x_<X>_r<R> (sm_90a, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES;
-// a trap elsewhere): grid (ceil(N / 128), runs of K tiles), BONE_GEMM_THREADS threads.
-#define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                         \
-    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_MIN_BLOCKS(R))            \
-        bone_bat_col_grads_x_##X_NAME##_r##R(int tokens, int n, int k, int tiles_per_run, int accumulate,         \
-                                             const TX* __restrict__ dy, const TX* __restrict__ x,                 \
-                                             const TX* __restrict__ w, float* __restrict__ out) {                 \
-        bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::MmaSync, TX, R>(tokens, n, k, tiles_per_run,        \
-                                                                             accumulate, dy, x, w, out);          \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1) bone_bat_col_grads_wgmma_x_##X_NAME##_r##R( \
-        int tokens, int n, int k, int tiles_per_run, int accumulate, const TX* __restrict__ dy,                   \
-        const TX* __restrict__ x, const TX* __restrict__ w, float* __restrict__ out) {                            \
-        BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                           \
+// One version's entry point, with the signature every version shares: `KERNEL` (a
+// parenthesised function) runs the block.
+#define BONE_BAT_COL_GRADS_ENTRY(NAME, THREADS, MIN_BLOCKS, TX, KERNEL)                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)                                         \
+        NAME(int tokens, int n, int k, int tiles_per_run, int accumulate, const TX* __restrict__ dy,         \
+             const TX* __restrict__ x, const TX* __restrict__ w, float* __restrict__ out) {                  \
+        KERNEL(tokens, n, k, tiles_per_run, accumulate, dy, x, w, out);                                       \
     }
+// The wgmma versions' kernels on sm_90a; elsewhere a trap.
 #if BONE_HAS_WGMMA
-#define BONE_BAT_COL_GRADS_WGMMA(TX, R)                                                                     \
-    bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>(tokens, n, k, tiles_per_run, accumulate, \
-                                                                       dy, x, w, out);
+#define BONE_BAT_COL_GRADS_SM90A(KERNEL) KERNEL
 #else
-#define BONE_BAT_COL_GRADS_WGMMA(TX, R) __trap();
+#define BONE_BAT_COL_GRADS_SM90A(KERNEL) bone_bat_col_grads::trap_elsewhere
+namespace bone_bat_col_grads {
+template <typename... Args>
+__device__ __forceinline__ void trap_elsewhere(Args...) {
+    __trap();
+}
+}  // namespace bone_bat_col_grads
 #endif
-// bone_bat_col_grads_ws_x_<X>_r<R> (sm_90a, BONE_BAT_COL_GRADS_WS_SMEM_BYTES, a trap
-// elsewhere): the same grid, BONE_WGMMA_WS_THREADS threads.
-#define BONE_BAT_COL_GRADS_WS(X_NAME, TX, R)                                                                        \
-    extern "C" __global__ void __launch_bounds__(BONE_WGMMA_WS_THREADS, 1) bone_bat_col_grads_ws_x_##X_NAME##_r##R( \
-        int tokens, int n, int k, int tiles_per_run, int accumulate, const TX* __restrict__ dy,                    \
-        const TX* __restrict__ x, const TX* __restrict__ w, float* __restrict__ out) {                             \
-        BONE_BAT_COL_GRADS_WS_BODY(TX, R)                                                                          \
-    }
-#if BONE_HAS_WGMMA
-#define BONE_BAT_COL_GRADS_WS_BODY(TX, R) \
-    bone_bat_col_grads::bat_col_grads_ws<TX, R>(tokens, n, k, tiles_per_run, accumulate, dy, x, w, out);
-#else
-#define BONE_BAT_COL_GRADS_WS_BODY(TX, R) __trap();
-#endif
+
+// Grid (ceil(N / 128), runs of K tiles), each version's threads and dynamic shared memory:
+//   bone_bat_col_grads_x_<X>_r<R>        mma.sync, BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_SMEM_BYTES;
+//   bone_bat_col_grads_wgmma_x_<X>_r<R>  sm_90a, BONE_GEMM_THREADS, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES;
+//   bone_bat_col_grads_ws_x_<X>_r<R>     sm_90a, BONE_WGMMA_WS_THREADS, BONE_BAT_COL_GRADS_WS_SMEM_BYTES.
+#define BONE_BAT_COL_GRADS(X_NAME, TX, R)                                                                       \
+    BONE_BAT_COL_GRADS_ENTRY(bone_bat_col_grads_x_##X_NAME##_r##R, BONE_GEMM_THREADS,                          \
+                             BONE_BAT_COL_GRADS_MIN_BLOCKS(R), TX,                                            \
+                             (bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::MmaSync, TX, R>))         \
+    BONE_BAT_COL_GRADS_ENTRY(                                                                                 \
+        bone_bat_col_grads_wgmma_x_##X_NAME##_r##R, BONE_GEMM_THREADS, 1, TX,                                 \
+        BONE_BAT_COL_GRADS_SM90A((bone_bat_col_grads::bat_col_grads<bone_bat_col_grads::Wgmma, TX, R>)))      \
+    BONE_BAT_COL_GRADS_ENTRY(bone_bat_col_grads_ws_x_##X_NAME##_r##R, BONE_WGMMA_WS_THREADS, 1, TX,           \
+                             BONE_BAT_COL_GRADS_SM90A((bone_bat_col_grads::bat_col_grads_ws<TX, R>)))
 #define BONE_BAT_COL_GRADS_FOR(X_NAME, TX) \
     BONE_BAT_COL_GRADS(X_NAME, TX, 16)     \
     BONE_BAT_COL_GRADS(X_NAME, TX, 32)     \
     BONE_BAT_COL_GRADS(X_NAME, TX, 64)     \
-    BONE_BAT_COL_GRADS(X_NAME, TX, 128)    \
-    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 16)  \
-    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 32)  \
-    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 64)  \
-    BONE_BAT_COL_GRADS_WS(X_NAME, TX, 128)
+    BONE_BAT_COL_GRADS(X_NAME, TX, 128)
 
 BONE_BAT_COL_GRADS_FOR(bf16, __nv_bfloat16)
 BONE_BAT_COL_GRADS_FOR(f16, __half)

@@ -6,8 +6,7 @@
 //! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order).
 
 use super::launch::{Gemm, Launcher};
-use super::params::BONE_BIAS_COLUMNS;
-use super::setup::Setup;
+use super::setup::{Setup, bias_width, room_for_bias};
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
 use super::workspace;
@@ -64,14 +63,8 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
         token_chunks::row_product_partial_bytes(cut, reduced, t, r).max(token_chunks::fill_partial_bytes(cut, main))
     });
     // R and E with room for the bias columns.
-    let width = r + BONE_BIAS_COLUMNS as usize;
+    let width = room_for_bias(r);
     vec![k * r * 2, k * r * 2, stack, chunk * k * 2, chunk * width * 2, n * width * 2, partials, carry_partials]
-}
-
-/// The width of R and E: r, and with a bias BONE_BIAS_COLUMNS more (the forward carries
-/// the bias through R E^T: a column of ones in R, the bias in E).
-fn carry_width(call: &Call) -> usize {
-    call.shape.r() + if call.bias == 0 { 0 } else { BONE_BIAS_COLUMNS as usize }
 }
 
 /// The GEMM operands made from B, and E; in the forward the stack and, with a bias, the
@@ -105,7 +98,8 @@ fn forward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Resu
         k / r,
     )?;
     // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K, beside its bias columns.
-    let width = carry_width(call);
+    // The bias rides in R E^T: a column of ones beside R, the bias in E.
+    let width = bias_width(r, call.bias);
     token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry, width), |out, ld| {
         Gemm::new((call.x, k), (stack, k), (out, ld), [t, r, k])
     })?;

@@ -14,6 +14,19 @@ use crate::error::Result;
 /// The jobs of one setup launch, added one by one; none at first.
 pub(super) struct Setup(BoneSetup);
 
+/// `cols` columns, and after them the bias columns (BONE_BIAS_COLUMNS: one that carries the
+/// bias, zeros so that a product's K stays a multiple of 8) where `bias` (an address, 0:
+/// none) rides in an appended product: the width of S, Bfull^T, E and BatRow's R.
+pub(super) fn bias_width(cols: usize, bias: u64) -> usize {
+    cols + if bias == 0 { 0 } else { BONE_BIAS_COLUMNS as usize }
+}
+
+/// Room for `cols` columns and the bias columns: a workspace region sized before a call's
+/// bias is known.
+pub(super) fn room_for_bias(cols: usize) -> usize {
+    cols + BONE_BIAS_COLUMNS as usize
+}
+
 /// A device address as the struct's pointer type (never dereferenced on the host).
 fn address(device: u64) -> *mut c_void {
     device as *mut c_void
@@ -102,15 +115,14 @@ impl Setup {
     fn threads(&self) -> usize {
         let p = &self.0;
         let (r, k, n) = (p.layer.r as usize, p.layer.k as usize, p.layer.n as usize);
-        // The bias columns S, Bfull^T and E take.
-        let extra = if p.bias.is_null() { 0 } else { BONE_BIAS_COLUMNS as usize };
+        let widened = |cols: usize| bias_width(cols, p.bias as u64);
         let jobs = [
-            (!p.s.is_null(), p.tokens as usize * (r + extra)),
-            (!p.full.is_null(), (r + extra) * n),
+            (!p.s.is_null(), p.tokens as usize * widened(r)),
+            (!p.full.is_null(), widened(r) * n),
             (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
             (!p.stack.is_null(), k * r),
             (!p.onehot.is_null(), k * r),
-            (!p.tiling.is_null(), p.tiling_rows as usize * (p.tiling_cols as usize + extra)),
+            (!p.tiling.is_null(), p.tiling_rows as usize * widened(p.tiling_cols as usize)),
             (!p.ones.is_null(), p.ones_rows as usize * BONE_BIAS_COLUMNS as usize),
         ];
         let block = BONE_MERGE_THREADS as usize;

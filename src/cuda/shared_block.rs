@@ -6,8 +6,7 @@
 //! with the same mask: written first by an element-wise pass, then dY W is added onto it.
 
 use super::launch::{Arg, Gemm, Launcher};
-use super::params::BONE_BIAS_COLUMNS;
-use super::setup::Setup;
+use super::setup::{Setup, bias_width, room_for_bias};
 use super::token_chunks::{self, Destination};
 use super::training::{Call, Pass};
 use crate::error::Result;
@@ -20,13 +19,13 @@ fn db_tiles(layer: &LayerShape) -> usize {
 }
 
 /// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16 (S and Bfull^T with room
-/// for the bias columns: `bias_width`); forward adds Y's partial
+/// for the bias columns); forward adds Y's partial
 /// sums at small T; backward adds U = dY Bfull^T `[T, r]` bf16, the tiling matrix `[r, K]`
 /// bf16, for mini dBfull `[r, N]` f32, partial sums (dBfull's over token chunks, then dX's
 /// at small T) and U's; none of the partial sums where the launcher does not `cut` reductions.
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (r, n, k) = (layer.r(), layer.n(), layer.k());
-    let width = bias_width(r);
+    let width = room_for_bias(r);
     let mut sizes = vec![tokens * width * 2, r * n * 2, n * width * 2];
     match pass {
         Pass::Forward => sizes.push(token_chunks::fill_partial_bytes(cut, [tokens, n, k])),
@@ -42,12 +41,6 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
     sizes
 }
 
-/// The width of S and Bfull^T with the bias columns (BONE_BIAS_COLUMNS: one for the bias,
-/// zeros so the product's K stays a multiple of 8).
-fn bias_width(r: usize) -> usize {
-    r + BONE_BIAS_COLUMNS as usize
-}
-
 /// S and the two layouts of Bfull, into regions 0, 1, 2.
 fn setup(call: &Call, regions: &[u64]) -> Setup {
     Setup::new(call).block_sums(regions[0]).shared_blocks(regions[1], regions[2])
@@ -58,7 +51,7 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     // of its own, and on a library GEMM no pass over Y for it.
     setup(call, regions).bias_columns(call.bias).launch(launcher, call)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let width = if call.bias == 0 { r } else { bias_width(r) };
+    let width = bias_width(r, call.bias);
     token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[3], |out, ld| {
         Gemm::new((call.x, k), (call.w, k), (out, ld), [t, n, k]).second(
             (regions[0], width),
@@ -93,9 +86,11 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
         token_chunks::reduce_row_product(launcher, call, "kk", n, (regions[7], u, r), |out, ld| {
             Gemm::new((call.y, n), (regions[1], n), (out, ld), [t, r, n])
         })?;
-        // dB's partial sums are summed by now: their region takes dX's at small T.
+        // dB's partial sums are summed by now: their region takes dX's at small T. With
+        // dropout the tiled term is dropped element by element, written first, and dY W
+        // is added onto it; without, it is the GEMM's appended product U E.
         let dx = Destination::new(call.dx, k).accumulate(call.accumulate.dx);
-        if call.dropout.is_active() {
+        let dx = if call.dropout.is_active() {
             let args = [
                 Arg::Layer(call.layer),
                 Arg::I32(t as i32),
@@ -105,18 +100,13 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
                 Arg::Ptr(call.dx),
             ];
             launcher.elementwise(&call.pass("bone_dropped_tiles"), t * k, &args)?;
-            return token_chunks::launch_filled(
-                launcher,
-                call,
-                "kt",
-                [t, k, n],
-                dx.accumulate(true),
-                regions[6],
-                |out, ld| Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]),
-            );
-        }
+            dx.accumulate(true)
+        } else {
+            dx
+        };
         token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx, regions[6], |out, ld| {
-            Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]).second((u, r), (tiling, k), r)
+            let product = Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n]);
+            if call.dropout.is_active() { product } else { product.second((u, r), (tiling, k), r) }
         })?;
     }
     Ok(())
