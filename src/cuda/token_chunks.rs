@@ -90,16 +90,8 @@ pub(crate) fn reduce_row_product(
     gemm: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
     let (tokens, r) = (call.tokens, call.shape.r());
-    let tiles = tokens.div_ceil(BONE_GEMM_BM as usize);
-    match plan(launcher.cuts_reductions(), reduced, tiles) {
-        (_, 1) => gemm(out, ld).launch(launcher, &call.gemm(layouts), 1),
-        (len, chunks) => {
-            gemm(partials, r).split_k(len, tokens * r).launch(launcher, &call.gemm_f32(layouts), 1)?;
-            let sizes = [chunks, tokens, r, ld, 0].map(|v| Arg::I32(v as i32));
-            let args = [&sizes[..], &[partials, 0, out].map(Arg::Ptr)].concat();
-            launcher.elementwise(&call.pass("bone_sum_chunks_bias"), tokens * r, &args)
-        }
-    }
+    let split = plan(launcher.cuts_reductions(), reduced, tokens.div_ceil(BONE_GEMM_BM as usize));
+    launch_split(launcher, call, layouts, ([tokens, r], split), (Destination::new(out, ld), partials), gemm)
 }
 
 /// How a GEMM with an `[m, n]` output over a reduction of `k` is cut along K so that its
@@ -157,17 +149,30 @@ pub(crate) fn launch_filled(
     partials: u64,
     product: impl Fn(u64, usize) -> Gemm,
 ) -> Result<()> {
-    match fill_plan(launcher.cuts_reductions(), [m, n, k]) {
-        (_, 1) => {
-            product(out.c, out.ldc).bias(out.bias).accumulate(out.accumulate).launch(launcher, &call.gemm(layouts), 1)
-        }
-        (len, chunks) => {
-            product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;
-            let sizes = [chunks, m, n, out.ldc, usize::from(out.accumulate)].map(|v| Arg::I32(v as i32));
-            let args = [&sizes[..], &[partials, out.bias, out.c].map(Arg::Ptr)].concat();
-            launcher.elementwise(&call.pass("bone_sum_chunks_bias"), m * n, &args)
-        }
+    let split = fill_plan(launcher.cuts_reductions(), [m, n, k]);
+    launch_split(launcher, call, layouts, ([m, n], split), (out, partials), product)
+}
+
+/// `product(c, ldc)` (`[m, n]`, in the activations' type on `layouts`' kernel) into `out`,
+/// its reduction cut as `(len, chunks)` says: whole, or in chunks in one launch, their f32
+/// partial sums written to `partials` (`[m, n]` apart), then summed in order with the bias
+/// (and what C holds) and rounded once.
+fn launch_split(
+    launcher: &impl Launcher,
+    call: &Call,
+    layouts: &str,
+    ([m, n], (len, chunks)): ([usize; 2], (usize, usize)),
+    (out, partials): (Destination, u64),
+    product: impl Fn(u64, usize) -> Gemm,
+) -> Result<()> {
+    if chunks == 1 {
+        let gemm = product(out.c, out.ldc).bias(out.bias).accumulate(out.accumulate);
+        return gemm.launch(launcher, &call.gemm(layouts), 1);
     }
+    product(partials, n).split_k(len, m * n).launch(launcher, &call.gemm_f32(layouts), 1)?;
+    let sizes = [chunks, m, n, out.ldc, usize::from(out.accumulate)].map(|v| Arg::I32(v as i32));
+    let args = [&sizes[..], &[partials, out.bias, out.c].map(Arg::Ptr)].concat();
+    launcher.elementwise(&call.pass("bone_sum_chunks_bias"), m * n, &args)
 }
 
 #[cfg(test)]
