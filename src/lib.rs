@@ -36,3 +36,8 @@ pub use dropout::Dropout;
 pub use error::{BoneError, Dim, Result};
 pub use shape::{Dims, KERNEL_INDEX_LIMIT, LayerShape};
 pub use variant::Variant;
+
+/// The README's code, compiled (and, where it needs no GPU, run) by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
