@@ -117,29 +117,45 @@ __device__ __forceinline__ void ones_column(int r, TX* __restrict__ m, long long
     m[row * (r + BONE_BIAS_COLUMNS) + r + c] = from_f32<TX>(c == 0 ? 1.f : 0.f);
 }
 
-// dbias[n] (+)= sum_t dY[t, n], f32, in a fixed order. A block owns BONE_BIAS_GRAD_COLUMNS
-// columns; each of its warps sums every (warps)-th token of them (a warp reads 64
-// contiguous bytes of a row, several rows in flight), then the first warp adds the
-// warps' partial sums in order. One block per BONE_BIAS_GRAD_COLUMNS columns.
+// dbias[n] (+)= sum_t dY[t, n], f32, in a fixed order, over a grid of column strips
+// (BONE_BIAS_GRAD_COLUMNS columns) times chunks of `chunk_len` tokens: block b takes strip
+// b % strips of chunk b / strips, so that a tall dY keeps every SM reading. A thread reads
+// 8 adjacent columns at once (16 bytes: N is a multiple of 8 and dY 16-byte aligned), 8
+// threads a row of the strip (128 contiguous bytes), the block ROWS rows at a time; then
+// the strip's first threads add the rows' sums in order. One chunk: into out, added to
+// what it holds where `accumulate`; several: chunk c's sums into out[c * N + n], which
+// bone_sum_chunks then adds in order.
 template <typename TX>
-__device__ __forceinline__ void bias_grad(int tokens, int n_out, int accumulate, const TX* __restrict__ dy,
-                                          float* __restrict__ dbias) {
-    constexpr int LANES = BONE_MERGE_THREADS / BONE_BIAS_GRAD_COLUMNS;
-    __shared__ float partial[LANES][BONE_BIAS_GRAD_COLUMNS];
-    const int lane = threadIdx.x / BONE_BIAS_GRAD_COLUMNS, c = threadIdx.x % BONE_BIAS_GRAD_COLUMNS;
-    const int column = blockIdx.x * BONE_BIAS_GRAD_COLUMNS + c;
-    float sum = 0.f;
+__device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, int accumulate,
+                                          const TX* __restrict__ dy, float* __restrict__ out) {
+    struct alignas(16) Eight {
+        TX v[8];
+    };
+    constexpr int GROUPS = BONE_BIAS_GRAD_COLUMNS / 8, ROWS = BONE_MERGE_THREADS / GROUPS;
+    __shared__ float partial[ROWS][BONE_BIAS_GRAD_COLUMNS];
+    const int strips = (n_out + BONE_BIAS_GRAD_COLUMNS - 1) / BONE_BIAS_GRAD_COLUMNS;
+    const int strip = blockIdx.x % strips, chunk = blockIdx.x / strips;
+    const int group = threadIdx.x % GROUPS, lane = threadIdx.x / GROUPS;
+    const int column = strip * BONE_BIAS_GRAD_COLUMNS + group * 8;  // the first of the thread's 8
+    const int first = chunk * chunk_len, last = min(tokens, first + chunk_len);
+    float sum[8] = {};
     if (column < n_out) {
-#pragma unroll 8
-        for (int t = lane; t < tokens; t += LANES) sum += to_f32(dy[(long long)t * n_out + column]);
+#pragma unroll 4
+        for (int t = first + lane; t < last; t += ROWS) {
+            const Eight v = *reinterpret_cast<const Eight*>(dy + (long long)t * n_out + column);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) sum[e] += to_f32(v.v[e]);
+        }
     }
-    partial[lane][c] = sum;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) partial[lane][group * 8 + e] = sum[e];
     __syncthreads();
-    if (lane == 0 && column < n_out) {
-        float total = held(accumulate, dbias + column);
-        for (int l = 0; l < LANES; ++l) total += partial[l][c];
-        dbias[column] = total;
-    }
+    const int c = threadIdx.x, n = strip * BONE_BIAS_GRAD_COLUMNS + c;
+    if (c >= BONE_BIAS_GRAD_COLUMNS || n >= n_out) return;
+    float* dest = out + (long long)chunk * n_out + n;
+    float total = held(accumulate, dest);
+    for (int l = 0; l < ROWS; ++l) total += partial[l][c];
+    *dest = total;
 }
 
 // MiSS mini: dB[j, m] (+)= sum over n = m mod mini_r of dBfull[j, n].
@@ -278,9 +294,9 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         chunk_sum_add<TX>(layer, rows, g, db);                                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)                                              \
-        bone_bias_grad_x_##X_NAME(int tokens, int n_out, int accumulate, const TX* __restrict__ dy,                \
-                                  float* __restrict__ dbias) {                                                    \
-        bias_grad<TX>(tokens, n_out, accumulate, dy, dbias);                                                      \
+        bone_bias_grad_x_##X_NAME(int tokens, int n_out, int chunk_len, int accumulate,                           \
+                                  const TX* __restrict__ dy, float* __restrict__ out) {                           \
+        bias_grad<TX>(tokens, n_out, chunk_len, accumulate, dy, out);                                             \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS) bone_dropped_tiles_x_##X_NAME(                \
         const BoneLayer layer, int tokens, const BoneDropout dropout, int accumulate, const TX* __restrict__ u,   \

@@ -65,8 +65,9 @@ struct BoneSetup {
 
 // Threads per block of the element-wise kernels (merge, adapter pre- and post-passes).
 #define BONE_MERGE_THREADS 256
-// Columns of dY one block of bone_bias_grad reduces (a warp's width).
-#define BONE_BIAS_GRAD_COLUMNS 32
+// Columns of dY one block of bone_bias_grad reduces: 128 bytes of a bf16/f16 row, read by
+// 8 threads at 16 bytes each.
+#define BONE_BIAS_GRAD_COLUMNS 64
 
 // Operand layouts of the tensor-core GEMM (kernels/gemm.cuh).
 // A is [M, K]: BONE_K_MAJOR means a[m * lda + k], BONE_MN_MAJOR means a[k * lda + m].

@@ -234,7 +234,8 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
         return;
     }
     // K = 104 = 3 x 32 + 8: the last chunk of X is zero-padded, as PEFT does. N = 72 is not
-    // a whole number of dbias blocks (32 columns).
+    // a whole number of dbias's strips (64 columns): the second is
+    // one group of 8 columns wide.
     let mut rng = StdRng::seed_from_u64(13);
     for variant in [Variant::Shared, Variant::Mini { mini_r: 24 }] {
         for engine in ENGINES {

@@ -46,6 +46,7 @@ mod bat_col_grads_tests;
 mod bat_row;
 #[doc(hidden)]
 pub mod bench_support;
+mod bias_grad;
 mod device;
 mod element;
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! - BatCol: a 32 MiB slab of W' or G plus O((N + K) r), and in the backward, where W'
 //!   takes more than one slab, dX's f32 accumulator for a chunk of tokens, at most 256 MiB
 //!   (README, "Design");
-//! - every backward: dB's partial sums over chunks of the reduced dimension, at most
+//! - every backward: dbias's partial sums over chunks of tokens, at most 128 KiB, and dB's
+//!   partial sums over chunks of the reduced dimension, at most
 //!   128 Ki x r bytes (8 MiB at r = 64); the shared block's U and BatRow's R and dR (split
 //!   the same way at small T) at most 128 Ki x r bytes more;
 //! - at small T, where a main GEMM is cut along K to fill the GPU, its partial sums: at
@@ -29,11 +30,11 @@ use half::{bf16, f16};
 
 use super::element::Element;
 use super::handle::BoneKernels;
-use super::launch::{Arg, Launcher};
-use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS, BoneDropout, BoneLayer};
+use super::launch::Launcher;
+use super::params::{BoneDropout, BoneLayer};
 use super::split::{Cublas, Split};
 use super::workspace::{Workspace, total_bytes};
-use super::{bat_col, bat_row, shared_block};
+use super::{bat_col, bat_row, bias_grad, shared_block};
 use crate::dropout::Dropout;
 use crate::error::{BoneError, Result};
 use crate::shape::LayerShape;
@@ -357,22 +358,24 @@ pub(super) fn run_backward(launcher: &impl Launcher, call: &Call, regions: &[u64
         Variant::BatCol => bat_col::backward(launcher, call, regions)?,
     }
     if call.dbias != 0 {
-        let sizes = [call.tokens as i32, call.layer.n, i32::from(call.accumulate.dbias)].map(Arg::I32);
-        let args = [&sizes[..], &[call.y, call.dbias].map(Arg::Ptr)].concat();
-        // One block of BONE_MERGE_THREADS threads per BONE_BIAS_GRAD_COLUMNS columns.
-        let blocks = call.shape.n().div_ceil(BONE_BIAS_GRAD_COLUMNS as usize);
-        launcher.elementwise(&call.pass("bone_bias_grad"), blocks * BONE_MERGE_THREADS as usize, &args)?;
+        // The last region is dbias's (region_sizes).
+        bias_grad::launch(launcher, call, regions.last().copied().unwrap_or(0))?;
     }
     Ok(())
 }
 
-/// The workspace regions of one pass, in bytes, in the order the variant's code uses them.
+/// The workspace regions of one pass, in bytes, in the order the variant's code uses them;
+/// the backward's last one holds dbias's partial sums.
 pub(super) fn region_sizes(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
-    match layer.variant() {
+    let mut sizes = match layer.variant() {
         Variant::Shared | Variant::Mini { .. } => shared_block::regions(layer, tokens, pass, cut),
         Variant::BatRow => bat_row::regions(layer, tokens, pass, cut),
         Variant::BatCol => bat_col::regions(layer, tokens, pass, cut),
+    };
+    if pass == Pass::Backward {
+        sizes.push(bias_grad::partial_bytes(layer.n(), tokens));
     }
+    sizes
 }
 
 #[cfg(test)]
