@@ -1,8 +1,9 @@
 // The adapter's small passes around the GEMMs, on CUDA cores: the block sum S (one read of
 // X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the operands the
 // tensor-core GEMMs take, all in the activations' type TX (bf16 or f16). One output
-// element per thread (dbias: see there), f32 accumulation, sequential (deterministic)
-// reductions. Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
+// element per thread, but for the reductions over rows (S, BatCol's chunk sums: 8 adjacent
+// outputs a thread, read 16 bytes at a time; dbias: see there); f32 accumulation,
+// sequential (deterministic) reductions. Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
 #include "dropout.cuh"
 #include "numeric.cuh"
 #include "params.h"
@@ -16,37 +17,61 @@ __device__ __forceinline__ float held(int accumulate, const T* out) {
     return accumulate ? to_f32(*out) : 0.f;
 }
 
-// sum_i M[t, i r + j] for element idx = t r + j of a [rows, r] result, over the r-wide
-// chunks of M's rows ([rows, K], the last chunk cut to K).
+// Eight adjacent 16-bit elements, loaded or stored in one 16-byte access.
 template <typename TX>
-__device__ __forceinline__ float row_chunk_sum(const BoneLayer layer, const TX* __restrict__ m, long long idx) {
-    const int t = (int)(idx / layer.r), j = (int)(idx % layer.r);
-    const TX* row = m + (long long)t * layer.k;
-    float sum = 0.f;
-    for (int k = j; k < layer.k; k += layer.r) sum += to_f32(row[k]);
-    return sum;
+struct alignas(16) Eight {
+    TX v[8];
+};
+
+// sum[e] = sum_i factor(k) M[k] at k = i r + j0 + e over the r-wide chunks of the row `row`
+// ([cols] elements): columns j0 .. j0 + 7 of the chunks' sum, in 16-byte loads (r, cols
+// and j0 multiples of 8, the row 16-byte aligned; a last chunk cut short by cols holds a
+// group whole or not at all). Chunk by chunk, in order.
+template <typename TX, typename Factor>
+__device__ __forceinline__ void row_chunk_sums8(const TX* __restrict__ row, int cols, int r, int j0, Factor factor,
+                                                float (&sum)[8]) {
+    auto add = [&](const Eight<TX>& v, int k) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum[e] += factor(k + e) * to_f32(v.v[e]);
+    };
+    auto load = [&](int k) { return *reinterpret_cast<const Eight<TX>*>(row + k); };
+    int k = j0;
+    // Four chunks' loads issued before their sums (a bounds test between loads would keep
+    // the compiler from hoisting them), then the rest one at a time.
+    for (; k + 3 * r < cols; k += 4 * r) {
+        const Eight<TX> v0 = load(k), v1 = load(k + r), v2 = load(k + 2 * r), v3 = load(k + 3 * r);
+        add(v0, k);
+        add(v1, k + r);
+        add(v2, k + 2 * r);
+        add(v3, k + 3 * r);
+    }
+    for (; k < cols; k += r) add(load(k), k);
 }
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
 // element after dropout: [T, r], or with the bias columns [T, r + BONE_BIAS_COLUMNS],
-// column r all ones and the rest zero. idx runs over S's elements.
+// column r all ones and the rest zero. idx runs over S's groups of 8 columns.
 template <typename TX>
 __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, bool bias_columns,
                                           const TX* __restrict__ x, TX* __restrict__ s, long long idx) {
-    const int width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
-    const int t = (int)(idx / width), j = (int)(idx % width);
-    if (j >= layer.r) {
-        s[idx] = from_f32<TX>(j == layer.r ? 1.f : 0.f);
-        return;
+    static_assert(BONE_BIAS_COLUMNS == 8, "the bias columns are one group of 8");
+    const int groups = (layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0)) / 8;
+    const long long t = idx / groups;
+    const int j0 = (int)(idx % groups) * 8;
+    float sum[8] = {};
+    if (j0 >= layer.r) {
+        sum[0] = 1.f;
+    } else if (dropout.threshold == 0) {
+        row_chunk_sums8(x + t * layer.k, layer.k, layer.r, j0, [](int) { return 1.f; }, sum);
+    } else {
+        const unsigned long long row = t * layer.k;
+        row_chunk_sums8(x + row, layer.k, layer.r, j0, [&](int k) { return bone_dropout_factor(dropout, row + k); },
+                        sum);
     }
-    if (dropout.threshold == 0) {
-        s[idx] = from_f32<TX>(row_chunk_sum(layer, x, (long long)t * layer.r + j));
-        return;
-    }
-    const long long row = (long long)t * layer.k;
-    float sum = 0.f;
-    for (int k = j; k < layer.k; k += layer.r) sum += bone_dropout_factor(dropout, row + k) * to_f32(x[row + k]);
-    s[idx] = from_f32<TX>(sum);
+    Eight<TX> out;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
+    *reinterpret_cast<Eight<TX>*>(s + idx * 8) = out;
 }
 
 // dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term
@@ -63,13 +88,20 @@ __device__ __forceinline__ void dropped_tiles(const BoneLayer layer, int tokens,
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
 // r-wide chunks), added to the W_o^T G_o a GEMM wrote. G [rows, K] (K a multiple of r),
-// dB [rows, r] f32.
+// dB [rows, r] f32. idx runs over dB's groups of 8 columns.
 template <typename TX>
 __device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, const TX* __restrict__ g,
                                               float* __restrict__ db) {
     const long long idx = element_index();
-    if (idx >= (long long)rows * layer.r) return;
-    db[idx] += row_chunk_sum(layer, g, idx);
+    const int groups = layer.r / 8;
+    if (idx >= (long long)rows * groups) return;
+    const long long t = idx / groups;
+    const int j0 = (int)(idx % groups) * 8;
+    float sum[8] = {};
+    row_chunk_sums8(g + t * layer.k, layer.k, layer.r, j0, [](int) { return 1.f; }, sum);
+    float* out = db + idx * 8;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[e] += sum[e];
 }
 
 // The full shared block Bfull[j, n] (= B[j, n], or B[j, n mod mini_r] for mini), both as
@@ -128,9 +160,6 @@ __device__ __forceinline__ void ones_column(int r, TX* __restrict__ m, long long
 template <typename TX>
 __device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, int accumulate,
                                           const TX* __restrict__ dy, float* __restrict__ out) {
-    struct alignas(16) Eight {
-        TX v[8];
-    };
     constexpr int GROUPS = BONE_BIAS_GRAD_COLUMNS / 8, ROWS = BONE_MERGE_THREADS / GROUPS;
     __shared__ float partial[ROWS][BONE_BIAS_GRAD_COLUMNS];
     const int strips = (n_out + BONE_BIAS_GRAD_COLUMNS - 1) / BONE_BIAS_GRAD_COLUMNS;
@@ -142,7 +171,7 @@ __device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, 
     if (column < n_out) {
 #pragma unroll 4
         for (int t = first + lane; t < last; t += ROWS) {
-            const Eight v = *reinterpret_cast<const Eight*>(dy + (long long)t * n_out + column);
+            const Eight<TX> v = *reinterpret_cast<const Eight<TX>*>(dy + (long long)t * n_out + column);
 #pragma unroll
             for (int e = 0; e < 8; ++e) sum[e] += to_f32(v.v[e]);
         }
@@ -273,7 +302,7 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
     const TB* b = (const TB*)p.b;
     const TX* bias = (const TX*)p.bias;
     const long long width = r + (bias ? BONE_BIAS_COLUMNS : 0);  // of S and Bfull^T
-    job(p.s, p.tokens * width,
+    job(p.s, p.tokens * width / 8,
         [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
     job(p.full, width * layer.n,
         [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });
