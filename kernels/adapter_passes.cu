@@ -240,14 +240,21 @@ __device__ __forceinline__ void from_f32_pass(int count, int accumulate, const f
 }
 
 // c[row, col] += bias[col] over a [rows, cols] block with leading dimension ldc (the bias
-// epilogue when a library GEMM computed c).
+// epilogue when a library GEMM computed c), 8 adjacent elements a thread in one 16-byte
+// read and write of c (cols, ldc and the block's start multiples of 8 elements, c 16-byte
+// aligned: Y is checked; the bias, which is not, is read element by element). idx runs
+// over the block's groups of 8.
 template <typename TX>
 __device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* __restrict__ bias, TX* __restrict__ c) {
     const long long idx = element_index();
-    if (idx >= (long long)rows * cols) return;
-    const int row = (int)(idx / cols), col = (int)(idx % cols);
-    TX* out = c + (long long)row * ldc + col;
-    *out = from_f32<TX>(to_f32(*out) + to_f32(bias[col]));
+    const int groups = cols / 8;
+    if (idx >= (long long)rows * groups) return;
+    const int row = (int)(idx / groups), col = (int)(idx % groups) * 8;
+    Eight<TX>* out = reinterpret_cast<Eight<TX>*>(c + (long long)row * ldc + col);
+    Eight<TX> v = *out;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v.v[e] = from_f32<TX>(to_f32(v.v[e]) + to_f32(bias[col + e]));
+    *out = v;
 }
 
 // sum + partials[c * len + idx] over the count chunks, c in order: the fixed-order second

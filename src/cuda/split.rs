@@ -108,7 +108,8 @@ impl<R: ProductRunner> Launcher for Split<R> {
                 Arg::Ptr(params.c as u64),
             ];
             let bias_kernel = format!("bone_add_bias_x_{}", gemm_kind(kernel).half.suffix());
-            self.0.elementwise(&bias_kernel, rows * cols, &args)?;
+            // A thread per 8 adjacent elements.
+            self.0.elementwise(&bias_kernel, rows * cols / 8, &args)?;
         }
         Ok(())
     }
