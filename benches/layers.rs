@@ -15,6 +15,9 @@
 //!   <variant>+wgmma-ws/* the same with its warp-specialised wgmma GEMM (compute capability
 //!                        9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
+//!   shared+<engine>+bias/fwd_bwd, shared+<engine>+dropout/fwd_bwd
+//!                        the shared block on the default engine with a bias (and dbias), and
+//!                        with PEFT's miss_dropout (p = 0.1), on the square layer
 //!   bat-col*/db          BatCol's dB alone (a backward without dX): the fused kernel on the
 //!                        crate's GEMMs (bat-col+wgmma/db the first wgmma one's, the only
 //!                        path of that engine here), G through device memory on cuBLAS
@@ -35,7 +38,7 @@ use bone_kernels::cuda::{
     Accumulate, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built,
     stream_on_device,
 };
-use bone_kernels::{Dims, LayerShape, Variant};
+use bone_kernels::{Dims, Dropout, LayerShape, Variant};
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream};
 use half::bf16;
@@ -75,6 +78,35 @@ fn noise(len: usize, seed: u64, scale: f32) -> Vec<f32> {
 fn device_bf16(stream: &Arc<CudaStream>, len: usize, seed: u64, scale: f32) -> CudaSlice<bf16> {
     let host: Vec<bf16> = noise(len, seed, scale).into_iter().map(bf16::from_f32).collect();
     stream.clone_htod(&host).unwrap()
+}
+
+/// One step's buffers: X and dY in, Y, dX, dB and (for a layer with a bias) dbias out.
+struct StepBuffers<'a> {
+    x: &'a CudaSlice<bf16>,
+    dy: &'a CudaSlice<bf16>,
+    y: &'a mut CudaSlice<bf16>,
+    dx: &'a mut CudaSlice<bf16>,
+    db: &'a mut CudaSlice<f32>,
+    dbias: Option<&'a mut CudaSlice<f32>>,
+}
+
+/// One forward and backward of `shape`.
+fn step(
+    kernels: &BoneKernels,
+    shape: &LayerShape,
+    weights: &LayerWeights<f32>,
+    io: StepBuffers,
+    workspace: &mut Workspace,
+) {
+    let t = io.x.len() / shape.k();
+    kernels.forward(shape, t, &io.x.as_view(), weights, &mut io.y.as_view_mut(), workspace).unwrap();
+    let mut grads = LayerGrads {
+        dx: Some(io.dx.as_view_mut()),
+        db: io.db.slice_mut(..shape.adapter_len()),
+        dbias: io.dbias.map(|d| d.as_view_mut()),
+        accumulate: Accumulate::NONE,
+    };
+    kernels.backward(shape, t, &io.x.as_view(), weights, &io.dy.as_view(), &mut grads, workspace).unwrap();
 }
 
 fn bench_layer(
@@ -156,17 +188,9 @@ fn bench_layer(
             group.bench_function(format!("{name}/fwd_bwd"), |bencher| {
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
-                        let x = xs[i % 2].as_view();
-                        kernels.forward(&shape, t, &x, &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
-                        let mut grads = LayerGrads {
-                            dx: Some(dx.as_view_mut()),
-                            db: db.slice_mut(..shape.adapter_len()),
-                            dbias: None,
-                            accumulate: Accumulate::NONE,
-                        };
-                        kernels
-                            .backward(&shape, t, &x, &weights, &dys[i % 2].as_view(), &mut grads, &mut workspace)
-                            .unwrap();
+                        let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], None);
+                        let io = StepBuffers { x, dy, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        step(kernels, &shape, &weights, io, &mut workspace)
                     })
                 })
             });
@@ -189,6 +213,31 @@ fn bench_layer(
     }
     if !baselines {
         return;
+    }
+
+    // What a bias (with dbias) and PEFT's miss_dropout add to the shared block's step on the
+    // default engine, on the square layer: `shared+<engine>+bias` and `+dropout`, beside
+    // `shared+<engine>` above.
+    if n == k && r == 64 {
+        let kernels = &gpu.kernels;
+        let shape = LayerShape::new(Variant::Shared, Dims { k, n, r }).unwrap();
+        let bias = device_bf16(s, n, 10, 0.1);
+        let mut dbias = s.alloc_zeros::<f32>(n).unwrap();
+        let extras = [("bias", Some(bias.as_view()), None), ("dropout", None, Some(Dropout::new(0.1, 1).unwrap()))];
+        for (extra, bias, dropout) in extras {
+            let with_bias = bias.is_some();
+            let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias, dropout };
+            group.throughput(units(2));
+            group.bench_function(format!("shared+{}+{extra}/fwd_bwd", kernels.gemm_engine().label()), |bencher| {
+                bencher.iter_custom(|iters| {
+                    gpu.time(iters, |i| {
+                        let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], with_bias.then_some(&mut dbias));
+                        let io = StepBuffers { x, dy, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        step(kernels, &shape, &weights, io, &mut workspace)
+                    })
+                })
+            });
+        }
     }
 
     // cuBLAS floors.

@@ -58,6 +58,20 @@ def print_bat_col_db(medians):
         print(f"{group:22} {name:18} {seconds * 1e3:8.3f} {flops(group, 'bat-col/fwd') / seconds / 1e12:8.1f} {share}")
 
 
+def print_extras(medians):
+    """What a bias (with dbias) and miss_dropout add to the shared block's step."""
+    rows = [(g, f) for g in sorted(medians) if not g.startswith("product/") for f in sorted(medians[g])
+            if re.match(r"shared\+[^/]+\+(bias|dropout)/fwd_bwd$", f)]
+    if not rows:
+        return
+    print(f"\n{'layer':22} {'path':26} {'f+b ms':>8} {'/without':>9}")
+    for group, function in rows:
+        seconds = medians[group][function]
+        plain = medians[group].get(function.rsplit("+", 1)[0] + "/fwd_bwd")
+        share = f"{seconds / plain:9.2f}" if plain else "        -"
+        print(f"{group:22} {function.split('/')[0]:26} {seconds * 1e3:8.3f} {share}")
+
+
 def print_products(medians):
     """The plain products (groups product/<layouts>/<m>x<n>x<k>): each engine's TFLOP/s and
     its fraction of cuBLAS's on the same shape."""
@@ -127,6 +141,7 @@ def main():
         if path in OURS and lora_kept:
             targets.append((f"{group} {path} kept memory <= LoRA's", ours / lora_kept, ours <= lora_kept))
     print_bat_col_db(medians)
+    print_extras(medians)
     print_products(medians)
     print("\ntargets:")
     for name, value, met in targets:
