@@ -75,15 +75,24 @@ __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropo
 }
 
 // dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term
-// dropped with the forward's mask (the product dY W is then added onto it). U [T, r].
+// dropped with the forward's mask (the product dY W is then added onto it). U [T, r]. idx
+// runs over dX's groups of 8 (K and r multiples of 8: a group's k mod r are adjacent), each
+// read and written in one 16-byte access.
 template <typename TX>
 __device__ __forceinline__ void dropped_tiles(const BoneLayer layer, int tokens, const BoneDropout& dropout,
                                               int accumulate, const TX* __restrict__ u, TX* __restrict__ dx) {
-    const long long idx = element_index();
-    if (idx >= (long long)tokens * layer.k) return;
-    const int t = (int)(idx / layer.k), k = (int)(idx % layer.k);
-    const float term = bone_dropout_factor(dropout, idx) * to_f32(u[(long long)t * layer.r + k % layer.r]);
-    dx[idx] = from_f32<TX>(held(accumulate, dx + idx) + term);
+    const long long idx = element_index(), first = idx * 8;
+    if (first >= (long long)tokens * layer.k) return;
+    const int t = (int)(first / layer.k), k = (int)(first % layer.k);
+    const Eight<TX> tiled = *reinterpret_cast<const Eight<TX>*>(u + (long long)t * layer.r + k % layer.r);
+    Eight<TX>* out = reinterpret_cast<Eight<TX>*>(dx + first);
+    Eight<TX> v = accumulate ? *out : Eight<TX>{};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        const float held = accumulate ? to_f32(v.v[e]) : 0.f;
+        v.v[e] = from_f32<TX>(held + bone_dropout_factor(dropout, first + e) * to_f32(tiled.v[e]));
+    }
+    *out = v;
 }
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its

@@ -99,7 +99,8 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
                 Arg::Ptr(u),
                 Arg::Ptr(call.dx),
             ];
-            launcher.elementwise(&call.pass("bone_dropped_tiles"), t * k, &args)?;
+            // A thread per 8 adjacent elements of dX.
+            launcher.elementwise(&call.pass("bone_dropped_tiles"), t * k / 8, &args)?;
             dx.accumulate(true)
         } else {
             dx
