@@ -21,6 +21,9 @@
 //!   bat-col*/db          BatCol's dB alone (a backward without dX): the fused kernel on the
 //!                        crate's GEMMs (bat-col+wgmma/db the first wgmma one's, the only
 //!                        path of that engine here), G through device memory on cuBLAS
+//! After each path's fwd_bwd, its step is run launch by launch with CUDA events around each
+//! launch (`launch <layer> <path> <i> <ms> ms <kernel>` lines, the median of 5 steps), so
+//! that the summary can say where the time goes.
 //! Throughput is counted as 2 T N K per GEMM the path needs by definition (1 forward;
 //! 2 forward + backward, 3 for BatCol, the plan and full fine-tuning).
 //!
@@ -33,7 +36,7 @@
 use std::time::Duration;
 
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Linear, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
-use bone_kernels::cuda::bench_support::{self, Product, product};
+use bone_kernels::cuda::bench_support::{self, LaunchTime, Product, product};
 use bone_kernels::cuda::{
     Accumulate, BoneKernels, GemmEngine, LayerGrads, LayerWeights, Pass, Workspace, device_count, kernels_built,
     stream_on_device,
@@ -194,6 +197,23 @@ fn bench_layer(
                     })
                 })
             });
+            // Where the step's time goes, launch by launch (the median of 5 timed steps).
+            let runs: Vec<Vec<LaunchTime>> = (0..5)
+                .map(|_| {
+                    bench_support::time_launches(kernels, |timed| {
+                        let io =
+                            StepBuffers { x: &xs[0], dy: &dys[0], y: &mut y, dx: &mut dx, db: &mut db, dbias: None };
+                        step(timed, &shape, &weights, io, &mut workspace);
+                        Ok(())
+                    })
+                    .unwrap()
+                })
+                .collect();
+            for (i, launch) in runs[0].iter().enumerate() {
+                let mut ms: Vec<f32> = runs.iter().map(|run| run[i].ms).collect();
+                ms.sort_by(f32::total_cmp);
+                println!("launch {n}x{k}/T{t}/r{r} {name} {i} {:.4} ms {}", ms[ms.len() / 2], launch.kernel);
+            }
         }
         if variant == Variant::BatCol {
             // dB alone (a backward without dX): the fused kernel (G in shared memory) on the

@@ -72,6 +72,30 @@ def print_extras(medians):
         print(f"{group:22} {function.split('/')[0]:26} {seconds * 1e3:8.3f} {share}")
 
 
+def print_launches(lines):
+    """Where each path's step goes: per layer and path, the share of its launches' time in
+    products (the crate's GEMMs, cuBLAS) and in the passes on CUDA cores; every launch for
+    the square layer."""
+    steps = {}
+    for line in lines:
+        m = re.match(r"launch (\S+) (\S+) (\d+) ([\d.]+) ms (.*)", line)
+        if m:
+            steps.setdefault((m[1], m[2]), []).append((int(m[3]), float(m[4]), m[5].strip()))
+    if not steps:
+        return
+    print(f"\n{'layer':22} {'path':17} {'launches':>8} {'sum ms':>8} {'products':>9} {'passes':>7}")
+    for (group, path), launches in sorted(steps.items()):
+        total = sum(ms for _, ms, _ in launches)
+        products = sum(ms for _, ms, kernel in launches if kernel.startswith(("bone_gemm_", "cublas ", "bone_bat_col_grads")))
+        print(f"{group:22} {path:17} {len(launches):8} {total:8.3f} {products / total:9.0%} {1 - products / total:7.0%}")
+    for (group, path), launches in sorted(steps.items()):
+        if not group.startswith("4096x4096/"):
+            continue
+        print(f"\n{group} {path}:")
+        for i, ms, kernel in sorted(launches):
+            print(f"  {i:2} {ms:8.4f} ms  {kernel}")
+
+
 def print_products(medians):
     """The plain products (groups product/<layouts>/<m>x<n>x<k>): each engine's TFLOP/s and
     its fraction of cuBLAS's on the same shape."""
@@ -97,9 +121,10 @@ def main():
     if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
         with open(sys.argv[2]) as f:
             peft = json.load(f)
-    kept = {}
+    kept, log = {}, []
     if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
-        for line in open(sys.argv[3]):
+        log = open(sys.argv[3]).read().splitlines()
+        for line in log:
             m = re.match(r"memory (\d+x\d+) T(\d+) r(\d+) (\S+).*kept between forward and backward (\d+) B", line)
             if m:
                 kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
@@ -142,6 +167,7 @@ def main():
             targets.append((f"{group} {path} kept memory <= LoRA's", ours / lora_kept, ours <= lora_kept))
     print_bat_col_db(medians)
     print_extras(medians)
+    print_launches(log)
     print_products(medians)
     print("\ntargets:")
     for name, value, met in targets:

@@ -1,7 +1,10 @@
 //! Not part of the API (hidden from the docs): one plain bf16 product on the crate's GEMM
 //! kernels or on cuBLAS, so that `benches/layers.rs` can time them side by side on the same
 //! shape (issue #4 asks for the GEMM-shaped kernels' throughput as a fraction of cuBLAS's);
-//! and the engines a GPU run covers (`BONE_GEMM_ENGINES`), for the GPU tests and benches.
+//! the engines a GPU run covers (`BONE_GEMM_ENGINES`), for the GPU tests and benches; and
+//! each launch's time within a pass, for the benches' breakdown.
+
+use std::sync::Arc;
 
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
@@ -10,6 +13,7 @@ use super::baseline::RowMajorBlas;
 use super::handle::{BoneKernels, GemmEngine};
 use super::launch::Gemm;
 use super::split::{Cublas, Split};
+use super::timed::LaunchTimer;
 use super::training::aligned;
 use crate::error::{BoneError, Result};
 
@@ -68,6 +72,32 @@ pub fn product(
         Some(blas) => gemm.launch(&Split(Cublas { kernels, blas }), &kernel, 1),
         None => gemm.launch(kernels, &kernel, 1),
     }
+}
+
+/// One launch of a pass and its GPU time (CUDA events around it on the handle's stream).
+#[derive(Clone, Debug)]
+pub struct LaunchTime {
+    /// The kernel; a GEMM as `<instantiation> <m>x<n>x<k>[+<k2>] x<batches> on <engine>`, a
+    /// library product as `cublas <m>x<n>x<k> x<batches> beta=<beta>`.
+    pub kernel: String,
+    pub ms: f32,
+}
+
+/// Runs `passes` (forward and backward calls on the handle it is given: a copy of
+/// `kernels` whose every launch is marked with CUDA events), waits for them, and returns
+/// each launch's time, in launch order. The marks add an event record before and after
+/// each launch, so the sum is a little above the passes' time unmarked.
+pub fn time_launches(
+    kernels: &BoneKernels,
+    passes: impl FnOnce(&BoneKernels) -> Result<()>,
+) -> Result<Vec<LaunchTime>> {
+    let timer = Arc::new(LaunchTimer::default());
+    passes(&kernels.timed(timer.clone()))?;
+    timer
+        .take()
+        .into_iter()
+        .map(|(kernel, start, end)| Ok(LaunchTime { kernel, ms: start.elapsed_ms(&end)? }))
+        .collect()
 }
 
 /// The engines a GPU run tests and times: every one `kernels`' device runs

@@ -10,6 +10,7 @@ use cudarc::nvrtc::Ptx;
 use super::baseline::{RowMajorBlas, cublas_present};
 use super::image::kernel_image;
 use super::launch::GemmKernels;
+use super::timed::LaunchTimer;
 use crate::error::{BoneError, Result};
 use crate::shape::check_len;
 
@@ -27,6 +28,9 @@ pub struct BoneKernels {
     gemm_kernels: GemmKernels,
     /// The device's streaming multiprocessors (the persistent GEMM's grid).
     multiprocessors: u32,
+    /// Where a benchmark's breakdown wants each launch of this handle's passes marked
+    /// (`bench_support::time_launches`); None otherwise.
+    launch_timer: Option<Arc<LaunchTimer>>,
 }
 
 impl std::fmt::Debug for BoneKernels {
@@ -104,6 +108,7 @@ impl BoneKernels {
             blas: None,
             gemm_kernels: GemmKernels::MmaSync,
             multiprocessors,
+            launch_timer: None,
         })
     }
 
@@ -124,6 +129,7 @@ impl BoneKernels {
             blas,
             gemm_kernels: self.gemm_kernels,
             multiprocessors: self.multiprocessors,
+            launch_timer: None,
         })
     }
 
@@ -176,11 +182,16 @@ impl BoneKernels {
 
     /// What computes the passes' products now.
     pub fn gemm_engine(&self) -> GemmEngine {
-        match (self.blas.is_some(), self.gemm_kernels) {
-            (true, _) => GemmEngine::Cublas,
-            (false, GemmKernels::MmaSync) => GemmEngine::Native,
-            (false, GemmKernels::Wgmma) => GemmEngine::Wgmma,
-            (false, GemmKernels::WgmmaWarpSpecialized) => GemmEngine::WgmmaWarpSpecialized,
+        if self.blas.is_some() { GemmEngine::Cublas } else { self.own_gemm_engine() }
+    }
+
+    /// The crate's GEMM this handle launches: every product's unless cuBLAS is the engine,
+    /// then the short two-part products' (`split`).
+    pub(crate) fn own_gemm_engine(&self) -> GemmEngine {
+        match self.gemm_kernels {
+            GemmKernels::MmaSync => GemmEngine::Native,
+            GemmKernels::Wgmma => GemmEngine::Wgmma,
+            GemmKernels::WgmmaWarpSpecialized => GemmEngine::WgmmaWarpSpecialized,
         }
     }
 
@@ -197,6 +208,16 @@ impl BoneKernels {
     /// cuBLAS, when it is the GEMM engine.
     pub(crate) fn blas(&self) -> Option<&RowMajorBlas> {
         self.blas.as_deref()
+    }
+
+    /// This handle with every launch of its passes marked into `timer`.
+    pub(crate) fn timed(&self, timer: Arc<LaunchTimer>) -> Self {
+        BoneKernels { launch_timer: Some(timer), ..self.clone() }
+    }
+
+    /// The timer this handle's passes mark their launches into, if any.
+    pub(crate) fn launch_timer(&self) -> Option<&LaunchTimer> {
+        self.launch_timer.as_deref()
     }
 
     /// The stream every launch of this handle is ordered on.

@@ -53,6 +53,25 @@ pub(crate) trait Launcher {
     }
 }
 
+/// A launcher borrowed (a handle wrapped by another launcher, e.g. `timed::Timed`).
+impl<L: Launcher> Launcher for &L {
+    fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
+        (**self).gemm(kernel, params, batches)
+    }
+
+    fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
+        (**self).elementwise(kernel, elements, args)
+    }
+
+    fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {
+        (**self).fused(kernel, grid, args)
+    }
+
+    fn cuts_reductions(&self) -> bool {
+        (**self).cuts_reductions()
+    }
+}
+
 /// What a GEMM instantiation's name (`bone_gemm_<A><B>_<in>_<out>`, k = K-major, t =
 /// MN-major, `in` bf16 or f16, `out` that or f32) says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

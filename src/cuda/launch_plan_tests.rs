@@ -3,13 +3,15 @@
 //! GPU. Both are properties of the sequence alone, so they are checked here without a GPU
 //! (a reduction cut into chunks once ran one launch per chunk, serialised on the stream).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::Mutex;
 
 use cudarc::driver::LaunchConfig;
 
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
 use super::params::{BoneDropout, BoneGemm, BoneLayer};
 use super::split::{Product, ProductRunner, Split};
+use super::timed::{Clock, Timed};
 use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
 use super::workspace;
 use crate::dropout::Dropout;
@@ -110,6 +112,19 @@ fn record_on(family: Option<GemmKernels>, shape: &LayerShape, tokens: usize, pas
     record_call(family, shape, tokens, pass, |call| call)
 }
 
+/// A backward (or forward) call of `shape` with made-up addresses, and its workspace regions.
+fn call_for(shape: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> (Call, Vec<u64>) {
+    workspace::use_production_bounds();
+    let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
+    let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
+    let call = match pass {
+        Pass::Forward => Call { y: 4 << 40, bias: 5 << 40, ..inputs },
+        Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
+    };
+    let regions = (0..region_sizes(shape, tokens, pass, cut).len() as u64).map(|i| (8 + i) << 40).collect();
+    (call, regions)
+}
+
 /// The same for the call `tweak` makes of the usual one (accumulating, dropping).
 fn record_call(
     family: Option<GemmKernels>,
@@ -118,15 +133,8 @@ fn record_call(
     pass: Pass,
     tweak: impl FnOnce(Call) -> Call,
 ) -> Vec<Launch> {
-    workspace::use_production_bounds();
-    let layer = BoneLayer::new(shape, Some(tokens)).unwrap();
-    let inputs = Call::new(layer, *shape, tokens, ("bf16", "f32"), [1 << 40, 2 << 40, 3 << 40]).unwrap();
-    let call = tweak(match pass {
-        Pass::Forward => Call { y: 4 << 40, bias: 5 << 40, ..inputs },
-        Pass::Backward => Call { y: 4 << 40, dx: 5 << 40, db: 6 << 40, dbias: 7 << 40, ..inputs },
-    });
-    let regions: Vec<u64> =
-        (0..region_sizes(shape, tokens, pass, family.is_some()).len() as u64).map(|i| (8 + i) << 40).collect();
+    let (call, regions) = call_for(shape, tokens, pass, family.is_some());
+    let call = tweak(call);
     let recorder = Recorder { family: family.unwrap_or(GemmKernels::MmaSync), launches: RefCell::new(Vec::new()) };
     match (pass, family) {
         (Pass::Forward, Some(_)) => run_forward(&recorder, &call, &regions).unwrap(),
@@ -289,5 +297,68 @@ fn the_largest_supported_layers_launch_within_cuda_limits() {
                 }
             }
         }
+    }
+}
+
+/// Marks counted up from 1.
+struct Counter(Cell<u32>);
+
+impl Clock for Counter {
+    type Mark = u32;
+    fn mark(&self) -> Result<u32> {
+        self.0.set(self.0.get() + 1);
+        Ok(self.0.get())
+    }
+}
+
+#[test]
+fn a_timed_pass_marks_every_launch_it_makes_and_only_those() {
+    // The benches' per-launch breakdown: each launch between its own two marks, in order,
+    // named as recorded; nothing changed in what is launched. BatCol's backward on the
+    // crate's GEMMs runs the fused dB kernel; on a library GEMM it is not launched (the
+    // unfused sequence instead) and must not be marked.
+    let shape = LayerShape::new(Variant::BatCol, Dims { k: 4096, n: 4096, r: 64 }).unwrap();
+    for family in [Some(GemmKernels::WgmmaWarpSpecialized), None] {
+        let (call, regions) = call_for(&shape, 512, Pass::Backward, family.is_some());
+        let recorder = Recorder { family: family.unwrap_or(GemmKernels::MmaSync), launches: RefCell::new(Vec::new()) };
+        let (clock, launches) = (Counter(Cell::new(0)), Mutex::new(Vec::new()));
+        match family {
+            Some(_) => {
+                let timed = Timed { inner: &recorder, clock: &clock, engine: "wgmma-ws", launches: &launches };
+                run_backward(&timed, &call, &regions).unwrap();
+            }
+            None => {
+                let timed = Timed { inner: &recorder, clock: &clock, engine: "native", launches: &launches };
+                run_backward(&Split(timed), &call, &regions).unwrap();
+            }
+        }
+        let (marked, recorded) = (launches.into_inner().unwrap(), recorder.launches.into_inner());
+        let untimed = record_on(family, &shape, 512, Pass::Backward);
+        assert_eq!(
+            recorded.iter().map(|l| &l.kernel).collect::<Vec<_>>(),
+            untimed.iter().map(|l| &l.kernel).collect::<Vec<_>>()
+        );
+        // One mark per launch, the same launches: a GEMM under the instantiation the
+        // sequence asked for (and its shape and engine), a library product as "cublas".
+        assert_eq!(marked.len(), recorded.len(), "{marked:?}");
+        for ((name, ..), launch) in marked.iter().zip(&recorded) {
+            let engine = if launch.kernel == "cublas" { "cublas " } else { " on " };
+            assert!(name == &launch.kernel || name.contains(engine), "{name} for {}", launch.kernel);
+        }
+        for (i, (name, start, end)) in marked.iter().enumerate() {
+            assert!(start < end && (i == 0 || marked[i - 1].2 < *start), "{name}: marks {start}, {end}");
+        }
+        let names: Vec<&str> = marked.iter().map(|(name, ..)| name.as_str()).collect();
+        let fused = names.iter().filter(|name| name.starts_with("bone_bat_col_grads")).count();
+        assert_eq!(fused, usize::from(family.is_some()), "{names:?}");
+        // BatCol's W' slab: on the crate's GEMM on either engine (a short two-part product).
+        let engine = if family.is_some() { "wgmma-ws" } else { "native" };
+        let slab = format!("bone_gemm_kt_bf16_bf16 4096x64x64+64 x64 on {engine}");
+        assert!(names.contains(&slab.as_str()), "{names:?}");
+        assert_eq!(
+            names.iter().filter(|name| name.starts_with("cublas ")).count(),
+            if family.is_some() { 0 } else { 3 }
+        );
+        assert!(names.contains(&"bone_bias_grad_x_bf16"), "{names:?}");
     }
 }

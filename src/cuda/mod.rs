@@ -69,6 +69,7 @@ pub(crate) mod params;
 mod setup;
 mod shared_block;
 mod split;
+mod timed;
 mod token_chunks;
 mod training;
 mod workspace;

@@ -33,6 +33,7 @@ use super::handle::BoneKernels;
 use super::launch::Launcher;
 use super::params::{BoneDropout, BoneLayer};
 use super::split::{Cublas, Split};
+use super::timed::Timed;
 use super::workspace::{Workspace, total_bytes};
 use super::{bat_col, bat_row, bias_grad, shared_block};
 use crate::dropout::Dropout;
@@ -260,10 +261,7 @@ impl BoneKernels {
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward, self.blas().is_none()))?;
-        match self.blas() {
-            None => run_forward(self, &call, &regions),
-            Some(blas) => run_forward(&Split(Cublas { kernels: self, blas }), &call, &regions),
-        }
+        self.run(Pass::Forward, &call, &regions)
     }
 
     /// dX (if asked), dB and dbias (if asked) for the upstream gradient `dy` `[T, N]`,
@@ -309,9 +307,24 @@ impl BoneKernels {
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward, self.blas().is_none()))?;
-        match self.blas() {
-            None => run_backward(self, &call, &regions),
-            Some(blas) => run_backward(&Split(Cublas { kernels: self, blas }), &call, &regions),
+        self.run(Pass::Backward, &call, &regions)
+    }
+
+    /// The launches of `pass` for a validated call, on this handle's engine (cuBLAS through
+    /// `Split`, or the crate's GEMMs), each marked where the handle is timed.
+    fn run(&self, pass: Pass, call: &Call, regions: &[u64]) -> Result<()> {
+        let (clock, engine) = (self.stream(), self.own_gemm_engine().label());
+        match (self.blas(), self.launch_timer()) {
+            (None, None) => run_pass(self, pass, call, regions),
+            (Some(blas), None) => run_pass(&Split(Cublas { kernels: self, blas }), pass, call, regions),
+            (None, Some(timer)) => {
+                let timed = Timed { inner: self, clock, engine, launches: timer.launches() };
+                run_pass(&timed, pass, call, regions)
+            }
+            (Some(blas), Some(timer)) => {
+                let inner = Cublas { kernels: self, blas };
+                run_pass(&Split(Timed { inner, clock, engine, launches: timer.launches() }), pass, call, regions)
+            }
         }
     }
 
@@ -347,6 +360,14 @@ pub(super) fn run_forward(launcher: &impl Launcher, call: &Call, regions: &[u64]
         Variant::Shared | Variant::Mini { .. } => shared_block::forward(launcher, call, regions),
         Variant::BatRow => bat_row::forward(launcher, call, regions),
         Variant::BatCol => bat_col::forward(launcher, call, regions),
+    }
+}
+
+/// The launches of `pass` for a validated call, with its workspace regions.
+fn run_pass(launcher: &impl Launcher, pass: Pass, call: &Call, regions: &[u64]) -> Result<()> {
+    match pass {
+        Pass::Forward => run_forward(launcher, call, regions),
+        Pass::Backward => run_backward(launcher, call, regions),
     }
 }
 
