@@ -1,13 +1,14 @@
 //! The plain products `benches/layers.rs` times in `product/` (through
 //! `bone_kernels::cuda::bench_support`) compute what they claim, on every engine, against
-//! an f64 product of the same bf16 inputs; bad dimensions are refused. Skips with a
-//! printed notice where there is no GPU.
+//! an f64 product of the same bf16 inputs; bad dimensions are refused; and its per-launch
+//! timing changes no result. Skips with a printed notice where there is no GPU.
 
 mod common;
 
-use bone_kernels::BoneError;
 use bone_kernels::cuda::baseline::RowMajorBlas;
-use bone_kernels::cuda::bench_support::{Product, product};
+use bone_kernels::cuda::bench_support::{Product, product, time_launches};
+use bone_kernels::cuda::{BoneKernels, LayerWeights, Workspace};
+use bone_kernels::{BoneError, Variant};
 use common::{fresh_rng, gemm_engines, gpu_or_skip, random_vec, rel_err};
 use half::bf16;
 
@@ -56,4 +57,42 @@ fn gpu_bench_products_compute_what_they_claim() {
     assert!(matches!(refused, Err(BoneError::UnsupportedByKernels(_))), "{refused:?}");
     let short = on([8, 8, 8]);
     assert!(matches!(short, Err(BoneError::LengthMismatch { .. })), "{short:?}");
+}
+
+#[test]
+fn gpu_timed_launches_leave_the_results_unchanged() {
+    // The benches' breakdown runs a step on a timed copy of the handle: every launch gets
+    // a positive time and a name, and Y is bitwise the untimed handle's, on every engine.
+    let test = "gpu_timed_launches_leave_the_results_unchanged";
+    let Some(mut kernels) = gpu_or_skip(test) else { return };
+    let mut rng = fresh_rng(test);
+    let stream = kernels.stream().clone();
+    let shape = common::layer(Variant::Shared, 256, 384, 64);
+    let t = 200;
+    let upload = |values: Vec<f64>| stream.clone_htod(&values.iter().map(|&v| bf16::from_f64(v)).collect::<Vec<_>>());
+    let x = upload(random_vec(&mut rng, t * shape.k(), 1.0)).unwrap();
+    let w = upload(random_vec(&mut rng, shape.weight_len(), 0.1)).unwrap();
+    let b_host: Vec<f32> = random_vec(&mut rng, shape.adapter_len(), 0.05).iter().map(|&v| v as f32).collect();
+    let b = stream.clone_htod(&b_host).unwrap();
+    let mut workspace = Workspace::new(stream.clone());
+    for engine in gemm_engines(&kernels) {
+        kernels.set_gemm_engine(engine).unwrap();
+        let weights = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None, dropout: None };
+        let mut run = |handle: &BoneKernels| -> Vec<bf16> {
+            let mut y = stream.clone_htod(&vec![bf16::NAN; t * shape.n()]).unwrap();
+            handle.forward(&shape, t, &x.as_view(), &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
+            stream.clone_dtoh(&y).unwrap()
+        };
+        let untimed = run(&kernels);
+        let mut timed = Vec::new();
+        let launches = time_launches(&kernels, |handle| {
+            timed = run(handle);
+            Ok(())
+        })
+        .unwrap();
+        assert!(untimed.iter().zip(&timed).all(|(a, b)| a.to_bits() == b.to_bits()), "{engine:?}: Y changed");
+        assert!(launches.len() >= 2, "{engine:?}: {launches:?}");
+        assert!(launches.iter().all(|l| l.ms > 0.0 && !l.kernel.is_empty()), "{engine:?}: {launches:?}");
+        println!("{engine:?}: {launches:?}");
+    }
 }
