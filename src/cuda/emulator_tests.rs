@@ -243,6 +243,8 @@ fn the_shared_block_takes_k_not_a_multiple_of_r() {
             for dropout in [false, true] {
                 check(variant, (9, 72, 104, 32), (Ty::F16, Ty::F32), (true, dropout), engine, &mut rng);
             }
+            // 300 tokens: dbias in two chunks of tokens, over the ragged strip too.
+            check(variant, (300, 72, 104, 32), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
         }
     }
 }
