@@ -268,9 +268,20 @@ __device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* 
 
 // sum + partials[c * len + idx] over the count chunks, c in order: the fixed-order second
 // pass of a reduction split into chunks (bitwise reproducible), for each kernel below.
+// Four chunks' loads are issued before their sums (a bounds test between loads would keep
+// the compiler from hoisting them, leaving one load in flight a thread).
 __device__ __forceinline__ float add_chunks(float sum, int count, long long len, const float* __restrict__ partials,
                                             long long idx) {
-    for (int c = 0; c < count; ++c) sum += partials[c * len + idx];
+    const float* p = partials + idx;
+    int c = 0;
+    for (; c + 3 < count; c += 4) {
+        const float v0 = p[c * len], v1 = p[(c + 1) * len], v2 = p[(c + 2) * len], v3 = p[(c + 3) * len];
+        sum += v0;
+        sum += v1;
+        sum += v2;
+        sum += v3;
+    }
+    for (; c < count; ++c) sum += p[c * len];
     return sum;
 }
 
