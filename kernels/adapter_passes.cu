@@ -1,12 +1,12 @@
 // The adapter's small passes around the GEMMs, on CUDA cores: the block sum S (one read of
 // X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the operands the
 // tensor-core GEMMs take, all in the activations' type TX (bf16 or f16). One output
-// element per thread, but for the reductions over rows (S, BatCol's chunk sums: 8 adjacent
-// outputs a thread, read 16 bytes at a time; dbias: see there); f32 accumulation,
-// sequential (deterministic) reductions. Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
+// element per thread, but for the reductions over rows (S and BatCol's chunk sums: a warp
+// a row; dbias: see there), f32 accumulation, reductions in a fixed order (deterministic). Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
 #include "dropout.cuh"
 #include "numeric.cuh"
 #include "params.h"
+#include "ptx.cuh"
 
 __device__ __forceinline__ long long element_index() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 
@@ -23,55 +23,71 @@ struct alignas(16) Eight {
     TX v[8];
 };
 
-// sum[e] = sum_i factor(k) M[k] at k = i r + j0 + e over the r-wide chunks of the row `row`
-// ([cols] elements): columns j0 .. j0 + 7 of the chunks' sum, in 16-byte loads (r, cols
-// and j0 multiples of 8, the row 16-byte aligned; a last chunk cut short by cols holds a
-// group whole or not at all). Chunk by chunk, in order.
+// The chunk sums of one row, by a warp: on lanes l < r / 8, sum[e] = sum_i factor(k) M[k]
+// at k = i r + 8 l + e over the r-wide chunks of `row` ([cols] elements, the last chunk
+// possibly cut short: cols and r multiples of 8, the row 16-byte aligned). Lane l reads
+// k = 8 l + 256 m in 16-byte loads, four issued before their sums, so its 8 columns are
+// (8 l) mod r (r divides 256: r is 16, 32, 64 or 128); then the lanes holding the same
+// columns are added by a butterfly (lanes l ^ r/8, l ^ r/4, .., l ^ 16: a fixed order,
+// so the same bits every run). A warp per row keeps many loads in flight at any T: a
+// thread per output would read K / r elements one after another.
 template <typename TX, typename Factor>
-__device__ __forceinline__ void row_chunk_sums8(const TX* __restrict__ row, int cols, int r, int j0, Factor factor,
-                                                float (&sum)[8]) {
+__device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, int cols, int r, Factor factor,
+                                                    float (&sum)[8]) {
+    constexpr int WARP_SPAN = 32 * 8;  // elements a warp reads at once
     auto add = [&](const Eight<TX>& v, int k) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) sum[e] += factor(k + e) * to_f32(v.v[e]);
     };
     auto load = [&](int k) { return *reinterpret_cast<const Eight<TX>*>(row + k); };
-    int k = j0;
-    // Four chunks' loads issued before their sums (a bounds test between loads would keep
-    // the compiler from hoisting them), then the rest one at a time.
-    for (; k + 3 * r < cols; k += 4 * r) {
-        const Eight<TX> v0 = load(k), v1 = load(k + r), v2 = load(k + 2 * r), v3 = load(k + 3 * r);
+    int k = (threadIdx.x % 32) * 8;
+    for (; k + 3 * WARP_SPAN < cols; k += 4 * WARP_SPAN) {
+        const Eight<TX> v0 = load(k), v1 = load(k + WARP_SPAN), v2 = load(k + 2 * WARP_SPAN),
+                        v3 = load(k + 3 * WARP_SPAN);
         add(v0, k);
-        add(v1, k + r);
-        add(v2, k + 2 * r);
-        add(v3, k + 3 * r);
+        add(v1, k + WARP_SPAN);
+        add(v2, k + 2 * WARP_SPAN);
+        add(v3, k + 3 * WARP_SPAN);
     }
-    for (; k < cols; k += r) add(load(k), k);
+    for (; k < cols; k += WARP_SPAN) add(load(k), k);
+    for (int lane_mask = r / 8; lane_mask < 32; lane_mask *= 2) {
+        float lo[4] = {sum[0], sum[1], sum[2], sum[3]}, hi[4] = {sum[4], sum[5], sum[6], sum[7]};
+        bone_ptx::shfl_xor4(lo, lane_mask);
+        bone_ptx::shfl_xor4(hi, lane_mask);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            sum[e] += lo[e];
+            sum[4 + e] += hi[e];
+        }
+    }
 }
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
 // element after dropout: [T, r], or with the bias columns [T, r + BONE_BIAS_COLUMNS],
-// column r all ones and the rest zero. idx runs over S's groups of 8 columns.
+// column r all ones and the rest zero. idx runs over T warps (32 a row of S).
 template <typename TX>
 __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, bool bias_columns,
                                           const TX* __restrict__ x, TX* __restrict__ s, long long idx) {
     static_assert(BONE_BIAS_COLUMNS == 8, "the bias columns are one group of 8");
-    const int groups = (layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0)) / 8;
-    const long long t = idx / groups;
-    const int j0 = (int)(idx % groups) * 8;
+    const long long t = idx / 32;
+    const int j0 = (int)(idx % 32) * 8, width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
     float sum[8] = {};
-    if (j0 >= layer.r) {
-        sum[0] = 1.f;
-    } else if (dropout.threshold == 0) {
-        row_chunk_sums8(x + t * layer.k, layer.k, layer.r, j0, [](int) { return 1.f; }, sum);
+    if (dropout.threshold == 0) {
+        warp_row_chunk_sums(x + t * layer.k, layer.k, layer.r, [](int) { return 1.f; }, sum);
     } else {
         const unsigned long long row = t * layer.k;
-        row_chunk_sums8(x + row, layer.k, layer.r, j0, [&](int k) { return bone_dropout_factor(dropout, row + k); },
-                        sum);
+        warp_row_chunk_sums(x + row, layer.k, layer.r, [&](int k) { return bone_dropout_factor(dropout, row + k); },
+                            sum);
+    }
+    if (j0 >= width) return;
+    if (j0 == layer.r) {  // the bias columns
+#pragma unroll
+        for (int e = 0; e < 8; ++e) sum[e] = e == 0 ? 1.f : 0.f;
     }
     Eight<TX> out;
 #pragma unroll
     for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
-    *reinterpret_cast<Eight<TX>*>(s + idx * 8) = out;
+    *reinterpret_cast<Eight<TX>*>(s + t * width + j0) = out;
 }
 
 // dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term
@@ -97,18 +113,18 @@ __device__ __forceinline__ void dropped_tiles(const BoneLayer layer, int tokens,
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
 // r-wide chunks), added to the W_o^T G_o a GEMM wrote. G [rows, K] (K a multiple of r),
-// dB [rows, r] f32. idx runs over dB's groups of 8 columns.
+// dB [rows, r] f32. idx runs over `rows` warps (32 a row of dB).
 template <typename TX>
 __device__ __forceinline__ void chunk_sum_add(const BoneLayer layer, int rows, const TX* __restrict__ g,
                                               float* __restrict__ db) {
     const long long idx = element_index();
-    const int groups = layer.r / 8;
-    if (idx >= (long long)rows * groups) return;
-    const long long t = idx / groups;
-    const int j0 = (int)(idx % groups) * 8;
+    if (idx >= (long long)rows * 32) return;  // whole warps: the butterfly takes every lane
+    const long long t = idx / 32;
+    const int j0 = (int)(idx % 32) * 8;
     float sum[8] = {};
-    row_chunk_sums8(g + t * layer.k, layer.k, layer.r, j0, [](int) { return 1.f; }, sum);
-    float* out = db + idx * 8;
+    warp_row_chunk_sums(g + t * layer.k, layer.k, layer.r, [](int) { return 1.f; }, sum);
+    if (j0 >= layer.r) return;
+    float* out = db + t * layer.r + j0;
 #pragma unroll
     for (int e = 0; e < 8; ++e) out[e] += sum[e];
 }
@@ -329,7 +345,7 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
     const TB* b = (const TB*)p.b;
     const TX* bias = (const TX*)p.bias;
     const long long width = r + (bias ? BONE_BIAS_COLUMNS : 0);  // of S and Bfull^T
-    job(p.s, p.tokens * width / 8,
+    job(p.s, p.tokens * 32,
         [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
     job(p.full, width * layer.n,
         [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });

@@ -64,6 +64,11 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 // `value`, which every lane of the warp holds alike, read from lane 0: the compiler then
 // knows it is warp-uniform (a branch on it does not diverge within a warp).
 __device__ __forceinline__ int warp_uniform(int value) { return __shfl_sync(0xffffffffu, value, 0); }
+// v from lane (this lane ^ lane_mask), for the whole warp (every lane must take part).
+__device__ __forceinline__ void shfl_xor4(float (&v)[4], int lane_mask) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) v[e] = __shfl_xor_sync(0xffffffffu, v[e], lane_mask);
+}
 
 // mbarrier (sm_90): initialise with the arrival count of a phase (one thread, then
 // mbarrier_init_fence and a block barrier), arrive, wait until the phase of the given

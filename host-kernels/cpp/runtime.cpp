@@ -63,7 +63,7 @@ void land(const Copy& c) {
 }
 
 enum class State { Runnable, AtBarrier, AtCollective, AtMbarrier, Done };
-enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16, Uniform };
+enum class Op { Ldmatrix, LdmatrixTrans, MmaBf16, MmaF16, Uniform, ShflXor };
 
 // An mbarrier: the arrivals a phase takes, those still missing from the current one, how
 // many phases have completed, the copies handed to the current one, and those of completed
@@ -375,6 +375,15 @@ class BlockRunner {
     }
 
     void compute(Warp& w) {
+        if (w.op == Op::ShflXor) {
+            for (int l = 0; l < WARP; ++l) {
+                if (w.in[l].a[0] != w.in[0].a[0] || w.in[0].a[0] >= uint32_t(WARP)) {
+                    fail("shfl.sync.bfly with a lane mask that differs between lanes or exceeds the warp");
+                }
+                std::memcpy(w.out[l].d, w.in[l ^ int(w.in[0].a[0])].d, sizeof w.out[l].d);
+            }
+            return;
+        }
         if (w.op == Op::Uniform) {
             for (int l = 0; l < WARP; ++l) {
                 if (w.in[l].a[0] != w.in[0].a[0]) fail("a value declared warp-uniform differs between lanes");
@@ -494,6 +503,14 @@ int warp_uniform(int value) {
     LaneIn in{};
     in.a[0] = uint32_t(value);
     return int(runner->collective(Op::Uniform, in).r[0]);
+}
+
+void shfl_xor4(float (&v)[4], int lane_mask) {
+    LaneIn in{};
+    in.a[0] = uint32_t(lane_mask);
+    std::memcpy(in.d, v, sizeof in.d);
+    const LaneOut out = runner->collective(Op::ShflXor, in);
+    std::memcpy(v, out.d, sizeof out.d);
 }
 
 void mbarrier_init(const void* bar, int count) { runner->mbarrier_init(bar, count); }

@@ -183,8 +183,8 @@ pub(crate) fn block_grads(
         (gemm, call.gemm_f32("tt"), rows / r)
     })?;
     let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
-    // A thread per 8 columns of dB_o.
-    launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * r / 8, &chunk_sums)
+    // A warp per row of dB_o.
+    launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * 32, &chunk_sums)
 }
 
 /// Bytes of partial sums [`block_grads`] needs for `rows` rows of W (0 when unsplit).

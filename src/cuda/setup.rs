@@ -117,7 +117,7 @@ impl Setup {
         let (r, k, n) = (p.layer.r as usize, p.layer.k as usize, p.layer.n as usize);
         let widened = |cols: usize| bias_width(cols, p.bias as u64);
         let jobs = [
-            (!p.s.is_null(), p.tokens as usize * widened(r) / 8), // a thread per 8 columns
+            (!p.s.is_null(), p.tokens as usize * 32), // a warp per row of S
             (!p.full.is_null(), widened(r) * n),
             (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
             (!p.stack.is_null(), k * r),

@@ -36,6 +36,9 @@ void async_commit();
 void async_wait(int newest_pending);
 // `value`, which must be the same on every lane of the warp (a warp collective).
 int warp_uniform(int value);
+// v from lane (this lane ^ lane_mask), for the whole warp (a warp collective; the mask
+// the same on every lane).
+void shfl_xor4(float (&v)[4], int lane_mask);
 // mbarriers in dynamic shared memory; copy_arrive hands the thread's copies not yet landed
 // to the barrier, with one arrival (cp.async.mbarrier.arrive.noinc).
 void mbarrier_init(const void* bar, int count);
@@ -120,6 +123,7 @@ inline void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 }
 inline unsigned char* dynamic_smem() { return bone_host::dynamic_shared(); }
 inline int warp_uniform(int value) { return bone_host::warp_uniform(value); }
+inline void shfl_xor4(float (&v)[4], int lane_mask) { bone_host::shfl_xor4(v, lane_mask); }
 inline void mbarrier_init(uint64_t* bar, int count) { bone_host::mbarrier_init(bar, count); }
 inline void mbarrier_init_fence() {}  // one memory here
 inline void mbarrier_arrive(uint64_t* bar) { bone_host::mbarrier_arrive(bar); }
