@@ -219,6 +219,8 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     if (idx >= (long long)layer.r * layer.mini_r) return;
     const int j = (int)(idx / layer.mini_r), m = (int)(idx % layer.mini_r);
     float sum = held(accumulate, db + idx);
+    // N / mini_r terms (64 at N = 4096): eight loads issued before their sums.
+#pragma unroll 8
     for (int n = m; n < layer.n; n += layer.mini_r) sum += db_full[(long long)j * layer.n + n];
     db[idx] = sum;
 }
