@@ -11,7 +11,7 @@
 # since stopped copying W, 5-30x faster on those layers: one call took 0.7-1.3 s on the
 # CPU here, now 0.03-0.7 s; gpu_largest_layers, added in session 7, makes 2 x 2^30 random
 # values and runs the oracle on 4 rows of a 16384 x 16384 layer per variant: about 20 s of
-# host work measured on a 2-core machine, plus the GPU's), `benches` at
+# host oracle measured at 12 s on a 2-core machine, the data generation not timed), `benches` at
 # most 400 + 150 s (the layer benches took under 300 s on 2026-11-28; the plain products
 # and BatCol's dB alone add about a minute).
 # QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,
