@@ -10,8 +10,8 @@
 # on the host, had not finished at 170 s: 35 of its 36 r = 64 cases done; the oracle has
 # since stopped copying W, 5-30x faster on those layers: one call took 0.7-1.3 s on the
 # CPU here, now 0.03-0.7 s; gpu_largest_layers, added in session 7, makes 2 x 2^30 random
-# values and runs the oracle on 4 rows of a 16384 x 16384 layer per variant: about 20 s of
-# host oracle measured at 12 s on a 2-core machine, the data generation not timed), `benches` at
+# values and runs the oracle on 4 rows of a 16384 x 16384 layer per variant: the oracle
+# took 12 s in all on a 2-core machine, the data generation was not timed), `benches` at
 # most 400 + 150 s (the layer benches took under 300 s on 2026-11-28; the plain products
 # and BatCol's dB alone add about a minute).
 # QUICK=1 runs PEFT on one shape only. BONE_GEMM_ENGINES=native,wgmma,cublas (labels,
