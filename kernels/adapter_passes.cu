@@ -347,7 +347,7 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
     const TB* b = (const TB*)p.b;
     const TX* bias = (const TX*)p.bias;
     const long long width = r + (bias ? BONE_BIAS_COLUMNS : 0);  // of S and Bfull^T
-    job(p.s, p.tokens * 32,
+    job(p.s, (long long)p.tokens * 32,
         [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
     job(p.full, width * layer.n,
         [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });
