@@ -93,7 +93,13 @@ def print_launches(lines):
             continue
         print(f"\n{group} {path}:")
         for i, ms, kernel in sorted(launches):
-            print(f"  {i:2} {ms:8.4f} ms  {kernel}")
+            # A product's name carries m x n x k (+ an appended k2) and its batches.
+            shape = re.search(r"(\d+)x(\d+)x(\d+)(?:\+(\d+))? x(\d+)", kernel)
+            rate = ""
+            if shape and ms > 0:
+                m, n, k, k2, batches = (int(v or 0) for v in shape.groups())
+                rate = f"{2 * m * n * (k + k2) * batches / (ms * 1e-3) / 1e12:7.1f} TFLOP/s"
+            print(f"  {i:2} {ms:8.4f} ms {rate:>15}  {kernel}")
 
 
 def print_products(medians):
