@@ -59,13 +59,34 @@ if [ -z "${BONE_GEMM_ENGINES:-}" ] && [ -e .gpu/bin/test-test-gpu_gemm_layout ];
 fi
 if [ "$mode" = all ] || [ "$mode" = tests ]; then
   # Only the GPU tests (named gpu_*): the CPU ones ran in CI, and some read fixtures by path.
+  # The binaries run at once (each its own process, log and time limit): several spend
+  # most of their time in the f64 oracle on the host, which the machine's 16 cores run
+  # side by side, so the phase takes about as long as its longest binary. TEST_JOBS=1
+  # runs them one after another.
+  tests=()
   for t in .gpu/bin/test-test-gpu_* .gpu/bin/test-test-adapter_files .gpu/bin/test-test-demo_training; do
-    [ -e "$t" ] || continue
-    echo "== $t"
-    started=$SECONDS
-    timeout "${TEST_TIMEOUT:-360}" "$t" gpu_ --nocapture 2>&1 | tee -a "$OUT/tests.log" | grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' | tail -60 || fail=1
-    echo "   ($t: $((SECONDS - started)) s)"
+    [ -e "$t" ] && tests+=("$t")
   done
+  started=$SECONDS
+  for t in "${tests[@]}"; do
+    name=$(basename "$t")
+    (
+      begun=$SECONDS
+      timeout "${TEST_TIMEOUT:-360}" "$t" gpu_ --nocapture > "$OUT/$name.log" 2>&1
+      echo "$? $((SECONDS - begun))" > "$OUT/$name.rc"
+    ) &
+    [ "${TEST_JOBS:-0}" = 1 ] && wait
+  done
+  wait
+  for t in "${tests[@]}"; do
+    name=$(basename "$t")
+    read -r rc took < "$OUT/$name.rc" || { rc=1; took=?; }
+    echo "== $t (exit $rc, $took s)"
+    cat "$OUT/$name.log" >> "$OUT/tests.log"
+    grep -E '^(test |SKIPPED|.*panicked|.*relative error)|test result' "$OUT/$name.log" | tail -60
+    [ "$rc" = 0 ] || fail=1
+  done
+  echo "   (tests: $((SECONDS - started)) s)"
 fi
 if [ "$mode" = all ] || [ "$mode" = benches ]; then
   started=$SECONDS
