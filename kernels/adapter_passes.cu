@@ -17,12 +17,6 @@ __device__ __forceinline__ float held(int accumulate, const T* out) {
     return accumulate ? to_f32(*out) : 0.f;
 }
 
-// Eight adjacent 16-bit elements, loaded or stored in one 16-byte access.
-template <typename TX>
-struct alignas(16) Eight {
-    TX v[8];
-};
-
 // The chunk sums of one row, by a warp: on lanes l < r / 8, sum[e] = sum_i factor(k) M[k]
 // at k = i r + 8 l + e over the r-wide chunks of `row` ([cols] elements, the last chunk
 // possibly cut short: cols and r multiples of 8, the row 16-byte aligned). Lane l reads
@@ -39,7 +33,7 @@ __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, 
 #pragma unroll
         for (int e = 0; e < 8; ++e) sum[e] += factor(k + e) * to_f32(v.v[e]);
     };
-    auto load = [&](int k) { return *reinterpret_cast<const Eight<TX>*>(row + k); };
+    auto load = [&](int k) { return load8(row + k); };
     int k = (threadIdx.x % 32) * 8;
     for (; k + 3 * WARP_SPAN < cols; k += 4 * WARP_SPAN) {
         const Eight<TX> v0 = load(k), v1 = load(k + WARP_SPAN), v2 = load(k + 2 * WARP_SPAN),
@@ -87,7 +81,7 @@ __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropo
     Eight<TX> out;
 #pragma unroll
     for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
-    *reinterpret_cast<Eight<TX>*>(s + t * width + j0) = out;
+    store8(s + t * width + j0, out);
 }
 
 // dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term
@@ -100,15 +94,15 @@ __device__ __forceinline__ void dropped_tiles(const BoneLayer layer, int tokens,
     const long long idx = element_index(), first = idx * 8;
     if (first >= (long long)tokens * layer.k) return;
     const int t = (int)(first / layer.k), k = (int)(first % layer.k);
-    const Eight<TX> tiled = *reinterpret_cast<const Eight<TX>*>(u + (long long)t * layer.r + k % layer.r);
-    Eight<TX>* out = reinterpret_cast<Eight<TX>*>(dx + first);
-    Eight<TX> v = accumulate ? *out : Eight<TX>{};
+    const Eight<TX> tiled = load8(u + (long long)t * layer.r + k % layer.r);
+    TX* out = dx + first;
+    Eight<TX> v = accumulate ? load8(out) : Eight<TX>{};
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
         const float held = accumulate ? to_f32(v.v[e]) : 0.f;
         v.v[e] = from_f32<TX>(held + bone_dropout_factor(dropout, first + e) * to_f32(tiled.v[e]));
     }
-    *out = v;
+    store8(out, v);
 }
 
 // dB[t, j] += sum_i G[t, i r + j]: BatCol's onehot^T G_o (each row of G summed over its
@@ -196,7 +190,7 @@ __device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, 
     if (column < n_out) {
 #pragma unroll 4
         for (int t = first + lane; t < last; t += ROWS) {
-            const Eight<TX> v = *reinterpret_cast<const Eight<TX>*>(dy + (long long)t * n_out + column);
+            const Eight<TX> v = load8(dy + (long long)t * n_out + column);
 #pragma unroll
             for (int e = 0; e < 8; ++e) sum[e] += to_f32(v.v[e]);
         }
@@ -277,11 +271,11 @@ __device__ __forceinline__ void add_bias(int rows, int cols, int ldc, const TX* 
     const int groups = cols / 8;
     if (idx >= (long long)rows * groups) return;
     const int row = (int)(idx / groups), col = (int)(idx % groups) * 8;
-    Eight<TX>* out = reinterpret_cast<Eight<TX>*>(c + (long long)row * ldc + col);
-    Eight<TX> v = *out;
+    TX* out = c + (long long)row * ldc + col;
+    Eight<TX> v = load8(out);
 #pragma unroll
     for (int e = 0; e < 8; ++e) v.v[e] = from_f32<TX>(to_f32(v.v[e]) + to_f32(bias[col + e]));
-    *out = v;
+    store8(out, v);
 }
 
 // sum + partials[c * len + idx] over the count chunks, c in order: the fixed-order second

@@ -13,6 +13,28 @@ template <> __device__ __forceinline__ float from_f32<float>(float v) { return v
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Eight adjacent 16-bit elements, loaded or stored in one 16-byte access (LDG.128 /
+// STG.128). The address must be 16-byte aligned: the hardware faults otherwise, and the
+// host runtime fails the launch (it would not fault on its own).
+template <typename T>
+struct alignas(16) Eight {
+    T v[8];
+};
+template <typename T>
+__device__ __forceinline__ Eight<T> load8(const T* p) {
+#ifdef BONE_KERNELS_ON_HOST
+    bone_host::require_aligned16(p);
+#endif
+    return *reinterpret_cast<const Eight<T>*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
+#ifdef BONE_KERNELS_ON_HOST
+    bone_host::require_aligned16(p);
+#endif
+    *reinterpret_cast<Eight<T>*>(p) = v;
+}
+
 // Two adjacent 16-bit outputs (lo at the lower address) rounded into one 32-bit word, by
 // one conversion of the pair (cvt.rn.bf16x2.f32). Rounding a wgmma accumulator element by
 // element into shared memory made ptxas serialize the wgmma pipeline before it (C7514).

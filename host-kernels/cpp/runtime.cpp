@@ -495,6 +495,10 @@ void async_copy(void* dst, const void* src, int bytes) {
     runner->async_copy({dst, src, bytes});
 }
 
+void require_aligned16(const void* p) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) runner->fail("a 16-byte access at an address not 16-byte aligned");
+}
+
 void async_commit() { runner->async_commit(); }
 
 void async_wait(int newest_pending) { runner->async_wait(newest_pending); }

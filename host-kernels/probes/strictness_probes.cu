@@ -52,6 +52,13 @@ extern "C" __global__ void bone_probe_uninitialised_barrier() {
     mbarrier_arrive(reinterpret_cast<uint64_t*>(dynamic_smem()));
 }
 
+// A 16-byte load of eight bf16 from `src` + `offset` elements (as the passes of
+// adapter_passes.cu read their rows): faults on a GPU unless 16-byte aligned.
+extern "C" __global__ void bone_probe_vector_load(const __nv_bfloat16* src, int offset, float* out) {
+    const Eight<__nv_bfloat16> v = load8(src + offset);
+    out[0] = to_f32(v.v[7]);
+}
+
 // A value declared warp-uniform that differs between lanes.
 extern "C" __global__ void bone_probe_divergent_uniform(int* out) { out[threadIdx.x] = warp_uniform(threadIdx.x); }
 

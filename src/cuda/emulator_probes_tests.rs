@@ -98,6 +98,26 @@ fn misused_mbarriers_and_uniform_values_are_errors() {
 }
 
 #[test]
+fn a_misaligned_16_byte_access_is_an_error() {
+    if !host_kernels_or_skip("a_misaligned_16_byte_access_is_an_error") {
+        return;
+    }
+    // Sixteen bf16 (the bits of 1.0 .. 16.0) in 16-byte-aligned storage.
+    #[repr(align(16))]
+    struct Row([u16; 16]);
+    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
+    let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
+    let out_ptr = out.as_mut_ptr() as u64;
+    let load = |offset: i32| {
+        run("bone_probe_vector_load", 32, 0, &[(&src).into(), (&offset).into(), (&out_ptr).into()], Landing::Early)
+    };
+    load(8).unwrap();
+    assert_eq!(out[0], 16.0, "the eighth element from offset 8");
+    let err = load(4).unwrap_err();
+    assert!(err.contains("16-byte access at an address not 16-byte aligned"), "{err}");
+}
+
+#[test]
 fn a_wgmma_operand_changed_before_its_wait_is_an_error() {
     if !host_kernels_or_skip("a_wgmma_operand_changed_before_its_wait_is_an_error") {
         return;
