@@ -23,14 +23,14 @@ struct alignas(16) Eight {
 template <typename T>
 __device__ __forceinline__ Eight<T> load8(const T* p) {
 #ifdef BONE_KERNELS_ON_HOST
-    bone_host::require_aligned16(p);
+    bone_host::require_aligned(p, 16);
 #endif
     return *reinterpret_cast<const Eight<T>*>(p);
 }
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
 #ifdef BONE_KERNELS_ON_HOST
-    bone_host::require_aligned16(p);
+    bone_host::require_aligned(p, 16);
 #endif
     *reinterpret_cast<Eight<T>*>(p) = v;
 }

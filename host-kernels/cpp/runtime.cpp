@@ -495,8 +495,11 @@ void async_copy(void* dst, const void* src, int bytes) {
     runner->async_copy({dst, src, bytes});
 }
 
-void require_aligned16(const void* p) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) runner->fail("a 16-byte access at an address not 16-byte aligned");
+void require_aligned(const void* p, int bytes) {
+    if (reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) != 0) {
+        const std::string size = std::to_string(bytes);
+        runner->fail("a " + size + "-byte access at an address not " + size + "-byte aligned");
+    }
 }
 
 void async_commit() { runner->async_commit(); }

@@ -34,8 +34,9 @@ void sync_threads();
 void async_copy(void* dst, const void* src, int bytes);
 void async_commit();
 void async_wait(int newest_pending);
-// Fails the launch unless `p` is 16-byte aligned (a 16-byte access: the GPU would fault).
-void require_aligned16(const void* p);
+// Fails the launch unless `p` is `bytes`-aligned (an access of that many bytes at once:
+// the GPU would fault).
+void require_aligned(const void* p, int bytes);
 // `value`, which must be the same on every lane of the warp (a warp collective).
 int warp_uniform(int value);
 // v from lane (this lane ^ lane_mask), for the whole warp (a warp collective; the mask
