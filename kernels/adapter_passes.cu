@@ -2,7 +2,8 @@
 // X), dbias (one read of dY), and O((N + K) r) reshuffles of B into the operands the
 // tensor-core GEMMs take, all in the activations' type TX (bf16 or f16). One output
 // element per thread, but for the reductions over rows (S and BatCol's chunk sums: a warp
-// a row; dbias: see there), f32 accumulation, reductions in a fixed order (deterministic). Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
+// a row; dbias: see there), f32 accumulation, reductions in a fixed order
+// (deterministic). Kernel names end in _x_<TX> (and _b_<B's type> where they read B).
 #include "dropout.cuh"
 #include "numeric.cuh"
 #include "params.h"

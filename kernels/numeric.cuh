@@ -13,25 +13,32 @@ template <> __device__ __forceinline__ float from_f32<float>(float v) { return v
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// A vector access of `bytes` bytes at p needs p aligned to that size: the GPU faults
+// otherwise. The host runtime, which would not, fails the launch instead; on the GPU this
+// is nothing.
+__device__ __forceinline__ void require_aligned(const void* p, int bytes) {
+#ifdef BONE_KERNELS_ON_HOST
+    bone_host::require_aligned(p, bytes);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 // Eight adjacent 16-bit elements, loaded or stored in one 16-byte access (LDG.128 /
-// STG.128). The address must be 16-byte aligned: the hardware faults otherwise, and the
-// host runtime fails the launch (it would not fault on its own).
+// STG.128).
 template <typename T>
 struct alignas(16) Eight {
     T v[8];
 };
 template <typename T>
 __device__ __forceinline__ Eight<T> load8(const T* p) {
-#ifdef BONE_KERNELS_ON_HOST
-    bone_host::require_aligned(p, 16);
-#endif
+    require_aligned(p, 16);
     return *reinterpret_cast<const Eight<T>*>(p);
 }
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
-#ifdef BONE_KERNELS_ON_HOST
-    bone_host::require_aligned(p, 16);
-#endif
+    require_aligned(p, 16);
     *reinterpret_cast<Eight<T>*>(p) = v;
 }
 

@@ -150,9 +150,7 @@ fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<R
         if runs == 1 {
             return Ok(());
         }
-        let sizes = [runs, n * r, accumulate].map(|v| Arg::I32(v as i32));
-        let sum = [&sizes[..], &[partials, call.db].map(Arg::Ptr)].concat();
-        launcher.elementwise("bone_sum_chunks", n * r, &sum)
+        token_chunks::sum_chunks(launcher, (runs, n * r), partials, (call.db, call.accumulate.db))
     }))
 }
 
@@ -247,9 +245,7 @@ fn dx_over_slabs(launcher: &impl Launcher, call: &Call, regions: &[u64], slab: u
                 (_, 1) => product(dx_f32).accumulate(i > 0).launch(launcher, &call.gemm_f32("kt"), 1)?,
                 (len, chunks) => {
                     product(partials).split_k(len, tc * k).launch(launcher, &call.gemm_f32("kt"), 1)?;
-                    let sizes = [chunks, tc * k, usize::from(i > 0)].map(|v| Arg::I32(v as i32));
-                    let args = [&sizes[..], &[partials, dx_f32].map(Arg::Ptr)].concat();
-                    launcher.elementwise("bone_sum_chunks", tc * k, &args)?;
+                    token_chunks::sum_chunks(launcher, (chunks, tc * k), partials, (dx_f32, i > 0))?;
                 }
             }
         }

@@ -6,6 +6,7 @@
 
 use super::launch::{Arg, Launcher};
 use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS};
+use super::token_chunks;
 use super::training::Call;
 use crate::error::Result;
 
@@ -43,9 +44,7 @@ pub(super) fn launch(launcher: &impl Launcher, call: &Call, partials: u64) -> Re
     // One block of BONE_MERGE_THREADS threads per strip and chunk.
     launcher.elementwise(&call.pass("bone_bias_grad"), blocks * BONE_MERGE_THREADS as usize, &args)?;
     if chunks > 1 {
-        let sizes = [chunks as i32, n as i32, accumulate].map(Arg::I32);
-        let args = [&sizes[..], &[partials, call.dbias].map(Arg::Ptr)].concat();
-        launcher.elementwise("bone_sum_chunks", n, &args)?;
+        token_chunks::sum_chunks(launcher, (chunks, n), partials, (call.dbias, call.accumulate.dbias))?;
     }
     Ok(())
 }

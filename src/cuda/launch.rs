@@ -34,10 +34,10 @@ pub(crate) trait Launcher {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()>;
 
     /// Kernel `kernel` over `elements` threads (rounded up to whole blocks of
-    /// BONE_MERGE_THREADS): one per element, or what the kernel's comment says (bone_bias_grad
-    /// takes a block per strip of 64 columns and chunk of tokens). The caller passes `args` matching the kernel's
-    /// signature in type and order, with device addresses that cover everything the kernel
-    /// reads and writes for that count.
+    /// BONE_MERGE_THREADS): one per element, or what the kernel's comment says (a warp per
+    /// row; bone_bias_grad takes a block per strip of 64 columns and chunk of tokens). The
+    /// caller passes `args` matching the kernel's signature in type and order, with device
+    /// addresses that cover everything the kernel reads and writes for that count.
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
 
     /// Runs the fused kernel `kernel` (named for its mma.sync version) over `grid`, on this

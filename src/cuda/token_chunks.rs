@@ -67,6 +67,18 @@ pub(crate) fn reduce(
     }
     let (gemm, kernel, batches) = product(partials);
     gemm.split_k(len, outputs / batches).launch(launcher, &kernel, batches)?;
+    sum_chunks(launcher, (chunks, outputs), partials, (out, accumulate))
+}
+
+/// `out` (+)= the sum, in chunk order, of the `chunks` f32 partial sums of `outputs`
+/// elements each at `partials` (`bone_sum_chunks`): the fixed-order second pass of every
+/// reduction cut into chunks, so that it stays bitwise reproducible.
+pub(crate) fn sum_chunks(
+    launcher: &impl Launcher,
+    (chunks, outputs): (usize, usize),
+    partials: u64,
+    (out, accumulate): (u64, bool),
+) -> Result<()> {
     let sizes = [chunks, outputs, usize::from(accumulate)].map(|v| Arg::I32(v as i32));
     launcher.elementwise("bone_sum_chunks", outputs, &[&sizes[..], &[partials, out].map(Arg::Ptr)].concat())
 }
