@@ -220,15 +220,12 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
     db[idx] = sum;
 }
 
-// The Bat blocks as GEMM operands: I + B_j and B_j, both [blocks, r, r].
+// The Bat blocks B_j as GEMM operands, [blocks, r, r]. Never I + B_j: rounded to TX (2^-7
+// apart at 1 in bf16) it would drop most of B's diagonal; the products add W (or X~, dX~)
+// exactly in their epilogue instead (BoneGemm's addend).
 template <typename TX, typename TB>
-__device__ __forceinline__ void bat_blocks(const BoneLayer layer, const TB* __restrict__ b,
-                                           TX* __restrict__ identity_plus, TX* __restrict__ plain, long long idx) {
-    const int r = layer.r;
-    const int a = (int)(idx / r % r), c = (int)(idx % r);
-    const float v = to_f32(b[idx]);
-    identity_plus[idx] = from_f32<TX>(v + (a == c ? 1.f : 0.f));
-    plain[idx] = from_f32<TX>(v);
+__device__ __forceinline__ void bat_blocks(const TB* __restrict__ b, TX* __restrict__ blocks, long long idx) {
+    blocks[idx] = from_f32<TX>(to_f32(b[idx]));
 }
 
 // BatRow: the blocks side by side, stack[c, i r + j] = B_i[c, j] ([r, K]), so that
@@ -346,8 +343,7 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
         [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
     job(p.full, width * layer.n,
         [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });
-    job(p.identity_plus, p.bat_blocks * r * r,
-        [&](long long i) { bat_blocks<TX, TB>(layer, b, (TX*)p.identity_plus, (TX*)p.plain, i); });
+    job(p.bat_blocks, p.bat_block_count * r * r, [&](long long i) { bat_blocks<TX, TB>(b, (TX*)p.bat_blocks, i); });
     job(p.stack, layer.k * r, [&](long long i) { row_stack<TX, TB>(layer, b, (TX*)p.stack, i); });
     job(p.onehot, layer.k * r, [&](long long i) { block_one_hot<TX>(layer, (TX*)p.onehot, i); });
     job(p.tiling, (long long)p.tiling_rows * (p.tiling_cols + (bias ? BONE_BIAS_COLUMNS : 0)),

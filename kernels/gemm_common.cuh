@@ -145,18 +145,21 @@ __device__ __forceinline__ void store_pair(T* c, long long idx, float v0, float 
     store2<T>(c + idx, v0, v1);
 }
 
-// Where layer z of the grid writes: C[z][row, col] = v (+ bias[col], of the operands' type
-// TIn) (+ what C holds), where inside M x N. Read from the parameter once, after
-// the main loop (the wide wgmma tile spilled when each of its 128 stores re-read it).
+// Where layer z of the grid writes: C[z][row, col] = v (+ addend[z][row, col] and bias[col],
+// of the operands' type TIn) (+ what C holds), where inside M x N. Read from the parameter
+// once, after the main loop (the wide wgmma tile spilled when each of its 128 stores re-read
+// it).
 template <typename TIn, typename TOut>
 struct Output {
     TOut* c;
+    const TIn* addend;
     const TIn* bias;
     int m, n, ldc;
     bool accumulate;
 
     __device__ __forceinline__ Output(const BoneGemm& p, long long z)
         : c((TOut*)p.c + z * p.stride_c),
+          addend(p.addend ? (const TIn*)p.addend + z * p.stride_c : nullptr),
           bias((const TIn*)p.bias),
           m(p.m),
           n(p.n),
@@ -167,11 +170,16 @@ struct Output {
     // pointer are multiples of 8 elements: both lie inside N or neither, and aligned).
     __device__ __forceinline__ void store_pair(int row, int col, float v0, float v1) const {
         if (row >= m || col >= n) return;
+        const long long idx = (long long)row * ldc + col;
+        if (addend) {
+            v0 += to_f32(addend[idx]);
+            v1 += to_f32(addend[idx + 1]);
+        }
         if (bias) {
             v0 += to_f32(bias[col]);
             v1 += to_f32(bias[col + 1]);
         }
-        bone_gemm_common::store_pair<TOut>(c, (long long)row * ldc + col, v0, v1, accumulate);
+        bone_gemm_common::store_pair<TOut>(c, idx, v0, v1, accumulate);
     }
 };
 

@@ -47,9 +47,8 @@ struct BoneSetup {
     const void* bias;     // not null: S is [tokens, r + BONE_BIAS_COLUMNS] with column r 1,
                           // Bfull^T [n, r + BONE_BIAS_COLUMNS] and E [tiling_rows, tiling_cols +
                           // BONE_BIAS_COLUMNS] have column r (tiling_cols) the bias; the rest 0
-    void* identity_plus;  // I + B_j and B_j, [bat_blocks, r, r] (BatRow, BatCol)
-    void* plain;
-    int bat_blocks;
+    void* bat_blocks;     // B_j, [bat_block_count, r, r] (BatRow, BatCol)
+    int bat_block_count;
     void* stack;          // B_i side by side, [r, k] (BatRow)
     void* onehot;         // [k, r] (BatCol)
     void* tiling;         // E [tiling_rows, tiling_cols]: 1 where row mod r == column mod r
@@ -77,8 +76,8 @@ enum BoneLayout {
     BONE_MN_MAJOR = 1,
 };
 
-// C[M, N] = A1 B1^T + A2 B2^T (+ bias[n]) (+ C when accumulate), bf16 operands, f32
-// accumulation. The second pair is optional (k2 = 0); it appends a short product
+// C[M, N] = A1 B1^T + A2 B2^T (+ addend) (+ bias[n]) (+ C when accumulate), bf16 operands,
+// f32 accumulation, rounded once. The second pair is optional (k2 = 0); it appends a short product
 // along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
 // batch z offsets every operand by z times its stride (in elements; 0 shares it).
 // A long reduction with few output tiles may be cut into chunks (split_k > 0): chunk c
@@ -86,6 +85,9 @@ enum BoneLayout {
 // may be shorter; a short second product falls in the first chunks only) and writes its
 // own partial sums to C, so that the grid holds batches x chunks layers,
 // z = c batches + batch: layer z writes C + z stride_c.
+// The addend (null: none) is an [M, N] matrix of the operands' type laid out as C (ldc,
+// stride_c), read in the epilogue: what a product adds to, exactly (W' = W + W B + B, where
+// I + B rounded to the operands' type would lose B's diagonal); never with split_k.
 // Element counts fit in int32; every leading dimension, stride, split_k and the contiguous
 // extent of every operand and of C (n) are multiples of 8, and every pointer is 16-byte
 // aligned (checked on the host): C's elements are stored two at a time.
@@ -94,7 +96,8 @@ struct BoneGemm {
     const void* b;
     const void* a2;
     const void* b2;
-    const void* bias;  // bf16 [n] or null
+    const void* bias;    // bf16 [n] or null
+    const void* addend;  // [m, n] as C, of the operands' type, or null
     void* c;           // bf16 or f32, c[m * ldc + n]
     int m;
     int n;

@@ -53,8 +53,7 @@ fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
     (2 * slab_bytes() / (4 * layer.k())).max(workspace::bound(DX_CHUNK_MIN_TOKENS)).clamp(1, tokens)
 }
 
-/// I + B_o, B_o (`[N/r, r, r]` each), onehot `[K, r]`, a W' (or G) slab, all in the
-/// activations' type; forward adds Y's partial sums where a slab's product is cut along K;
+/// B_o (`[N/r, r, r]`), onehot `[K, r]`, a W' (or G) slab, all in the activations' type; forward adds Y's partial sums where a slab's product is cut along K;
 /// backward adds, where W' takes more than one slab, dX's f32 accumulator for a chunk of
 /// tokens (`dx_chunk_tokens`), and partial sums (dB's over chunks of K, then dX's at small
 /// T); no partial sums where the launcher does not `cut` reductions (a library GEMM, which
@@ -62,7 +61,7 @@ fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
-    let mut sizes = vec![n * r * 2, n * r * 2, k * r * 2, rows * k * 2];
+    let mut sizes = vec![n * r * 2, k * r * 2, rows * k * 2];
     match pass {
         Pass::Forward => {
             let slab_partials = |row0| token_chunks::fill_partial_bytes(cut, [tokens, rows.min(n - row0), k]);
@@ -89,24 +88,27 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
 
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (n, r) = (call.shape.n(), call.shape.r());
-    Setup::new(call).bat_blocks(n / r, regions[0], regions[1]).one_hot(regions[2]).launch(launcher, call)
+    Setup::new(call).bat_blocks(n / r, regions[0]).one_hot(regions[1]).launch(launcher, call)
 }
 
-/// W' rows [row0, row0 + rows) into regions[3], `[rows, K]` in the activations' type.
+/// W' rows [row0, row0 + rows) into regions[2], `[rows, K]` in the activations' type:
+/// W_o + W_o B_o + onehot B_o, W_o added exactly (an addend), rounded once.
 fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize, rows: usize) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());
-    let (identity_plus, plain, onehot, slab) = (regions[0], regions[1], regions[2], regions[3]);
+    let (blocks, onehot, slab) = (regions[0], regions[1], regions[2]);
     let first_block = (row0 / r * r * r * 2) as u64;
-    Gemm::new((call.w + (row0 * k * 2) as u64, r), (identity_plus + first_block, r), (slab, r), [k, r, r])
-        .second((onehot, r), (plain + first_block, r), r)
+    let w_slab = call.w + (row0 * k * 2) as u64;
+    Gemm::new((w_slab, r), (blocks + first_block, r), (slab, r), [k, r, r])
+        .second((onehot, r), (blocks + first_block, r), r)
         .strides([r * k, r * r, 0, r * r, r * k])
+        .addend(w_slab)
         .launch(launcher, &call.gemm("kt"), rows / r)
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
-    let (slab_buffer, y_partials) = (regions[3], regions[4]);
+    let (slab_buffer, y_partials) = (regions[2], regions[3]);
     let slab = slab_rows(&call.shape);
     for row0 in (0..n).step_by(slab) {
         let rows = slab.min(n - row0);
@@ -193,7 +195,7 @@ pub(crate) fn block_grads_partial_bytes(cut: bool, layer: &LayerShape, rows: usi
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (slab_buffer, partials) = (regions[3], regions[5]);
+    let (slab_buffer, partials) = (regions[2], regions[4]);
     let slab = slab_rows(&call.shape);
     if fused_grads(launcher, call, partials).transpose()?.is_none() {
         for row0 in (0..n).step_by(slab) {
@@ -223,7 +225,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
 /// starting with the one the buffer holds.
 fn dx_over_slabs(launcher: &impl Launcher, call: &Call, regions: &[u64], slab: usize) -> Result<()> {
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
-    let (slab_buffer, dx_f32, partials) = (regions[3], regions[4], regions[5]);
+    let (slab_buffer, dx_f32, partials) = (regions[2], regions[3], regions[4]);
     let chunk = dx_chunk_tokens(&call.shape, t);
     let mut formed = None;
     for (c, t0) in (0..t).step_by(chunk).enumerate() {

@@ -1,9 +1,10 @@
 //! BatRow on the GPU, in the factored form of bone-math.md, every product on tensor cores:
-//!   forward   X~_i = X_i (I + B_i)^T (batched over i), R = X stack^T, Y = X~ W^T + R E^T + bias
-//!   backward  dX~ = dY W, dR = dY E, dX_i = dX~_i (I + B_i) + dR B_i, dB_i = (dX~_i + dR)^T X_i
+//!   forward   X~_i = X_i + X_i B_i^T (batched over i), R = X stack^T, Y = X~ W^T + R E^T + bias
+//!   backward  dX~ = dY W, dR = dY E, dX_i = dX~_i + dX~_i B_i + dR B_i, dB_i = (dX~_i + dR)^T X_i
 //! where E `[N, r]` tiles the identity over the output blocks and stack `[r, K]` holds the
 //! blocks side by side. X~ and dX~ `[T, K]` live in the workspace, a chunk of tokens at a
-//! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order).
+//! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order). X
+//! and dX~ are added exactly (an addend), not multiplied by I + B_i rounded to bf16.
 
 use super::launch::{Gemm, Launcher};
 use super::setup::{Setup, bias_width, room_for_bias};
@@ -41,7 +42,7 @@ fn chunks_of_tokens(call: &Call) -> impl Iterator<Item = Call> + '_ {
     })
 }
 
-/// I + B_i and B_i (`[K/r, r, r]` each), the stack `[r, K]` (forward only), X~ or dX~
+/// B_i (`[K/r, r, r]`), the stack `[r, K]` (forward only), X~ or dX~
 /// `[chunk, K]`, R or dR `[chunk, r]`, E `[N, r]`, all in the activations' type; backward
 /// adds dB's partial sums over token chunks (f32); both add R's or dR's partial sums (f32),
 /// a region Y's or dX~'s take too at small T; no partial sums where the launcher does not
@@ -64,20 +65,20 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
     });
     // R and E with room for the bias columns.
     let width = room_for_bias(r);
-    vec![k * r * 2, k * r * 2, stack, chunk * k * 2, chunk * width * 2, n * width * 2, partials, carry_partials]
+    vec![k * r * 2, stack, chunk * k * 2, chunk * width * 2, n * width * 2, partials, carry_partials]
 }
 
 /// The GEMM operands made from B, and E; in the forward the stack and, with a bias, the
 /// bias columns of E and of R's rows.
 fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], pass: Pass) -> Result<()> {
     let (k, n, r) = (call.shape.k(), call.shape.n(), call.shape.r());
-    let setup = Setup::new(call).bat_blocks(k / r, regions[0], regions[1]).tiling(n, r, regions[5]);
+    let setup = Setup::new(call).bat_blocks(k / r, regions[0]).tiling(n, r, regions[4]);
     let setup = match pass {
         Pass::Forward if call.bias != 0 => {
             let rows = chunk_tokens(&call.shape, call.tokens);
-            setup.row_stack(regions[2]).bias_columns(call.bias).ones(rows, regions[4])
+            setup.row_stack(regions[1]).bias_columns(call.bias).ones(rows, regions[3])
         }
-        Pass::Forward => setup.row_stack(regions[2]),
+        Pass::Forward => setup.row_stack(regions[1]),
         Pass::Backward => setup,
     };
     setup.launch(launcher, call)
@@ -90,9 +91,9 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 
 fn forward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (identity_plus, stack, x_mixed, carry, tiling) = (regions[0], regions[2], regions[3], regions[4], regions[5]);
-    // X~_i [T, r] = X_i (I + B_i)^T, one batch per input block.
-    Gemm::new((call.x, k), (identity_plus, r), (x_mixed, k), [t, r, r]).strides([r, r * r, 0, 0, r]).launch(
+    let (blocks, stack, x_mixed, carry, tiling) = (regions[0], regions[1], regions[2], regions[3], regions[4]);
+    // X~_i [T, r] = X_i + X_i B_i^T, one batch per input block.
+    Gemm::new((call.x, k), (blocks, r), (x_mixed, k), [t, r, r]).strides([r, r * r, 0, 0, r]).addend(call.x).launch(
         launcher,
         &call.gemm("kk"),
         k / r,
@@ -100,11 +101,11 @@ fn forward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Resu
     // R [T, r] = sum_i X_i B_i^T = X stack^T, over chunks of K, beside its bias columns.
     // The bias rides in R E^T: a column of ones beside R, the bias in E.
     let width = bias_width(r, call.bias);
-    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[7], carry, width), |out, ld| {
+    token_chunks::reduce_row_product(launcher, call, "kk", k, (regions[6], carry, width), |out, ld| {
         Gemm::new((call.x, k), (stack, k), (out, ld), [t, r, k])
     })?;
     // Y = X~ W^T + R E^T, the bias riding in R E^T.
-    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[7], |out, ld| {
+    token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[6], |out, ld| {
         Gemm::new((x_mixed, k), (call.w, k), (out, ld), [t, n, k]).second((carry, width), (tiling, width), width)
     })
 }
@@ -116,26 +117,26 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
 
 fn backward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (identity_plus, plain, dx_mixed, d_carry, tiling) =
-        (regions[0], regions[1], regions[3], regions[4], regions[5]);
+    let (blocks, dx_mixed, d_carry, tiling) = (regions[0], regions[2], regions[3], regions[4]);
     let dx_mixed_out = Destination::new(dx_mixed, k);
-    token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx_mixed_out, regions[7], |out, ld| {
+    token_chunks::launch_filled(launcher, call, "kt", [t, k, n], dx_mixed_out, regions[6], |out, ld| {
         Gemm::new((call.y, n), (call.w, k), (out, ld), [t, k, n])
     })?;
     // dR [T, r] = dY E, over chunks of N (dX~'s partial sums are summed by now).
-    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[7], d_carry, r), |out, ld| {
+    token_chunks::reduce_row_product(launcher, call, "kt", n, (regions[6], d_carry, r), |out, ld| {
         Gemm::new((call.y, n), (tiling, r), (out, ld), [t, r, n])
     })?;
     if call.dx != 0 {
-        // dX_i = dX~_i (I + B_i) + dR B_i, one batch per input block.
-        Gemm::new((dx_mixed, k), (identity_plus, r), (call.dx, k), [t, r, r])
-            .second((d_carry, r), (plain, r), r)
+        // dX_i = dX~_i + dX~_i B_i + dR B_i, one batch per input block.
+        Gemm::new((dx_mixed, k), (blocks, r), (call.dx, k), [t, r, r])
+            .second((d_carry, r), (blocks, r), r)
             .strides([r, r * r, 0, r * r, r])
+            .addend(dx_mixed)
             .accumulate(call.accumulate.dx)
             .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
-    token_chunks::reduce(launcher, (t, k / r, k * r), regions[6], (call.db, call.accumulate.db), |out| {
+    token_chunks::reduce(launcher, (t, k / r, k * r), regions[5], (call.db, call.accumulate.db), |out| {
         let gemm = Gemm::new((dx_mixed, k), (call.x, k), (out, r), [r, r, t])
             .second((d_carry, r), (call.x, k), t)
             .strides([r, r, 0, r, r * r]);

@@ -1,8 +1,8 @@
 //! The tensor-core GEMMs (kernels/gemm.cuh on mma.sync, kernels/gemm_wgmma.cuh on wgmma),
 //! every instantiation, run from their own source on the CPU (`bone-host-kernels`) against
 //! a direct f64 product: ragged edges against the
-//! 128 x 128 x 32 tiles, a second product appended along K, bias, accumulation into every
-//! output type, batches with strides, cp.async copies landing both as early and as late as
+//! 128 x 128 x 32 tiles, a second product appended along K, an addend, bias, accumulation
+//! into every output type, batches with strides, cp.async copies landing both as early and as late as
 //! the PTX rules allow, and each block's threads run lowest- or highest-numbered first.
 //! Outputs start as NaN, so an element the kernel does not write fails.
 
@@ -52,7 +52,7 @@ fn check(
     kernel: &str,
     [m, n, k, k2]: [usize; 4],
     batches: usize,
-    (bias, accumulate): (bool, bool),
+    (bias, addend, accumulate): (bool, bool, bool),
     landing: Landing,
     rng: &mut StdRng,
 ) {
@@ -60,7 +60,7 @@ fn check(
     let ty = Ty::from(half);
     let emulator = Emulator::with_tile_n(landing, family, tile_n).in_drawn_order(rng);
     let label = format!(
-        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} accumulate={accumulate} {landing:?} {:?}",
+        "{} m={m} n={n} k={k} k2={k2} batches={batches} bias={bias} addend={addend} accumulate={accumulate} {landing:?} {:?}",
         kernel.replacen("bone_gemm_", &format!("{family:?}{tile_n}/"), 1),
         emulator.schedule()
     );
@@ -72,6 +72,8 @@ fn check(
     let (ldc, stride_c) = (n + 8, (n + 8) * m + 8);
     let out_ty = if out_f32 { Ty::F32 } else { ty };
     let c_before: Vec<f64> = (0..stride_c * batches).map(|_| rng.random_range(-1.0..1.0)).collect();
+    // Laid out as C, in the operands' type.
+    let addend_values: Vec<f64> = (0..stride_c * batches).map(|_| ty.round(rng.random_range(-1.0..1.0))).collect();
     let c = if accumulate { emulator.upload(out_ty, &c_before) } else { emulator.alloc(stride_c * batches * 4) };
 
     let upload = |o: &Operand| (emulator.upload(ty, &o.values), o.ld);
@@ -83,6 +85,9 @@ fn check(
     }
     if bias {
         gemm = gemm.bias(emulator.upload(ty, &bias_values));
+    }
+    if addend {
+        gemm = gemm.addend(emulator.upload(ty, &addend_values));
     }
     gemm.launch(&emulator, kernel, batches).unwrap();
 
@@ -100,6 +105,7 @@ fn check(
                 want += (0..k2).map(|j| a2.at(z, row, j) * b2.at(z, col, j)).sum::<f64>();
                 let index = z * stride_c + row * ldc + col;
                 want += if bias { *bias_value } else { 0.0 };
+                want += if addend { addend_values[index] } else { 0.0 };
                 want += if accumulate { out_ty.round(c_before[index]) } else { 0.0 };
                 let error = (got[index] - want).abs() / (1.0 + want.abs());
                 assert!(error < tolerance, "{label}: C[{z}, {row}, {col}] = {}, want {want}", got[index]);
@@ -136,8 +142,9 @@ fn every_gemm_kernel_on_ragged_shapes_with_copies_landing_early_and_late() {
             for landing in [Landing::Early, Landing::Late] {
                 // Adding to what C holds: f32 outputs on one landing, every output on the other.
                 let accumulate = out_f32 || landing == Landing::Late;
-                check(family, kernel, [m, 264, 200, 24], 2, (true, accumulate), landing, &mut rng);
-                check(family, kernel, [if a_k_major { 1 } else { 8 }, 8, 8, 0], 1, (false, false), landing, &mut rng);
+                check(family, kernel, [m, 264, 200, 24], 2, (true, true, accumulate), landing, &mut rng);
+                let tiny = [if a_k_major { 1 } else { 8 }, 8, 8, 0];
+                check(family, kernel, tiny, 1, (false, false, false), landing, &mut rng);
             }
         }
     }
@@ -155,7 +162,7 @@ fn a_long_k_cycles_every_pipeline_stage_several_times() {
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
             for n in [56, 120, 136] {
-                check(family, "bone_gemm_kt_bf16_f32", [72, n, 640, 24], 1, (false, true), landing, &mut rng);
+                check(family, "bone_gemm_kt_bf16_f32", [72, n, 640, 24], 1, (false, false, true), landing, &mut rng);
             }
         }
     }
@@ -169,20 +176,20 @@ fn blocks_cover_every_tile_when_grouped_by_tile_rows() {
     // 11 tile rows (a group of 8, then one of 3) by 3 tile columns, two batches.
     let mut rng = StdRng::seed_from_u64(24);
     for family in FAMILIES {
-        check(family, "bone_gemm_kk_bf16_bf16", [1290, 264, 16, 0], 2, (true, false), Landing::Late, &mut rng);
+        check(family, "bone_gemm_kk_bf16_bf16", [1290, 264, 16, 0], 2, (true, false, false), Landing::Late, &mut rng);
     }
 }
 
 #[test]
-fn a_gemm_with_no_k_writes_the_bias_alone() {
-    if !host_kernels_or_skip("a_gemm_with_no_k_writes_the_bias_alone") {
+fn a_gemm_with_no_k_writes_what_it_adds_alone() {
+    if !host_kernels_or_skip("a_gemm_with_no_k_writes_what_it_adds_alone") {
         return;
     }
     let mut rng = StdRng::seed_from_u64(22);
     for family in FAMILIES {
         for landing in [Landing::Early, Landing::Late] {
-            check(family, "bone_gemm_kk_bf16_bf16", [40, 24, 0, 0], 1, (true, false), landing, &mut rng);
-            check(family, "bone_gemm_tt_f16_f32", [40, 24, 0, 16], 1, (false, true), landing, &mut rng);
+            check(family, "bone_gemm_kk_bf16_bf16", [40, 24, 0, 0], 1, (true, false, false), landing, &mut rng);
+            check(family, "bone_gemm_tt_f16_f32", [40, 24, 0, 16], 1, (false, true, true), landing, &mut rng);
         }
     }
 }

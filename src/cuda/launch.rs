@@ -269,7 +269,8 @@ impl BoneKernels {
     }
 }
 
-/// A GEMM description built up field by field (all strides 0, no second product, no bias).
+/// A GEMM description built up field by field (all strides 0, no second product, no
+/// addend, no bias).
 #[derive(Clone, Copy)]
 pub(crate) struct Gemm(pub BoneGemm);
 
@@ -282,6 +283,7 @@ impl Gemm {
             a2: std::ptr::null(),
             b2: std::ptr::null(),
             bias: std::ptr::null(),
+            addend: std::ptr::null(),
             c: c.0 as *mut _,
             m: m as i32,
             n: n as i32,
@@ -328,6 +330,15 @@ impl Gemm {
         self
     }
 
+    /// Adds `addend` (`[m, n]` of the operands' type, laid out as C: its leading dimension and
+    /// batch stride) exactly, in f32, before the one rounding: a product whose mixing matrix
+    /// is I + B, as `X + X B^T`, keeps B's diagonal, which I + B in bf16 would lose. Never
+    /// with [`Gemm::split_k`] (every chunk would add it).
+    pub fn addend(mut self, addend: u64) -> Self {
+        self.0.addend = addend as *const _;
+        self
+    }
+
     /// Adds to what C (f32) holds.
     pub fn accumulate(mut self, accumulate: bool) -> Self {
         self.0.accumulate = i32::from(accumulate);
@@ -339,6 +350,7 @@ impl Gemm {
     /// of batch b writes its partial sums at C + (c batches + b) `layer_stride` elements.
     pub fn split_k(mut self, len: usize, layer_stride: usize) -> Self {
         debug_assert!(self.0.stride_c == 0 || self.0.stride_c == layer_stride as i64, "batches keep their C stride");
+        debug_assert!(self.0.addend.is_null(), "each chunk would add the addend");
         self.0.split_k = len as i32;
         self.0.stride_c = layer_stride as i64;
         self

@@ -66,6 +66,8 @@ mod merge;
 #[cfg(test)]
 mod merge_tests;
 pub(crate) mod params;
+#[cfg(test)]
+mod rounded_once_tests;
 mod setup;
 mod shared_block;
 mod split;

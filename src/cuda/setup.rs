@@ -44,9 +44,8 @@ impl Setup {
             full: null_mut(),
             full_t: null_mut(),
             bias: std::ptr::null(),
-            identity_plus: null_mut(),
-            plain: null_mut(),
-            bat_blocks: 0,
+            bat_blocks: null_mut(),
+            bat_block_count: 0,
             stack: null_mut(),
             onehot: null_mut(),
             tiling: null_mut(),
@@ -78,10 +77,9 @@ impl Setup {
         self
     }
 
-    /// I + B_j and B_j for the first `blocks` Bat blocks, each `[blocks, r, r]`.
-    pub(super) fn bat_blocks(mut self, blocks: usize, identity_plus: u64, plain: u64) -> Self {
-        (self.0.bat_blocks, self.0.identity_plus, self.0.plain) =
-            (blocks as i32, address(identity_plus), address(plain));
+    /// The first `count` Bat blocks B_j, `[count, r, r]`, in the activations' type.
+    pub(super) fn bat_blocks(mut self, count: usize, blocks: u64) -> Self {
+        (self.0.bat_block_count, self.0.bat_blocks) = (count as i32, address(blocks));
         self
     }
 
@@ -119,7 +117,7 @@ impl Setup {
         let jobs = [
             (!p.s.is_null(), p.tokens as usize * 32), // a warp per row of S
             (!p.full.is_null(), widened(r) * n),
-            (!p.identity_plus.is_null(), p.bat_blocks as usize * r * r),
+            (!p.bat_blocks.is_null(), p.bat_block_count as usize * r * r),
             (!p.stack.is_null(), k * r),
             (!p.onehot.is_null(), k * r),
             (!p.tiling.is_null(), p.tiling_rows as usize * widened(p.tiling_cols as usize)),

@@ -2,7 +2,9 @@
 //! single products a library call takes (the appended adapter product as a second call
 //! with beta = 1) and, where it has one, a bias-add kernel. A short two-part product (the
 //! r-wide blocks: BatCol's W' slab, BatRow's dX_i) stays on the crate's own GEMM instead:
-//! it is memory-bound, and the library's second call would read and write C once more.
+//! it is memory-bound, and the library's second call would read and write C once more. So
+//! does a product with an addend (BatRow's X~): a library call would need C filled with it
+//! first.
 //! The crate's unit tests run this split on the CPU emulator too, so the translation is
 //! checked against the oracle.
 
@@ -56,6 +58,7 @@ pub(crate) struct Split<R>(pub R);
 /// `split_k` is never set here.
 pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Product> {
     assert_eq!(p.split_k, 0, "{kernel}: the launch sequences hand a library GEMM whole reductions");
+    assert!(p.addend.is_null(), "{kernel}: a product with an addend runs on the crate's own GEMM");
     let GemmKind { a_k_major, b_k_major, half, out_f32 } = gemm_kind(kernel);
     let (m, n) = (p.m as usize, p.n as usize);
     // C = A B^T with A [m, k] and B [n, k]: op(A) is A itself when K-major; op(B) = B^T is
@@ -91,7 +94,7 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
 
 impl<R: ProductRunner> Launcher for Split<R> {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
-        if params.k2 > 0 && params.k + params.k2 <= SHORT_TWO_PART_K {
+        if params.k2 > 0 && params.k + params.k2 <= SHORT_TWO_PART_K || !params.addend.is_null() {
             return self.0.own_gemm(kernel, params, batches);
         }
         for product in products(kernel, params, batches) {

@@ -74,9 +74,8 @@ pub struct BoneSetup {
     pub full: *mut ::std::os::raw::c_void,
     pub full_t: *mut ::std::os::raw::c_void,
     pub bias: *const ::std::os::raw::c_void,
-    pub identity_plus: *mut ::std::os::raw::c_void,
-    pub plain: *mut ::std::os::raw::c_void,
-    pub bat_blocks: ::std::os::raw::c_int,
+    pub bat_blocks: *mut ::std::os::raw::c_void,
+    pub bat_block_count: ::std::os::raw::c_int,
     pub stack: *mut ::std::os::raw::c_void,
     pub onehot: *mut ::std::os::raw::c_void,
     pub tiling: *mut ::std::os::raw::c_void,
@@ -87,7 +86,7 @@ pub struct BoneSetup {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 160usize];
+    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 152usize];
     ["Alignment of BoneSetup"][::std::mem::align_of::<BoneSetup>() - 8usize];
     ["Offset of field: BoneSetup::layer"][::std::mem::offset_of!(BoneSetup, layer) - 0usize];
     ["Offset of field: BoneSetup::tokens"][::std::mem::offset_of!(BoneSetup, tokens) - 20usize];
@@ -98,16 +97,15 @@ const _: () = {
     ["Offset of field: BoneSetup::full"][::std::mem::offset_of!(BoneSetup, full) - 64usize];
     ["Offset of field: BoneSetup::full_t"][::std::mem::offset_of!(BoneSetup, full_t) - 72usize];
     ["Offset of field: BoneSetup::bias"][::std::mem::offset_of!(BoneSetup, bias) - 80usize];
-    ["Offset of field: BoneSetup::identity_plus"][::std::mem::offset_of!(BoneSetup, identity_plus) - 88usize];
-    ["Offset of field: BoneSetup::plain"][::std::mem::offset_of!(BoneSetup, plain) - 96usize];
-    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 104usize];
-    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 112usize];
-    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 120usize];
-    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 128usize];
-    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 136usize];
-    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 140usize];
-    ["Offset of field: BoneSetup::ones"][::std::mem::offset_of!(BoneSetup, ones) - 144usize];
-    ["Offset of field: BoneSetup::ones_rows"][::std::mem::offset_of!(BoneSetup, ones_rows) - 152usize];
+    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 88usize];
+    ["Offset of field: BoneSetup::bat_block_count"][::std::mem::offset_of!(BoneSetup, bat_block_count) - 96usize];
+    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 104usize];
+    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 112usize];
+    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 120usize];
+    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 128usize];
+    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 132usize];
+    ["Offset of field: BoneSetup::ones"][::std::mem::offset_of!(BoneSetup, ones) - 136usize];
+    ["Offset of field: BoneSetup::ones_rows"][::std::mem::offset_of!(BoneSetup, ones_rows) - 144usize];
 };
 pub const BoneLayout_BONE_K_MAJOR: BoneLayout = 0;
 pub const BoneLayout_BONE_MN_MAJOR: BoneLayout = 1;
@@ -120,6 +118,7 @@ pub struct BoneGemm {
     pub a2: *const ::std::os::raw::c_void,
     pub b2: *const ::std::os::raw::c_void,
     pub bias: *const ::std::os::raw::c_void,
+    pub addend: *const ::std::os::raw::c_void,
     pub c: *mut ::std::os::raw::c_void,
     pub m: ::std::os::raw::c_int,
     pub n: ::std::os::raw::c_int,
@@ -140,28 +139,29 @@ pub struct BoneGemm {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 136usize];
+    ["Size of BoneGemm"][::std::mem::size_of::<BoneGemm>() - 144usize];
     ["Alignment of BoneGemm"][::std::mem::align_of::<BoneGemm>() - 8usize];
     ["Offset of field: BoneGemm::a"][::std::mem::offset_of!(BoneGemm, a) - 0usize];
     ["Offset of field: BoneGemm::b"][::std::mem::offset_of!(BoneGemm, b) - 8usize];
     ["Offset of field: BoneGemm::a2"][::std::mem::offset_of!(BoneGemm, a2) - 16usize];
     ["Offset of field: BoneGemm::b2"][::std::mem::offset_of!(BoneGemm, b2) - 24usize];
     ["Offset of field: BoneGemm::bias"][::std::mem::offset_of!(BoneGemm, bias) - 32usize];
-    ["Offset of field: BoneGemm::c"][::std::mem::offset_of!(BoneGemm, c) - 40usize];
-    ["Offset of field: BoneGemm::m"][::std::mem::offset_of!(BoneGemm, m) - 48usize];
-    ["Offset of field: BoneGemm::n"][::std::mem::offset_of!(BoneGemm, n) - 52usize];
-    ["Offset of field: BoneGemm::k"][::std::mem::offset_of!(BoneGemm, k) - 56usize];
-    ["Offset of field: BoneGemm::k2"][::std::mem::offset_of!(BoneGemm, k2) - 60usize];
-    ["Offset of field: BoneGemm::lda"][::std::mem::offset_of!(BoneGemm, lda) - 64usize];
-    ["Offset of field: BoneGemm::ldb"][::std::mem::offset_of!(BoneGemm, ldb) - 68usize];
-    ["Offset of field: BoneGemm::lda2"][::std::mem::offset_of!(BoneGemm, lda2) - 72usize];
-    ["Offset of field: BoneGemm::ldb2"][::std::mem::offset_of!(BoneGemm, ldb2) - 76usize];
-    ["Offset of field: BoneGemm::ldc"][::std::mem::offset_of!(BoneGemm, ldc) - 80usize];
-    ["Offset of field: BoneGemm::accumulate"][::std::mem::offset_of!(BoneGemm, accumulate) - 84usize];
-    ["Offset of field: BoneGemm::split_k"][::std::mem::offset_of!(BoneGemm, split_k) - 88usize];
-    ["Offset of field: BoneGemm::stride_a"][::std::mem::offset_of!(BoneGemm, stride_a) - 96usize];
-    ["Offset of field: BoneGemm::stride_b"][::std::mem::offset_of!(BoneGemm, stride_b) - 104usize];
-    ["Offset of field: BoneGemm::stride_a2"][::std::mem::offset_of!(BoneGemm, stride_a2) - 112usize];
-    ["Offset of field: BoneGemm::stride_b2"][::std::mem::offset_of!(BoneGemm, stride_b2) - 120usize];
-    ["Offset of field: BoneGemm::stride_c"][::std::mem::offset_of!(BoneGemm, stride_c) - 128usize];
+    ["Offset of field: BoneGemm::addend"][::std::mem::offset_of!(BoneGemm, addend) - 40usize];
+    ["Offset of field: BoneGemm::c"][::std::mem::offset_of!(BoneGemm, c) - 48usize];
+    ["Offset of field: BoneGemm::m"][::std::mem::offset_of!(BoneGemm, m) - 56usize];
+    ["Offset of field: BoneGemm::n"][::std::mem::offset_of!(BoneGemm, n) - 60usize];
+    ["Offset of field: BoneGemm::k"][::std::mem::offset_of!(BoneGemm, k) - 64usize];
+    ["Offset of field: BoneGemm::k2"][::std::mem::offset_of!(BoneGemm, k2) - 68usize];
+    ["Offset of field: BoneGemm::lda"][::std::mem::offset_of!(BoneGemm, lda) - 72usize];
+    ["Offset of field: BoneGemm::ldb"][::std::mem::offset_of!(BoneGemm, ldb) - 76usize];
+    ["Offset of field: BoneGemm::lda2"][::std::mem::offset_of!(BoneGemm, lda2) - 80usize];
+    ["Offset of field: BoneGemm::ldb2"][::std::mem::offset_of!(BoneGemm, ldb2) - 84usize];
+    ["Offset of field: BoneGemm::ldc"][::std::mem::offset_of!(BoneGemm, ldc) - 88usize];
+    ["Offset of field: BoneGemm::accumulate"][::std::mem::offset_of!(BoneGemm, accumulate) - 92usize];
+    ["Offset of field: BoneGemm::split_k"][::std::mem::offset_of!(BoneGemm, split_k) - 96usize];
+    ["Offset of field: BoneGemm::stride_a"][::std::mem::offset_of!(BoneGemm, stride_a) - 104usize];
+    ["Offset of field: BoneGemm::stride_b"][::std::mem::offset_of!(BoneGemm, stride_b) - 112usize];
+    ["Offset of field: BoneGemm::stride_a2"][::std::mem::offset_of!(BoneGemm, stride_a2) - 120usize];
+    ["Offset of field: BoneGemm::stride_b2"][::std::mem::offset_of!(BoneGemm, stride_b2) - 128usize];
+    ["Offset of field: BoneGemm::stride_c"][::std::mem::offset_of!(BoneGemm, stride_c) - 136usize];
 };
