@@ -9,18 +9,20 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::emulator::{Ty, host_kernels_or_skip};
+use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::emulator_tests::{ENGINES, emulator_for, random, run};
+use super::handle::GemmEngine;
 use super::params::BoneLayer;
 use super::training::{Call, Pass, region_sizes};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
 
-/// Asserts that `got[i]` is `ty`'s nearest value to `exact[i]`, allowing for an f32
-/// accumulation error of 2^-16 of `magnitude[i]` (the sum of its terms' sizes) near a tie.
-fn assert_rounded_once(label: &str, ty: Ty, got: &[f64], exact: &[f64], magnitude: &[f64]) {
-    assert_eq!(got.len(), exact.len());
-    for (i, ((&got, &exact), &magnitude)) in got.iter().zip(exact).zip(magnitude).enumerate() {
+/// Asserts that each element of `got` (`[rows, cols]`) is `ty`'s nearest value to its exact
+/// value, `exact(row, col)` = (the value, the sum of its terms' sizes), allowing near a tie
+/// for an f32 accumulation error of 2^-16 of that size.
+fn assert_rounded_once(label: &str, ty: Ty, got: &[f64], cols: usize, exact: impl Fn(usize, usize) -> (f64, f64)) {
+    for (i, &got) in got.iter().enumerate() {
+        let (exact, magnitude) = exact(i / cols, i % cols);
         let bound = (ty.round(exact) - exact).abs() + magnitude * f64::powi(2.0, -16);
         assert!(
             (got - exact).abs() <= bound,
@@ -34,7 +36,38 @@ fn row_times(x: &[f64], ld: usize, row: usize, a0: usize, r: usize, m: impl Fn(u
     (0..r).map(|a| x[row * ld + a0 + a] * m(a)).fold((0.0, 0.0), |(sum, size), term| (sum + term, size + term.abs()))
 }
 
-const ADAPTER_SCALES: [f64; 2] = [3e-3, 0.1];
+/// Every (activations' type, B's scale, engine): B small as early in training, and trained.
+fn cases() -> impl Iterator<Item = (Ty, f64, GemmEngine)> {
+    [Ty::Bf16, Ty::F16].into_iter().flat_map(|x_ty| {
+        [3e-3, 0.1].into_iter().flat_map(move |b_scale| ENGINES.into_iter().map(move |engine| (x_ty, b_scale, engine)))
+    })
+}
+
+/// Fresh random X, W and B (f32, entries up to `b_scale`) on the emulator, and the call on
+/// them; B as the GEMM takes it (rounded to the activations' type).
+struct Inputs {
+    x: Vec<f64>,
+    w: Vec<f64>,
+    b_taken: Vec<f64>,
+    call: Call,
+}
+
+fn inputs(emulator: &Emulator, shape: LayerShape, t: usize, (x_ty, b_scale): (Ty, f64), rng: &mut StdRng) -> Inputs {
+    let (k, n) = (shape.k(), shape.n());
+    let x = random(rng, t * k, 1.0, x_ty);
+    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
+    let b = random(rng, shape.adapter_len(), b_scale, Ty::F32);
+    let addresses = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(Ty::F32, &b)];
+    let layer = BoneLayer::new(&shape, Some(t)).unwrap();
+    let call = Call::new(layer, shape, t, (x_ty.suffix(), "f32"), addresses).unwrap();
+    Inputs { x, w, b_taken: b.iter().map(|&v| x_ty.round(v)).collect(), call }
+}
+
+/// Workspace regions of `pass` on `engine` (the library engine keeps no partial sums).
+fn regions(emulator: &Emulator, shape: &LayerShape, t: usize, pass: Pass, engine: GemmEngine) -> Vec<u64> {
+    let sizes = region_sizes(shape, t, pass, engine != GemmEngine::Cublas);
+    sizes.iter().map(|&bytes| emulator.alloc(bytes)).collect()
+}
 
 #[test]
 fn batcol_forms_w_prime_in_f32_and_rounds_it_once() {
@@ -45,39 +78,22 @@ fn batcol_forms_w_prime_in_f32_and_rounds_it_once() {
     let (t, n, k, r) = (5, 128, 96, 16);
     let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
     let mut rng = StdRng::seed_from_u64(21);
-    for x_ty in [Ty::Bf16, Ty::F16] {
-        for b_scale in ADAPTER_SCALES {
-            for engine in ENGINES {
-                let emulator = emulator_for(engine);
-                let label = format!("BatCol X={x_ty:?} B scale {b_scale:e} {engine:?}");
-                let x = random(&mut rng, t * k, 1.0, x_ty);
-                let w = random(&mut rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
-                let b = random(&mut rng, shape.adapter_len(), b_scale, Ty::F32);
-                let inputs = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(Ty::F32, &b)];
-                let layer = BoneLayer::new(&shape, Some(t)).unwrap();
-                let call = Call::new(layer, shape, t, (x_ty.suffix(), "f32"), inputs).unwrap();
-                let call = Call { y: emulator.alloc(t * n * 2), ..call };
-                let sizes = region_sizes(&shape, t, Pass::Forward, engine != super::handle::GemmEngine::Cublas);
-                let regions: Vec<u64> = sizes.iter().map(|&bytes| emulator.alloc(bytes)).collect();
-                run(&emulator, engine, Pass::Forward, &call, &regions);
+    for (x_ty, b_scale, engine) in cases() {
+        let emulator = emulator_for(engine);
+        let label = format!("BatCol X={x_ty:?} B scale {b_scale:e} {engine:?}");
+        let Inputs { w, b_taken, call, .. } = inputs(&emulator, shape, t, (x_ty, b_scale), &mut rng);
+        let call = Call { y: emulator.alloc(t * n * 2), ..call };
+        let regions = regions(&emulator, &shape, t, Pass::Forward, engine);
+        run(&emulator, engine, Pass::Forward, &call, &regions);
 
-                // W'[row, col] = W[row, col] + sum_a W[row, i r + a] B_o[a, c] + B_o[row mod r, c].
-                let b_taken: Vec<f64> = b.iter().map(|&v| x_ty.round(v)).collect();
-                let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
-                for row in 0..n {
-                    let block = &b_taken[row / r * r * r..][..r * r];
-                    for col in 0..k {
-                        let (i, c) = (col / r, col % r);
-                        let (product, size) = row_times(&w, k, row, i * r, r, |a| block[a * r + c]);
-                        let routed = block[(row % r) * r + c];
-                        exact.push(w[row * k + col] + product + routed);
-                        magnitude.push(w[row * k + col].abs() + size + routed.abs());
-                    }
-                }
-                let slab = emulator.download(x_ty, regions[2], n * k);
-                assert_rounded_once(&format!("{label}: W'"), x_ty, &slab, &exact, &magnitude);
-            }
-        }
+        // W'[row, col] = W[row, col] + sum_a W[row, i r + a] B_o[a, c] + B_o[row mod r, c].
+        let slab = emulator.download(x_ty, regions[2], n * k);
+        assert_rounded_once(&format!("{label}: W'"), x_ty, &slab, k, |row, col| {
+            let (i, c, block) = (col / r, col % r, &b_taken[row / r * r * r..][..r * r]);
+            let (product, size) = row_times(&w, k, row, i * r, r, |a| block[a * r + c]);
+            let (w, routed) = (w[row * k + col], block[(row % r) * r + c]);
+            (w + product + routed, w.abs() + size + routed.abs())
+        });
     }
 }
 
@@ -90,61 +106,38 @@ fn batrow_adds_x_and_dx_mixed_exactly_and_rounds_once() {
     let (t, n, k, r) = (33, 96, 128, 16);
     let shape = LayerShape::new(Variant::BatRow, Dims { k, n, r }).unwrap();
     let mut rng = StdRng::seed_from_u64(22);
-    for x_ty in [Ty::Bf16, Ty::F16] {
-        for b_scale in ADAPTER_SCALES {
-            for engine in ENGINES {
-                let emulator = emulator_for(engine);
-                let label = format!("BatRow X={x_ty:?} B scale {b_scale:e} {engine:?}");
-                let x = random(&mut rng, t * k, 1.0, x_ty);
-                let w = random(&mut rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
-                let b = random(&mut rng, shape.adapter_len(), b_scale, Ty::F32);
-                let dy = random(&mut rng, t * n, 1.0, x_ty);
-                let inputs = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(Ty::F32, &b)];
-                let layer = BoneLayer::new(&shape, Some(t)).unwrap();
-                let call = Call::new(layer, shape, t, (x_ty.suffix(), "f32"), inputs).unwrap();
-                let cut = engine != super::handle::GemmEngine::Cublas;
-                let regions = |pass| -> Vec<u64> {
-                    region_sizes(&shape, t, pass, cut).iter().map(|&bytes| emulator.alloc(bytes)).collect()
-                };
-                let b_taken: Vec<f64> = b.iter().map(|&v| x_ty.round(v)).collect();
-                let block = |i: usize| &b_taken[i * r * r..][..r * r];
+    for (x_ty, b_scale, engine) in cases() {
+        let emulator = emulator_for(engine);
+        let label = format!("BatRow X={x_ty:?} B scale {b_scale:e} {engine:?}");
+        let Inputs { x, b_taken, call, .. } = inputs(&emulator, shape, t, (x_ty, b_scale), &mut rng);
+        let dy = random(&mut rng, t * n, 1.0, x_ty);
+        let block = |i: usize| &b_taken[i * r * r..][..r * r];
 
-                // X~[t, i r + c] = X[t, i r + c] + sum_a X[t, i r + a] B_i[c, a].
-                let forward = regions(Pass::Forward);
-                run(&emulator, engine, Pass::Forward, &Call { y: emulator.alloc(t * n * 2), ..call }, &forward);
-                let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
-                for token in 0..t {
-                    for col in 0..k {
-                        let (i, c) = (col / r, col % r);
-                        let (product, size) = row_times(&x, k, token, i * r, r, |a| block(i)[c * r + a]);
-                        exact.push(x[token * k + col] + product);
-                        magnitude.push(x[token * k + col].abs() + size);
-                    }
-                }
-                let mixed = emulator.download(x_ty, forward[2], t * k);
-                assert_rounded_once(&format!("{label}: X~"), x_ty, &mixed, &exact, &magnitude);
+        // X~[t, i r + c] = X[t, i r + c] + sum_a X[t, i r + a] B_i[c, a].
+        let forward = regions(&emulator, &shape, t, Pass::Forward, engine);
+        run(&emulator, engine, Pass::Forward, &Call { y: emulator.alloc(t * n * 2), ..call }, &forward);
+        let mixed = emulator.download(x_ty, forward[2], t * k);
+        assert_rounded_once(&format!("{label}: X~"), x_ty, &mixed, k, |token, col| {
+            let (i, c) = (col / r, col % r);
+            let (product, size) = row_times(&x, k, token, i * r, r, |a| block(i)[c * r + a]);
+            (x[token * k + col] + product, x[token * k + col].abs() + size)
+        });
 
-                // dX[t, i r + c] = dX~[t, i r + c] + sum_a (dX~[t, i r + a] + dR[t, a]) B_i[a, c],
-                // from the dX~ and dR the backward left in its workspace.
-                let backward = regions(Pass::Backward);
-                let call = Call { y: emulator.upload(x_ty, &dy), dx: emulator.alloc(t * k * 2), ..call };
-                let call = Call { db: emulator.alloc(shape.adapter_len() * 4), dbias: emulator.alloc(n * 4), ..call };
-                run(&emulator, engine, Pass::Backward, &call, &backward);
-                let dx_mixed = emulator.download(x_ty, backward[2], t * k);
-                let d_carry = emulator.download(x_ty, backward[3], t * r);
-                let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
-                for token in 0..t {
-                    for col in 0..k {
-                        let (i, c) = (col / r, col % r);
-                        let (mixed, mixed_size) = row_times(&dx_mixed, k, token, i * r, r, |a| block(i)[a * r + c]);
-                        let (carried, carried_size) = row_times(&d_carry, r, token, 0, r, |a| block(i)[a * r + c]);
-                        exact.push(dx_mixed[token * k + col] + mixed + carried);
-                        magnitude.push(dx_mixed[token * k + col].abs() + mixed_size + carried_size);
-                    }
-                }
-                let dx = emulator.download(x_ty, call.dx, t * k);
-                assert_rounded_once(&format!("{label}: dX"), x_ty, &dx, &exact, &magnitude);
-            }
-        }
+        // dX[t, i r + c] = dX~[t, i r + c] + sum_a (dX~[t, i r + a] + dR[t, a]) B_i[a, c], from
+        // the dX~ and dR the backward left in its workspace.
+        let backward = regions(&emulator, &shape, t, Pass::Backward, engine);
+        let call = Call { y: emulator.upload(x_ty, &dy), dx: emulator.alloc(t * k * 2), ..call };
+        let call = Call { db: emulator.alloc(shape.adapter_len() * 4), dbias: emulator.alloc(n * 4), ..call };
+        run(&emulator, engine, Pass::Backward, &call, &backward);
+        let dx_mixed = emulator.download(x_ty, backward[2], t * k);
+        let d_carry = emulator.download(x_ty, backward[3], t * r);
+        let dx = emulator.download(x_ty, call.dx, t * k);
+        assert_rounded_once(&format!("{label}: dX"), x_ty, &dx, k, |token, col| {
+            let (i, c) = (col / r, col % r);
+            let (mixed, mixed_size) = row_times(&dx_mixed, k, token, i * r, r, |a| block(i)[a * r + c]);
+            let (carried, carried_size) = row_times(&d_carry, r, token, 0, r, |a| block(i)[a * r + c]);
+            let held = dx_mixed[token * k + col];
+            (held + mixed + carried, held.abs() + mixed_size + carried_size)
+        });
     }
 }
