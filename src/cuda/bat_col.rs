@@ -14,8 +14,8 @@
 //!             f32 a bounded chunk of tokens at a time (the slabs formed again per chunk)
 //! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
-//! slab's round trip through L2 but redo the transform for every token tile (README,
-//! "Design"): worth it only when T is small.
+//! slab's round trip through L2 but redo the transform for every token tile
+//! (docs/design.md): worth it only when T is small.
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};

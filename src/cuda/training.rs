@@ -11,7 +11,7 @@
 //! - BatRow: X~ (or dX~) for a chunk of tokens, at most 128 MiB, plus O((T + N + K) r);
 //! - BatCol: a 32 MiB slab of W' or G plus O((N + K) r), and in the backward, where W'
 //!   takes more than one slab, dX's f32 accumulator for a chunk of tokens, at most 256 MiB
-//!   (README, "Design");
+//!   (docs/design.md);
 //! - every backward: dbias's partial sums over chunks of tokens, at most 128 KiB, and dB's
 //!   partial sums over chunks of the reduced dimension, at most
 //!   128 Ki x r bytes (8 MiB at r = 64); the shared block's U and BatRow's R and dR (split
