@@ -1,0 +1,60 @@
+//! BatCol's training forward equals the merged layer's: Y from `forward` against
+//! `X merge(W, B)^T` (the merge kernel's W', f32 arithmetic rounded once, then one cuBLAS
+//! product), B in bf16 so that both take the same values. Both form W' = W + W B + B and
+//! round it once, so only the order of f32 additions differs; a W' rounded twice (I + B
+//! as a bf16 operand, as before session 8) differs from it by about a bf16 ulp on most
+//! elements: 2.6-3.5e-3 relative error in Y on these cases, computed in f64 on the CPU.
+//! GPU only; on every engine.
+
+mod common;
+
+use bone_kernels::Variant;
+use bone_kernels::cuda::baseline::{Linear, RowMajorBlas};
+use bone_kernels::cuda::{LayerWeights, Workspace};
+use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
+use half::bf16;
+
+/// Far under the ~3e-3 of a W' rounded twice, far over f32's reordering (about 1e-6, and
+/// the bf16 roundings of Y and W' it tips).
+const TOLERANCE: f64 = 2e-4;
+
+fn to_device(values: &[f64]) -> Vec<bf16> {
+    values.iter().map(|&v| bf16::from_f64(v)).collect()
+}
+
+#[test]
+fn gpu_batcol_forward_equals_the_merged_layers() {
+    let Some(mut kernels) = gpu_or_skip("gpu_batcol_forward_equals_the_merged_layers") else { return };
+    let mut rng = fresh_rng("gpu_batcol_forward_equals_the_merged_layers");
+    let stream = kernels.stream().clone();
+    let blas = RowMajorBlas::new(stream.clone()).unwrap();
+    let mut workspace = Workspace::new(stream.clone());
+    for (n, k, r, t) in [(256, 384, 64, 53), (1024, 512, 16, 1), (512, 1024, 128, 300)] {
+        let shape = layer(Variant::BatCol, k, n, r);
+        let x = stream.clone_htod(&to_device(&random_vec(&mut rng, t * k, 1.0))).unwrap();
+        let w = stream.clone_htod(&to_device(&random_vec(&mut rng, n * k, (3.0 / k as f64).sqrt()))).unwrap();
+        for b_scale in [3e-3, 0.1] {
+            let b = stream.clone_htod(&to_device(&random_vec(&mut rng, shape.adapter_len(), b_scale))).unwrap();
+            let mut merged = stream.alloc_zeros::<bf16>(n * k).unwrap();
+            kernels.merge(&shape, &w, &b, &mut merged).unwrap();
+            let mut y_merged = stream.alloc_zeros::<bf16>(t * n).unwrap();
+            Linear { k, n }.forward(&blas, t, &x.as_view(), &merged.as_view(), &mut y_merged.as_view_mut()).unwrap();
+            let want: Vec<f64> = stream.clone_dtoh(&y_merged).unwrap().iter().map(|v| v.to_f64()).collect();
+            for engine in gemm_engines(&kernels) {
+                kernels.set_gemm_engine(engine).unwrap();
+                let weights = LayerWeights { w: w.as_view(), b: b.as_view(), bias: None, dropout: None };
+                let mut y = stream.clone_htod(&vec![bf16::NAN; t * n]).unwrap();
+                kernels.forward(&shape, t, &x.as_view(), &weights, &mut y.as_view_mut(), &mut workspace).unwrap();
+                let got: Vec<f64> = stream.clone_dtoh(&y).unwrap().iter().map(|v| v.to_f64()).collect();
+                let err = rel_err(&got, &want);
+                println!(
+                    "BatCol {n}x{k} r={r} T={t} B scale {b_scale:e} {engine:?}: Y against the merged layer's {err:.2e}"
+                );
+                assert!(
+                    err < TOLERANCE,
+                    "{engine:?} {n}x{k} r={r} T={t} B scale {b_scale:e}: relative error {err:.2e}"
+                );
+            }
+        }
+    }
+}
