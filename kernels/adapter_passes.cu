@@ -221,7 +221,7 @@ extern "C" __global__ void __launch_bounds__(BONE_MERGE_THREADS)
 }
 
 // The Bat blocks B_j as GEMM operands, [blocks, r, r]. Never I + B_j: rounded to TX (2^-7
-// apart at 1 in bf16) it would drop most of B's diagonal; the products add W (or X~, dX~)
+// apart at 1 in bf16) it would drop most of B's diagonal; the products add W (or X, dX~)
 // exactly in their epilogue instead (BoneGemm's addend).
 template <typename TX, typename TB>
 __device__ __forceinline__ void bat_blocks(const TB* __restrict__ b, TX* __restrict__ blocks, long long idx) {

@@ -77,8 +77,8 @@ enum BoneLayout {
 };
 
 // C[M, N] = A1 B1^T + A2 B2^T (+ addend) (+ bias[n]) (+ C when accumulate), bf16 operands,
-// f32 accumulation, rounded once. The second pair is optional (k2 = 0); it appends a short product
-// along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
+// f32 accumulation, rounded once. The second pair is optional (k2 = 0); it appends a short
+// product along K (the adapter's r-wide term) to the same accumulators. Batched over grid.z:
 // batch z offsets every operand by z times its stride (in elements; 0 shares it).
 // A long reduction with few output tiles may be cut into chunks (split_k > 0): chunk c
 // reduces each product over its own K within [c split_k, (c + 1) split_k) (the last chunk
@@ -98,7 +98,7 @@ struct BoneGemm {
     const void* b2;
     const void* bias;    // bf16 [n] or null
     const void* addend;  // [m, n] as C, of the operands' type, or null
-    void* c;           // bf16 or f32, c[m * ldc + n]
+    void* c;             // bf16 or f32, c[m * ldc + n]
     int m;
     int n;
     int k;

@@ -186,7 +186,7 @@ impl BoneKernels {
     }
 
     /// The crate's GEMM this handle launches: every product's unless cuBLAS is the engine,
-    /// then the short two-part products' (`split`).
+    /// then the short two-part products' and those with an addend (`split`).
     pub(crate) fn own_gemm_engine(&self) -> GemmEngine {
         match self.gemm_kernels {
             GemmKernels::MmaSync => GemmEngine::Native,
