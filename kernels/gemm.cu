@@ -9,8 +9,11 @@
 #include "gemm_wgmma.cuh"
 #include "gemm_wgmma_ws.cuh"
 
+// The mma.sync GEMM asks for two blocks an SM (128 registers a thread at most: a kernel that
+// needs more spills, which the build refuses, instead of silently running one block an SM).
 #define BONE_GEMM_KERNELS(SUFFIX, A_LAYOUT, B_LAYOUT, TIN, TOUT)                                           \
-    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS) bone_gemm_##SUFFIX(const BoneGemm p) { \
+    extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 2)                                     \
+        bone_gemm_##SUFFIX(const BoneGemm p) {                                                             \
         bone_gemm::gemm<A_LAYOUT, B_LAYOUT, TIN, TOUT>(p);                                                 \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(BONE_GEMM_THREADS, 1) bone_wgmma_##SUFFIX(const BoneGemm p) { \
