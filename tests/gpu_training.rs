@@ -245,7 +245,7 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
     let mut workspace = Workspace::new(kernels.stream().clone());
     let engines = gemm_engines(&kernels);
     let mut index = 0;
-    for r in [16, 32, 64, 128] {
+    for r in [8, 16, 32, 64, 128] {
         for variant in variants(r) {
             for tokens in [1, 7, 128, 1000, 4096] {
                 index += 1;
@@ -353,7 +353,7 @@ fn gpu_bad_input_is_refused_before_any_launch() {
          y: &mut cudarc::driver::CudaSlice<bf16>,
          ws: &mut Workspace| { kernels.forward(shape, t, &x, &weights, &mut y.as_view_mut(), ws).unwrap_err() };
     // Unsupported block size.
-    let err = run(&layer(Variant::Shared, k, n, 8), x.slice(..t * k), &mut y, &mut workspace);
+    let err = run(&layer(Variant::Shared, k, n, 24), x.slice(..t * k), &mut y, &mut workspace);
     assert!(matches!(err, BoneError::UnsupportedByKernels(_)), "{err}");
     // A B shaped for another variant (BatRow wants [K/r, r, r] = 4 x 16 x 16).
     let err = run(&layer(Variant::BatRow, k, n, 16), x.slice(..t * k), &mut y, &mut workspace);

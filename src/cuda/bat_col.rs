@@ -78,7 +78,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             })
             .max(token_chunks::fill_partial_bytes(cut, [tokens, k, rows]));
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
-            let fused = if cut { fused_partial_bytes(layer) } else { 0 };
+            let fused = if cut && FUSED_GRADS_R.contains(&r) { fused_partial_bytes(layer) } else { 0 };
             let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);
             sizes.extend([dx_f32, db_partials.max(dx_partials)]);
         }
@@ -132,11 +132,19 @@ fn fused_runs(layer: &LayerShape) -> (usize, usize) {
     (per_run, k_tiles.div_ceil(per_run))
 }
 
+/// Block sizes the fused dB kernel is built for: each warp holds 16 rows of dB's slice, so
+/// whole r x r blocks from r = 16 (kernels/bat_col_grads.cu).
+const FUSED_GRADS_R: [usize; 4] = [16, 32, 64, 128];
+
 /// dB by the fused kernel (kernels/bat_col_grads.cu: G = dY^T X a tile at a time in shared
 /// memory, never in device memory), each run of K tiles into its partial sums, then summed
-/// in order; `None` where a library GEMM runs the products (the unfused sequence).
+/// in order; `None` where a library GEMM runs the products, or r is one the fused kernel
+/// does not take (the unfused sequence, with G through the slab).
 fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<Result<()>> {
     let (n, r) = (call.shape.n(), call.shape.r());
+    if !FUSED_GRADS_R.contains(&r) {
+        return None;
+    }
     let (per_run, runs) = fused_runs(&call.shape);
     let out = if runs == 1 { call.db } else { partials };
     let kernel = format!("{}_r{r}", call.pass("bone_bat_col_grads"));

@@ -165,6 +165,26 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
 }
 
 #[test]
+fn the_smallest_block_runs_every_variant() {
+    if !host_kernels_or_skip("the_smallest_block_runs_every_variant") {
+        return;
+    }
+    // r = 8: one lane holds a row's 8 columns of S (five butterfly steps), an r-wide
+    // product's K is one 16-byte chunk, and BatCol's dB runs unfused on the crate's GEMMs
+    // too (the fused kernel's warps hold 16 rows of dB's blocks). T = 300: dbias and the
+    // token reductions in two chunks; N = 512, K = 72: four slabs of W'.
+    let mut rng = StdRng::seed_from_u64(16);
+    for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
+        for engine in ENGINES {
+            for (t, x_ty) in [(1, Ty::Bf16), (300, Ty::F16)] {
+                let dropout = !variant.is_bat() && t > 1;
+                check(variant, (t, 512, 72, 8), (x_ty, Ty::F32), (true, dropout), engine, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
 fn batcol_takes_several_slabs_here() {
     let shape = LayerShape::new(Variant::BatCol, Dims { k: 96, n: 256, r: 16 }).unwrap();
     let forward = region_sizes(&shape, 1, Pass::Forward, true);
@@ -272,7 +292,7 @@ fn batcol_partial_sums_stay_within_the_documented_bound() {
     // Chunks (or the fused kernel's runs) times output tiles stay within the 256 blocks
     // aimed at: 128 Ki x r bytes (1 Ki x r^2 for the unfused sequence's, no more for r <= 128).
     super::workspace::use_production_bounds();
-    for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16)] {
+    for (n, k, r) in [(4096, 4096, 64), (11008, 4096, 64), (4096, 11008, 128), (16384, 16384, 16), (4096, 4096, 8)] {
         let shape = LayerShape::new(Variant::BatCol, Dims { k, n, r }).unwrap();
         let partials = *region_sizes(&shape, 4096, Pass::Backward, true).last().unwrap();
         assert!(partials <= 128 * 1024 * r, "N={n} K={k} r={r}: {partials} bytes of partial sums");

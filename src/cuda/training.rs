@@ -201,7 +201,7 @@ impl Call {
 }
 
 /// Block sizes the kernels are built and tested for.
-const SUPPORTED_R: [usize; 4] = [16, 32, 64, 128];
+const SUPPORTED_R: [usize; 5] = [8, 16, 32, 64, 128];
 
 fn check_supported(layer: &LayerShape, tokens: usize) -> Result<BoneLayer> {
     let params = BoneLayer::new(layer, Some(tokens))?;
@@ -410,10 +410,10 @@ mod tests {
 
     #[test]
     fn only_the_block_sizes_and_dimensions_the_kernels_take_pass() {
-        for r in [16, 32, 64, 128] {
+        for r in SUPPORTED_R {
             check_supported(&shape(Variant::BatCol, 256, 256, r), 7).unwrap();
         }
-        for r in [8, 24, 256] {
+        for r in [4, 24, 256] {
             let err = check_supported(&shape(Variant::Shared, 512, 512, r), 7).unwrap_err();
             assert!(
                 matches!(&err, BoneError::UnsupportedByKernels(why) if why.starts_with(&format!("r = {r};"))),
