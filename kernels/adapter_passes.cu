@@ -59,13 +59,15 @@ __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, 
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
 // element after dropout: [T, r], or with the bias columns [T, r + BONE_BIAS_COLUMNS],
-// column r all ones and the rest zero. idx runs over T warps (32 a row of S).
+// column r all ones and the rest zero. idx runs over T warps (32 a row of S): lane l holds
+// columns 8 l .. 8 l + 7 where l < r / 8, and lane (r / 8) mod 32 writes the bias columns
+// (lane 0 at r = 256, where every lane holds S).
 template <typename TX>
 __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, bool bias_columns,
                                           const TX* __restrict__ x, TX* __restrict__ s, long long idx) {
     static_assert(BONE_BIAS_COLUMNS == 8, "the bias columns are one group of 8");
     const long long t = idx / 32;
-    const int j0 = (int)(idx % 32) * 8, width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
+    const int lane = (int)(idx % 32), j0 = lane * 8, width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
     float sum[8] = {};
     if (dropout.threshold == 0) {
         warp_row_chunk_sums(x + t * layer.k, layer.k, layer.r, [](int) { return 1.f; }, sum);
@@ -74,15 +76,19 @@ __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropo
         warp_row_chunk_sums(x + row, layer.k, layer.r, [&](int k) { return bone_dropout_factor(dropout, row + k); },
                             sum);
     }
-    if (j0 >= width) return;
-    if (j0 == layer.r) {  // the bias columns
+    TX* row = s + t * width;
+    if (j0 < layer.r) {
+        Eight<TX> out;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) sum[e] = e == 0 ? 1.f : 0.f;
+        for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
+        store8(row + j0, out);
     }
-    Eight<TX> out;
+    if (bias_columns && lane == layer.r / 8 % 32) {
+        Eight<TX> ones;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
-    store8(s + t * width + j0, out);
+        for (int e = 0; e < 8; ++e) ones.v[e] = from_f32<TX>(e == 0 ? 1.f : 0.f);
+        store8(row + layer.r, ones);
+    }
 }
 
 // dX[t, k] (+)= factor(t, k) U[t, k mod r], rounded once: the shared block's tiled term

@@ -55,7 +55,7 @@ fn gpu_the_demo_trains_every_method_on_the_gpu() {
         common::skip_notice("gpu_the_demo_trains_every_method_on_the_gpu: no CUDA GPU, or a build without kernels");
         return;
     }
-    // r = 16 (the kernels take r from 8; r = 4 above is the CPU engine's only).
+    // r = 16 (the kernels take r = 8 to 256; r = 4 above is the CPU engine's only).
     let size = (64, 16);
     for gemm in [GemmArg::Default, GemmArg::Native] {
         for method in methods(8, 16) {

@@ -140,10 +140,10 @@ fn gpu_errors_explain_themselves() {
     assert_eq!(err.to_string(), "CUDA driver error: CUDA_ERROR_OUT_OF_MEMORY");
     let err = BoneError::WrongContext { buffer: "W" };
     assert_eq!(err.to_string(), "buffer `W` lives in a different CUDA context than the handle's stream");
-    let err = BoneError::UnsupportedByKernels("r = 24; the kernels take r in [8, 16, 32, 64, 128]".into());
+    let err = BoneError::UnsupportedByKernels("r = 24; the kernels take r in [8, 16, 32, 64, 128, 256]".into());
     assert_eq!(
         err.to_string(),
-        "the GPU kernels do not support this yet: r = 24; the kernels take r in [8, 16, 32, 64, 128]"
+        "the GPU kernels do not support this yet: r = 24; the kernels take r in [8, 16, 32, 64, 128, 256]"
     );
     let err = BoneError::Misaligned { buffer: "X" };
     assert!(err.to_string().starts_with("device buffer `X` starts at an address that is not 16-byte aligned"), "{err}");

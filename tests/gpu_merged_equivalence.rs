@@ -32,7 +32,9 @@ fn gpu_batcol_passes_equal_the_merged_layers() {
     let blas = RowMajorBlas::new(stream.clone()).unwrap();
     let mut workspace = Workspace::new(stream.clone());
     let host = |d: &CudaSlice<bf16>| stream.clone_dtoh(d).unwrap().iter().map(|v| v.to_f64()).collect::<Vec<_>>();
-    for (n, k, r, t) in [(256, 384, 64, 53), (1024, 512, 16, 1), (512, 1024, 128, 300), (512, 256, 8, 33)] {
+    for (n, k, r, t) in
+        [(256, 384, 64, 53), (1024, 512, 16, 1), (512, 1024, 128, 300), (512, 256, 8, 33), (512, 512, 256, 7)]
+    {
         let shape = layer(Variant::BatCol, k, n, r);
         let x = stream.clone_htod(&to_device(&random_vec(&mut rng, t * k, 1.0))).unwrap();
         let w = stream.clone_htod(&to_device(&random_vec(&mut rng, n * k, (3.0 / k as f64).sqrt()))).unwrap();

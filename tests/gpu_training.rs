@@ -262,6 +262,17 @@ fn gpu_every_variant_matches_the_oracle_on_small_layers() {
             }
         }
     }
+    // r = 256 on a layer whose K and N it divides.
+    for variant in variants(256) {
+        for tokens in [1, 128, 1000] {
+            index += 1;
+            kernels.set_gemm_engine(engines[index % engines.len()]).unwrap();
+            let dropout = !variant.is_bat() && index % 2 == 0;
+            let case = Case { shape: layer(variant, 512, 512, 256), bias: index % 3 == 0, check_db: true, dropout };
+            let inputs = Inputs::<bf16>::new(&kernels, &mut rng, tokens, 512, 512);
+            check::<bf16, f32>(&kernels, &mut workspace, &case, &inputs, &mut rng);
+        }
+    }
 }
 
 #[test]

@@ -33,11 +33,13 @@ fn slab_bytes() -> usize {
     workspace::bound(SLAB_BYTES)
 }
 
-/// Rows of W' (or G) per slab, a multiple of 128 (so of r), at least 128, at most N: as
-/// many as fit the slab bound (2 bytes an element). Fewer, larger slabs keep more SMs busy
-/// at small T, and where one slab holds all of W' the backward writes dX once.
+/// Rows of W' (or G) per slab, a multiple of 128 and of r (both powers of two), at least
+/// that, at most N: as many as fit the slab bound (2 bytes an element). Fewer, larger slabs
+/// keep more SMs busy at small T, and where one slab holds all of W' the backward writes dX
+/// once.
 fn slab_rows(layer: &LayerShape) -> usize {
-    (slab_bytes() / (2 * layer.k()) / 128 * 128).max(128).min(layer.n())
+    let unit = layer.r().max(128);
+    (slab_bytes() / (2 * layer.k()) / unit * unit).max(unit).min(layer.n())
 }
 
 /// Fewest tokens in a chunk of dX: each further chunk forms W' again, one read of W and a
@@ -186,7 +188,8 @@ pub(crate) fn block_grads(
     db: u64,
 ) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());
-    token_chunks::reduce(launcher, (k, rows / r, rows * r), partials, (db, call.accumulate.db), |out| {
+    let tiles = token_chunks::block_tiles(rows / r, r);
+    token_chunks::reduce(launcher, (k, tiles, rows * r), partials, (db, call.accumulate.db), |out| {
         let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
         (gemm, call.gemm_f32("tt"), rows / r)
     })?;
@@ -197,7 +200,8 @@ pub(crate) fn block_grads(
 
 /// Bytes of partial sums [`block_grads`] needs for `rows` rows of W (0 when unsplit).
 pub(crate) fn block_grads_partial_bytes(cut: bool, layer: &LayerShape, rows: usize) -> usize {
-    token_chunks::partial_bytes(cut, layer.k(), rows / layer.r(), rows * layer.r())
+    let r = layer.r();
+    token_chunks::partial_bytes(cut, layer.k(), token_chunks::block_tiles(rows / r, r), rows * r)
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {

@@ -53,7 +53,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
     let largest = |bytes: &dyn Fn(usize) -> usize| token_chunks::largest_over_chunks(tokens, chunk, bytes);
     let stack = if pass == Pass::Forward { r * k * 2 } else { 0 };
     let partials = match pass {
-        Pass::Backward => largest(&|t| token_chunks::partial_bytes(cut, t, k / r, k * r)),
+        Pass::Backward => largest(&|t| token_chunks::partial_bytes(cut, t, token_chunks::block_tiles(k / r, r), k * r)),
         Pass::Forward => 0,
     };
     // R (forward, over K) or dR (backward, over N): T / 128 output tiles, cut into chunks at small T.
@@ -136,7 +136,8 @@ fn backward_chunk(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Res
             .launch(launcher, &call.gemm("kt"), k / r)?;
     }
     // dB_i [r, r] = dX~_i^T X_i + dR^T X_i, one batch per block, over token chunks.
-    token_chunks::reduce(launcher, (t, k / r, k * r), regions[5], (call.db, call.accumulate.db), |out| {
+    let tiles = token_chunks::block_tiles(k / r, r);
+    token_chunks::reduce(launcher, (t, tiles, k * r), regions[5], (call.db, call.accumulate.db), |out| {
         let gemm = Gemm::new((dx_mixed, k), (call.x, k), (out, r), [r, r, t])
             .second((d_carry, r), (call.x, k), t)
             .strides([r, r, 0, r, r * r]);

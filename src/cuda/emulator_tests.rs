@@ -165,20 +165,26 @@ fn every_variants_launch_sequence_computes_the_oracles_answer() {
 }
 
 #[test]
-fn the_smallest_block_runs_every_variant() {
-    if !host_kernels_or_skip("the_smallest_block_runs_every_variant") {
+fn the_smallest_and_largest_blocks_run_every_variant() {
+    if !host_kernels_or_skip("the_smallest_and_largest_blocks_run_every_variant") {
         return;
     }
     // r = 8: one lane holds a row's 8 columns of S (five butterfly steps), an r-wide
-    // product's K is one 16-byte chunk, and BatCol's dB runs unfused on the crate's GEMMs
-    // too (the fused kernel's warps hold 16 rows of dB's blocks). T = 300: dbias and the
-    // token reductions in two chunks; N = 512, K = 72: four slabs of W'.
+    // product's K is one 16-byte chunk. r = 256: every lane holds S (no butterfly) and lane
+    // 0 writes the bias columns too; W' slabs are whole output blocks of 256 rows. Either
+    // way BatCol's dB runs unfused on the crate's GEMMs too (the fused kernel takes r = 16
+    // to 128). T = 300 at r = 8: dbias and the token reductions in two chunks. N = 512 and
+    // K = 72: four slabs of W' at r = 8; N = K = 256 at r = 256, one block, and K = 264 for
+    // the shared block: a padded last chunk.
     let mut rng = StdRng::seed_from_u64(16);
-    for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
-        for engine in ENGINES {
-            for (t, x_ty) in [(1, Ty::Bf16), (300, Ty::F16)] {
-                let dropout = !variant.is_bat() && t > 1;
-                check(variant, (t, 512, 72, 8), (x_ty, Ty::F32), (true, dropout), engine, &mut rng);
+    for (r, n, k, tokens) in [(8, 512, 72, 300), (256, 256, 256, 33)] {
+        for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 16 }] {
+            let k = if r == 256 && !variant.is_bat() { 264 } else { k };
+            for engine in ENGINES {
+                for (t, x_ty) in [(1, Ty::Bf16), (tokens, Ty::F16)] {
+                    let dropout = !variant.is_bat() && t > 1;
+                    check(variant, (t, n, k, r), (x_ty, Ty::F32), (true, dropout), engine, &mut rng);
+                }
             }
         }
     }

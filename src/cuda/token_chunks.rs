@@ -34,6 +34,11 @@ pub(crate) fn plan(cut: bool, tokens: usize, tiles: usize) -> (usize, usize) {
     (len, tokens.div_ceil(len))
 }
 
+/// Output tiles of `blocks` r x r outputs (one each up to r = 128, four at r = 256).
+pub(crate) fn block_tiles(blocks: usize, r: usize) -> usize {
+    blocks * r.div_ceil(BONE_GEMM_BM as usize) * r.div_ceil(BONE_GEMM_BN as usize)
+}
+
 /// The most `bytes(t)` over the lengths t of `tokens` cut into chunks of `chunk` (the
 /// chunks' length and the last one's): a workspace region one chunk at a time reuses.
 pub(crate) fn largest_over_chunks(tokens: usize, chunk: usize, bytes: &dyn Fn(usize) -> usize) -> usize {
