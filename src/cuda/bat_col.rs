@@ -55,11 +55,12 @@ fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
     (2 * slab_bytes() / (4 * layer.k())).max(workspace::bound(DX_CHUNK_MIN_TOKENS)).clamp(1, tokens)
 }
 
-/// B_o (`[N/r, r, r]`), onehot `[K, r]`, a W' (or G) slab, all in the activations' type; forward adds Y's partial sums where a slab's product is cut along K;
-/// backward adds, where W' takes more than one slab, dX's f32 accumulator for a chunk of
-/// tokens (`dx_chunk_tokens`), and partial sums (dB's over chunks of K, then dX's at small
-/// T); no partial sums where the launcher does not `cut` reductions (a library GEMM, which
-/// also takes the unfused dB).
+/// B_o (`[N/r, r, r]`), onehot `[K, r]`, a W' (or G) slab, all in the activations' type;
+/// forward adds Y's partial sums where a slab's product is cut along K; backward adds,
+/// where W' takes more than one slab, dX's f32 accumulator for a chunk of tokens
+/// (`dx_chunk_tokens`), and partial sums (dB's over chunks of K, then dX's at small T); no
+/// partial sums where the launcher does not `cut` reductions (a library GEMM, which also
+/// takes the unfused dB).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
@@ -134,8 +135,8 @@ fn fused_runs(layer: &LayerShape) -> (usize, usize) {
     (per_run, k_tiles.div_ceil(per_run))
 }
 
-/// Block sizes the fused dB kernel is built for: each warp holds 16 rows of dB's slice, so
-/// whole r x r blocks from r = 16 (kernels/bat_col_grads.cu).
+/// Block sizes the fused dB kernel is built for (kernels/bat_col_grads.cu): each warp holds
+/// 16 rows of dB's slice and a block 128 rows of N, so whole r x r blocks from 16 to 128.
 const FUSED_GRADS_R: [usize; 4] = [16, 32, 64, 128];
 
 /// dB by the fused kernel (kernels/bat_col_grads.cu: G = dY^T X a tile at a time in shared
