@@ -1,7 +1,8 @@
 //! BatCol on the GPU. Nothing factors (bone-math.md), so W' is formed, on tensor cores
 //! and a bounded slab of output rows at a time, never whole. Read as a `[K, r]` matrix,
 //! output block o of W (rows o r .. o r + r) has row q = a (K / r) + i holding
-//! `W_{o,i}[a, :]`, so `W'_o = W_o (I + B_o) + onehot B_o` is one small GEMM per block:
+//! `W_{o,i}[a, :]`, so `W'_o = W_o B_o + onehot B_o + W_o` is one small GEMM per block (W_o
+//! added in its epilogue, exactly: `I + B_o` in bf16 would lose B's diagonal):
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!             (cut along K and summed in order where the slab alone would not fill the GPU)
 //!   backward  dB_o = sum_i (W_{o,i} + I)^T G_{o,i}: on this crate's GEMMs (mma.sync or
