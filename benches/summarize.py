@@ -36,6 +36,22 @@ def criterion_medians(root):
     return medians
 
 
+def log_times(lines):
+    """{group: {function: seconds}} from the `time:` lines criterion printed (the middle value,
+    its point estimate), for a run whose criterion directory did not come back."""
+    units = {"ps": 1e-12, "ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+    times, name = {}, None
+    for line in lines:
+        m = re.match(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line.strip())
+        if m and name:
+            parts = name.split("/")
+            times.setdefault("/".join(parts[:3]), {})["/".join(parts[3:])] = float(m[1]) * units[m[2]]
+            name = None
+        elif re.fullmatch(r"\S+(/\S+){3,}", line.strip()) and not line.startswith("Benchmarking"):
+            name = line.strip()
+    return times
+
+
 def flops(group, function):
     n, k, t = map(int, re.match(r"(\d+)x(\d+)/T(\d+)", group).groups())
     path, pass_ = function.split("/")
@@ -134,6 +150,9 @@ def main():
             m = re.match(r"memory (\d+x\d+) T(\d+) r(\d+) (\S+).*kept between forward and backward (\d+) B", line)
             if m:
                 kept[(f"{m[1]}/T{m[2]}/r{m[3]}", m[4])] = int(m[5])
+    if not medians and log:
+        medians = log_times(log)
+        print(f"(no criterion estimates under {sys.argv[1]}: times are the point estimates the bench log printed)")
     targets = []
     print(f"\n{'layer':22} {'path':17} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
     for group in sorted(g for g in medians if not g.startswith("product/")):
