@@ -155,18 +155,23 @@ const VARIANTS: [Variant; 4] = [Variant::BatCol, Variant::BatRow, Variant::Share
 #[test]
 fn every_gemm_with_real_work_fills_the_gpu() {
     // An H100/H200 has 132 SMs: a GEMM of a GFLOP or more on fewer than 128 blocks leaves
-    // some idle for microseconds (a GFLOP is about 2 us at full rate).
+    // some idle for microseconds (a GFLOP is about 2 us at full rate). At r = 8, 64 and 256.
     for family in [GemmKernels::MmaSync, GemmKernels::Wgmma, GemmKernels::WgmmaWarpSpecialized] {
         for variant in VARIANTS {
             for (n, k) in LLAMA {
                 for t in [128, 256, 512, 4096] {
-                    let shape = LayerShape::new(variant, Dims { k, n, r: 64 }).unwrap();
-                    for pass in [Pass::Forward, Pass::Backward] {
-                        for launch in record(family, &shape, t, pass) {
-                            assert!(
-                                launch.flops < 1e9 || launch.blocks >= 128,
-                                "{family:?} {variant} {n}x{k} T={t} {pass:?}: {launch:?}"
-                            );
+                    // r = 256 from T = 512: below, BatRow's backward r x r products (dX_i, and
+                    // dB_i, whose chunks keep 256 tokens at least) are 64-86 blocks of 1-1.4
+                    // GFLOP, about a microsecond of half the GPU each, at a rare block size.
+                    for r in [8, 64, 256].into_iter().filter(|&r| r < 256 || t >= 512) {
+                        let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
+                        for pass in [Pass::Forward, Pass::Backward] {
+                            for launch in record(family, &shape, t, pass) {
+                                assert!(
+                                    launch.flops < 1e9 || launch.blocks >= 128,
+                                    "{family:?} {variant} {n}x{k} r={r} T={t} {pass:?}: {launch:?}"
+                                );
+                            }
                         }
                     }
                 }
