@@ -22,9 +22,9 @@ __device__ __forceinline__ float held(int accumulate, const T* out) {
 // at k = i r + 8 l + e over the r-wide chunks of `row` ([cols] elements, the last chunk
 // possibly cut short: cols and r multiples of 8, the row 16-byte aligned). Lane l reads
 // k = 8 l + 256 m in 16-byte loads, four issued before their sums, so its 8 columns are
-// (8 l) mod r (r divides 256: r is 16, 32, 64 or 128); then the lanes holding the same
-// columns are added by a butterfly (lanes l ^ r/8, l ^ r/4, .., l ^ 16: a fixed order,
-// so the same bits every run). A warp per row keeps many loads in flight at any T: a
+// (8 l) mod r (r divides 256: r is 8 to 256, a power of two); then the lanes holding the
+// same columns are added by a butterfly (lanes l ^ r/8, l ^ r/4, .., l ^ 16, none at
+// r = 256: a fixed order, so the same bits every run). A warp per row keeps many loads in flight at any T: a
 // thread per output would read K / r elements one after another.
 template <typename TX, typename Factor>
 __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, int cols, int r, Factor factor,

@@ -6,11 +6,11 @@ mod common;
 use bone_kernels::Variant;
 use bone_kernels::cuda::baseline::{BatColCublasPlan, Lora, LoraGrads, LoraTensors, PlanBuffers, RowMajorBlas};
 use bone_kernels::reference::{backward, forward};
-use common::{fresh_rng, gpu_or_skip, layer, random_vec, rel_err};
+use common::{bf16s, fresh_rng, gpu_or_skip, layer, random_vec, rel_err};
 use half::bf16;
 
 fn rounded(values: Vec<f64>) -> (Vec<bf16>, Vec<f64>) {
-    let device: Vec<bf16> = values.iter().map(|&v| bf16::from_f64(v)).collect();
+    let device = bf16s(&values);
     let exact = device.iter().map(|v| v.to_f64()).collect();
     (device, exact)
 }

@@ -9,7 +9,7 @@ use bone_kernels::cuda::baseline::RowMajorBlas;
 use bone_kernels::cuda::bench_support::{Product, product, time_launches};
 use bone_kernels::cuda::{BoneKernels, LayerWeights, Workspace};
 use bone_kernels::{BoneError, Variant};
-use common::{fresh_rng, gemm_engines, gpu_or_skip, random_vec, rel_err};
+use common::{bf16s, fresh_rng, gemm_engines, gpu_or_skip, random_vec, rel_err};
 use half::bf16;
 
 /// C = op(A) op(B) in f64 for `product`'s layouts (A and B as stored).
@@ -27,8 +27,8 @@ fn gpu_bench_products_compute_what_they_claim() {
     let blas = RowMajorBlas::new(stream.clone()).unwrap();
     let dims = [136, 72, 264];
     let [m, n, k] = dims;
-    let a: Vec<bf16> = random_vec(&mut rng, m * k, 1.0).iter().map(|&v| bf16::from_f64(v)).collect();
-    let b: Vec<bf16> = random_vec(&mut rng, n * k, 1.0).iter().map(|&v| bf16::from_f64(v)).collect();
+    let a = bf16s(&random_vec(&mut rng, m * k, 1.0));
+    let b = bf16s(&random_vec(&mut rng, n * k, 1.0));
     let (a64, b64): (Vec<f64>, Vec<f64>) =
         (a.iter().map(|v| v.to_f64()).collect(), b.iter().map(|v| v.to_f64()).collect());
     let (a_dev, b_dev) = (stream.clone_htod(&a).unwrap(), stream.clone_htod(&b).unwrap());
@@ -69,7 +69,7 @@ fn gpu_timed_launches_leave_the_results_unchanged() {
     let stream = kernels.stream().clone();
     let shape = common::layer(Variant::Shared, 256, 384, 64);
     let t = 200;
-    let upload = |values: Vec<f64>| stream.clone_htod(&values.iter().map(|&v| bf16::from_f64(v)).collect::<Vec<_>>());
+    let upload = |values: Vec<f64>| stream.clone_htod(&bf16s(&values));
     let x = upload(random_vec(&mut rng, t * shape.k(), 1.0)).unwrap();
     let w = upload(random_vec(&mut rng, shape.weight_len(), 0.1)).unwrap();
     let b_host: Vec<f32> = random_vec(&mut rng, shape.adapter_len(), 0.05).iter().map(|&v| v as f32).collect();

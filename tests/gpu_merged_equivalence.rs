@@ -12,17 +12,13 @@ mod common;
 use bone_kernels::Variant;
 use bone_kernels::cuda::baseline::{Linear, RowMajorBlas};
 use bone_kernels::cuda::{Accumulate, LayerGrads, LayerWeights, Workspace};
-use common::{fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
+use common::{bf16s, fresh_rng, gemm_engines, gpu_or_skip, layer, random_vec, rel_err};
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
 /// Far under the ~3e-3 of a W' rounded twice, far over f32's reordering (about 1e-6, and
 /// the bf16 roundings of Y and W' it tips).
 const TOLERANCE: f64 = 2e-4;
-
-fn to_device(values: &[f64]) -> Vec<bf16> {
-    values.iter().map(|&v| bf16::from_f64(v)).collect()
-}
 
 #[test]
 fn gpu_batcol_passes_equal_the_merged_layers() {
@@ -36,11 +32,11 @@ fn gpu_batcol_passes_equal_the_merged_layers() {
         [(256, 384, 64, 53), (1024, 512, 16, 1), (512, 1024, 128, 300), (512, 256, 8, 33), (512, 512, 256, 7)]
     {
         let shape = layer(Variant::BatCol, k, n, r);
-        let x = stream.clone_htod(&to_device(&random_vec(&mut rng, t * k, 1.0))).unwrap();
-        let w = stream.clone_htod(&to_device(&random_vec(&mut rng, n * k, (3.0 / k as f64).sqrt()))).unwrap();
-        let dy = stream.clone_htod(&to_device(&random_vec(&mut rng, t * n, 1.0))).unwrap();
+        let x = stream.clone_htod(&bf16s(&random_vec(&mut rng, t * k, 1.0))).unwrap();
+        let w = stream.clone_htod(&bf16s(&random_vec(&mut rng, n * k, (3.0 / k as f64).sqrt()))).unwrap();
+        let dy = stream.clone_htod(&bf16s(&random_vec(&mut rng, t * n, 1.0))).unwrap();
         for b_scale in [3e-3, 0.1] {
-            let b = stream.clone_htod(&to_device(&random_vec(&mut rng, shape.adapter_len(), b_scale))).unwrap();
+            let b = stream.clone_htod(&bf16s(&random_vec(&mut rng, shape.adapter_len(), b_scale))).unwrap();
             let mut merged = stream.alloc_zeros::<bf16>(n * k).unwrap();
             kernels.merge(&shape, &w, &b, &mut merged).unwrap();
             let linear = Linear { k, n };

@@ -82,7 +82,7 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             })
             .max(token_chunks::fill_partial_bytes(cut, [tokens, k, rows]));
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
-            let fused = if cut && FUSED_GRADS_R.contains(&r) { fused_partial_bytes(layer) } else { 0 };
+            let fused = if cut { fused_partial_bytes(layer) } else { 0 };
             let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);
             sizes.extend([dx_f32, db_partials.max(dx_partials)]);
         }
@@ -128,17 +128,21 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
     Ok(())
 }
 
-/// How the fused dB kernel cuts K's 128-wide tiles into runs, one block each per 128 rows
-/// of N: (tiles per run, runs), about TARGET_BLOCKS blocks in all.
-fn fused_runs(layer: &LayerShape) -> (usize, usize) {
-    let (row_tiles, k_tiles) = (layer.n().div_ceil(BONE_GEMM_BM as usize), layer.k().div_ceil(BONE_GEMM_BN as usize));
-    let per_run = k_tiles.div_ceil((token_chunks::TARGET_BLOCKS / row_tiles).clamp(1, k_tiles));
-    (per_run, k_tiles.div_ceil(per_run))
-}
-
 /// Block sizes the fused dB kernel is built for (kernels/bat_col_grads.cu): each warp holds
 /// 16 rows of dB's slice and a block 128 rows of N, so whole r x r blocks from 16 to 128.
 const FUSED_GRADS_R: [usize; 4] = [16, 32, 64, 128];
+
+/// How the fused dB kernel cuts K's 128-wide tiles into runs, one block each per 128 rows
+/// of N: (tiles per run, runs), about TARGET_BLOCKS blocks in all; `None` for an r it is
+/// not built for (the unfused sequence runs instead).
+fn fused_runs(layer: &LayerShape) -> Option<(usize, usize)> {
+    if !FUSED_GRADS_R.contains(&layer.r()) {
+        return None;
+    }
+    let (row_tiles, k_tiles) = (layer.n().div_ceil(BONE_GEMM_BM as usize), layer.k().div_ceil(BONE_GEMM_BN as usize));
+    let per_run = k_tiles.div_ceil((token_chunks::TARGET_BLOCKS / row_tiles).clamp(1, k_tiles));
+    Some((per_run, k_tiles.div_ceil(per_run)))
+}
 
 /// dB by the fused kernel (kernels/bat_col_grads.cu: G = dY^T X a tile at a time in shared
 /// memory, never in device memory), each run of K tiles into its partial sums, then summed
@@ -146,10 +150,7 @@ const FUSED_GRADS_R: [usize; 4] = [16, 32, 64, 128];
 /// does not take (the unfused sequence, with G through the slab).
 fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<Result<()>> {
     let (n, r) = (call.shape.n(), call.shape.r());
-    if !FUSED_GRADS_R.contains(&r) {
-        return None;
-    }
-    let (per_run, runs) = fused_runs(&call.shape);
+    let (per_run, runs) = fused_runs(&call.shape)?;
     let out = if runs == 1 { call.db } else { partials };
     let kernel = format!("{}_r{r}", call.pass("bone_bat_col_grads"));
     // One run writes dB itself, adding to it where the call accumulates; several write
@@ -168,11 +169,11 @@ fn fused_grads(launcher: &impl Launcher, call: &Call, partials: u64) -> Option<R
     }))
 }
 
-/// Bytes of partial sums the fused dB kernel needs (0 with one run).
+/// Bytes of partial sums the fused dB kernel needs (0 with one run, or where it does not run).
 fn fused_partial_bytes(layer: &LayerShape) -> usize {
     match fused_runs(layer) {
-        (_, 1) => 0,
-        (_, runs) => runs * layer.n() * layer.r() * 4,
+        Some((_, runs)) if runs > 1 => runs * layer.n() * layer.r() * 4,
+        _ => 0,
     }
 }
 

@@ -58,6 +58,45 @@ pub(super) fn run(emulator: &Emulator, engine: GemmEngine, pass: Pass, call: &Ca
     result.unwrap();
 }
 
+/// Fresh random X, W and B (B's entries up to `b_scale`, of type `b_ty`), uploaded, and
+/// the call of `shape` over `t` tokens on them.
+pub(super) struct LayerInputs {
+    pub x: Vec<f64>,
+    pub w: Vec<f64>,
+    pub b: Vec<f64>,
+    pub call: Call,
+}
+
+pub(super) fn layer_inputs(
+    emulator: &Emulator,
+    shape: LayerShape,
+    t: usize,
+    (x_ty, b_ty, b_scale): (Ty, Ty, f64),
+    rng: &mut StdRng,
+) -> LayerInputs {
+    let (k, n) = (shape.k(), shape.n());
+    let x = random(rng, t * k, 1.0, x_ty);
+    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
+    let b = random(rng, shape.adapter_len(), b_scale, b_ty);
+    let addresses = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(b_ty, &b)];
+    let layer = BoneLayer::new(&shape, Some(t)).unwrap();
+    let call = Call::new(layer, shape, t, (x_ty.suffix(), b_ty.suffix()), addresses).unwrap();
+    LayerInputs { x, w, b, call }
+}
+
+/// The workspace regions of `pass` on `engine` (the library engine keeps no partial sums),
+/// NaN-filled.
+pub(super) fn workspace_regions(
+    emulator: &Emulator,
+    shape: &LayerShape,
+    t: usize,
+    pass: Pass,
+    engine: GemmEngine,
+) -> Vec<u64> {
+    let sizes = region_sizes(shape, t, pass, engine != GemmEngine::Cublas);
+    sizes.iter().map(|&bytes| emulator.alloc(bytes)).collect()
+}
+
 fn check(
     variant: Variant,
     (t, n, k, r): (usize, usize, usize, usize),
@@ -73,23 +112,17 @@ fn check(
         "{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {dropout:?} {engine:?} {:?}",
         emulator.schedule()
     );
-    let x = random(rng, t * k, 1.0, x_ty);
-    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
-    let b = random(rng, shape.adapter_len(), 0.5 / (r as f64).sqrt(), b_ty);
+    let LayerInputs { x, w, b, call: inputs } =
+        layer_inputs(&emulator, shape, t, (x_ty, b_ty, 0.5 / (r as f64).sqrt()), rng);
     let bias = random(rng, n, 0.5, x_ty);
     let dy = random(rng, t * n, 1.0, x_ty);
-    let inputs = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(b_ty, &b)];
-    let layer = BoneLayer::new(&shape, Some(t)).unwrap();
-    let inputs = Call::new(layer, shape, t, (x_ty.suffix(), b_ty.suffix()), inputs).unwrap();
     let mut call = Call {
         bias: if with_bias { emulator.upload(x_ty, &bias) } else { 0 },
         y: emulator.alloc(t * n * 2),
         dropout: BoneDropout::of(dropout),
         ..inputs
     };
-    let cut = engine != GemmEngine::Cublas;
-    let regions =
-        |pass| region_sizes(&shape, t, pass, cut).iter().map(|&bytes| emulator.alloc(bytes)).collect::<Vec<_>>();
+    let regions = |pass| workspace_regions(&emulator, &shape, t, pass, engine);
     run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(x_ty, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());

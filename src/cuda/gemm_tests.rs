@@ -1,9 +1,9 @@
 //! The tensor-core GEMMs (kernels/gemm.cuh on mma.sync, kernels/gemm_wgmma.cuh on wgmma),
 //! every instantiation, run from their own source on the CPU (`bone-host-kernels`) against
-//! a direct f64 product: ragged edges against the
-//! 128 x 128 x 32 tiles, a second product appended along K, an addend, bias, accumulation
-//! into every output type, batches with strides, cp.async copies landing both as early and as late as
-//! the PTX rules allow, and each block's threads run lowest- or highest-numbered first.
+//! a direct f64 product: ragged edges against the 128 x 128 x 32 tiles, a second product
+//! appended along K, an addend, bias, accumulation into every output type, batches with
+//! strides, cp.async copies landing both as early and as late as the PTX rules allow, and
+//! each block's threads run lowest- or highest-numbered first.
 //! Outputs start as NaN, so an element the kernel does not write fails.
 
 use bone_host_kernels::{Landing, Schedule};

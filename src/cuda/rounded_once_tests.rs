@@ -9,11 +9,10 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::emulator::{Emulator, Ty, host_kernels_or_skip};
-use super::emulator_tests::{ENGINES, emulator_for, random, run};
+use super::emulator::{Ty, host_kernels_or_skip};
+use super::emulator_tests::{ENGINES, LayerInputs, emulator_for, layer_inputs, random, run, workspace_regions};
 use super::handle::GemmEngine;
-use super::params::BoneLayer;
-use super::training::{Call, Pass, region_sizes};
+use super::training::{Call, Pass};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
 
@@ -36,37 +35,16 @@ fn row_times(x: &[f64], ld: usize, row: usize, a0: usize, r: usize, m: impl Fn(u
     (0..r).map(|a| x[row * ld + a0 + a] * m(a)).fold((0.0, 0.0), |(sum, size), term| (sum + term, size + term.abs()))
 }
 
+/// B (f32) as the GEMM takes it: rounded to the activations' type.
+fn taken(b: &[f64], x_ty: Ty) -> Vec<f64> {
+    b.iter().map(|&v| x_ty.round(v)).collect()
+}
+
 /// Every (activations' type, B's scale, engine): B small as early in training, and trained.
 fn cases() -> impl Iterator<Item = (Ty, f64, GemmEngine)> {
     [Ty::Bf16, Ty::F16].into_iter().flat_map(|x_ty| {
         [3e-3, 0.1].into_iter().flat_map(move |b_scale| ENGINES.into_iter().map(move |engine| (x_ty, b_scale, engine)))
     })
-}
-
-/// Fresh random X, W and B (f32, entries up to `b_scale`) on the emulator, and the call on
-/// them; B as the GEMM takes it (rounded to the activations' type).
-struct Inputs {
-    x: Vec<f64>,
-    w: Vec<f64>,
-    b_taken: Vec<f64>,
-    call: Call,
-}
-
-fn inputs(emulator: &Emulator, shape: LayerShape, t: usize, (x_ty, b_scale): (Ty, f64), rng: &mut StdRng) -> Inputs {
-    let (k, n) = (shape.k(), shape.n());
-    let x = random(rng, t * k, 1.0, x_ty);
-    let w = random(rng, n * k, (3.0 / k as f64).sqrt(), x_ty);
-    let b = random(rng, shape.adapter_len(), b_scale, Ty::F32);
-    let addresses = [emulator.upload(x_ty, &x), emulator.upload(x_ty, &w), emulator.upload(Ty::F32, &b)];
-    let layer = BoneLayer::new(&shape, Some(t)).unwrap();
-    let call = Call::new(layer, shape, t, (x_ty.suffix(), "f32"), addresses).unwrap();
-    Inputs { x, w, b_taken: b.iter().map(|&v| x_ty.round(v)).collect(), call }
-}
-
-/// Workspace regions of `pass` on `engine` (the library engine keeps no partial sums).
-fn regions(emulator: &Emulator, shape: &LayerShape, t: usize, pass: Pass, engine: GemmEngine) -> Vec<u64> {
-    let sizes = region_sizes(shape, t, pass, engine != GemmEngine::Cublas);
-    sizes.iter().map(|&bytes| emulator.alloc(bytes)).collect()
 }
 
 #[test]
@@ -81,9 +59,10 @@ fn batcol_forms_w_prime_in_f32_and_rounds_it_once() {
     for (x_ty, b_scale, engine) in cases() {
         let emulator = emulator_for(engine);
         let label = format!("BatCol X={x_ty:?} B scale {b_scale:e} {engine:?}");
-        let Inputs { w, b_taken, call, .. } = inputs(&emulator, shape, t, (x_ty, b_scale), &mut rng);
+        let LayerInputs { w, b, call, .. } = layer_inputs(&emulator, shape, t, (x_ty, Ty::F32, b_scale), &mut rng);
+        let b_taken = taken(&b, x_ty);
         let call = Call { y: emulator.alloc(t * n * 2), ..call };
-        let regions = regions(&emulator, &shape, t, Pass::Forward, engine);
+        let regions = workspace_regions(&emulator, &shape, t, Pass::Forward, engine);
         run(&emulator, engine, Pass::Forward, &call, &regions);
 
         // W'[row, col] = W[row, col] + sum_a W[row, i r + a] B_o[a, c] + B_o[row mod r, c].
@@ -109,12 +88,13 @@ fn batrow_adds_x_and_dx_mixed_exactly_and_rounds_once() {
     for (x_ty, b_scale, engine) in cases() {
         let emulator = emulator_for(engine);
         let label = format!("BatRow X={x_ty:?} B scale {b_scale:e} {engine:?}");
-        let Inputs { x, b_taken, call, .. } = inputs(&emulator, shape, t, (x_ty, b_scale), &mut rng);
+        let LayerInputs { x, b, call, .. } = layer_inputs(&emulator, shape, t, (x_ty, Ty::F32, b_scale), &mut rng);
+        let b_taken = taken(&b, x_ty);
         let dy = random(&mut rng, t * n, 1.0, x_ty);
         let block = |i: usize| &b_taken[i * r * r..][..r * r];
 
         // X~[t, i r + c] = X[t, i r + c] + sum_a X[t, i r + a] B_i[c, a].
-        let forward = regions(&emulator, &shape, t, Pass::Forward, engine);
+        let forward = workspace_regions(&emulator, &shape, t, Pass::Forward, engine);
         run(&emulator, engine, Pass::Forward, &Call { y: emulator.alloc(t * n * 2), ..call }, &forward);
         let mixed = emulator.download(x_ty, forward[2], t * k);
         assert_rounded_once(&format!("{label}: X~"), x_ty, &mixed, k, |token, col| {
@@ -125,7 +105,7 @@ fn batrow_adds_x_and_dx_mixed_exactly_and_rounds_once() {
 
         // dX[t, i r + c] = dX~[t, i r + c] + sum_a (dX~[t, i r + a] + dR[t, a]) B_i[a, c], from
         // the dX~ and dR the backward left in its workspace.
-        let backward = regions(&emulator, &shape, t, Pass::Backward, engine);
+        let backward = workspace_regions(&emulator, &shape, t, Pass::Backward, engine);
         let call = Call { y: emulator.upload(x_ty, &dy), dx: emulator.alloc(t * k * 2), ..call };
         let call = Call { db: emulator.alloc(shape.adapter_len() * 4), dbias: emulator.alloc(n * 4), ..call };
         run(&emulator, engine, Pass::Backward, &call, &backward);

@@ -94,7 +94,8 @@ pub(crate) fn products(kernel: &str, p: &BoneGemm, batches: usize) -> Vec<Produc
 
 impl<R: ProductRunner> Launcher for Split<R> {
     fn gemm(&self, kernel: &str, params: &BoneGemm, batches: usize) -> Result<()> {
-        if params.k2 > 0 && params.k + params.k2 <= SHORT_TWO_PART_K || !params.addend.is_null() {
+        let short_two_part = params.k2 > 0 && params.k + params.k2 <= SHORT_TWO_PART_K;
+        if short_two_part || !params.addend.is_null() {
             return self.0.own_gemm(kernel, params, batches);
         }
         for product in products(kernel, params, batches) {

@@ -22,6 +22,11 @@ pub fn random_vec(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
+/// `values` rounded to bf16, as a device buffer holds them.
+pub fn bf16s(values: &[f64]) -> Vec<half::bf16> {
+    values.iter().map(|&v| half::bf16::from_f64(v)).collect()
+}
+
 /// ||got - want|| / ||want|| (Frobenius).
 pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "length mismatch");
