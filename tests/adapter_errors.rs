@@ -289,8 +289,48 @@ fn unmerge_refuses_an_adapter_that_trained_biases() {
         (bias, Dtype::F32, vec![48], f32_bytes(48)),
     ]);
     let message = scratch.fail(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION }).to_string();
-    assert!(message.contains("the adapter trains biases (bias = \"all\")"), "{message}");
+    assert!(message.contains("the adapter replaces base tensors whole (trained biases, bias = \"all\")"), "{message}");
     // Merging it needs the base to have that bias; the tiny Llama has none.
     let message = scratch.fail(Direction::Merge).to_string();
     assert!(message.contains("no tensor \"model.layers.0.self_attn.q_proj.bias\" in the base checkpoint"), "{message}");
+}
+
+#[test]
+fn a_module_to_save_is_checked_against_the_base_and_cannot_be_unmerged() {
+    let head = "base_model.model.lm_head.weight";
+    let scratch = Scratch::new();
+    scratch.edit_config("\"modules_to_save\": null", "\"modules_to_save\": [\"lm_head\"]");
+    scratch.write_adapter_tensors(&[
+        (Q0, Dtype::F32, vec![6, 8, 8], f32_bytes(384)),
+        (head, Dtype::F32, vec![96, 40], f32_bytes(3840)),
+    ]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains(&format!("{head}: shape [96, 40], expected [96, 48] like the base's lm_head.weight")),
+        "{message}"
+    );
+    let message = scratch.fail(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION }).to_string();
+    assert!(
+        message.contains("the adapter replaces base tensors whole (modules_to_save = [\"lm_head\"]); a merged checkpoint no longer holds the base's"),
+        "{message}"
+    );
+
+    // A whole tensor of a module that is not listed is not taken for one.
+    let scratch = Scratch::new();
+    scratch.write_adapter_tensors(&[
+        (Q0, Dtype::F32, vec![6, 8, 8], f32_bytes(384)),
+        (head, Dtype::F32, vec![96, 48], f32_bytes(4608)),
+    ]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains(&format!(
+            "unexpected tensor {head:?}; a MISS adapter holds `base_model.model.<module>.miss_block` tensors"
+        )),
+        "{message}"
+    );
+
+    let scratch = Scratch::new();
+    scratch.edit_config("\"modules_to_save\": null", "\"modules_to_save\": \"lm_head\"");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("`modules_to_save` is \"lm_head\"; expected null or a list of module names"), "{message}");
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use bone_kernels::adapter::{Adapter, ApplyOptions, Direction, Engine, PeftType, apply};
 use bone_kernels::reference::DEFAULT_MAX_CONDITION;
 use bone_kernels::{Dims, LayerShape, Variant};
-use common::fixtures::{CASES, adapters_dir, read_tensors, rounding_tolerance, values};
+use common::fixtures::{CASES, SAVES_A_MODULE, adapters_dir, read_tensors, rounding_tolerance, values};
 use common::rel_err;
 
 fn merge_with(engine: Engine, adapter_name: &str, base_name: &str, out: &Path) -> bone_kernels::adapter::Report {
@@ -64,6 +64,7 @@ fn merge_matches_peft_for_every_fixture() {
         let out = temp.path().join("merged");
         let report = merge_with(Engine::Cpu, adapter_name, base_name, &out);
         assert_eq!(report.on_gpu, 0);
+        assert_eq!(report.replaced, usize::from(adapter_name == SAVES_A_MODULE), "{adapter_name}: lm_head replaced");
         check_against_peft(adapter_name, base_name, &out);
     }
 }
@@ -77,14 +78,14 @@ fn gpu_merge_of_adapter_files_matches_peft() {
         let temp = tempfile::tempdir().unwrap();
         let out = temp.path().join("merged");
         let report = merge_with(Engine::Gpu, adapter_name, base_name, &out);
-        assert_eq!(report.on_gpu, report.changed, "{adapter_name}: every weight on the GPU");
+        assert_eq!(report.on_gpu, report.changed - report.replaced, "{adapter_name}: every weight on the GPU");
         check_against_peft(adapter_name, base_name, &out);
     }
 }
 
 #[test]
 fn unmerge_restores_the_base() {
-    for (adapter_name, base_name) in CASES {
+    for (adapter_name, base_name) in CASES.into_iter().filter(|(name, _)| *name != SAVES_A_MODULE) {
         let temp = tempfile::tempdir().unwrap();
         let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
         merge_with(Engine::Cpu, adapter_name, base_name, &merged);
@@ -110,6 +111,7 @@ fn adapters_load_with_their_variant_and_layout() {
         ("miss_mini", PeftType::Miss, Variant::Mini { mini_r: 4 }, 8, 6),
         ("bone_bat", PeftType::Bone, Variant::BatCol, 8, 6),
         ("bone_shared", PeftType::Bone, Variant::Shared, 12, 14),
+        ("miss_lm_head", PeftType::Miss, Variant::BatCol, 8, 4),
     ];
     for (name, peft_type, variant, r, layers) in expected {
         let adapter = Adapter::load(&adapters_dir().join(name)).unwrap();
@@ -125,4 +127,29 @@ fn adapters_load_with_their_variant_and_layout() {
             assert_eq!(layer.dims, shape.adapter_dims(), "{name}: PEFT's layout is ours");
         }
     }
+}
+
+#[test]
+fn a_module_to_save_is_loaded_and_saved_back_whole() {
+    let adapter = Adapter::load(&adapters_dir().join(SAVES_A_MODULE)).unwrap();
+    assert_eq!(adapter.config.modules_to_save, ["lm_head"]);
+    let [head] = &adapter.whole[..] else { panic!("one whole tensor: {:?}", adapter.whole.len()) };
+    assert_eq!(
+        (head.name.as_str(), &head.dims, head.dtype),
+        ("lm_head.weight", &vec![96, 48], safetensors::Dtype::BF16)
+    );
+    assert_eq!(adapter.parameter_count(), adapter.layers.iter().map(|l| l.values.len()).sum::<usize>() + 96 * 48);
+
+    // Saved again, it reads back the same; the whole tensor keeps its dtype and bytes.
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("again");
+    adapter.save(&out).unwrap();
+    let back = Adapter::load(&out).unwrap();
+    assert_eq!((&back.config.modules_to_save, &back.whole), (&adapter.config.modules_to_save, &adapter.whole));
+    let key = "base_model.model.lm_head.weight";
+    let (ours, theirs) = (
+        read_tensors(&out.join("adapter_model.safetensors")),
+        read_tensors(&adapters_dir().join(SAVES_A_MODULE).join("adapter_model.safetensors")),
+    );
+    assert_eq!(ours[key], theirs[key], "lm_head.weight as PEFT saved it");
 }

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use bone_kernels::adapter::{Adapter, AdapterConfig, AdapterError, AdapterLayer, PeftType};
+use bone_kernels::adapter::{Adapter, AdapterConfig, AdapterError, AdapterLayer, PeftType, WholeTensor};
 use bone_kernels::{Dims, LayerShape, Variant};
-use common::fixtures::adapters_dir;
+use common::fixtures::{adapters_dir, read_tensors, values};
 use safetensors::Dtype;
 
 /// A deterministic "trained" adapter on base_bf16's layers 0 and 1.
@@ -35,12 +35,23 @@ fn trained(peft_type: PeftType, variant: Variant, r: usize, modules: &[(&str, us
         bias: "none".into(),
         dropout: 0.0,
         target_modules: serde_json::Value::Null,
+        modules_to_save: Vec::new(),
         base_model_name_or_path: Some("base_bf16".into()),
     };
-    Adapter { dir: Default::default(), config, layers, biases: Vec::new() }
+    Adapter { dir: Default::default(), config, layers, whole: Vec::new() }
 }
 
-fn cases() -> [(&'static str, Adapter); 2] {
+/// `adapter` with a trained copy of the base's lm_head ([96, 48] bf16) saved whole.
+fn with_lm_head(mut adapter: Adapter) -> Adapter {
+    adapter.config.modules_to_save = vec!["lm_head".into()];
+    let base = read_tensors(&adapters_dir().join("base_bf16"));
+    let trained = |(i, v): (usize, f64)| f64::from(half::bf16::from_f64(v + ((i % 7) as f64 - 3.0) * 1e-3));
+    let values = values(&base["lm_head.weight"]).into_iter().enumerate().map(trained).collect();
+    adapter.whole.push(WholeTensor { name: "lm_head.weight".into(), dims: vec![96, 48], values, dtype: Dtype::BF16 });
+    adapter
+}
+
+fn cases() -> [(&'static str, Adapter); 3] {
     [
         (
             "saved_by_bone_bat",
@@ -49,6 +60,10 @@ fn cases() -> [(&'static str, Adapter); 2] {
         (
             "saved_by_bone_shared",
             trained(PeftType::Bone, Variant::Shared, 12, &[("mlp.down_proj", 48, 80), ("mlp.up_proj", 80, 48)]),
+        ),
+        (
+            "saved_by_bone_lm_head",
+            with_lm_head(trained(PeftType::Miss, Variant::BatCol, 8, &[("self_attn.o_proj", 48, 48)])),
         ),
     ]
 }
@@ -77,6 +92,7 @@ fn saved_adapters_are_the_ones_peft_loaded_and_read_back() {
             (adapter.config.peft_type, adapter.config.variant, adapter.config.r)
         );
         assert_eq!(back.layers.len(), adapter.layers.len());
+        assert_eq!((&back.config.modules_to_save, &back.whole), (&adapter.config.modules_to_save, &adapter.whole));
         for (read, written) in back.layers.iter().zip(&adapter.layers) {
             assert_eq!((&read.module, &read.dims), (&written.module, &written.dims));
             let widened: Vec<f64> = written.values.iter().map(|&v| f64::from(v as f32)).collect();

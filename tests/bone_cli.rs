@@ -41,6 +41,29 @@ fn merge_then_unmerge_round_trips() {
 }
 
 #[test]
+fn a_module_to_save_is_put_in_place_and_listed() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let adapter = fixtures.join("miss_lm_head");
+    let (base, merged) = (fixtures.join("base_bf16"), temp.path().join("merged"));
+    let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
+    let output = bone(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let expected = "merged 4 tensors (0 on the GPU, 4 on the CPU), replaced 1 whole (modules_to_save, trained biases), copied 16 unchanged";
+    assert!(stdout.starts_with(expected), "{stdout}");
+
+    let output = bone(&["inspect", adapter.to_str().unwrap(), "--layers"]);
+    let stdout = text(&output.stdout);
+    for line in [
+        "saved whole:    1 tensors (modules_to_save [\"lm_head\"], trained biases); merging puts them in place",
+        "  lm_head.weight [96, 48] BF16 (whole)",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn inspect_describes_the_adapter() {
     let adapter = adapters_dir().join("bone_bat");
     let output = bone(&["inspect", adapter.to_str().unwrap(), "--layers"]);

@@ -1,6 +1,7 @@
 //! Merge an adapter into a base checkpoint, or take it back out, writing a new
 //! checkpoint with the same shards, tensor order, header bytes and dtypes. Only the
-//! adapted weights (and trained biases) change; every other byte is copied.
+//! adapted weights and the tensors the adapter holds whole (trained biases,
+//! `modules_to_save`) change; every other byte is copied.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -55,10 +56,13 @@ impl ApplyOptions {
 /// What [`apply`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Weights (and biases) rewritten.
+    /// Weights rewritten, and base tensors replaced by the adapter's whole ones.
     pub changed: usize,
     /// Of those, computed by the GPU kernel.
     pub on_gpu: usize,
+    /// Of those, base tensors put in place of the base's whole (trained biases,
+    /// `modules_to_save`): copied from the adapter, no arithmetic.
+    pub replaced: usize,
     /// Tensors copied byte for byte.
     pub copied: usize,
     /// Safetensors files written.
@@ -73,8 +77,14 @@ struct Target<'a> {
 }
 
 enum Change<'a> {
-    Weight { shape: LayerShape, b: &'a [f64] },
-    Bias { values: &'a [f64] },
+    Weight {
+        shape: LayerShape,
+        b: &'a [f64],
+    },
+    /// A tensor the adapter holds whole, rounded to the base's dtype.
+    Replace {
+        values: &'a [f64],
+    },
 }
 
 /// Applies `adapter` to the checkpoint in `base`, writing the result to the new
@@ -113,6 +123,7 @@ pub fn apply(
                     writer.write_all(&bytes).map_err(io(&path))?;
                     report.changed += 1;
                     report.on_gpu += usize::from(on_gpu);
+                    report.replaced += usize::from(matches!(target.change, Change::Replace { .. }));
                     progress(report.changed, targets.len());
                 }
                 None => {
@@ -134,8 +145,8 @@ pub fn apply(
 
 /// Matches every adapter tensor with its base tensor and checks shapes and dtypes.
 fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction) -> Result<Vec<Target<'a>>> {
-    if matches!(direction, Direction::Unmerge { .. }) && !adapter.biases.is_empty() {
-        return Err(AdapterError::BiasNotReversible { path: adapter.dir.clone(), bias: adapter.config.bias.clone() });
+    if matches!(direction, Direction::Unmerge { .. }) && !adapter.whole.is_empty() {
+        return Err(AdapterError::NotReversible { path: adapter.dir.clone(), what: replaced_whole(adapter) });
     }
     let adapter_file = adapter.dir.join("adapter_model.safetensors");
     let block = adapter.config.peft_type.block_name();
@@ -186,21 +197,37 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
         }
         targets.push(Target { name, entry, change: Change::Weight { shape, b: &layer.values } });
     }
-    for (module, values, _) in &adapter.biases {
-        let adapter_key = format!("base_model.model.{module}.bias");
-        let (name, entry) = base_tensor(module, "bias", adapter_key.clone())?;
-        if entry.shape != [values.len()] {
-            let expected = format!("[{}] like the base's {name}", entry.shape.iter().product::<usize>());
+    for tensor in &adapter.whole {
+        let adapter_key = format!("base_model.model.{}", tensor.name);
+        if tensor.values.iter().any(|v| !v.is_finite()) {
+            return Err(AdapterError::NonFinite { path: adapter_file, key: adapter_key });
+        }
+        let (module, parameter) = tensor.name.rsplit_once('.').unwrap_or(("", &tensor.name));
+        let (name, entry) = base_tensor(module, parameter, adapter_key.clone())?;
+        if entry.shape != tensor.dims {
             return Err(AdapterError::ShapeMismatch {
                 path: adapter_file,
                 key: adapter_key,
-                expected,
-                actual: vec![values.len()],
+                expected: format!("{:?} like the base's {name}", entry.shape),
+                actual: tensor.dims.clone(),
             });
         }
-        targets.push(Target { name, entry, change: Change::Bias { values } });
+        targets.push(Target { name, entry, change: Change::Replace { values: &tensor.values } });
     }
     Ok(targets)
+}
+
+/// What the adapter replaces whole, for the error that refuses to unmerge it.
+fn replaced_whole(adapter: &Adapter) -> String {
+    let config = &adapter.config;
+    let mut reasons = Vec::new();
+    if config.bias != "none" {
+        reasons.push(format!("trained biases, bias = {:?}", config.bias));
+    }
+    if !config.modules_to_save.is_empty() {
+        reasons.push(format!("modules_to_save = {:?}", config.modules_to_save));
+    }
+    reasons.join("; ")
 }
 
 /// The GPU handle the options ask for, if any.
@@ -235,7 +262,7 @@ fn rewrite(
         dtype: format!("{dtype:?}"),
     };
     let (shape, b) = match target.change {
-        Change::Bias { values } => return Ok((encode(dtype, values).ok_or_else(unsupported)?, false)),
+        Change::Replace { values } => return Ok((encode(dtype, values).ok_or_else(unsupported)?, false)),
         Change::Weight { shape, b } => (shape, b),
     };
     let bytes = checkpoint.bytes(&target.entry);

@@ -48,6 +48,10 @@ pub struct AdapterConfig {
     pub dropout: f64,
     /// `target_modules` as written (a list of names or one regular expression).
     pub target_modules: Value,
+    /// PEFT's `modules_to_save`: modules trained whole (a classification head, say), saved
+    /// whole in the adapter file, and put in place of the base's on merge. A module path
+    /// matches an entry when it ends with it, as in PEFT.
+    pub modules_to_save: Vec<String>,
     pub base_model_name_or_path: Option<String>,
 }
 
@@ -102,12 +106,22 @@ impl AdapterConfig {
                 _ => return Err(bad("miss_dropout", &format!("is {value}; expected a probability in [0, 1)"))),
             },
         };
+        let modules_to_save = match json.get("modules_to_save") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(names)) if names.iter().all(Value::is_string) => {
+                names.iter().filter_map(Value::as_str).map(str::to_string).collect()
+            }
+            Some(other) => {
+                return Err(bad("modules_to_save", &format!("is {other}; expected null or a list of module names")));
+            }
+        };
         Ok(AdapterConfig {
             peft_type,
             r,
             variant,
             bias,
             dropout,
+            modules_to_save,
             target_modules: json.get("target_modules").cloned().unwrap_or(Value::Null),
             base_model_name_or_path: json.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
         })
@@ -130,7 +144,7 @@ impl AdapterConfig {
             "init_weights": init_weights,
             "layers_pattern": null,
             "layers_to_transform": null,
-            "modules_to_save": null,
+            "modules_to_save": if self.modules_to_save.is_empty() { Value::Null } else { json!(self.modules_to_save) },
             "peft_type": self.peft_type.name(),
             "r": self.r,
             "revision": null,
@@ -148,6 +162,12 @@ impl AdapterConfig {
             config.extend(extra.clone());
         }
         Some(config)
+    }
+
+    /// Whether `module` (a module path) is one of `modules_to_save`: PEFT's rule, the path
+    /// ends with an entry.
+    pub fn saves_whole(&self, module: &str) -> bool {
+        self.modules_to_save.iter().any(|entry| module.ends_with(entry.as_str()))
     }
 
     /// Where the config of the adapter in `dir` lives.
@@ -174,6 +194,7 @@ mod tests {
                     bias: "none".into(),
                     dropout: if peft_type == PeftType::Miss { 0.05 } else { 0.0 },
                     target_modules: json!(["q_proj"]),
+                    modules_to_save: if variant == Variant::Shared { vec!["score".into()] } else { Vec::new() },
                     base_model_name_or_path: Some("base".into()),
                 };
                 assert_eq!(AdapterConfig::from_json(&config.to_json().unwrap(), Path::new("x")).unwrap(), config);

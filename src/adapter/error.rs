@@ -21,8 +21,8 @@ pub enum AdapterError {
     #[error("{path}: unknown peft_type {value:?}; this tool reads \"MISS\" and \"BONE\" adapters", path = path.display())]
     UnknownPeftType { path: PathBuf, value: String },
 
-    #[error("{path}: unexpected tensor {key:?}; a {peft_type} adapter holds `base_model.model.<module>.{block}` tensors{bias}", path = path.display())]
-    UnexpectedKey { path: PathBuf, key: String, peft_type: &'static str, block: &'static str, bias: &'static str },
+    #[error("{path}: unexpected tensor {key:?}; a {peft_type} adapter holds `base_model.model.<module>.{block}` tensors{whole}", path = path.display())]
+    UnexpectedKey { path: PathBuf, key: String, peft_type: &'static str, block: &'static str, whole: &'static str },
 
     #[error("{path}: holds no adapter tensors", path = path.display())]
     EmptyAdapter { path: PathBuf },
@@ -51,8 +51,8 @@ pub enum AdapterError {
     #[error("{out} is inside the input {input}; write the output elsewhere (nothing was written)", out = out.display(), input = input.display())]
     OutputInsideInput { out: PathBuf, input: PathBuf },
 
-    #[error("{path}: the adapter trains biases (bias = {bias:?}); the base biases it replaced cannot be recovered, so it cannot be unmerged", path = path.display())]
-    BiasNotReversible { path: PathBuf, bias: String },
+    #[error("{path}: the adapter replaces base tensors whole ({what}); a merged checkpoint no longer holds the base's, so it cannot be unmerged", path = path.display())]
+    NotReversible { path: PathBuf, what: String },
 
     #[error("GPU: {0}")]
     Gpu(BoneError),

@@ -6,7 +6,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::AdapterConfig;
-use super::dtype::decode;
+use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result, io};
 use super::output::StagedDir;
 
@@ -27,6 +27,19 @@ pub struct AdapterLayer {
     pub dtype: Dtype,
 }
 
+/// A base tensor the adapter holds whole and puts in place of the base's on merge: a
+/// trained bias (`bias != "none"`) or a parameter of one of `modules_to_save`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WholeTensor {
+    /// Its key in the base checkpoint, e.g. `lm_head.weight` or `model.layers.0.mlp.up_proj.bias`.
+    pub name: String,
+    pub dims: Vec<usize>,
+    /// Its values, widened exactly from the stored dtype.
+    pub values: Vec<f64>,
+    /// The stored dtype; [`Adapter::save`] writes it back in it.
+    pub dtype: Dtype,
+}
+
 /// A loaded (or to-be-saved) Bone / MiSS adapter.
 #[derive(Clone, Debug)]
 pub struct Adapter {
@@ -34,13 +47,14 @@ pub struct Adapter {
     pub dir: PathBuf,
     pub config: AdapterConfig,
     pub layers: Vec<AdapterLayer>,
-    /// Trained biases (`bias != "none"`): (module, values, dtype); they replace the base's.
-    pub biases: Vec<(String, Vec<f64>, Dtype)>,
+    /// Base tensors it replaces whole: trained biases and the parameters of `modules_to_save`.
+    pub whole: Vec<WholeTensor>,
 }
 
 impl Adapter {
     /// Reads the adapter in `dir`. Every tensor must be an adapter block of the
-    /// configured `peft_type` (or a bias, when the config trains biases).
+    /// configured `peft_type`, a parameter of one of `modules_to_save`, or a bias when the
+    /// config trains biases.
     pub fn load(dir: &Path) -> Result<Self> {
         let config = AdapterConfig::load(dir)?;
         let path = dir.join(TENSOR_FILE);
@@ -50,50 +64,55 @@ impl Adapter {
         let block_suffix = format!(".{}", config.peft_type.block_name());
         let mut tensors = file.tensors();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let (mut layers, mut biases) = (Vec::new(), Vec::new());
+        let (mut layers, mut whole) = (Vec::new(), Vec::new());
         for (key, view) in tensors {
             let values = decode(view.dtype(), view.data()).ok_or_else(|| AdapterError::UnsupportedDtype {
                 path: path.clone(),
                 key: key.clone(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            let module_key = key.strip_prefix(KEY_PREFIX);
-            if let Some(module) = module_key.and_then(|k| k.strip_suffix(&block_suffix)) {
+            let name = key.strip_prefix(KEY_PREFIX);
+            if let Some(module) = name.and_then(|k| k.strip_suffix(&block_suffix)) {
                 layers.push(AdapterLayer {
                     module: module.into(),
                     dims: view.shape().to_vec(),
                     values,
                     dtype: view.dtype(),
                 });
-            } else if let Some(module) =
-                module_key.and_then(|k| k.strip_suffix(".bias")).filter(|_| config.bias != "none")
-            {
-                biases.push((module.to_string(), values, view.dtype()));
+            } else if let Some(name) = name.filter(|name| replaces_whole(&config, name)) {
+                whole.push(WholeTensor { name: name.into(), dims: view.shape().to_vec(), values, dtype: view.dtype() });
             } else {
                 return Err(AdapterError::UnexpectedKey {
                     path,
                     key,
                     peft_type: config.peft_type.name(),
                     block: config.peft_type.block_name(),
-                    bias: if config.bias == "none" { "" } else { " or `...bias`" },
+                    whole: match (config.bias == "none", config.modules_to_save.is_empty()) {
+                        (true, true) => "",
+                        (false, true) => ", or `...bias` (bias is trained)",
+                        (true, false) => ", or a parameter of one of modules_to_save",
+                        (false, false) => ", `...bias` (bias is trained), or a parameter of one of modules_to_save",
+                    },
                 });
             }
         }
         if layers.is_empty() {
             return Err(AdapterError::EmptyAdapter { path });
         }
-        Ok(Adapter { dir: dir.to_path_buf(), config, layers, biases })
+        Ok(Adapter { dir: dir.to_path_buf(), config, layers, whole })
     }
 
-    /// Trainable parameters (adapter blocks and trained biases).
+    /// Trainable parameters (adapter blocks, trained biases, modules_to_save).
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(|l| l.values.len()).sum::<usize>() + self.biases.iter().map(|b| b.1.len()).sum::<usize>()
+        self.layers.iter().map(|l| l.values.len()).sum::<usize>()
+            + self.whole.iter().map(|t| t.values.len()).sum::<usize>()
     }
 
     /// Writes the adapter in PEFT's format into the new directory `dir` (refused if it
-    /// exists; it appears whole or not at all): f32 tensors keyed
-    /// `base_model.model.<module>.<miss_block|bone_block>` and an `adapter_config.json`
-    /// whose `target_modules` lists the exact module paths.
+    /// exists; it appears whole or not at all): f32 blocks keyed
+    /// `base_model.model.<module>.<miss_block|bone_block>`, the whole tensors keyed
+    /// `base_model.model.<name>` in their own dtype, and an `adapter_config.json` whose
+    /// `target_modules` lists the exact module paths.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let config_path = AdapterConfig::path(dir);
         let mut config = self.config.clone();
@@ -105,21 +124,31 @@ impl Adapter {
         })?;
         let staged = StagedDir::new(dir)?;
         let block = self.config.peft_type.block_name();
-        let as_f32 = |values: &[f64]| values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect::<Vec<u8>>();
-        let blocks = self
-            .layers
-            .iter()
-            .map(|l| (format!("{KEY_PREFIX}{}.{block}", l.module), l.dims.clone(), as_f32(&l.values)));
-        let biases = self
-            .biases
-            .iter()
-            .map(|(module, values, _)| (format!("{KEY_PREFIX}{module}.bias"), vec![values.len()], as_f32(values)));
-        let data: Vec<(String, Vec<usize>, Vec<u8>)> = blocks.chain(biases).collect();
         let tensor_path = staged.path().join(TENSOR_FILE);
+        let blocks = self.layers.iter().map(|l| {
+            let key = format!("{KEY_PREFIX}{}.{block}", l.module);
+            let bytes = encode(Dtype::F32, &l.values);
+            (key, Dtype::F32, l.dims.clone(), bytes)
+        });
+        let whole = self
+            .whole
+            .iter()
+            .map(|t| (format!("{KEY_PREFIX}{}", t.name), t.dtype, t.dims.clone(), encode(t.dtype, &t.values)));
+        let data = blocks
+            .chain(whole)
+            .map(|(key, dtype, dims, bytes)| {
+                let bytes = bytes.ok_or_else(|| AdapterError::UnsupportedDtype {
+                    path: tensor_path.clone(),
+                    key: key.clone(),
+                    dtype: format!("{dtype:?}"),
+                })?;
+                Ok((key, dtype, dims, bytes))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let views = data
             .iter()
-            .map(|(key, dims, bytes)| {
-                let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
+            .map(|(key, dtype, dims, bytes)| {
+                let view = TensorView::new(*dtype, dims.clone(), bytes)
                     .map_err(|e| AdapterError::Safetensors { path: tensor_path.clone(), message: e.to_string() })?;
                 Ok((key.as_str(), view))
             })
@@ -133,4 +162,12 @@ impl Adapter {
         std::fs::write(&staged_config, text).map_err(io(&staged_config))?;
         staged.commit()
     }
+}
+
+/// Whether the adapter file's tensor `name` (its key less PEFT's prefix) is a base tensor
+/// the adapter replaces whole: a parameter of one of `modules_to_save`, or a bias where
+/// the config trains biases.
+fn replaces_whole(config: &AdapterConfig, name: &str) -> bool {
+    let Some((module, parameter)) = name.rsplit_once('.') else { return false };
+    config.saves_whole(module) || (parameter == "bias" && config.bias != "none")
 }

@@ -23,4 +23,4 @@ pub use apply::{ApplyOptions, Direction, Engine, Report, apply};
 pub use checkpoint::Checkpoint;
 pub use config::{AdapterConfig, PeftType};
 pub use error::AdapterError;
-pub use file::{Adapter, AdapterLayer};
+pub use file::{Adapter, AdapterLayer, WholeTensor};

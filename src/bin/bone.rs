@@ -107,10 +107,14 @@ fn transform(verb: &str, base: &Path, adapter: &Path, out: &Path, options: Apply
     })?;
     bar.finish_and_clear();
     println!(
-        "{verb} {} tensors ({} on the GPU, {} on the CPU), copied {} unchanged, {} shard(s) -> {}",
-        report.changed,
+        "{verb} {} tensors ({} on the GPU, {} on the CPU), {}copied {} unchanged, {} shard(s) -> {}",
+        report.changed - report.replaced,
         report.on_gpu,
-        report.changed - report.on_gpu,
+        report.changed - report.replaced - report.on_gpu,
+        match report.replaced {
+            0 => String::new(),
+            n => format!("replaced {n} whole (modules_to_save, trained biases), "),
+        },
         report.copied,
         report.shards,
         out.display()
@@ -128,12 +132,20 @@ fn inspect(adapter: &Adapter, list_layers: bool) -> Result<(), AdapterError> {
     println!("adapted layers: {}", adapter.layers.len());
     println!("parameters:     {}", adapter.parameter_count());
     println!("dtype:          {}", dtypes.into_iter().collect::<Vec<_>>().join(", "));
-    println!("bias:           {} ({} trained bias tensors)", config.bias, adapter.biases.len());
+    println!("bias:           {}", config.bias);
+    let count = adapter.whole.len();
+    let modules = &config.modules_to_save;
+    println!(
+        "saved whole:    {count} tensors (modules_to_save {modules:?}, trained biases); merging puts them in place"
+    );
     println!("dropout:        {} (miss_dropout; Dropout::new(p, seed) when training)", config.dropout);
     println!("base model:     {}", config.base_model_name_or_path.as_deref().unwrap_or("(not recorded)"));
     if list_layers {
         for layer in &adapter.layers {
             println!("  {} {:?} {:?}", layer.module, layer.dims, layer.dtype);
+        }
+        for tensor in &adapter.whole {
+            println!("  {} {:?} {:?} (whole)", tensor.name, tensor.dims, tensor.dtype);
         }
     }
     Ok(())

@@ -16,13 +16,17 @@ pub fn adapters_dir() -> PathBuf {
 }
 
 /// (adapter, the base PEFT merged it onto); see make_fixtures.py.
-pub const CASES: [(&str, &str); 5] = [
+pub const CASES: [(&str, &str); 6] = [
     ("miss_shared", "base_bf16"),
     ("miss_bat", "base_f32_sharded"),
     ("miss_mini", "base_f16"),
     ("bone_bat", "base_bf16"),
     ("bone_shared", "base_f32_sharded"),
+    ("miss_lm_head", "base_bf16"),
 ];
+
+/// The case whose adapter also replaces a module whole (`modules_to_save`), which cannot be unmerged.
+pub const SAVES_A_MODULE: &str = "miss_lm_head";
 
 /// One tensor: dtype, shape and raw bytes.
 pub type Tensor = (Dtype, Vec<usize>, Vec<u8>);
