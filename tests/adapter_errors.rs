@@ -224,6 +224,22 @@ fn an_existing_output_and_a_missing_checkpoint_are_refused() {
 }
 
 #[test]
+fn a_pickled_checkpoint_or_adapter_is_named_as_one() {
+    let pickled = "is a PyTorch pickle; this tool reads safetensors only";
+    let scratch = Scratch::new();
+    std::fs::remove_file(scratch.base().join("model.safetensors")).unwrap();
+    std::fs::write(scratch.base().join("pytorch_model.bin"), b"pickle").unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains(&format!("base/pytorch_model.bin {pickled}")), "{message}");
+
+    let scratch = Scratch::new();
+    let adapter = scratch.adapter();
+    std::fs::rename(adapter.join("adapter_model.safetensors"), adapter.join("adapter_model.bin")).unwrap();
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains(&format!("adapter/adapter_model.bin {pickled}")), "{message}");
+}
+
+#[test]
 fn an_output_inside_an_input_is_refused() {
     let scratch = Scratch::new();
     let before = scratch.listing();

@@ -74,6 +74,8 @@ impl Checkpoint {
             (files, Some(index))
         } else if dir.join(SINGLE).is_file() {
             (vec![SINGLE.to_string()], None)
+        } else if let Some(pickle) = pickle_in(dir, &["pytorch_model.bin", "pytorch_model.bin.index.json"]) {
+            return Err(AdapterError::PickleOnly { path: pickle });
         } else {
             return Err(AdapterError::NoCheckpoint { path: dir.to_path_buf() });
         };
@@ -115,4 +117,9 @@ impl Checkpoint {
     pub fn bytes(&self, entry: &TensorEntry) -> &[u8] {
         &self.shards[entry.shard].bytes[entry.start..entry.end]
     }
+}
+
+/// The first of `names` that is a file in `dir`: a checkpoint or adapter saved as a pickle.
+pub(super) fn pickle_in(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|name| dir.join(name)).find(|path| path.is_file())
 }

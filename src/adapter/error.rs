@@ -45,6 +45,9 @@ pub enum AdapterError {
     #[error("{path}: neither model.safetensors nor model.safetensors.index.json is there", path = path.display())]
     NoCheckpoint { path: PathBuf },
 
+    #[error("{path} is a PyTorch pickle; this tool reads safetensors only (PEFT and transformers write it with save_pretrained(..., safe_serialization=True))", path = path.display())]
+    PickleOnly { path: PathBuf },
+
     #[error("{path} already exists; the output must be a new directory (nothing was written)", path = path.display())]
     OutputExists { path: PathBuf },
 

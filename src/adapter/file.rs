@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use super::checkpoint::pickle_in;
 use super::config::AdapterConfig;
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result, io};
@@ -58,6 +59,11 @@ impl Adapter {
     pub fn load(dir: &Path) -> Result<Self> {
         let config = AdapterConfig::load(dir)?;
         let path = dir.join(TENSOR_FILE);
+        if !path.exists()
+            && let Some(pickle) = pickle_in(dir, &["adapter_model.bin"])
+        {
+            return Err(AdapterError::PickleOnly { path: pickle });
+        }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let file = SafeTensors::deserialize(&bytes)
             .map_err(|e| AdapterError::Safetensors { path: path.clone(), message: e.to_string() })?;
