@@ -37,6 +37,7 @@ fn trained(peft_type: PeftType, variant: Variant, r: usize, modules: &[(&str, us
         target_modules: serde_json::Value::Null,
         modules_to_save: Vec::new(),
         base_model_name_or_path: Some("base_bf16".into()),
+        task_type: None,
     };
     Adapter { dir: Default::default(), config, layers, whole: Vec::new() }
 }

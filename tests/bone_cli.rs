@@ -4,6 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
+use bone_kernels::adapter::{Adapter, PeftType};
 use common::fixtures::{adapters_dir, read_tensors};
 
 fn bone(args: &[&str]) -> Output {
@@ -61,6 +62,56 @@ fn a_module_to_save_is_put_in_place_and_listed() {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+}
+
+#[test]
+fn convert_rewrites_bone_as_miss_with_the_same_merge() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let (original, converted) = (fixtures.join("bone_bat"), temp.path().join("converted"));
+    let output = bone(&["convert", "--adapter", original.to_str().unwrap(), "--out", converted.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("converted 6 blocks and 0 whole tensors from BONE to MISS"));
+    let (before, after) = (Adapter::load(&original).unwrap(), Adapter::load(&converted).unwrap());
+    assert_eq!((before.config.peft_type, after.config.peft_type), (PeftType::Bone, PeftType::Miss));
+    assert_eq!(
+        (after.config.variant, after.config.r, &after.config.task_type),
+        (before.config.variant, 8, &before.config.task_type)
+    );
+    let blocks = |adapter: &Adapter| {
+        adapter.layers.iter().map(|l| (l.module.clone(), l.dims.clone(), l.values.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(blocks(&after), blocks(&before), "the same blocks, under miss_block");
+    // Both merge to the same bytes.
+    let base = fixtures.join("base_bf16");
+    let merged = |adapter: &std::path::Path, out: &str| {
+        let out = temp.path().join(out);
+        let args = [
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        assert!(bone(&args).status.success());
+        read_tensors(&out)
+    };
+    assert_eq!(merged(&original, "from_bone"), merged(&converted, "from_miss"));
+
+    // What BONE cannot express is refused, and nothing is written.
+    let out = temp.path().join("as_bone");
+    let mini = fixtures.join("miss_mini");
+    let output =
+        bone(&["convert", "--adapter", mini.to_str().unwrap(), "--out", out.to_str().unwrap(), "--to", "bone"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("`init_weights` cannot express mini as BONE: only MISS has it"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!out.exists());
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub struct AdapterConfig {
     /// matches an entry when it ends with it, as in PEFT.
     pub modules_to_save: Vec<String>,
     pub base_model_name_or_path: Option<String>,
+    /// PEFT's `task_type` (`"CAUSAL_LM"`, `"SEQ_CLS"`, ...): which model class PEFT's
+    /// `AutoPeftModel` wraps the base in; kept so a saved adapter loads the same way.
+    pub task_type: Option<String>,
 }
 
 const CONFIG_FILE: &str = "adapter_config.json";
@@ -124,18 +127,31 @@ impl AdapterConfig {
             modules_to_save,
             target_modules: json.get("target_modules").cloned().unwrap_or(Value::Null),
             base_model_name_or_path: json.get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
+            task_type: json.get("task_type").and_then(Value::as_str).map(str::to_string),
         })
     }
 
     /// The JSON PEFT writes for this configuration (`PeftModel.from_pretrained` reads it
-    /// back); `None` for BatRow, which PEFT does not have.
-    pub fn to_json(&self) -> Option<Value> {
+    /// back), to be written at `path`; an error, saying why, where PEFT cannot express
+    /// it: BatRow (PEFT has no per-input-block Bat), and for `BONE`, mini and dropout
+    /// (only `MISS` has them).
+    pub fn to_json(&self, path: &Path) -> Result<Value> {
+        let refuse = |field, message: &str| AdapterError::Config { path: path.into(), field, message: message.into() };
+        let bone = self.peft_type == PeftType::Bone;
         let init_weights = match self.variant {
+            Variant::BatRow => {
+                return Err(refuse("init_weights", "cannot express BatRow: PEFT has no per-input-block Bat variant"));
+            }
+            Variant::Mini { .. } if bone => {
+                return Err(refuse("init_weights", "cannot express mini as BONE: only MISS has it (save it as MISS)"));
+            }
             Variant::BatCol => json!("bat"),
             Variant::Mini { .. } => json!("mini"),
             Variant::Shared => json!(true),
-            Variant::BatRow => return None,
         };
+        if bone && self.dropout != 0.0 {
+            return Err(refuse("miss_dropout", "cannot be expressed as BONE: only MISS has it (save it as MISS)"));
+        }
         let mut config = json!({
             "base_model_name_or_path": self.base_model_name_or_path,
             "bias": self.bias,
@@ -149,7 +165,7 @@ impl AdapterConfig {
             "r": self.r,
             "revision": null,
             "target_modules": self.target_modules,
-            "task_type": null,
+            "task_type": self.task_type,
         });
         let extra = match self.peft_type {
             PeftType::Miss => {
@@ -161,7 +177,7 @@ impl AdapterConfig {
         if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
             config.extend(extra.clone());
         }
-        Some(config)
+        Ok(config)
     }
 
     /// Whether `module` (a module path) is one of `modules_to_save`: PEFT's rule, the path
@@ -196,14 +212,23 @@ mod tests {
                     target_modules: json!(["q_proj"]),
                     modules_to_save: if variant == Variant::Shared { vec!["score".into()] } else { Vec::new() },
                     base_model_name_or_path: Some("base".into()),
+                    task_type: if variant == Variant::Shared { Some("SEQ_CLS".into()) } else { None },
                 };
-                assert_eq!(AdapterConfig::from_json(&config.to_json().unwrap(), Path::new("x")).unwrap(), config);
+                let json = config.to_json(Path::new("x")).unwrap();
+                assert_eq!(AdapterConfig::from_json(&json, Path::new("x")).unwrap(), config);
             }
         }
         let row = AdapterConfig {
             variant: Variant::BatRow,
             ..AdapterConfig::from_json(&json!({"peft_type": "MISS", "r": 4}), Path::new("x")).unwrap()
         };
-        assert!(row.to_json().is_none(), "PEFT has no BatRow");
+        let refusal = |config: &AdapterConfig| config.to_json(Path::new("x")).unwrap_err().to_string();
+        assert!(refusal(&row).contains("PEFT has no per-input-block Bat variant"));
+        let bone = |variant, dropout| AdapterConfig { peft_type: PeftType::Bone, variant, dropout, ..row.clone() };
+        assert!(
+            refusal(&bone(Variant::Mini { mini_r: 2 }, 0.0)).contains("`init_weights` cannot express mini as BONE")
+        );
+        assert!(refusal(&bone(Variant::Shared, 0.1)).contains("`miss_dropout` cannot be expressed as BONE"));
+        assert!(bone(Variant::Shared, 0.0).to_json(Path::new("x")).is_ok());
     }
 }

@@ -123,11 +123,7 @@ impl Adapter {
         let config_path = AdapterConfig::path(dir);
         let mut config = self.config.clone();
         config.target_modules = self.layers.iter().map(|l| l.module.clone()).collect();
-        let json = config.to_json().ok_or_else(|| AdapterError::Config {
-            path: config_path.clone(),
-            field: "init_weights",
-            message: "cannot express BatRow: PEFT has no per-input-block Bat variant".into(),
-        })?;
+        let json = config.to_json(&config_path)?;
         let staged = StagedDir::new(dir)?;
         let block = self.config.peft_type.block_name();
         let tensor_path = staged.path().join(TENSOR_FILE);

@@ -1,4 +1,4 @@
-//! `bone`: merge, unmerge and inspect PEFT Bone / MiSS adapters.
+//! `bone`: merge, unmerge, convert and inspect PEFT Bone / MiSS adapters.
 //!
 //! Exit status: 0 on success, 1 when the work failed (the message on stderr names the
 //! file and tensor; the output directory is not created), 2 on a usage error.
@@ -6,13 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bone_kernels::adapter::{Adapter, AdapterError, ApplyOptions, Direction, Engine, apply};
+use bone_kernels::adapter::{Adapter, AdapterError, ApplyOptions, Direction, Engine, PeftType, apply};
 use bone_kernels::reference::DEFAULT_MAX_CONDITION;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "bone", version, about = "Merge, unmerge and inspect PEFT Bone / MiSS adapters (safetensors)")]
+#[command(
+    name = "bone",
+    version,
+    about = "Merge, unmerge, convert and inspect PEFT Bone / MiSS adapters (safetensors)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +53,18 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_MAX_CONDITION)]
         max_condition: f64,
     },
+    /// Rewrite an adapter as another PEFT type, into a new directory: BONE (PEFT 0.14 to
+    /// 0.18; later PEFT no longer loads it) to MISS, the same math under new names.
+    Convert {
+        /// The adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The new directory to write; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "miss")]
+        to: PeftTypeArg,
+    },
     /// Describe an adapter: type, variant, r, target modules, parameters, dtype.
     Inspect {
         adapter: PathBuf,
@@ -56,6 +72,14 @@ enum Command {
         #[arg(long)]
         layers: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PeftTypeArg {
+    /// `peft_type: "MISS"`, tensors `...miss_block` (PEFT >= 0.19).
+    Miss,
+    /// `peft_type: "BONE"`, tensors `...bone_block` (PEFT 0.14 to 0.18; no mini, no dropout).
+    Bone,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,6 +113,23 @@ fn run(command: Command) -> Result<(), AdapterError> {
         Command::Unmerge { merged, adapter, out, max_condition } => {
             let options = ApplyOptions { direction: Direction::Unmerge { max_condition }, engine: Engine::Cpu };
             transform("unmerged", &merged, &adapter, &out, options)
+        }
+        Command::Convert { adapter, out, to } => {
+            let mut adapter = Adapter::load(&adapter)?;
+            let from = adapter.config.peft_type;
+            adapter.config.peft_type = match to {
+                PeftTypeArg::Miss => PeftType::Miss,
+                PeftTypeArg::Bone => PeftType::Bone,
+            };
+            adapter.save(&out)?;
+            let (from, to) = (from.name(), adapter.config.peft_type.name());
+            println!(
+                "converted {} blocks and {} whole tensors from {from} to {to} -> {}",
+                adapter.layers.len(),
+                adapter.whole.len(),
+                out.display()
+            );
+            Ok(())
         }
         Command::Inspect { adapter, layers } => inspect(&Adapter::load(&adapter)?, layers),
     }
