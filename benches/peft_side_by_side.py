@@ -3,9 +3,12 @@ measured the same way: CUDA events, warm-up, median of many, bf16 base weights, 
 adapter in PEFT's default dtype (f32), X requiring grad as inside a network.
 
 For each shape, T and path it reports: forward and forward + backward time (median ms),
-the memory autograd keeps between forward and backward (bytes of the tensors saved for
-backward, counted once each), and the peak memory of one step above what was allocated
-before it. Writes JSON to --out and prints a short table.
+eager (a call per step, as a PEFT user runs it: Python's and autograd's launch overhead
+included) and, on the GPU, replayed from a CUDA graph of the step (the GPU's time alone,
+the fair comparison with kernels launched from Rust; `*_graph_ms`, or `graph_error` with
+the reason where capture failed); the memory autograd keeps between forward and backward
+(bytes of the tensors saved for backward, counted once each), and the peak memory of one
+step above what was allocated before it. Writes JSON to --out and prints a short table.
 
   python3 benches/peft_side_by_side.py --out peft.json [--quick]
   python3 benches/peft_side_by_side.py --out /tmp/p.json --device cpu --smoke   # checks the script, no GPU
@@ -77,6 +80,47 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
+def graphed_ms(model, x, dy, repeats):
+    """Median ms of the forward, and of forward + backward, each replayed from a CUDA graph
+    (PyTorch's whole-network capture: warm-up on a side stream, gradients set to None so
+    the captured backward writes them from the graph's pool on every replay)."""
+    x = x.detach().clone().requires_grad_(True)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        x.grad = None
+        model(x).backward(dy)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    forward_graph, step_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(forward_graph):
+        model(x)
+    model.zero_grad(set_to_none=True)
+    x.grad = None
+    with torch.cuda.graph(step_graph):
+        model(x).backward(dy)
+    return {"fwd_graph_ms": timed(forward_graph.replay, repeats), "fwd_bwd_graph_ms": timed(step_graph.replay, repeats)}
+
+
+def measure_graphed(path, k, n, t, r, repeats):
+    """graphed_ms on a fresh layer; a capture that fails is reported (`graph_error`), not hidden."""
+    model = layer(path, k, n, r)
+    x = torch.randn(t, k, device=DEVICE, dtype=torch.bfloat16)
+    dy = torch.randn(t, n, device=DEVICE, dtype=torch.bfloat16)
+    try:
+        return graphed_ms(model, x, dy, repeats)
+    except Exception as error:  # noqa: BLE001 -- any failure is written into the results
+        return {"graph_error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+    finally:
+        del model
+        torch.cuda.empty_cache()
+
+
 def measure(path, k, n, t, r, repeats):
     model = layer(path, k, n, r)
     xs = [torch.randn(t, k, device=DEVICE, dtype=torch.bfloat16, requires_grad=True) for _ in range(2)]
@@ -121,17 +165,32 @@ def main():
         shapes, tokens, repeats, r = [(128, 256)], [32], 3, 16
     device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     results = {"versions": {"torch": torch.__version__, "peft": peft.__version__, "gpu": device_name}}
-    for n, k in shapes:
-        for t in tokens:
-            group = f"{n}x{k}/T{t}/r{r}"
-            results[group] = {}
-            for path in ["peft-lora", "peft-bat", "peft-shared", "peft-mini"]:
-                results[group][path] = measure(path, k, n, t, r, repeats)
-                m = results[group][path]
-                print(f"{group:24} {path:12} fwd {m['fwd_ms']:8.3f} ms  fwd+bwd {m['fwd_bwd_ms']:8.3f} ms  "
-                      f"kept {m['kept_bytes'] / 2**20:8.1f} MiB  peak {m['peak_bytes'] / 2**20:8.1f} MiB")
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+    groups = [(f"{n}x{k}/T{t}/r{r}", n, k, t) for n, k in shapes for t in tokens]
+    paths = ["peft-lora", "peft-bat", "peft-shared", "peft-mini"]
+
+    def save():
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+    # Eager first, for every shape, written as it goes; the CUDA graphs after, so that a
+    # capture that fails (and may leave the device unusable) costs none of the eager numbers.
+    for group, n, k, t in groups:
+        results[group] = {}
+        for path in paths:
+            results[group][path] = m = measure(path, k, n, t, r, repeats)
+            print(f"{group:24} {path:12} eager fwd {m['fwd_ms']:8.3f} ms  fwd+bwd {m['fwd_bwd_ms']:8.3f} ms  "
+                  f"kept {m['kept_bytes'] / 2**20:8.1f} MiB  peak {m['peak_bytes'] / 2**20:8.1f} MiB", flush=True)
+            save()
+    if DEVICE != "cuda":
+        return
+    for group, n, k, t in groups:
+        for path in paths:
+            m = measure_graphed(path, k, n, t, r, repeats)
+            results[group][path].update(m)
+            graph = (f"fwd {m['fwd_graph_ms']:8.3f} ms  fwd+bwd {m['fwd_bwd_graph_ms']:8.3f} ms"
+                     if "fwd_bwd_graph_ms" in m else f"failed: {m['graph_error']}")
+            print(f"{group:24} {path:12} graphed {graph}", flush=True)
+            save()
 
 
 if __name__ == "__main__":

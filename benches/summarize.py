@@ -154,7 +154,10 @@ def main():
         medians = log_times(log)
         print(f"(no criterion estimates under {sys.argv[1]}: times are the point estimates the bench log printed)")
     targets = []
-    print(f"\n{'layer':22} {'path':17} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} {'/PEFT':>6}")
+    # /PEFT: against PEFT run eagerly (a call a step, Python's overhead in it); /PEFTg:
+    # against the same step replayed from a CUDA graph (the GPU's time alone).
+    print(f"\n{'layer':22} {'path':17} {'fwd ms':>8} {'f+b ms':>8} {'TFLOP/s':>8} {'roof%':>6} {'/LoRA':>6} {'/floor':>7} "
+          f"{'/PEFT':>6} {'/PEFTg':>6}")
     for group in sorted(g for g in medians if not g.startswith("product/")):
         times = medians[group]
         get = lambda path, p: times.get(f"{path}/{p}")
@@ -164,12 +167,13 @@ def main():
             if both is None:
                 continue
             floor = get("floor3" if path.startswith("bat-col") or path == "plan" else "floor2", "fwd_bwd")
-            peft_ms = peft.get(group, {}).get(PEFT_FOR.get(path, ""), {}).get("fwd_bwd_ms")
+            peft_path = peft.get(group, {}).get(PEFT_FOR.get(path, ""), {})
+            peft_ms, peft_graph_ms = peft_path.get("fwd_bwd_ms"), peft_path.get("fwd_bwd_graph_ms")
             ratio = lambda a, b: f"{a / b:6.2f}" if a and b else "     -"
             roof = floor_seconds(group, path, "fwd_bwd") / both
             print(f"{group:22} {path:17} {fwd * 1e3 if fwd else float('nan'):8.3f} {both * 1e3:8.3f} "
                   f"{flops(group, path + '/fwd_bwd') / both / 1e12:8.1f} {roof:6.0%} {ratio(both, lora)} "
-                  f"{ratio(both, floor):>7} {ratio(both * 1e3, peft_ms)}")
+                  f"{ratio(both, floor):>7} {ratio(both * 1e3, peft_ms)} {ratio(both * 1e3, peft_graph_ms)}")
             if path.split("+")[0] in ("bat-row", "shared", "mini") and lora:
                 targets.append((f"{group} {path} fwd+bwd <= 1.15 x LoRA", both / lora, both <= 1.15 * lora))
             if path.startswith("bat-col") and floor:
@@ -177,8 +181,10 @@ def main():
                 method = floor_seconds(group, "bat-col", "fwd_bwd") / floor_seconds(group, "floor3", "fwd_bwd")
                 targets.append((f"{group} {path} fwd+bwd <= 1.05 x 3-GEMM floor (the method's own floor: "
                                 f"{method:.2f} x)", both / floor, both <= 1.05 * floor))
-                if peft_ms:
-                    targets.append((f"{group} {path} faster than PEFT bat", both * 1e3 / peft_ms, both * 1e3 < peft_ms))
+                # Judged against PEFT's GPU time (graphed) where it was measured: the stricter.
+                peft_best, how = (peft_graph_ms, "graphed") if peft_graph_ms else (peft_ms, "eager")
+                if peft_best:
+                    targets.append((f"{group} {path} faster than PEFT bat ({how})", both * 1e3 / peft_best, both * 1e3 < peft_best))
         floor_fwd, shared_cublas = get("floor", "fwd"), get("shared+cublas", "fwd")
         for engine, gemm in GEMM_NAMES.items():
             shared_fwd = get("shared" + engine, "fwd")
