@@ -11,7 +11,9 @@
 //!                        Shared's N r on square W; on the MLP shapes BatCol has N r (1.46x LoRA's
 //!                        at 11008 x 4096, 0.54x at 4096 x 11008) and BatRow K r (the reverse)
 //!   plan/*               BatCol with W' formed whole, cuBLAS GEMMs, our dB kernel
-//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM on mma.sync)
+//!   bat-col/*, bat-row/*, shared/*, mini/*   this crate's kernels (its own GEMM on mma.sync);
+//!                        the shared block and mini keep S [T, r] between the passes (since
+//!                        2026-11-29: forward_saving_block_sums), BatCol and BatRow keep X
 //!   <variant>+wgmma-ws/* the same with its warp-specialised wgmma GEMM (compute capability
 //!                        9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
@@ -83,17 +85,20 @@ fn device_bf16(stream: &Arc<CudaStream>, len: usize, seed: u64, scale: f32) -> C
     stream.clone_htod(&host).unwrap()
 }
 
-/// One step's buffers: X and dY in, Y, dX, dB and (for a layer with a bias) dbias out.
+/// One step's buffers: X and dY in, Y, dX, dB and (for a layer with a bias) dbias out; the
+/// shared block's and mini's block sums S kept between the passes.
 struct StepBuffers<'a> {
     x: &'a CudaSlice<bf16>,
     dy: &'a CudaSlice<bf16>,
+    sums: &'a mut CudaSlice<bf16>,
     y: &'a mut CudaSlice<bf16>,
     dx: &'a mut CudaSlice<bf16>,
     db: &'a mut CudaSlice<f32>,
     dbias: Option<&'a mut CudaSlice<f32>>,
 }
 
-/// One forward and backward of `shape`.
+/// One forward and backward of `shape`, as a trainer keeping the least would run it: the
+/// shared block and mini keep S `[T, r]` between the passes, BatCol and BatRow X.
 fn step(
     kernels: &BoneKernels,
     shape: &LayerShape,
@@ -102,14 +107,27 @@ fn step(
     workspace: &mut Workspace,
 ) {
     let t = io.x.len() / shape.k();
-    kernels.forward(shape, t, &io.x.as_view(), weights, &mut io.y.as_view_mut(), workspace).unwrap();
+    let (x, mut y) = (io.x.as_view(), io.y.as_view_mut());
+    let keeps_sums = !shape.variant().is_bat();
+    if keeps_sums {
+        let mut sums = io.sums.slice_mut(..t * shape.r());
+        kernels.forward_saving_block_sums(shape, t, &x, weights, &mut y, &mut sums, workspace).unwrap();
+    } else {
+        kernels.forward(shape, t, &x, weights, &mut y, workspace).unwrap();
+    }
     let mut grads = LayerGrads {
         dx: Some(io.dx.as_view_mut()),
         db: io.db.slice_mut(..shape.adapter_len()),
         dbias: io.dbias.map(|d| d.as_view_mut()),
         accumulate: Accumulate::NONE,
     };
-    kernels.backward(shape, t, &io.x.as_view(), weights, &io.dy.as_view(), &mut grads, workspace).unwrap();
+    let dy = io.dy.as_view();
+    if keeps_sums {
+        let sums = io.sums.slice(..t * shape.r());
+        kernels.backward_from_block_sums(shape, t, &sums, weights, &dy, &mut grads, workspace).unwrap();
+    } else {
+        kernels.backward(shape, t, &x, weights, &dy, &mut grads, workspace).unwrap();
+    }
 }
 
 fn bench_layer(
@@ -127,6 +145,7 @@ fn bench_layer(
     let mut y = s.alloc_zeros::<bf16>(t * n).unwrap();
     let mut dx = s.alloc_zeros::<bf16>(t * k).unwrap();
     let mut db = s.alloc_zeros::<f32>(adapter_max).unwrap();
+    let mut sums = s.alloc_zeros::<bf16>(t * r).unwrap();
     let mut workspace = Workspace::new(s.clone());
     let units = |count: u64| Throughput::Elements(count * 2 * (t * n * k) as u64);
     // Every engine this GPU has (the wgmma GEMMs need compute capability 9.0); the first
@@ -173,9 +192,10 @@ fn bench_layer(
                 t,
                 Pass::Backward,
             ));
+            let kept = if variant.is_bat() { (t * k * 2, "X") } else { (t * r * 2, "S") };
             println!(
-                "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B (X), workspace {bytes} B",
-                t * k * 2
+                "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B ({}), workspace {bytes} B",
+                kept.0, kept.1
             );
             group.throughput(units(1));
             group.bench_function(format!("{name}/fwd"), |bencher| {
@@ -192,7 +212,7 @@ fn bench_layer(
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
                         let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], None);
-                        let io = StepBuffers { x, dy, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        let io = StepBuffers { x, dy, sums: &mut sums, y: &mut y, dx: &mut dx, db: &mut db, dbias };
                         step(kernels, &shape, &weights, io, &mut workspace)
                     })
                 })
@@ -201,8 +221,15 @@ fn bench_layer(
             let runs: Vec<Vec<LaunchTime>> = (0..5)
                 .map(|_| {
                     bench_support::time_launches(kernels, |timed| {
-                        let io =
-                            StepBuffers { x: &xs[0], dy: &dys[0], y: &mut y, dx: &mut dx, db: &mut db, dbias: None };
+                        let io = StepBuffers {
+                            x: &xs[0],
+                            dy: &dys[0],
+                            sums: &mut sums,
+                            y: &mut y,
+                            dx: &mut dx,
+                            db: &mut db,
+                            dbias: None,
+                        };
                         step(timed, &shape, &weights, io, &mut workspace);
                         Ok(())
                     })
@@ -252,7 +279,7 @@ fn bench_layer(
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
                         let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], with_bias.then_some(&mut dbias));
-                        let io = StepBuffers { x, dy, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        let io = StepBuffers { x, dy, sums: &mut sums, y: &mut y, dx: &mut dx, db: &mut db, dbias };
                         step(kernels, &shape, &weights, io, &mut workspace)
                     })
                 })

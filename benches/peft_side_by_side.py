@@ -7,7 +7,8 @@ eager (a call per step, as a PEFT user runs it: Python's and autograd's launch o
 included) and, on the GPU, replayed from a CUDA graph of the step (the GPU's time alone,
 the fair comparison with kernels launched from Rust; `*_graph_ms`, or `graph_error` with
 the reason where capture failed); the memory autograd keeps between forward and backward
-(bytes of the tensors saved for backward, counted once each), and the peak memory of one
+(bytes of the tensors saved for backward, counted once each, the model's parameters not
+counted), and the peak memory of one
 step above what was allocated before it. Writes JSON to --out and prints a short table.
 
   python3 benches/peft_side_by_side.py --out peft.json [--quick]
@@ -49,10 +50,16 @@ def layer(path, k, n, r):
 
 
 def kept_bytes(model, x):
+    """Bytes of the tensors autograd saves for the backward, each counted once, less the
+    model's own parameters (the frozen W among them): those exist whether or not a step
+    runs, as the Rust benches count (X and what each path adds)."""
+    parameters = {(p.data_ptr(), p.numel()) for p in model.parameters()}
     seen = {}
 
     def pack(tensor):
-        seen[(tensor.data_ptr(), tensor.numel())] = tensor.numel() * tensor.element_size()
+        key = (tensor.data_ptr(), tensor.numel())
+        if key not in parameters:
+            seen[key] = tensor.numel() * tensor.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -62,9 +62,11 @@ __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, 
 // column r all ones and the rest zero. idx runs over T warps (32 a row of S): lane l holds
 // columns 8 l .. 8 l + 7 where l < r / 8, and lane (r / 8) mod 32 writes the bias columns
 // (lane 0 at r = 256, where every lane holds S).
+// Where s_saved is not null, S is also written there, [T, r] (no bias columns).
 template <typename TX>
 __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropout& dropout, bool bias_columns,
-                                          const TX* __restrict__ x, TX* __restrict__ s, long long idx) {
+                                          const TX* __restrict__ x, TX* __restrict__ s, TX* __restrict__ s_saved,
+                                          long long idx) {
     static_assert(BONE_BIAS_COLUMNS == 8, "the bias columns are one group of 8");
     const long long t = idx / 32;
     const int lane = (int)(idx % 32), j0 = lane * 8, width = layer.r + (bias_columns ? BONE_BIAS_COLUMNS : 0);
@@ -82,6 +84,7 @@ __device__ __forceinline__ void chunk_sum(const BoneLayer layer, const BoneDropo
 #pragma unroll
         for (int e = 0; e < 8; ++e) out.v[e] = from_f32<TX>(sum[e]);
         store8(row + j0, out);
+        if (s_saved != nullptr) store8(s_saved + t * layer.r + j0, out);
     }
     if (bias_columns && lane == layer.r / 8 % 32) {
         Eight<TX> ones;
@@ -345,8 +348,9 @@ __device__ __forceinline__ void setup(const BoneSetup& p) {
     const TB* b = (const TB*)p.b;
     const TX* bias = (const TX*)p.bias;
     const long long width = r + (bias ? BONE_BIAS_COLUMNS : 0);  // of S and Bfull^T
-    job(p.s, (long long)p.tokens * 32,
-        [&](long long i) { chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, i); });
+    job(p.s, (long long)p.tokens * 32, [&](long long i) {
+        chunk_sum<TX>(layer, p.dropout, bias != nullptr, (const TX*)p.x, (TX*)p.s, (TX*)p.s_saved, i);
+    });
     job(p.full, width * layer.n,
         [&](long long i) { shared_blocks<TX, TB>(layer, b, bias, (TX*)p.full, (TX*)p.full_t, i); });
     job(p.bat_blocks, p.bat_block_count * r * r, [&](long long i) { bat_blocks<TX, TB>(b, (TX*)p.bat_blocks, i); });

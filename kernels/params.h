@@ -40,6 +40,8 @@ struct BoneSetup {
     int tokens;
     const void* x;        // S [tokens, r]: the sums of X's [tokens, k] r-wide chunks, after dropout
     void* s;
+    void* s_saved;        // not null: S also here, [tokens, r] without bias columns (kept by the
+                          // caller for a backward that reads S instead of X)
     struct BoneDropout dropout;
     const void* b;        // the adapter B
     void* full;           // Bfull [r, n] and Bfull^T [n, r] (shared, mini)

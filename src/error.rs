@@ -82,6 +82,11 @@ pub enum BoneError {
     #[error("dropout applies to the shared block and mini (PEFT's miss_dropout); PEFT gives {variant} none")]
     DropoutOnBat { variant: &'static str },
 
+    #[error(
+        "{variant}'s backward reads X itself; only the shared block and mini can keep their block sums S [T, r] instead"
+    )]
+    BlockSumsOnBat { variant: &'static str },
+
     #[error("the GPU kernels do not support this yet: {0}")]
     UnsupportedByKernels(String),
 

@@ -19,7 +19,13 @@ use crate::variant::Variant;
 /// Asserts that each element of `got` (`[rows, cols]`) is `ty`'s nearest value to its exact
 /// value, `exact(row, col)` = (the value, the sum of its terms' sizes), allowing near a tie
 /// for an f32 accumulation error of 2^-16 of that size.
-fn assert_rounded_once(label: &str, ty: Ty, got: &[f64], cols: usize, exact: impl Fn(usize, usize) -> (f64, f64)) {
+pub(super) fn assert_rounded_once(
+    label: &str,
+    ty: Ty,
+    got: &[f64],
+    cols: usize,
+    exact: impl Fn(usize, usize) -> (f64, f64),
+) {
     for (i, &got) in got.iter().enumerate() {
         let (exact, magnitude) = exact(i / cols, i % cols);
         let bound = (ty.round(exact) - exact).abs() + magnitude * f64::powi(2.0, -16);

@@ -39,6 +39,7 @@ impl Setup {
             tokens: call.tokens as i32,
             x: address(call.x).cast_const(),
             s: null_mut(),
+            s_saved: null_mut(),
             dropout: call.dropout,
             b: address(call.b).cast_const(),
             full: null_mut(),
@@ -59,6 +60,12 @@ impl Setup {
     /// S `[T, r]`: the sums of X's r-wide chunks.
     pub(super) fn block_sums(mut self, s: u64) -> Self {
         self.0.s = address(s);
+        self
+    }
+
+    /// S written a second time, `[T, r]` at `saved` (0: not), for the caller to keep.
+    pub(super) fn saved_block_sums(mut self, saved: u64) -> Self {
+        self.0.s_saved = address(saved);
         self
     }
 

@@ -4,6 +4,8 @@
 //!   backward  dBfull = S^T dY, dX = dY W + tile_K(dY Bfull^T)     (two GEMMs + a short one)
 //! With dropout (PEFT's miss_dropout) S sums the dropped X_i, and dX's tiled term is dropped
 //! with the same mask: written first by an element-wise pass, then dY W is added onto it.
+//! The backward reads nothing of X but S: where the caller keeps S (`Call::saved_s`: the
+//! forward writes it there too), the backward takes it from there and X is not needed.
 
 use super::launch::{Arg, Gemm, Launcher};
 use super::setup::{Setup, bias_width, room_for_bias};
@@ -41,15 +43,16 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
     sizes
 }
 
-/// S and the two layouts of Bfull, into regions 0, 1, 2.
+/// The two layouts of Bfull, into regions 1 and 2.
 fn setup(call: &Call, regions: &[u64]) -> Setup {
-    Setup::new(call).block_sums(regions[0]).shared_blocks(regions[1], regions[2])
+    Setup::new(call).shared_blocks(regions[1], regions[2])
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     // The bias rides in S Bfull (a column of ones in S, the bias in Bfull^T): no epilogue
     // of its own, and on a library GEMM no pass over Y for it.
-    setup(call, regions).bias_columns(call.bias).launch(launcher, call)?;
+    let setup = setup(call, regions).block_sums(regions[0]).saved_block_sums(call.saved_s);
+    setup.bias_columns(call.bias).launch(launcher, call)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
     let width = bias_width(r, call.bias);
     token_chunks::launch_filled(launcher, call, "kk", [t, n, k], Destination::new(call.y, n), regions[3], |out, ld| {
@@ -63,8 +66,12 @@ pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) ->
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    // With dX (and no dropout), the tiling matrix E [r, K] too (region 4).
-    let setup = setup(call, regions);
+    // S from X into region 0, unless the caller kept the forward's; with dX (and no
+    // dropout), the tiling matrix E [r, K] too (region 4).
+    let (setup, s) = match call.saved_s {
+        0 => (setup(call, regions).block_sums(regions[0]), regions[0]),
+        saved => (setup(call, regions), saved),
+    };
     let setup = if call.dx != 0 && !call.dropout.is_active() { setup.tiling(r, k, regions[4]) } else { setup };
     setup.launch(launcher, call)?;
     // dBfull [r, N] = S^T dY: both operands are read along T, split into token chunks.
@@ -72,7 +79,7 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
     let db_full = if mini { regions[5] } else { call.db };
     let out = (db_full, call.accumulate.db && !mini);
     token_chunks::reduce(launcher, (t, db_tiles(&call.shape), r * n), regions[6], out, |out| {
-        (Gemm::new((regions[0], r), (call.y, n), (out, n), [r, n, t]), call.gemm_f32("tt"), 1)
+        (Gemm::new((s, r), (call.y, n), (out, n), [r, n, t]), call.gemm_f32("tt"), 1)
     })?;
     if mini {
         let accumulate = Arg::I32(i32::from(call.accumulate.db));

@@ -25,7 +25,7 @@
 //! bitwise-identical results run to run on the same GPU model, so repeated runs are
 //! bitwise identical.
 
-use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice};
 use half::{bf16, f16};
 
 use super::element::Element;
@@ -143,6 +143,9 @@ pub(crate) struct Call {
     pub accumulate: Accumulate,
     /// The adapter input's dropout (none: threshold 0).
     pub dropout: BoneDropout,
+    /// S `[T, r]` the caller keeps (shared block, mini; 0: none): the forward writes it
+    /// there too, the backward reads it there instead of summing X (X is then 0).
+    pub saved_s: u64,
 }
 
 impl Call {
@@ -173,6 +176,7 @@ impl Call {
             dbias: 0,
             accumulate: Accumulate::NONE,
             dropout: BoneDropout::of(None),
+            saved_s: 0,
         })
     }
 }
@@ -244,20 +248,60 @@ impl BoneKernels {
         y: &mut CudaViewMut<TX>,
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let params = self.check_common(layer, tokens, x, weights, workspace)?;
+        self.forward_saving(layer, tokens, x, weights, y, None, workspace)
+    }
+
+    /// [`BoneKernels::forward`] for the shared block and mini, also writing their block sums
+    /// `S = sum_i X_i` (after dropout) to `block_sums` `[T, r]`, for
+    /// [`BoneKernels::backward_from_block_sums`]: their backward reads nothing else of X, so
+    /// a trainer keeps T x r elements between the passes instead of X's T x K (PEFT's
+    /// autograd keeps only S too). It costs one more store of S. BatCol and BatRow need X
+    /// itself: [`BoneError::BlockSumsOnBat`].
+    #[allow(clippy::too_many_arguments)] // forward's arguments and the one output it adds
+    pub fn forward_saving_block_sums<TX: ActivationElement, TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        x: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
+        y: &mut CudaViewMut<TX>,
+        block_sums: &mut CudaViewMut<TX>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        self.forward_saving(layer, tokens, x, weights, y, Some(block_sums), workspace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_saving<TX: ActivationElement, TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        x: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
+        y: &mut CudaViewMut<TX>,
+        block_sums: Option<&mut CudaViewMut<TX>>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let params = self.check_common(layer, tokens, weights, workspace)?;
+        self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
         let output_layout = || format!("[T, N] = [{tokens}, {}]", layer.n());
         self.check_buffer("Y", y, tokens * layer.n(), output_layout)?;
+        if let Some(s) = &block_sums {
+            check_block_sums(self, layer, tokens, *s)?;
+        }
         let stream = self.stream().clone();
         let (x_ptr, _x) = x.device_ptr(&stream);
         let (w_ptr, _w) = weights.w.device_ptr(&stream);
         let (b_ptr, _b) = weights.b.device_ptr(&stream);
         let bias = weights.bias.as_ref().map(|bias| bias.device_ptr(&stream));
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
+        let saved = block_sums.map(|s| s.device_ptr_mut(&stream));
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
             bias: bias.as_ref().map_or(0, |b| b.0),
             y: aligned("Y", y_ptr)?,
             dropout: BoneDropout::of(weights.dropout),
+            saved_s: saved.as_ref().map_or(Ok(0), |s| aligned("S", s.0))?,
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Forward, self.blas().is_none()))?;
@@ -279,7 +323,45 @@ impl BoneKernels {
         grads: &mut LayerGrads<TX>,
         workspace: &mut Workspace,
     ) -> Result<()> {
-        let params = self.check_common(layer, tokens, x, weights, workspace)?;
+        self.backward_reading(layer, tokens, SavedInput::X(x), weights, dy, grads, workspace)
+    }
+
+    /// [`BoneKernels::backward`] of the shared block or mini from the block sums S `[T, r]`
+    /// that [`BoneKernels::forward_saving_block_sums`] wrote, instead of X: the same
+    /// launches but S's, and bitwise the same results. Pass the forward's [`Dropout`] as
+    /// always (S holds the dropped sums; dX's tiled term is dropped with the same mask).
+    #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
+    pub fn backward_from_block_sums<TX: ActivationElement, TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        block_sums: &CudaView<TX>,
+        weights: &LayerWeights<TB, TX>,
+        dy: &CudaView<TX>,
+        grads: &mut LayerGrads<TX>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        self.backward_reading(layer, tokens, SavedInput::BlockSums(block_sums), weights, dy, grads, workspace)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_reading<TX: ActivationElement, TB: AdapterElement>(
+        &self,
+        layer: &LayerShape,
+        tokens: usize,
+        input: SavedInput<'_, '_, TX>,
+        weights: &LayerWeights<TB, TX>,
+        dy: &CudaView<TX>,
+        grads: &mut LayerGrads<TX>,
+        workspace: &mut Workspace,
+    ) -> Result<()> {
+        let params = self.check_common(layer, tokens, weights, workspace)?;
+        match input {
+            SavedInput::X(x) => {
+                self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?
+            }
+            SavedInput::BlockSums(s) => check_block_sums(self, layer, tokens, s)?,
+        }
         self.check_buffer("dY", dy, tokens * layer.n(), || format!("[T, N] = [{tokens}, {}]", layer.n()))?;
         self.check_buffer("dB", &grads.db, layer.adapter_len(), || layer.adapter_layout())?;
         if let Some(dx) = &grads.dx {
@@ -289,13 +371,19 @@ impl BoneKernels {
             self.check_buffer("dbias", dbias, layer.n(), || format!("[N] = [{}]", layer.n()))?;
         }
         let stream = self.stream().clone();
-        let (x_ptr, _x) = x.device_ptr(&stream);
         let (w_ptr, _w) = weights.w.device_ptr(&stream);
         let (b_ptr, _b) = weights.b.device_ptr(&stream);
         let (dy_ptr, _dy) = dy.device_ptr(&stream);
         let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
         let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
         let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
+        let (input_ptr, _input) = match input {
+            SavedInput::X(view) | SavedInput::BlockSums(view) => view.device_ptr(&stream),
+        };
+        let (x_ptr, saved_s) = match input {
+            SavedInput::X(_) => (input_ptr, 0),
+            SavedInput::BlockSums(_) => (0, aligned("S", input_ptr)?),
+        };
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
             y: aligned("dY", dy_ptr)?,
@@ -304,6 +392,7 @@ impl BoneKernels {
             dbias: dbias.as_ref().map_or(0, |d| d.0),
             accumulate: grads.accumulate,
             dropout: BoneDropout::of(weights.dropout),
+            saved_s,
             ..inputs
         };
         let regions = workspace.regions(&region_sizes(layer, tokens, Pass::Backward, self.blas().is_none()))?;
@@ -335,7 +424,6 @@ impl BoneKernels {
         &self,
         layer: &LayerShape,
         tokens: usize,
-        x: &CudaView<TX>,
         weights: &LayerWeights<TB, TX>,
         workspace: &Workspace,
     ) -> Result<BoneLayer> {
@@ -343,7 +431,6 @@ impl BoneKernels {
         if let Some(dropout) = weights.dropout {
             dropout.check_variant(layer.variant())?;
         }
-        self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
         self.check_buffer("W", &weights.w, layer.weight_len(), || format!("[N, K] = [{}, {}]", layer.n(), layer.k()))?;
         self.check_buffer("B", &weights.b, layer.adapter_len(), || layer.adapter_layout())?;
         if let Some(bias) = &weights.bias {
@@ -354,6 +441,26 @@ impl BoneKernels {
         }
         Ok(params)
     }
+}
+
+/// What a backward reads of the forward's input: X, or the block sums S the forward saved.
+enum SavedInput<'v, 'a, TX> {
+    X(&'v CudaView<'a, TX>),
+    BlockSums(&'v CudaView<'a, TX>),
+}
+
+/// The block sums S `[T, r]` of the shared block or mini: the variant keeps them, the
+/// buffer holds them.
+fn check_block_sums<TX>(
+    kernels: &BoneKernels,
+    layer: &LayerShape,
+    tokens: usize,
+    block_sums: &impl DeviceSlice<TX>,
+) -> Result<()> {
+    if layer.variant().is_bat() {
+        return Err(BoneError::BlockSumsOnBat { variant: layer.variant().name() });
+    }
+    kernels.check_buffer("S", block_sums, tokens * layer.r(), || format!("[T, r] = [{tokens}, {}]", layer.r()))
 }
 
 /// The forward's launches for a validated call, with its workspace regions.

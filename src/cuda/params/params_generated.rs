@@ -69,6 +69,7 @@ pub struct BoneSetup {
     pub tokens: ::std::os::raw::c_int,
     pub x: *const ::std::os::raw::c_void,
     pub s: *mut ::std::os::raw::c_void,
+    pub s_saved: *mut ::std::os::raw::c_void,
     pub dropout: BoneDropout,
     pub b: *const ::std::os::raw::c_void,
     pub full: *mut ::std::os::raw::c_void,
@@ -86,26 +87,27 @@ pub struct BoneSetup {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 152usize];
+    ["Size of BoneSetup"][::std::mem::size_of::<BoneSetup>() - 160usize];
     ["Alignment of BoneSetup"][::std::mem::align_of::<BoneSetup>() - 8usize];
     ["Offset of field: BoneSetup::layer"][::std::mem::offset_of!(BoneSetup, layer) - 0usize];
     ["Offset of field: BoneSetup::tokens"][::std::mem::offset_of!(BoneSetup, tokens) - 20usize];
     ["Offset of field: BoneSetup::x"][::std::mem::offset_of!(BoneSetup, x) - 24usize];
     ["Offset of field: BoneSetup::s"][::std::mem::offset_of!(BoneSetup, s) - 32usize];
-    ["Offset of field: BoneSetup::dropout"][::std::mem::offset_of!(BoneSetup, dropout) - 40usize];
-    ["Offset of field: BoneSetup::b"][::std::mem::offset_of!(BoneSetup, b) - 56usize];
-    ["Offset of field: BoneSetup::full"][::std::mem::offset_of!(BoneSetup, full) - 64usize];
-    ["Offset of field: BoneSetup::full_t"][::std::mem::offset_of!(BoneSetup, full_t) - 72usize];
-    ["Offset of field: BoneSetup::bias"][::std::mem::offset_of!(BoneSetup, bias) - 80usize];
-    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 88usize];
-    ["Offset of field: BoneSetup::bat_block_count"][::std::mem::offset_of!(BoneSetup, bat_block_count) - 96usize];
-    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 104usize];
-    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 112usize];
-    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 120usize];
-    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 128usize];
-    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 132usize];
-    ["Offset of field: BoneSetup::ones"][::std::mem::offset_of!(BoneSetup, ones) - 136usize];
-    ["Offset of field: BoneSetup::ones_rows"][::std::mem::offset_of!(BoneSetup, ones_rows) - 144usize];
+    ["Offset of field: BoneSetup::s_saved"][::std::mem::offset_of!(BoneSetup, s_saved) - 40usize];
+    ["Offset of field: BoneSetup::dropout"][::std::mem::offset_of!(BoneSetup, dropout) - 48usize];
+    ["Offset of field: BoneSetup::b"][::std::mem::offset_of!(BoneSetup, b) - 64usize];
+    ["Offset of field: BoneSetup::full"][::std::mem::offset_of!(BoneSetup, full) - 72usize];
+    ["Offset of field: BoneSetup::full_t"][::std::mem::offset_of!(BoneSetup, full_t) - 80usize];
+    ["Offset of field: BoneSetup::bias"][::std::mem::offset_of!(BoneSetup, bias) - 88usize];
+    ["Offset of field: BoneSetup::bat_blocks"][::std::mem::offset_of!(BoneSetup, bat_blocks) - 96usize];
+    ["Offset of field: BoneSetup::bat_block_count"][::std::mem::offset_of!(BoneSetup, bat_block_count) - 104usize];
+    ["Offset of field: BoneSetup::stack"][::std::mem::offset_of!(BoneSetup, stack) - 112usize];
+    ["Offset of field: BoneSetup::onehot"][::std::mem::offset_of!(BoneSetup, onehot) - 120usize];
+    ["Offset of field: BoneSetup::tiling"][::std::mem::offset_of!(BoneSetup, tiling) - 128usize];
+    ["Offset of field: BoneSetup::tiling_rows"][::std::mem::offset_of!(BoneSetup, tiling_rows) - 136usize];
+    ["Offset of field: BoneSetup::tiling_cols"][::std::mem::offset_of!(BoneSetup, tiling_cols) - 140usize];
+    ["Offset of field: BoneSetup::ones"][::std::mem::offset_of!(BoneSetup, ones) - 144usize];
+    ["Offset of field: BoneSetup::ones_rows"][::std::mem::offset_of!(BoneSetup, ones_rows) - 152usize];
 };
 pub const BoneLayout_BONE_K_MAJOR: BoneLayout = 0;
 pub const BoneLayout_BONE_MN_MAJOR: BoneLayout = 1;
