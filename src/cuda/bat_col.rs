@@ -18,11 +18,12 @@
 //! slab's round trip through L2 but redo the transform for every token tile
 //! (docs/design.md): worth it only when T is small.
 
+use super::call::Call;
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
 use super::setup::Setup;
 use super::token_chunks::{self, Destination};
-use super::training::{Call, Pass};
+use super::training::Pass;
 use super::workspace;
 use crate::error::Result;
 use crate::shape::LayerShape;

@@ -6,10 +6,11 @@
 //! time where T x K would exceed MIXED_BYTES (dB then summed over the chunks in order). X
 //! and dX~ are added exactly (an addend), not multiplied by I + B_i rounded to bf16.
 
+use super::call::Call;
 use super::launch::{Gemm, Launcher};
 use super::setup::{Setup, bias_width, room_for_bias};
 use super::token_chunks::{self, Destination};
-use super::training::{Call, Pass};
+use super::training::Pass;
 use super::workspace;
 use crate::error::Result;
 use crate::shape::LayerShape;

@@ -10,11 +10,11 @@ use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::baseline::RowMajorBlas;
+use super::call::aligned;
 use super::handle::{BoneKernels, GemmEngine};
 use super::launch::Gemm;
 use super::split::{Cublas, Split};
 use super::timed::LaunchTimer;
-use super::training::aligned;
 use crate::error::{BoneError, Result};
 
 /// The three products a layer's passes take, by their operands' layouts.

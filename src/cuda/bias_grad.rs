@@ -4,10 +4,10 @@
 //! chunks' sums are then added in order (`bone_sum_chunks`), so dbias stays bitwise
 //! reproducible.
 
+use super::call::Call;
 use super::launch::{Arg, Launcher};
 use super::params::{BONE_BIAS_GRAD_COLUMNS, BONE_MERGE_THREADS};
 use super::token_chunks;
-use super::training::Call;
 use crate::error::Result;
 
 /// Blocks worth aiming for: about four an SM of an H100/H200, so that each SM has enough

@@ -7,13 +7,14 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::call::Call;
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::handle::GemmEngine;
 use super::launch::GemmKernels;
 use super::params::BoneDropout;
 use super::params::BoneLayer;
 use super::split::Split;
-use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
+use super::training::{Accumulate, Pass, region_sizes, run_backward, run_forward};
 use crate::dropout::Dropout;
 use crate::reference::{backward_with_dropout, forward, forward_with_dropout};
 use crate::shape::{Dims, LayerShape};

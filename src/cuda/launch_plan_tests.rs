@@ -8,11 +8,12 @@ use std::sync::Mutex;
 
 use cudarc::driver::LaunchConfig;
 
+use super::call::Call;
 use super::launch::{Arg, GemmKernels, Launcher, chunks, elementwise_config};
 use super::params::{BoneDropout, BoneGemm, BoneLayer};
 use super::split::{Product, ProductRunner, Split};
 use super::timed::{Clock, Timed};
-use super::training::{Accumulate, Call, Pass, region_sizes, run_backward, run_forward};
+use super::training::{Accumulate, Pass, region_sizes, run_backward, run_forward};
 use super::workspace;
 use crate::dropout::Dropout;
 use crate::error::Result;

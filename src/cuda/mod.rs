@@ -47,6 +47,7 @@ mod bat_row;
 #[doc(hidden)]
 pub mod bench_support;
 mod bias_grad;
+mod call;
 mod device;
 mod element;
 #[cfg(test)]

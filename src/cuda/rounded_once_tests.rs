@@ -9,10 +9,11 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::call::Call;
 use super::emulator::{Ty, host_kernels_or_skip};
 use super::emulator_tests::{ENGINES, LayerInputs, emulator_for, layer_inputs, random, run, workspace_regions};
 use super::handle::GemmEngine;
-use super::training::{Call, Pass};
+use super::training::Pass;
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
 

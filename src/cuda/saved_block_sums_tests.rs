@@ -7,11 +7,12 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::call::Call;
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::emulator_tests::{ENGINES, LayerInputs, emulator_for, layer_inputs, random, run, workspace_regions};
 use super::params::BoneDropout;
 use super::rounded_once_tests::assert_rounded_once;
-use super::training::{Accumulate, Call, Pass};
+use super::training::{Accumulate, Pass};
 use crate::dropout::Dropout;
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;

@@ -6,9 +6,9 @@
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
+use super::call::Call;
 use super::launch::{Arg, Launcher};
 use super::params::{BONE_BIAS_COLUMNS, BONE_MERGE_THREADS, BoneSetup};
-use super::training::Call;
 use crate::error::Result;
 
 /// The jobs of one setup launch, added one by one; none at first.

@@ -7,10 +7,11 @@
 //! The backward reads nothing of X but S: where the caller keeps S (`Call::saved_s`: the
 //! forward writes it there too), the backward takes it from there and X is not needed.
 
+use super::call::Call;
 use super::launch::{Arg, Gemm, Launcher};
 use super::setup::{Setup, bias_width, room_for_bias};
 use super::token_chunks::{self, Destination};
-use super::training::{Call, Pass};
+use super::training::Pass;
 use crate::error::Result;
 use crate::shape::LayerShape;
 use crate::variant::Variant;

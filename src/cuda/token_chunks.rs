@@ -8,9 +8,9 @@
 //! not the GPU. On a library GEMM (cuBLAS) nothing is cut: it gets each product whole and
 //! picks its own split-K (`Launcher::cuts_reductions`).
 
+use super::call::Call;
 use super::launch::{Arg, Gemm, Launcher};
 use super::params::{BONE_GEMM_BM, BONE_GEMM_BN};
-use super::training::Call;
 use crate::error::Result;
 
 /// Thread blocks worth aiming for (about two per SM on a large GPU).
