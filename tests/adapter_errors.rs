@@ -349,4 +349,12 @@ fn a_module_to_save_is_checked_against_the_base_and_cannot_be_unmerged() {
     scratch.edit_config("\"modules_to_save\": null", "\"modules_to_save\": \"lm_head\"");
     let message = scratch.fail(Direction::Merge).to_string();
     assert!(message.contains("`modules_to_save` is \"lm_head\"; expected null or a list of module names"), "{message}");
+    // An empty name would match every module (PEFT matches by suffix).
+    let scratch = Scratch::new();
+    scratch.edit_config("\"modules_to_save\": null", "\"modules_to_save\": [\"\"]");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains("`modules_to_save` is [\"\"]; expected null or a list of module names (none empty)"),
+        "{message}"
+    );
 }

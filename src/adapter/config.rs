@@ -111,11 +111,14 @@ impl AdapterConfig {
         };
         let modules_to_save = match json.get("modules_to_save") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(names)) if names.iter().all(Value::is_string) => {
+            Some(Value::Array(names)) if names.iter().all(|name| name.as_str().is_some_and(|s| !s.is_empty())) => {
                 names.iter().filter_map(Value::as_str).map(str::to_string).collect()
             }
             Some(other) => {
-                return Err(bad("modules_to_save", &format!("is {other}; expected null or a list of module names")));
+                return Err(bad(
+                    "modules_to_save",
+                    &format!("is {other}; expected null or a list of module names (none empty)"),
+                ));
             }
         };
         Ok(AdapterConfig {
