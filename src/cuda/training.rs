@@ -4,6 +4,10 @@
 //! ([`ActivationElement`]); B is f32 (PEFT's default) or bf16; dB and dbias are f32;
 //! every product accumulates in f32.
 //!
+//! Kept between the passes: X (the backward's input), or for the shared block and mini
+//! only their block sums S `[T, r]` ([`BoneKernels::forward_saving_block_sums`],
+//! [`BoneKernels::backward_from_block_sums`]).
+//!
 //! Memory contract: nothing proportional to N x K or T x N is allocated beyond the
 //! caller's outputs. Scratch memory comes from the caller's [`Workspace`]; its size is
 //! [`BoneKernels::workspace_bytes`]:
