@@ -331,6 +331,20 @@ fn a_module_to_save_is_checked_against_the_base_and_cannot_be_unmerged() {
         "{message}"
     );
 
+    // A module both adapted and saved whole.
+    let scratch = Scratch::new();
+    scratch.edit_config("\"modules_to_save\": null", "\"modules_to_save\": [\"q_proj\"]");
+    let q_weight = "base_model.model.model.layers.0.self_attn.q_proj.weight";
+    scratch.write_adapter_tensors(&[
+        (Q0, Dtype::F32, vec![6, 8, 8], f32_bytes(384)),
+        (q_weight, Dtype::F32, vec![48, 48], f32_bytes(2304)),
+    ]);
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains("the base's model.layers.0.self_attn.q_proj.weight is both adapted and replaced whole"),
+        "{message}"
+    );
+
     // A whole tensor of a module that is not listed is not taken for one.
     let scratch = Scratch::new();
     scratch.write_adapter_tensors(&[

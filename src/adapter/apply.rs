@@ -212,6 +212,9 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
                 actual: tensor.dims.clone(),
             });
         }
+        if targets.iter().any(|target| target.name == name) {
+            return Err(AdapterError::TwoChanges { path: adapter_file, key: name });
+        }
         targets.push(Target { name, entry, change: Change::Replace { values: &tensor.values } });
     }
     Ok(targets)
