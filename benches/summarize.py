@@ -137,6 +137,36 @@ def print_products(medians):
             print(f"{group:28} {engine:8} {seconds * 1e3:8.3f} {2 * m * n * k / seconds / 1e12:8.1f} {share}")
 
 
+def print_readme_table(medians, peft):
+    """The README's table, in markdown: forward + backward ms of each variant on the
+    default (cuBLAS) engine with its ratio to LoRA (BatCol's to the three-GEMM floor, its
+    own baseline), the crate's fastest GEMM on the shared block, and PEFT (eager, graphed)."""
+    layers = ["4096x4096", "11008x4096", "4096x11008"]  # Llama-2-7B's: attention, then the MLP's two
+    order = lambda g: (int(g.split("T")[1].split("/")[0]), layers.index(g.split("/")[0]) if g.split("/")[0] in layers else 9, g)
+    groups = sorted((g for g in medians if g.endswith("/r64") and not g.startswith("product/")), key=order)
+    if not groups:
+        return
+    print("\nREADME table (markdown):\n")
+    print("| layer, T (r = 64) | LoRA | floor3 | BatCol | BatRow | shared | mini | shared, own GEMM | PEFT bat, eager / graphed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for group in groups:
+        times = {f: v * 1e3 for f, v in medians[group].items()}
+        both = lambda path: times.get(f"{path}/fwd_bwd")
+        lora, floor3 = both("lora"), both("floor3")
+        def against(path, base, name):
+            ms = both(path)
+            return f"{ms:.3f} ({ms / base:.2f}x {name})" if ms and base else (f"{ms:.3f}" if ms else "-")
+        own = min(((both("shared" + e), GEMM_NAMES[e]) for e in ("", "+wgmma-ws") if both("shared" + e)), default=None)
+        own_cell = f"{own[0]:.3f} ({own[1]}, {own[0] / both('shared+cublas'):.2f}x cuBLAS's)" if own and both("shared+cublas") else "-"
+        bat = peft.get(group, {}).get("peft-bat", {})
+        eager, graphed = bat.get("fwd_bwd_ms"), bat.get("fwd_bwd_graph_ms")
+        peft_cell = " / ".join(f"{v:.3f}" if v else "-" for v in (eager, graphed)) if bat else "-"
+        n, k, t = re.match(r"(\d+)x(\d+)/T(\d+)", group).groups()
+        print(f"| {n} x {k}, T = {t} | {lora:.3f} | {floor3:.3f} | {against('bat-col+cublas', floor3, 'floor3')} | "
+              f"{against('bat-row+cublas', lora, 'LoRA')} | {against('shared+cublas', lora, 'LoRA')} | "
+              f"{against('mini+cublas', lora, 'LoRA')} | {own_cell} | {peft_cell} |")
+
+
 def main():
     medians = criterion_medians(sys.argv[1])
     peft = {}
@@ -200,6 +230,7 @@ def main():
     print_extras(medians)
     print_launches(log)
     print_products(medians)
+    print_readme_table(medians, peft)
     print("\ntargets:")
     for name, value, met in targets:
         print(f"  {'met   ' if met else 'MISSED'} {name} ({value:.2f})")
