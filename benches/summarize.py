@@ -137,6 +137,32 @@ def print_products(medians):
             print(f"{group:28} {engine:8} {seconds * 1e3:8.3f} {2 * m * n * k / seconds / 1e12:8.1f} {share}")
 
 
+def print_memory(log, peft):
+    """Per layer: what each path keeps between forward and backward and its transient
+    memory (our workspace on the default engine, the plan's W' and G; PEFT's peak above
+    what the step started with), in MiB, from the bench log's memory lines and PEFT's."""
+    rows = {}
+    for line in log:
+        m = re.match(r"memory (\d+x\d+) T(\d+) r(\d+) ([^\s:]+)", line)
+        if not m or m[4].split("+")[-1] in ("wgmma", "wgmma-ws") or m[4] in BASE:
+            continue  # the default engine's workspace only (cuBLAS: no partial sums)
+        kept = re.search(r"kept between forward and backward (\d+) B \(([^)]*)\)", line)
+        transient = re.search(r"(?:workspace|transient) (\d+) B", line)
+        rows.setdefault(f"{m[1]}/T{m[2]}/r{m[3]}", []).append(
+            (m[4], int(kept[1]) if kept else None, kept[2] if kept else "", int(transient[1]) if transient else None))
+    for group, results in peft.items():
+        if group in rows:
+            for path, r in sorted(results.items()):
+                rows[group].append((path, r.get("kept_bytes"), "autograd", r.get("peak_bytes") or None))
+    if not rows:
+        return
+    mib = lambda b: f"{b / 2**20:9.1f}" if b is not None else "        -"
+    print(f"\n{'layer':22} {'path':17} {'kept MiB':>9} {'what':14} {'transient MiB':>13}")
+    for group in sorted(rows):
+        for path, kept, what, transient in rows[group]:
+            print(f"{group:22} {path:17} {mib(kept)} {what:14} {mib(transient):>13}")
+
+
 def print_readme_table(medians, peft):
     """The README's table, in markdown: forward + backward ms of each variant on the
     default (cuBLAS) engine with its ratio to LoRA (BatCol's to the three-GEMM floor, its
@@ -230,6 +256,7 @@ def main():
     print_extras(medians)
     print_launches(log)
     print_products(medians)
+    print_memory(log, peft)
     print_readme_table(medians, peft)
     print("\ntargets:")
     for name, value, met in targets:
