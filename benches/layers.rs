@@ -17,9 +17,10 @@
 //!   <variant>+wgmma-ws/* the same with its warp-specialised wgmma GEMM (compute capability
 //!                        9.0 only)
 //!   <variant>+cublas/*   the same launch sequence with cuBLAS for the products
-//!   shared+<engine>+bias/fwd_bwd, shared+<engine>+dropout/fwd_bwd
-//!                        the shared block on the default engine with a bias (and dbias), and
-//!                        with PEFT's miss_dropout (p = 0.1), on the square layer
+//!   shared+<engine>+bias/fwd_bwd, shared+<engine>+dropout/fwd_bwd, shared+<engine>+keeps-x/fwd_bwd
+//!                        the shared block on the default engine with a bias (and dbias),
+//!                        with PEFT's miss_dropout (p = 0.1), and keeping X instead of S (its
+//!                        backward sums X again), on the square layer
 //!   bat-col*/db          BatCol's dB alone (a backward without dX): the fused kernel on the
 //!                        crate's GEMMs (bat-col+wgmma/db the first wgmma one's, the only
 //!                        path of that engine here), G through device memory on cuBLAS
@@ -86,11 +87,11 @@ fn device_bf16(stream: &Arc<CudaStream>, len: usize, seed: u64, scale: f32) -> C
 }
 
 /// One step's buffers: X and dY in, Y, dX, dB and (for a layer with a bias) dbias out; the
-/// shared block's and mini's block sums S kept between the passes.
+/// shared block's and mini's block sums S kept between the passes (`None`: they keep X).
 struct StepBuffers<'a> {
     x: &'a CudaSlice<bf16>,
     dy: &'a CudaSlice<bf16>,
-    sums: &'a mut CudaSlice<bf16>,
+    sums: Option<&'a mut CudaSlice<bf16>>,
     y: &'a mut CudaSlice<bf16>,
     dx: &'a mut CudaSlice<bf16>,
     db: &'a mut CudaSlice<f32>,
@@ -98,7 +99,8 @@ struct StepBuffers<'a> {
 }
 
 /// One forward and backward of `shape`, as a trainer keeping the least would run it: the
-/// shared block and mini keep S `[T, r]` between the passes, BatCol and BatRow X.
+/// shared block and mini keep S `[T, r]` between the passes where `io.sums` is given,
+/// else (and BatCol and BatRow always) X.
 fn step(
     kernels: &BoneKernels,
     shape: &LayerShape,
@@ -108,9 +110,9 @@ fn step(
 ) {
     let t = io.x.len() / shape.k();
     let (x, mut y) = (io.x.as_view(), io.y.as_view_mut());
-    let keeps_sums = !shape.variant().is_bat();
-    if keeps_sums {
-        let mut sums = io.sums.slice_mut(..t * shape.r());
+    let mut sums = io.sums.filter(|_| !shape.variant().is_bat());
+    if let Some(sums) = sums.as_mut() {
+        let mut sums = sums.slice_mut(..t * shape.r());
         kernels.forward_saving_block_sums(shape, t, &x, weights, &mut y, &mut sums, workspace).unwrap();
     } else {
         kernels.forward(shape, t, &x, weights, &mut y, workspace).unwrap();
@@ -122,8 +124,8 @@ fn step(
         accumulate: Accumulate::NONE,
     };
     let dy = io.dy.as_view();
-    if keeps_sums {
-        let sums = io.sums.slice(..t * shape.r());
+    if let Some(sums) = sums {
+        let sums = sums.slice(..t * shape.r());
         kernels.backward_from_block_sums(shape, t, &sums, weights, &dy, &mut grads, workspace).unwrap();
     } else {
         kernels.backward(shape, t, &x, weights, &dy, &mut grads, workspace).unwrap();
@@ -212,7 +214,8 @@ fn bench_layer(
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
                         let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], None);
-                        let io = StepBuffers { x, dy, sums: &mut sums, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        let io =
+                            StepBuffers { x, dy, sums: Some(&mut sums), y: &mut y, dx: &mut dx, db: &mut db, dbias };
                         step(kernels, &shape, &weights, io, &mut workspace)
                     })
                 })
@@ -224,7 +227,7 @@ fn bench_layer(
                         let io = StepBuffers {
                             x: &xs[0],
                             dy: &dys[0],
-                            sums: &mut sums,
+                            sums: Some(&mut sums),
                             y: &mut y,
                             dx: &mut dx,
                             db: &mut db,
@@ -263,15 +266,19 @@ fn bench_layer(
     }
 
     // What a bias (with dbias) and PEFT's miss_dropout add to the shared block's step on the
-    // default engine, on the square layer: `shared+<engine>+bias` and `+dropout`, beside
-    // `shared+<engine>` above.
+    // default engine, on the square layer, and what keeping X instead of S costs:
+    // `shared+<engine>+bias`, `+dropout` and `+keeps-x`, beside `shared+<engine>` above.
     if n == k && r == 64 {
         let kernels = &gpu.kernels;
         let shape = LayerShape::new(Variant::Shared, Dims { k, n, r }).unwrap();
         let bias = device_bf16(s, n, 10, 0.1);
         let mut dbias = s.alloc_zeros::<f32>(n).unwrap();
-        let extras = [("bias", Some(bias.as_view()), None), ("dropout", None, Some(Dropout::new(0.1, 1).unwrap()))];
-        for (extra, bias, dropout) in extras {
+        let extras = [
+            ("bias", Some(bias.as_view()), None, true),
+            ("dropout", None, Some(Dropout::new(0.1, 1).unwrap()), true),
+            ("keeps-x", None, None, false),
+        ];
+        for (extra, bias, dropout, keeps_sums) in extras {
             let with_bias = bias.is_some();
             let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias, dropout };
             group.throughput(units(2));
@@ -279,7 +286,8 @@ fn bench_layer(
                 bencher.iter_custom(|iters| {
                     gpu.time(iters, |i| {
                         let (x, dy, dbias) = (&xs[i % 2], &dys[i % 2], with_bias.then_some(&mut dbias));
-                        let io = StepBuffers { x, dy, sums: &mut sums, y: &mut y, dx: &mut dx, db: &mut db, dbias };
+                        let sums = keeps_sums.then_some(&mut sums);
+                        let io = StepBuffers { x, dy, sums, y: &mut y, dx: &mut dx, db: &mut db, dbias };
                         step(kernels, &shape, &weights, io, &mut workspace)
                     })
                 })

@@ -75,9 +75,10 @@ def print_bat_col_db(medians):
 
 
 def print_extras(medians):
-    """What a bias (with dbias) and miss_dropout add to the shared block's step."""
+    """What a bias (with dbias), miss_dropout, and keeping X instead of S do to the shared
+    block's step."""
     rows = [(g, f) for g in sorted(medians) if not g.startswith("product/") for f in sorted(medians[g])
-            if re.match(r"shared\+[^/]+\+(bias|dropout)/fwd_bwd$", f)]
+            if re.match(r"shared\+[^/]+\+(bias|dropout|keeps-x)/fwd_bwd$", f)]
     if not rows:
         return
     print(f"\n{'layer':22} {'path':26} {'f+b ms':>8} {'/without':>9}")
