@@ -123,6 +123,7 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     inputs: &Inputs<TX>,
     rng: &mut StdRng,
 ) {
+    let started = std::time::Instant::now();
     let (shape, t) = (&case.shape, inputs.tokens);
     let (k, n) = (shape.k(), shape.n());
     let dropout = case.dropout.then(|| Dropout::new(0.1, rng.random()).unwrap());
@@ -228,9 +229,12 @@ fn check<TX: ActivationElement, TB: AdapterElement>(
     } else {
         "not checked".to_string()
     };
-    // The errors seen, for the record (relative, against the f64 oracle).
+    // The errors seen, for the record (relative, against the f64 oracle), and the case's
+    // time (GPU and host together: the runner's time box is per test binary).
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{label}: ok; Y {y_err:.1e}, adapter's own {own_err:.1e}, dX {dx_err:.1e}, dB {db_err}, dbias {dbias_err:.1e}"
+        "{label}: ok; Y {y_err:.1e}, adapter's own {own_err:.1e}, dX {dx_err:.1e}, dB {db_err}, dbias {dbias_err:.1e} \
+         ({seconds:.1} s)"
     );
 }
 
