@@ -242,8 +242,10 @@ impl BoneKernels {
 
     /// [`BoneKernels::backward`] of the shared block or mini from the block sums S `[T, r]`
     /// that [`BoneKernels::forward_saving_block_sums`] wrote, instead of X: the same
-    /// launches but S's, and bitwise the same results. Pass the forward's [`Dropout`] as
-    /// always (S holds the dropped sums; dX's tiled term is dropped with the same mask).
+    /// launches but S's, and bitwise the same results (on the cuBLAS engine where S starts
+    /// 256-byte aligned, as every cudarc allocation and workspace region does: cuBLAS may
+    /// pick its kernel by alignment). Pass the forward's [`Dropout`] as always (S holds the
+    /// dropped sums; dX's tiled term is dropped with the same mask).
     #[allow(clippy::too_many_arguments)] // the backward's own inputs and outputs, each named
     pub fn backward_from_block_sums<TX: ActivationElement, TB: AdapterElement>(
         &self,
