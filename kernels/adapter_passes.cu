@@ -24,8 +24,8 @@ __device__ __forceinline__ float held(int accumulate, const T* out) {
 // k = 8 l + 256 m in 16-byte loads, four issued before their sums, so its 8 columns are
 // (8 l) mod r (r divides 256: r is 8 to 256, a power of two); then the lanes holding the
 // same columns are added by a butterfly (lanes l ^ r/8, l ^ r/4, .., l ^ 16, none at
-// r = 256: a fixed order, so the same bits every run). A warp per row keeps many loads in flight at any T: a
-// thread per output would read K / r elements one after another.
+// r = 256: a fixed order, so the same bits every run). A warp per row keeps many loads in
+// flight at any T: a thread per output would read K / r elements one after another.
 template <typename TX, typename Factor>
 __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, int cols, int r, Factor factor,
                                                     float (&sum)[8]) {

@@ -151,8 +151,7 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
     let adapter_file = adapter.dir.join("adapter_model.safetensors");
     let block = adapter.config.peft_type.block_name();
     let mut targets = Vec::new();
-    let base_tensor = |module: &str, suffix: &str, adapter_key: String| -> Result<(String, TensorEntry)> {
-        let key = format!("{module}.{suffix}");
+    let base_tensor = |key: String, adapter_key: String| -> Result<(String, TensorEntry)> {
         let entry = checkpoint.tensors.get(&key).cloned().ok_or_else(|| AdapterError::MissingKey {
             path: checkpoint.dir.clone(),
             key: key.clone(),
@@ -169,7 +168,7 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
         if layer.values.iter().any(|v| !v.is_finite()) {
             return Err(AdapterError::NonFinite { path: adapter_file, key: adapter_key });
         }
-        let (name, entry) = base_tensor(&layer.module, "weight", adapter_key.clone())?;
+        let (name, entry) = base_tensor(format!("{}.weight", layer.module), adapter_key.clone())?;
         let [n, k] = entry.shape[..] else {
             let expected = "[N, K] (a linear layer's weight)".to_string();
             return Err(AdapterError::ShapeMismatch {
@@ -202,8 +201,7 @@ fn plan<'a>(checkpoint: &Checkpoint, adapter: &'a Adapter, direction: Direction)
         if tensor.values.iter().any(|v| !v.is_finite()) {
             return Err(AdapterError::NonFinite { path: adapter_file, key: adapter_key });
         }
-        let (module, parameter) = tensor.name.rsplit_once('.').unwrap_or(("", &tensor.name));
-        let (name, entry) = base_tensor(module, parameter, adapter_key.clone())?;
+        let (name, entry) = base_tensor(tensor.name.clone(), adapter_key.clone())?;
         if entry.shape != tensor.dims {
             return Err(AdapterError::ShapeMismatch {
                 path: adapter_file,

@@ -197,7 +197,7 @@ impl BoneKernels {
         workspace: &mut Workspace,
     ) -> Result<()> {
         let params = self.check_common(layer, tokens, weights, workspace)?;
-        self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?;
+        SavedInput::X(x).check(self, layer, tokens)?;
         let output_layout = || format!("[T, N] = [{tokens}, {}]", layer.n());
         self.check_buffer("Y", y, tokens * layer.n(), output_layout)?;
         if let Some(s) = &block_sums {
@@ -272,12 +272,7 @@ impl BoneKernels {
         workspace: &mut Workspace,
     ) -> Result<()> {
         let params = self.check_common(layer, tokens, weights, workspace)?;
-        match input {
-            SavedInput::X(x) => {
-                self.check_buffer("X", x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))?
-            }
-            SavedInput::BlockSums(s) => check_block_sums(self, layer, tokens, s)?,
-        }
+        input.check(self, layer, tokens)?;
         self.check_buffer("dY", dy, tokens * layer.n(), || format!("[T, N] = [{tokens}, {}]", layer.n()))?;
         self.check_buffer("dB", &grads.db, layer.adapter_len(), || layer.adapter_layout())?;
         if let Some(dx) = &grads.dx {
@@ -293,12 +288,16 @@ impl BoneKernels {
         let (db_ptr, _db) = grads.db.device_ptr_mut(&stream);
         let dx = grads.dx.as_mut().map(|dx| dx.device_ptr_mut(&stream));
         let dbias = grads.dbias.as_mut().map(|dbias| dbias.device_ptr_mut(&stream));
-        let (input_ptr, _input) = match input {
-            SavedInput::X(view) | SavedInput::BlockSums(view) => view.device_ptr(&stream),
-        };
-        let (x_ptr, saved_s) = match input {
-            SavedInput::X(_) => (input_ptr, 0),
-            SavedInput::BlockSums(_) => (0, aligned("S", input_ptr)?),
+        // X goes where the call's X does, S where its kept block sums do.
+        let (x_ptr, saved_s, _input) = match input {
+            SavedInput::X(x) => {
+                let (ptr, guard) = x.device_ptr(&stream);
+                (ptr, 0, guard)
+            }
+            SavedInput::BlockSums(s) => {
+                let (ptr, guard) = s.device_ptr(&stream);
+                (0, aligned("S", ptr)?, guard)
+            }
         };
         let inputs = Call::new(params, *layer, tokens, (TX::KERNEL_SUFFIX, TB::KERNEL_SUFFIX), [x_ptr, w_ptr, b_ptr])?;
         let call = Call {
@@ -363,6 +362,18 @@ impl BoneKernels {
 enum SavedInput<'v, 'a, TX> {
     X(&'v CudaView<'a, TX>),
     BlockSums(&'v CudaView<'a, TX>),
+}
+
+impl<TX> SavedInput<'_, '_, TX> {
+    /// Its length (and, for S, that the variant keeps S), before any launch.
+    fn check(&self, kernels: &BoneKernels, layer: &LayerShape, tokens: usize) -> Result<()> {
+        match self {
+            SavedInput::X(x) => {
+                kernels.check_buffer("X", *x, tokens * layer.k(), || format!("[T, K] = [{tokens}, {}]", layer.k()))
+            }
+            SavedInput::BlockSums(s) => check_block_sums(kernels, layer, tokens, *s),
+        }
+    }
 }
 
 /// The block sums S `[T, r]` of the shared block or mini: the variant keeps them, the
