@@ -8,8 +8,8 @@ included) and, on the GPU, replayed from a CUDA graph of the step (the GPU's tim
 the fair comparison with kernels launched from Rust; `*_graph_ms`, or `graph_error` with
 the reason where capture failed); the memory autograd keeps between forward and backward
 (bytes of the tensors saved for backward, counted once each, the model's parameters not
-counted), and the peak memory of one
-step above what was allocated before it. Writes JSON to --out and prints a short table.
+counted), and the peak memory of one step above what was allocated before it. Writes JSON
+to --out and prints a short table.
 
   python3 benches/peft_side_by_side.py --out peft.json [--quick]
   python3 benches/peft_side_by_side.py --out /tmp/p.json --device cpu --smoke   # checks the script, no GPU
@@ -90,8 +90,8 @@ def timed(fn, repeats):
 def graphed_ms(model, x, dy, repeats):
     """Median ms of the forward, and of forward + backward, each replayed from a CUDA graph
     (PyTorch's whole-network capture: warm-up on a side stream, gradients set to None so
-    the captured backward writes them from the graph's pool on every replay)."""
-    x = x.detach().clone().requires_grad_(True)
+    the captured backward writes them from the graph's pool on every replay). x requires
+    grad, as inside a network."""
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -117,7 +117,7 @@ def graphed_ms(model, x, dy, repeats):
 def measure_graphed(path, k, n, t, r, repeats):
     """graphed_ms on a fresh layer; a capture that fails is reported (`graph_error`), not hidden."""
     model = layer(path, k, n, r)
-    x = torch.randn(t, k, device=DEVICE, dtype=torch.bfloat16)
+    x = torch.randn(t, k, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn(t, n, device=DEVICE, dtype=torch.bfloat16)
     try:
         return graphed_ms(model, x, dy, repeats)
