@@ -64,7 +64,7 @@ impl Scratch {
     fn fail(&self, direction: Direction) -> AdapterError {
         let before = self.listing();
         let error = Adapter::load(&self.adapter())
-            .and_then(|adapter| apply(&self.base(), &adapter, &self.out(), &ApplyOptions::new(direction), |_, _| {}))
+            .and_then(|adapter| apply(&self.base(), &[&adapter], &self.out(), &ApplyOptions::new(direction), |_, _| {}))
             .expect_err("must fail");
         assert_eq!(self.listing(), before, "nothing written, no staging left, inputs untouched: {error}");
         error
@@ -245,7 +245,7 @@ fn an_output_inside_an_input_is_refused() {
     let before = scratch.listing();
     let adapter = Adapter::load(&scratch.adapter()).unwrap();
     let out = scratch.base().join("merged");
-    let err = apply(&scratch.base(), &adapter, &out, &ApplyOptions::new(Direction::Merge), |_, _| {}).unwrap_err();
+    let err = apply(&scratch.base(), &[&adapter], &out, &ApplyOptions::new(Direction::Merge), |_, _| {}).unwrap_err();
     assert!(matches!(err, AdapterError::OutputInsideInput { .. }), "{err}");
     assert!(err.to_string().contains("is inside the input"), "{err}");
     assert_eq!(scratch.listing(), before, "nothing written");
@@ -371,4 +371,30 @@ fn a_module_to_save_is_checked_against_the_base_and_cannot_be_unmerged() {
         message.contains("`modules_to_save` is [\"\"]; expected null or a list of module names (none empty)"),
         "{message}"
     );
+}
+
+#[test]
+fn several_adapters_may_not_change_a_replaced_tensor_again_and_none_is_refused() {
+    let scratch = Scratch::new();
+    let load = |name: &str| Adapter::load(&adapters_dir().join(name)).unwrap();
+    let (lm_head, bat) = (load("miss_lm_head"), load("miss_bat_stacked"));
+    let options = ApplyOptions::new(Direction::Merge);
+    let fail = |adapters: &[&Adapter]| {
+        let before = scratch.listing();
+        let err = apply(&scratch.base(), adapters, &scratch.out(), &options, |_, _| {}).expect_err("must fail");
+        assert_eq!(scratch.listing(), before, "nothing written: {err}");
+        err
+    };
+    let message = fail(&[&lm_head, &lm_head]).to_string();
+    assert!(
+        message.contains(
+            "miss_lm_head/adapter_model.safetensors: the base's lm_head.weight was replaced whole by the adapter"
+        ) && message.contains("miss_lm_head before this one changes it; a tensor replaced whole"),
+        "{message}"
+    );
+    assert!(matches!(fail(&[]), AdapterError::NoAdapters));
+    // Blocks, then another adapter's whole lm_head, which nothing else changes: accepted,
+    // so the refusal above is about the second change of a replaced tensor.
+    let out = scratch.root.join("ok");
+    apply(&scratch.base(), &[&bat, &lm_head], &out, &options, |_, _| {}).unwrap();
 }

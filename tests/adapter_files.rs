@@ -1,28 +1,45 @@
 //! Merging real PEFT adapters into real checkpoints: the result matches PEFT's own
-//! merge_and_unload within the dtype's rounding, every other byte is the base's, and
-//! unmerge gives the base back.
+//! merge_and_unload within the dtype's rounding (one adapter, or two one after the
+//! other), every other byte is the base's, and unmerge gives the base back.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use bone_kernels::adapter::{Adapter, ApplyOptions, Direction, Engine, PeftType, apply};
+use bone_kernels::adapter::{Adapter, ApplyOptions, Direction, Engine, PeftType, Report, apply};
 use bone_kernels::reference::DEFAULT_MAX_CONDITION;
 use bone_kernels::{Dims, LayerShape, Variant};
-use common::fixtures::{CASES, SAVES_A_MODULE, adapters_dir, read_tensors, rounding_tolerance, values};
+use common::fixtures::{CASES, SAVES_A_MODULE, STACKED, adapters_dir, read_tensors, rounding_tolerance, values};
 use common::rel_err;
 
-fn merge_with(engine: Engine, adapter_name: &str, base_name: &str, out: &Path) -> bone_kernels::adapter::Report {
-    let adapter = Adapter::load(&adapters_dir().join(adapter_name)).unwrap();
-    let options = ApplyOptions { direction: Direction::Merge, engine };
-    apply(&adapters_dir().join(base_name), &adapter, out, &options, |_, _| {}).unwrap()
+fn load(names: &[&str]) -> Vec<Adapter> {
+    names.iter().map(|name| Adapter::load(&adapters_dir().join(name)).unwrap()).collect()
+}
+
+fn apply_all(base: &Path, adapters: &[Adapter], out: &Path, direction: Direction, engine: Engine) -> Report {
+    let adapters: Vec<&Adapter> = adapters.iter().collect();
+    apply(base, &adapters, out, &ApplyOptions { direction, engine }, |_, _| {}).unwrap()
+}
+
+fn merge_with(engine: Engine, adapter_names: &[&str], base_name: &str, out: &Path) -> Report {
+    apply_all(&adapters_dir().join(base_name), &load(adapter_names), out, Direction::Merge, engine)
+}
+
+/// PEFT's merge of one fixture adapter, or of the stacked pair.
+fn peft_merged(adapter_names: &[&str]) -> PathBuf {
+    match adapter_names {
+        [one] => adapters_dir().join(one).join("peft_merged.safetensors"),
+        [first, second] => adapters_dir().join(second).join(format!("peft_merged_after_{first}.safetensors")),
+        _ => panic!("no PEFT merge of {adapter_names:?}"),
+    }
 }
 
 /// Checks a merged checkpoint against PEFT's: changed tensors within rounding, the rest byte-identical.
-fn check_against_peft(adapter_name: &str, base_name: &str, out: &Path) {
+fn check_against_peft(adapter_names: &[&str], base_name: &str, out: &Path) {
+    let adapter_name = adapter_names.join(" + ");
     let base = read_tensors(&adapters_dir().join(base_name));
     let ours = read_tensors(out);
-    let peft = read_tensors(&adapters_dir().join(adapter_name).join("peft_merged.safetensors"));
+    let peft = read_tensors(&peft_merged(adapter_names));
     assert_eq!(ours.keys().collect::<Vec<_>>(), base.keys().collect::<Vec<_>>(), "{adapter_name}: same tensors");
     for (name, tensor) in &ours {
         let original = &base[name];
@@ -62,11 +79,48 @@ fn merge_matches_peft_for_every_fixture() {
     for (adapter_name, base_name) in CASES {
         let temp = tempfile::tempdir().unwrap();
         let out = temp.path().join("merged");
-        let report = merge_with(Engine::Cpu, adapter_name, base_name, &out);
+        let report = merge_with(Engine::Cpu, &[adapter_name], base_name, &out);
         assert_eq!(report.on_gpu, 0);
         assert_eq!(report.replaced, usize::from(adapter_name == SAVES_A_MODULE), "{adapter_name}: lm_head replaced");
-        check_against_peft(adapter_name, base_name, &out);
+        check_against_peft(&[adapter_name], base_name, &out);
     }
+}
+
+#[test]
+fn two_adapters_merge_one_after_the_other_as_peft_merges_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let [first, second] = STACKED;
+    let out = temp.path().join("stacked");
+    let report = merge_with(Engine::Cpu, &STACKED, "base_bf16", &out);
+    // q_proj and down_proj of both layers take both blocks, o_proj the second's, lm_head the first's whole.
+    assert_eq!((report.changed, report.replaced), (7, 1));
+    check_against_peft(&STACKED, "base_bf16", &out);
+
+    // The same bytes as two merges in a row, each rounded to bf16 in between.
+    let (once, twice) = (temp.path().join("once"), temp.path().join("twice"));
+    merge_with(Engine::Cpu, &[first], "base_bf16", &once);
+    apply_all(&once, &load(&[second]), &twice, Direction::Merge, Engine::Cpu);
+    assert_eq!(read_tensors(&out), read_tensors(&twice), "one call = two merges in a row");
+
+    // The order matters (Bat blocks multiply W): the other order puts the shared weights elsewhere.
+    let reversed = temp.path().join("reversed");
+    merge_with(Engine::Cpu, &[second, first], "base_bf16", &reversed);
+    let (ours, theirs) = (read_tensors(&out), read_tensors(&reversed));
+    let key = "model.layers.0.self_attn.q_proj.weight";
+    let err = rel_err(&values(&theirs[key]), &values(&ours[key]));
+    assert!(err > 1e-2, "{key}: the two orders differ by only {err:.2e}");
+}
+
+#[test]
+fn gpu_merge_of_two_adapters_matches_peft() {
+    if common::gpu_or_skip("gpu_merge_of_two_adapters_matches_peft").is_none() {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let out = temp.path().join("stacked");
+    let report = merge_with(Engine::Gpu, &STACKED, "base_bf16", &out);
+    assert_eq!(report.on_gpu, report.changed - report.replaced, "every weight on the GPU");
+    check_against_peft(&STACKED, "base_bf16", &out);
 }
 
 #[test]
@@ -77,28 +131,34 @@ fn gpu_merge_of_adapter_files_matches_peft() {
     for (adapter_name, base_name) in CASES {
         let temp = tempfile::tempdir().unwrap();
         let out = temp.path().join("merged");
-        let report = merge_with(Engine::Gpu, adapter_name, base_name, &out);
+        let report = merge_with(Engine::Gpu, &[adapter_name], base_name, &out);
         assert_eq!(report.on_gpu, report.changed - report.replaced, "{adapter_name}: every weight on the GPU");
-        check_against_peft(adapter_name, base_name, &out);
+        check_against_peft(&[adapter_name], base_name, &out);
     }
 }
 
+const UNMERGE: Direction = Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION };
+
 #[test]
 fn unmerge_restores_the_base() {
-    for (adapter_name, base_name) in CASES.into_iter().filter(|(name, _)| *name != SAVES_A_MODULE) {
+    let singles = CASES.into_iter().filter(|(name, _)| *name != SAVES_A_MODULE).map(|(name, base)| (vec![name], base));
+    // Two adapters of different variants: unmerged in the reverse order of their merge.
+    let stacked = (vec!["miss_shared", "miss_bat_stacked"], "base_bf16");
+    for (adapter_names, base_name) in singles.chain([stacked]) {
         let temp = tempfile::tempdir().unwrap();
         let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
-        merge_with(Engine::Cpu, adapter_name, base_name, &merged);
-        let adapter = Adapter::load(&adapters_dir().join(adapter_name)).unwrap();
-        let options = ApplyOptions::new(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION });
-        let report = apply(&merged, &adapter, &restored, &options, |_, _| {}).unwrap();
-        assert_eq!(report.changed, adapter.layers.len());
+        merge_with(Engine::Cpu, &adapter_names, base_name, &merged);
+        let adapters = load(&adapter_names);
+        let report = apply_all(&merged, &adapters, &restored, UNMERGE, Engine::Cpu);
+        let modules: std::collections::BTreeSet<&str> =
+            adapters.iter().flat_map(|a| a.layers.iter().map(|l| l.module.as_str())).collect();
+        assert_eq!(report.changed, modules.len(), "{adapter_names:?}");
         let (base, back) = (read_tensors(&adapters_dir().join(base_name)), read_tensors(&restored));
         for (name, tensor) in &base {
-            // The merged weight was rounded to its dtype; unmerging can amplify that by cond(I + B).
+            // Each merge rounded the weight to its dtype; unmerging can amplify that by cond(I + B).
             let err = rel_err(&values(&back[name]), &values(tensor));
-            let tolerance = 4.0 * rounding_tolerance(tensor.0);
-            assert!(err < tolerance, "{adapter_name}: {name} after merge + unmerge: {err:.2e}");
+            let tolerance = 4.0 * adapter_names.len() as f64 * rounding_tolerance(tensor.0);
+            assert!(err < tolerance, "{adapter_names:?}: {name} after merge + unmerge: {err:.2e}");
         }
     }
 }
@@ -112,6 +172,7 @@ fn adapters_load_with_their_variant_and_layout() {
         ("bone_bat", PeftType::Bone, Variant::BatCol, 8, 6),
         ("bone_shared", PeftType::Bone, Variant::Shared, 12, 14),
         ("miss_lm_head", PeftType::Miss, Variant::BatCol, 8, 4),
+        ("miss_bat_stacked", PeftType::Miss, Variant::BatCol, 8, 6),
     ];
     for (name, peft_type, variant, r, layers) in expected {
         let adapter = Adapter::load(&adapters_dir().join(name)).unwrap();

@@ -42,6 +42,34 @@ fn merge_then_unmerge_round_trips() {
 }
 
 #[test]
+fn two_adapters_merge_in_order_and_unmerge_in_reverse() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let base = fixtures.join("base_bf16");
+    let (shared, bat) = (fixtures.join("miss_shared"), fixtures.join("miss_bat_stacked"));
+    let adapters = ["--adapter", shared.to_str().unwrap(), "--adapter", bat.to_str().unwrap()];
+    let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
+    let args = ["merge", "--base", base.to_str().unwrap(), "--out", merged.to_str().unwrap(), "--engine", "cpu"];
+    let output = bone(&[&args[..], &adapters].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with("merged 2 adapters into 14 tensors (0 on the GPU, 14 on the CPU), copied 7"),
+        "{stdout}"
+    );
+
+    let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--out", restored.to_str().unwrap()];
+    let output = bone(&[&args[..], &adapters].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("unmerged 2 adapters from 14 tensors"), "{}", text(&output.stdout));
+    let (before, after) = (read_tensors(&base), read_tensors(&restored));
+    for (name, tensor) in &before {
+        let err = common::rel_err(&common::fixtures::values(&after[name]), &common::fixtures::values(tensor));
+        assert!(err < 3e-2, "{name}: {err:.2e} after merging and unmerging both in bf16");
+    }
+}
+
+#[test]
 fn a_module_to_save_is_put_in_place_and_listed() {
     let temp = tempfile::tempdir().unwrap();
     let fixtures = adapters_dir();

@@ -54,8 +54,11 @@ pub enum AdapterError {
     #[error("{out} is inside the input {input}; write the output elsewhere (nothing was written)", out = out.display(), input = input.display())]
     OutputInsideInput { out: PathBuf, input: PathBuf },
 
-    #[error("{path}: the base's {key} is both adapted and replaced whole by the adapter (a module in target_modules and modules_to_save)", path = path.display())]
-    TwoChanges { path: PathBuf, key: String },
+    #[error("{path}: the base's {key} {what}; a tensor replaced whole (modules_to_save or a trained bias) takes no other change", path = path.display())]
+    TwoChanges { path: PathBuf, key: String, what: String },
+
+    #[error("no adapter given: name one or more to apply")]
+    NoAdapters,
 
     #[error("{path}: the adapter replaces base tensors whole ({what}); a merged checkpoint no longer holds the base's, so it cannot be unmerged", path = path.display())]
     NotReversible { path: PathBuf, what: String },

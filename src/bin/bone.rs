@@ -24,28 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Merge an adapter into a base checkpoint (PEFT's merge_and_unload), into a new directory.
+    /// Merge adapters into a base checkpoint (PEFT's merge_and_unload), into a new directory.
     Merge {
         /// The base model directory (model.safetensors, or shards + model.safetensors.index.json).
         #[arg(long)]
         base: PathBuf,
-        /// The adapter directory (adapter_model.safetensors + adapter_config.json).
-        #[arg(long)]
-        adapter: PathBuf,
+        /// The adapter directory (adapter_model.safetensors + adapter_config.json). Repeat
+        /// it to merge several, one after another in the order given.
+        #[arg(long, required = true)]
+        adapter: Vec<PathBuf>,
         /// The new directory to write; must not exist.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "auto")]
         engine: EngineArg,
     },
-    /// Take a merged adapter back out of a checkpoint, into a new directory.
+    /// Take merged adapters back out of a checkpoint, into a new directory.
     Unmerge {
         /// The merged model directory.
         #[arg(long)]
         merged: PathBuf,
-        /// The adapter that was merged into it.
-        #[arg(long)]
-        adapter: PathBuf,
+        /// The adapter that was merged into it. Repeat it for several, in the order they
+        /// were merged: they come out in the reverse order.
+        #[arg(long, required = true)]
+        adapter: Vec<PathBuf>,
         /// The new directory to write; must not exist.
         #[arg(long)]
         out: PathBuf,
@@ -135,10 +137,17 @@ fn run(command: Command) -> Result<(), AdapterError> {
     }
 }
 
-fn transform(verb: &str, base: &Path, adapter: &Path, out: &Path, options: ApplyOptions) -> Result<(), AdapterError> {
-    let adapter = Adapter::load(adapter)?;
+fn transform(
+    verb: &str,
+    base: &Path,
+    adapters: &[PathBuf],
+    out: &Path,
+    options: ApplyOptions,
+) -> Result<(), AdapterError> {
+    let adapters = adapters.iter().map(|dir| Adapter::load(dir)).collect::<Result<Vec<_>, _>>()?;
+    let adapters: Vec<&Adapter> = adapters.iter().collect();
     let bar = ProgressBar::hidden();
-    let report = apply(base, &adapter, out, &options, |done, total| {
+    let report = apply(base, &adapters, out, &options, |done, total| {
         if bar.is_hidden() && bar.length().is_none() {
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.set_length(total as u64);
@@ -147,8 +156,13 @@ fn transform(verb: &str, base: &Path, adapter: &Path, out: &Path, options: Apply
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    let several = match (adapters.len(), options.direction) {
+        (1, _) => String::new(),
+        (count, Direction::Merge) => format!("{count} adapters into "),
+        (count, Direction::Unmerge { .. }) => format!("{count} adapters from "),
+    };
     println!(
-        "{verb} {} tensors ({} on the GPU, {} on the CPU), {}copied {} unchanged, {} shard(s) -> {}",
+        "{verb} {several}{} tensors ({} on the GPU, {} on the CPU), {}copied {} unchanged, {} shard(s) -> {}",
         report.changed - report.replaced,
         report.on_gpu,
         report.changed - report.replaced - report.on_gpu,

@@ -16,14 +16,19 @@ pub fn adapters_dir() -> PathBuf {
 }
 
 /// (adapter, the base PEFT merged it onto); see make_fixtures.py.
-pub const CASES: [(&str, &str); 6] = [
+pub const CASES: [(&str, &str); 7] = [
     ("miss_shared", "base_bf16"),
     ("miss_bat", "base_f32_sharded"),
     ("miss_mini", "base_f16"),
     ("bone_bat", "base_bf16"),
     ("bone_shared", "base_f32_sharded"),
     ("miss_lm_head", "base_bf16"),
+    ("miss_bat_stacked", "base_bf16"),
 ];
+
+/// Two adapters merged one after the other onto base_bf16; PEFT's merge of both is
+/// `peft_merged_after_miss_lm_head.safetensors` in the second's directory.
+pub const STACKED: [&str; 2] = ["miss_lm_head", "miss_bat_stacked"];
 
 /// The case whose adapter also replaces a module whole (`modules_to_save`), which cannot be unmerged.
 pub const SAVES_A_MODULE: &str = "miss_lm_head";
