@@ -88,7 +88,9 @@ enum PeftTypeArg {
 enum EngineArg {
     /// The GPU where this build has kernels and a device is present, else the CPU.
     Auto,
+    /// The f64 reference on the CPU, rounded once to the weight's dtype.
     Cpu,
+    /// The GPU merge kernel (f32, rounded once); an error where there is none.
     Gpu,
 }
 
