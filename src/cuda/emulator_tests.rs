@@ -98,7 +98,7 @@ pub(super) fn workspace_regions(
     sizes.iter().map(|&bytes| emulator.alloc(bytes)).collect()
 }
 
-fn check(
+pub(super) fn check(
     variant: Variant,
     (t, n, k, r): (usize, usize, usize, usize),
     (x_ty, b_ty): (Ty, Ty),

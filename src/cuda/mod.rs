@@ -68,6 +68,8 @@ mod merge;
 mod merge_tests;
 pub(crate) mod params;
 #[cfg(test)]
+mod random_shapes_tests;
+#[cfg(test)]
 mod rounded_once_tests;
 #[cfg(test)]
 mod saved_block_sums_tests;
