@@ -8,13 +8,16 @@
 //!
 //!     cargo run --release --example train_layer -- --variant bat-col
 //!     cargo run --release --example train_layer -- --variant shared --dropout 0.1   # PEFT's miss_dropout
+//!     cargo run --release --example train_layer -- --size 256 --r 16 --save trained-adapter   # PEFT's format
 //!
 //! Where this build has kernels and the machine a GPU, forward, backward and the merge
 //! run there (bf16, the crate's kernels); otherwise on the CPU reference (f64). The
 //! output says which.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bone_kernels::adapter::{Adapter, AdapterConfig, AdapterLayer, PeftType};
 use bone_kernels::cuda::{BoneKernels, device_count, kernels_built, stream_on_device};
 use bone_kernels::reference::{backward_with_dropout, forward, forward_with_dropout, merge};
 use bone_kernels::{Dims, Dropout, LayerShape, Variant};
@@ -68,6 +71,10 @@ struct Args {
     /// On the GPU, what computes the products.
     #[arg(long, value_enum, default_value = "default")]
     gemm: GemmArg,
+    /// Save the trained adapter in PEFT's format (MISS, module `layer`) into this new
+    /// directory (`bone inspect DIR`). PEFT has no form for BatRow.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 fn uniform(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
@@ -82,6 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         VariantArg::Shared => Variant::Shared,
         VariantArg::Mini => Variant::Mini { mini_r: args.r },
     };
+    if args.save.is_some() && variant == Variant::BatRow {
+        return Err("--save: PEFT has no per-input-block Bat variant, so BatRow cannot be saved in its format".into());
+    }
     let layer = LayerShape::new(variant, Dims { k: args.size, n: args.size, r: args.r })?;
     let (t, k, n) = (args.tokens, layer.k(), layer.n());
     layer.check_tokens(t)?;
@@ -158,6 +168,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain: Vec<f64> = (0..n).map(|o| bias[o] + (0..k).map(|j| x[j] * merged[o * k + j]).sum::<f64>()).collect();
     let worst = adapted.iter().zip(&plain).map(|(a, p)| (a - p).abs()).fold(0.0, f64::max);
     println!("merged linear layer vs adapted layer on a fresh input: max |difference| = {worst:.2e}");
+    if let Some(dir) = &args.save {
+        save_adapter(dir, &layer, &b, args.dropout)?;
+    }
+    Ok(())
+}
+
+/// Writes B (f32, as a trainer holds it) as a PEFT MiSS adapter and reads it back.
+fn save_adapter(dir: &Path, layer: &LayerShape, b: &[f64], dropout: f64) -> Result<(), Box<dyn std::error::Error>> {
+    let trained: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+    let config = AdapterConfig { dropout, ..AdapterConfig::new(PeftType::Miss, layer.variant(), layer.r()) };
+    Adapter::new(config, vec![AdapterLayer::from_f32("layer", layer, &trained)?]).save(dir)?;
+    let back = Adapter::load(dir)?;
+    let same = back.layers[0].values.iter().zip(&trained).all(|(&read, &written)| read == f64::from(written));
+    println!(
+        "saved the adapter in PEFT's format to {} ({} parameters, read back {}); `bone inspect` describes it",
+        dir.display(),
+        back.parameter_count(),
+        if same { "bit for bit" } else { "DIFFERENT" }
+    );
+    if !same {
+        return Err("the saved adapter does not read back as written".into());
+    }
     Ok(())
 }
 

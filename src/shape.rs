@@ -141,13 +141,7 @@ impl LayerShape {
 
     /// The layout text used in length errors, e.g. `"[N/r, r, r] = [64, 64, 64]"`.
     pub fn adapter_layout(&self) -> String {
-        let symbolic = match self.variant {
-            Variant::BatCol => "[N/r, r, r]",
-            Variant::BatRow => "[K/r, r, r]",
-            Variant::Shared => "[r, N]",
-            Variant::Mini { .. } => "[r, mini_r]",
-        };
-        format!("{symbolic} = {:?} for {}", self.adapter_dims(), self.variant)
+        format!("{} = {:?} for {}", self.variant.adapter_layout(), self.adapter_dims(), self.variant)
     }
 }
 

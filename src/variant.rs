@@ -38,6 +38,27 @@ impl Variant {
     pub fn is_bat(&self) -> bool {
         matches!(self, Variant::BatCol | Variant::BatRow)
     }
+
+    /// B's layout, PEFT's, in symbols: `"[N/r, r, r]"`, `"[K/r, r, r]"`, `"[r, N]"`, `"[r, mini_r]"`.
+    pub fn adapter_layout(&self) -> &'static str {
+        match self {
+            Variant::BatCol => "[N/r, r, r]",
+            Variant::BatRow => "[K/r, r, r]",
+            Variant::Shared => "[r, N]",
+            Variant::Mini { .. } => "[r, mini_r]",
+        }
+    }
+
+    /// Whether a B of shape `dims` is one this variant stores with block size `r` (for
+    /// some layer: N and K are not in it).
+    pub fn holds_blocks(&self, r: usize, dims: &[usize]) -> bool {
+        match (self, dims) {
+            (Variant::BatCol | Variant::BatRow, &[blocks, rows, cols]) => blocks > 0 && rows == r && cols == r,
+            (Variant::Shared, &[rows, n]) => rows == r && n > 0,
+            (Variant::Mini { mini_r }, &[rows, cols]) => rows == r && cols == *mini_r,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Variant {

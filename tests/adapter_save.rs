@@ -29,17 +29,10 @@ fn trained(peft_type: PeftType, variant: Variant, r: usize, modules: &[(&str, us
         })
         .collect();
     let config = AdapterConfig {
-        peft_type,
-        r,
-        variant,
-        bias: "none".into(),
-        dropout: 0.0,
-        target_modules: serde_json::Value::Null,
-        modules_to_save: Vec::new(),
         base_model_name_or_path: Some("base_bf16".into()),
-        task_type: None,
+        ..AdapterConfig::new(peft_type, variant, r)
     };
-    Adapter { dir: Default::default(), config, layers, whole: Vec::new() }
+    Adapter::new(config, layers)
 }
 
 /// `adapter` with a trained copy of the base's lm_head ([96, 48] bf16) saved whole.
@@ -112,4 +105,43 @@ fn saving_refuses_batrow_and_existing_directories() {
     let (_, adapter) = cases().into_iter().next().unwrap();
     let err = adapter.save(temp.path()).unwrap_err();
     assert!(matches!(err, AdapterError::OutputExists { .. }), "{err}");
+}
+
+#[test]
+fn a_trainers_blocks_save_as_built_and_bad_ones_are_refused() {
+    // What a trainer holds after training: B as f32 in the layout of `LayerWeights::b`.
+    let shape = LayerShape::new(Variant::BatCol, Dims { k: 48, n: 24, r: 8 }).unwrap();
+    let trained: Vec<f32> = (0..shape.adapter_len()).map(|i| (i as f32 * 0.37).sin() * 0.01).collect();
+    let layer = AdapterLayer::from_f32("model.layers.0.self_attn.k_proj", &shape, &trained).unwrap();
+    assert_eq!(layer.dims, [3, 8, 8]);
+    let adapter = Adapter::new(AdapterConfig::new(PeftType::Miss, Variant::BatCol, 8), vec![layer]);
+    let temp = tempfile::tempdir().unwrap();
+    adapter.save(&temp.path().join("ok")).unwrap();
+    let back = Adapter::load(&temp.path().join("ok")).unwrap();
+    let values: Vec<f32> = back.layers[0].values.iter().map(|&v| v as f32).collect();
+    assert_eq!((back.config.variant, back.config.r, values), (Variant::BatCol, 8, trained.clone()));
+    assert_eq!(back.config.target_modules, serde_json::json!(["model.layers.0.self_attn.k_proj"]));
+
+    let err = AdapterLayer::from_f32("m", &shape, &trained[1..]).unwrap_err();
+    assert!(
+        err.to_string().contains("buffer `B` has 191 elements, expected 192 ([N/r, r, r] = [3, 8, 8] for BatCol)"),
+        "{err}"
+    );
+    // Blocks of another r than the config's, or of another variant's layout.
+    for config in [
+        AdapterConfig::new(PeftType::Miss, Variant::BatCol, 16),
+        AdapterConfig::new(PeftType::Miss, Variant::Shared, 8),
+    ] {
+        let layer = AdapterLayer::from_f32("model.layers.0.self_attn.k_proj", &shape, &trained).unwrap();
+        let err = Adapter::new(config, vec![layer]).save(&temp.path().join("bad")).unwrap_err();
+        assert!(
+            err.to_string().contains("model.layers.0.self_attn.k_proj.miss_block: shape [3, 8, 8], expected"),
+            "{err}"
+        );
+        assert!(!temp.path().join("bad").exists());
+    }
+    let err = Adapter::new(AdapterConfig::new(PeftType::Miss, Variant::BatCol, 8), Vec::new())
+        .save(&temp.path().join("empty"))
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::EmptyAdapter { .. }), "{err}");
 }

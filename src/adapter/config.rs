@@ -61,6 +61,23 @@ pub struct AdapterConfig {
 const CONFIG_FILE: &str = "adapter_config.json";
 
 impl AdapterConfig {
+    /// The config of an adapter trained with this crate, for [`super::Adapter::save`]:
+    /// PEFT's defaults otherwise (no bias trained, no dropout, nothing saved whole, no base
+    /// model named); `save` fills `target_modules` in from the layers.
+    pub fn new(peft_type: PeftType, variant: Variant, r: usize) -> Self {
+        AdapterConfig {
+            peft_type,
+            r,
+            variant,
+            bias: "none".into(),
+            dropout: 0.0,
+            target_modules: Value::Null,
+            modules_to_save: Vec::new(),
+            base_model_name_or_path: None,
+            task_type: None,
+        }
+    }
+
     /// Reads `dir/adapter_config.json`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(CONFIG_FILE);

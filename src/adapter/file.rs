@@ -10,6 +10,7 @@ use super::config::AdapterConfig;
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result, io};
 use super::output::StagedDir;
+use crate::shape::{LayerShape, check_len};
 
 const TENSOR_FILE: &str = "adapter_model.safetensors";
 /// PEFT prefixes every saved key with this (the wrapper's path to the base model).
@@ -52,7 +53,28 @@ pub struct Adapter {
     pub whole: Vec<WholeTensor>,
 }
 
+impl AdapterLayer {
+    /// `module`'s block as a trainer holds it: f32 values in PEFT's layout, which is this
+    /// crate's ([`LayerShape::adapter_dims`]: the buffer given as `LayerWeights::b`, read
+    /// back from the device). Its length must match `shape`.
+    pub fn from_f32(module: impl Into<String>, shape: &LayerShape, values: &[f32]) -> crate::Result<Self> {
+        check_len("B", values.len(), shape.adapter_len(), || shape.adapter_layout())?;
+        Ok(AdapterLayer {
+            module: module.into(),
+            dims: shape.adapter_dims(),
+            values: values.iter().map(|&v| f64::from(v)).collect(),
+            dtype: Dtype::F32,
+        })
+    }
+}
+
 impl Adapter {
+    /// An adapter trained with this crate, to [`save`](Adapter::save): its config and its
+    /// layers' blocks, nothing saved whole.
+    pub fn new(config: AdapterConfig, layers: Vec<AdapterLayer>) -> Self {
+        Adapter { dir: PathBuf::new(), config, layers, whole: Vec::new() }
+    }
+
     /// Reads the adapter in `dir`. Every tensor must be an adapter block of the
     /// configured `peft_type`, a parameter of one of `modules_to_save`, or a bias when the
     /// config trains biases.
@@ -120,6 +142,19 @@ impl Adapter {
     /// `base_model.model.<name>` in their own dtype, and an `adapter_config.json` whose
     /// `target_modules` lists the exact module paths.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        let (variant, r) = (self.config.variant, self.config.r);
+        let tensor_file = dir.join(TENSOR_FILE);
+        if self.layers.is_empty() {
+            return Err(AdapterError::EmptyAdapter { path: tensor_file });
+        }
+        if let Some(layer) = self.layers.iter().find(|l| !variant.holds_blocks(r, &l.dims)) {
+            return Err(AdapterError::ShapeMismatch {
+                path: tensor_file,
+                key: format!("{KEY_PREFIX}{}.{}", layer.module, self.config.peft_type.block_name()),
+                expected: format!("{} with r = {r} ({variant} in the config)", variant.adapter_layout()),
+                actual: layer.dims.clone(),
+            });
+        }
         let config_path = AdapterConfig::path(dir);
         let mut config = self.config.clone();
         config.target_modules = self.layers.iter().map(|l| l.module.clone()).collect();
