@@ -247,3 +247,36 @@ fn a_reduction_cut_into_chunks_writes_each_chunks_partial_sums() {
         }
     }
 }
+
+#[test]
+fn random_gemms_match_the_direct_product() {
+    if !host_kernels_or_skip("random_gemms_match_the_direct_product") {
+        return;
+    }
+    // Shapes, layouts, types, extras and landing drawn at random (seeded): the combinations
+    // the lists above do not name. BONE_RANDOM_GEMMS=<cases>[:<seed>] runs more.
+    let (cases, seed) = match std::env::var("BONE_RANDOM_GEMMS") {
+        Ok(value) => {
+            let (cases, seed) = value.split_once(':').unwrap_or((&value, ""));
+            (cases.parse().expect("BONE_RANDOM_GEMMS=<cases>[:<seed>]"), seed.parse().unwrap_or(29))
+        }
+        Err(_) => (16, 29),
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let kernels = kernels();
+    for _ in 0..cases {
+        let family = FAMILIES[rng.random_range(0..FAMILIES.len())];
+        let kernel = &kernels[rng.random_range(0..kernels.len())];
+        let GemmKind { a_k_major, out_f32, .. } = gemm_kind(kernel);
+        // M need be a multiple of 8 only where A is MN-major (contiguous along M); N, K and
+        // K2 are always (16-byte chunks, paired stores). K = 0 now and then: C is the extras.
+        let m = if a_k_major { rng.random_range(1..=300) } else { 8 * rng.random_range(1..=38) };
+        let n = 8 * rng.random_range(1..=40);
+        let k = if rng.random_bool(0.05) { 0 } else { 8 * rng.random_range(1..=48) };
+        let k2 = if rng.random_bool(0.3) { 8 * rng.random_range(1..=8) } else { 0 };
+        let batches = rng.random_range(1..=3);
+        let extras = (rng.random_bool(0.5), rng.random_bool(0.5), out_f32 || rng.random_bool(0.5));
+        let landing = if rng.random_bool(0.5) { Landing::Early } else { Landing::Late };
+        check(family, kernel, [m, n, k, k2], batches, extras, landing, &mut rng);
+    }
+}
