@@ -54,10 +54,12 @@ impl Scratch {
 
     /// Edits adapter_config.json as text.
     fn edit_config(&self, from: &str, to: &str) {
-        let path = self.adapter().join("adapter_config.json");
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{from} not in the config");
-        std::fs::write(&path, text.replace(from, to)).unwrap();
+        edit(&self.adapter().join("adapter_config.json"), from, to);
+    }
+
+    /// Edits the base model's config.json as text.
+    fn edit_base_config(&self, from: &str, to: &str) {
+        edit(&self.base().join("config.json"), from, to);
     }
 
     /// Runs a merge (or unmerge) and returns its error, after checking nothing was written.
@@ -83,6 +85,12 @@ impl Scratch {
         files.sort();
         files
     }
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
 fn f32_bytes(count: usize) -> Vec<u8> {
@@ -156,6 +164,31 @@ fn an_adapter_key_without_a_base_tensor_is_named() {
         "{message}"
     );
     assert!(message.contains(key), "{message}");
+}
+
+#[test]
+fn an_lm_head_tied_to_the_embeddings_is_refused_as_such() {
+    let scratch = Scratch::new();
+    // The base as a tied model stores it: no lm_head.weight, tie_word_embeddings true.
+    let shard = scratch.base().join("model.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, TensorView)> =
+        file.tensors().into_iter().filter(|(name, _)| name != "lm_head.weight").collect();
+    safetensors::serialize_to_file(kept, None, &shard).unwrap();
+    let adapter = adapters_dir().join("miss_lm_head");
+    std::fs::remove_dir_all(scratch.adapter()).unwrap();
+    copy_dir(&adapter, &scratch.adapter());
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(message.contains("no tensor \"lm_head.weight\" in the base checkpoint"), "untied: {message}");
+    scratch.edit_base_config("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true");
+    let message = scratch.fail(Direction::Merge).to_string();
+    assert!(
+        message.contains(
+            "base: the model ties lm_head.weight to its input embeddings (tie_word_embeddings in config.json)"
+        ) && message.contains("(base_model.model.lm_head.weight)"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -41,6 +41,15 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Whether the model's `config.json` ties the output layer to the input embeddings
+    /// (`tie_word_embeddings`, true where unset, as in transformers), so that the
+    /// checkpoint stores only the embeddings. False without a readable config.json.
+    pub fn ties_word_embeddings(&self) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.dir.join("config.json")) else { return false };
+        let Ok(config) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+        config.get("tie_word_embeddings").and_then(serde_json::Value::as_bool).unwrap_or(true)
+    }
+
     /// Opens `dir`, validating every shard's header against its length (a truncated or
     /// malformed file is an error naming it) and, when sharded, against the index.
     pub fn open(dir: &Path) -> Result<Self> {

@@ -93,10 +93,13 @@ fn adapter_changes<'a>(
     let block = adapter.config.peft_type.block_name();
     let mut changes = Vec::new();
     let base_tensor = |key: String, adapter_key: String| -> Result<(String, TensorEntry)> {
-        let entry = checkpoint.tensors.get(&key).cloned().ok_or_else(|| AdapterError::MissingKey {
-            path: checkpoint.dir.clone(),
-            key: key.clone(),
-            adapter_key,
+        let entry = checkpoint.tensors.get(&key).cloned().ok_or_else(|| {
+            let (path, key) = (checkpoint.dir.clone(), key.clone());
+            if key == "lm_head.weight" && checkpoint.ties_word_embeddings() {
+                AdapterError::TiedWeight { path, key, adapter_key }
+            } else {
+                AdapterError::MissingKey { path, key, adapter_key }
+            }
         })?;
         if !matches!(entry.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64) {
             let dtype = format!("{:?}", entry.dtype);
