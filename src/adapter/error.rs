@@ -30,7 +30,7 @@ pub enum AdapterError {
     #[error("{path}: no tensor {key:?} in the base checkpoint (adapter tensor {adapter_key:?} needs it)", path = path.display())]
     MissingKey { path: PathBuf, key: String, adapter_key: String },
 
-    #[error("{path}: the model ties {key} to its input embeddings (tie_word_embeddings in config.json), so the checkpoint stores only those; the adapter changes it ({adapter_key}), which would change the embeddings too (PEFT's merge does so without a word): refused. Untie them (tie_word_embeddings false, {key} saved) to merge it", path = path.display())]
+    #[error("{path}: the model ties {key} to its input embeddings (tie_word_embeddings in config.json), so the checkpoint stores only those; the adapter changes it ({adapter_key}), and a changed {key} cannot be stored apart from them (a model loaded with this config ties them again) without changing the embeddings too: refused. Untie them (tie_word_embeddings false, {key} saved) to merge it", path = path.display())]
     TiedWeight { path: PathBuf, key: String, adapter_key: String },
 
     #[error("{path}: {key}: shape {actual:?}, expected {expected}", path = path.display())]
