@@ -9,6 +9,7 @@
 //!     cargo run --release --example train_layer -- --variant bat-col
 //!     cargo run --release --example train_layer -- --variant shared --dropout 0.1   # PEFT's miss_dropout
 //!     cargo run --release --example train_layer -- --size 256 --r 16 --save trained-adapter   # PEFT's format
+//!     cargo run --release --example train_layer -- --size 256 --r 16 --resume trained-adapter
 //!
 //! Where this build has kernels and the machine a GPU, forward, backward and the merge
 //! run there (bf16, the crate's kernels); otherwise on the CPU reference (f64). The
@@ -75,6 +76,10 @@ struct Args {
     /// directory (`bone inspect DIR`). PEFT has no form for BatRow.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Start from the adapter saved in this directory (module `layer`, e.g. by `--save`)
+    /// instead of PEFT's zero initialisation.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 fn uniform(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
@@ -113,7 +118,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w = uniform(&mut rng, n * k, (3.0 / k as f64).sqrt());
     let bias = uniform(&mut rng, n, 0.1);
     let teacher_b = uniform(&mut rng, layer.adapter_len(), 0.5 / layer.r() as f64);
-    let mut b = vec![0.0; layer.adapter_len()]; // PEFT zero-initialises every variant
+    let mut b = match &args.resume {
+        Some(dir) => {
+            println!("resuming from the adapter in {}", dir.display());
+            Adapter::load(dir)?.block_f32("layer", &layer)?.into_iter().map(f64::from).collect()
+        }
+        None => vec![0.0; layer.adapter_len()], // PEFT zero-initialises every variant
+    };
     let mut optimizer = AdamW::new(b.len(), 0.0);
     let frozen = engine.as_ref().map(|gpu| gpu.frozen(&w, &bias)).transpose()?;
     let run_forward = |x: &[f64], b: &[f64], dropout: Option<Dropout>| match (&engine, &frozen) {

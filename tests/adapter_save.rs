@@ -121,6 +121,29 @@ fn a_trainers_blocks_save_as_built_and_bad_ones_are_refused() {
     let values: Vec<f32> = back.layers[0].values.iter().map(|&v| v as f32).collect();
     assert_eq!((back.config.variant, back.config.r, values), (Variant::BatCol, 8, trained.clone()));
     assert_eq!(back.config.target_modules, serde_json::json!(["model.layers.0.self_attn.k_proj"]));
+    // And back to a trainer, checked against the layer it goes with.
+    assert_eq!(back.block_f32("model.layers.0.self_attn.k_proj", &shape).unwrap(), trained);
+    let refusals = [
+        (
+            "model.layers.1.self_attn.k_proj",
+            shape,
+            "no adapter block \"base_model.model.model.layers.1.self_attn.k_proj.miss_block\"",
+        ),
+        (
+            "model.layers.0.self_attn.k_proj",
+            LayerShape::new(Variant::BatRow, Dims { k: 24, n: 48, r: 8 }).unwrap(),
+            "`init_weights` says BatCol, the layer is BatRow",
+        ),
+        (
+            "model.layers.0.self_attn.k_proj",
+            LayerShape::new(Variant::BatCol, Dims { k: 48, n: 32, r: 8 }).unwrap(),
+            "shape [3, 8, 8], expected [N/r, r, r] = [4, 8, 8] for BatCol",
+        ),
+    ];
+    for (module, layer_shape, message) in refusals {
+        let err = back.block_f32(module, &layer_shape).unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+    }
 
     let err = AdapterLayer::from_f32("m", &shape, &trained[1..]).unwrap_err();
     assert!(

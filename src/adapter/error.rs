@@ -27,6 +27,9 @@ pub enum AdapterError {
     #[error("{path}: holds no adapter tensors", path = path.display())]
     EmptyAdapter { path: PathBuf },
 
+    #[error("{path}: no adapter block {key:?}", path = path.display())]
+    NoBlock { path: PathBuf, key: String },
+
     #[error("{path}: no tensor {key:?} in the base checkpoint (adapter tensor {adapter_key:?} needs it)", path = path.display())]
     MissingKey { path: PathBuf, key: String, adapter_key: String },
 

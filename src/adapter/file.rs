@@ -130,6 +130,26 @@ impl Adapter {
         Ok(Adapter { dir: dir.to_path_buf(), config, layers, whole })
     }
 
+    /// `module`'s block as f32 for a trainer to go on training it (the buffer to give as
+    /// `LayerWeights::b`), checked against the layer it goes with: the config's variant,
+    /// and B's shape for `shape`.
+    pub fn block_f32(&self, module: &str, shape: &LayerShape) -> Result<Vec<f32>> {
+        let path = self.dir.join(TENSOR_FILE);
+        let key = format!("{KEY_PREFIX}{module}.{}", self.config.peft_type.block_name());
+        let Some(layer) = self.layers.iter().find(|l| l.module == module) else {
+            return Err(AdapterError::NoBlock { path, key });
+        };
+        if self.config.variant != shape.variant() {
+            let message = format!("says {}, the layer is {}", self.config.variant, shape.variant());
+            return Err(AdapterError::Config { path: AdapterConfig::path(&self.dir), field: "init_weights", message });
+        }
+        if layer.dims != shape.adapter_dims() {
+            let (expected, actual) = (shape.adapter_layout(), layer.dims.clone());
+            return Err(AdapterError::ShapeMismatch { path, key, expected, actual });
+        }
+        Ok(layer.values.iter().map(|&v| v as f32).collect())
+    }
+
     /// Trainable parameters (adapter blocks, trained biases, modules_to_save).
     pub fn parameter_count(&self) -> usize {
         self.layers.iter().map(|l| l.values.len()).sum::<usize>()
