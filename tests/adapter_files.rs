@@ -141,18 +141,32 @@ const UNMERGE: Direction = Direction::Unmerge { max_condition: DEFAULT_MAX_CONDI
 
 #[test]
 fn unmerge_restores_the_base() {
+    unmerge_restores_the_base_on(Engine::Cpu);
+}
+
+#[test]
+fn gpu_unmerge_restores_the_base() {
+    if common::gpu_or_skip("gpu_unmerge_restores_the_base").is_some() {
+        unmerge_restores_the_base_on(Engine::Gpu);
+    }
+}
+
+/// Merges and unmerges each adapter (and a pair) on `engine`; W comes back within rounding.
+fn unmerge_restores_the_base_on(engine: Engine) {
     let singles = CASES.into_iter().filter(|(name, _)| *name != SAVES_A_MODULE).map(|(name, base)| (vec![name], base));
     // Two adapters of different variants: unmerged in the reverse order of their merge.
     let stacked = (vec!["miss_shared", "miss_bat_stacked"], "base_bf16");
     for (adapter_names, base_name) in singles.chain([stacked]) {
         let temp = tempfile::tempdir().unwrap();
         let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
-        merge_with(Engine::Cpu, &adapter_names, base_name, &merged);
+        merge_with(engine, &adapter_names, base_name, &merged);
         let adapters = load(&adapter_names);
-        let report = apply_all(&merged, &adapters, &restored, UNMERGE, Engine::Cpu);
+        let report = apply_all(&merged, &adapters, &restored, UNMERGE, engine);
         let modules: std::collections::BTreeSet<&str> =
             adapters.iter().flat_map(|a| a.layers.iter().map(|l| l.module.as_str())).collect();
         assert_eq!(report.changed, modules.len(), "{adapter_names:?}");
+        let on_gpu = if engine == Engine::Gpu { report.changed } else { 0 };
+        assert_eq!(report.on_gpu, on_gpu, "{adapter_names:?} on {engine:?}");
         let (base, back) = (read_tensors(&adapters_dir().join(base_name)), read_tensors(&restored));
         for (name, tensor) in &base {
             // Each merge rounded the weight to its dtype; unmerging can amplify that by cond(I + B).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bone_kernels::reference::{DEFAULT_MAX_CONDITION, delta_weight, forward, merge, unmerge};
+use bone_kernels::reference::{DEFAULT_MAX_CONDITION, delta_weight, forward, merge, unmerge, unmerge_adapter};
 use common::{Case, fresh_rng, layer, oracle_cases, random_vec, rel_err};
 
 /// `X W^T + bias` for a plain linear layer.
@@ -54,7 +54,30 @@ fn unmerge_restores_the_base_weight() {
         let restored = unmerge(&shape, &merged, &b, DEFAULT_MAX_CONDITION).unwrap();
         let err = rel_err(&restored, &w);
         assert!(err < 1e-12, "{variant} K={k} N={n} r={r}: unmerge error {err:.2e}");
+        // The same unmerge as a merge, of the adapter that undoes B.
+        let undo = unmerge_adapter(&shape, &b, DEFAULT_MAX_CONDITION).unwrap();
+        let err = rel_err(&merge(&shape, &merged, &undo).unwrap(), &w);
+        assert!(err < 1e-12, "{variant} K={k} N={n} r={r}: merge of the undoing adapter {err:.2e}");
     }
+}
+
+#[test]
+fn the_undoing_adapter_refuses_what_unmerge_refuses() {
+    let shape = layer(bone_kernels::Variant::BatCol, 8, 8, 4);
+    let mut b = vec![0.0; shape.adapter_len()];
+    for j in 0..4 {
+        b[16 + j * 4 + j] = -1.0; // block 1: I + B = 0
+    }
+    let err = unmerge_adapter(&shape, &b, DEFAULT_MAX_CONDITION).unwrap_err();
+    assert_eq!(err.to_string(), "I + B of adapter block 1 is singular; the merge cannot be undone");
+    // Block 1's I + B = diag(1e-5, 0.5, 0.5, 0.5): condition number 5e4.
+    b[16] = -0.99999;
+    b[21] = -0.5;
+    b[26] = -0.5;
+    b[31] = -0.5;
+    let err = unmerge_adapter(&shape, &b, DEFAULT_MAX_CONDITION).unwrap_err();
+    assert!(err.to_string().contains("condition number"), "{err}");
+    assert!(unmerge_adapter(&shape, &b[1..], DEFAULT_MAX_CONDITION).is_err(), "B's length is checked");
 }
 
 #[test]

@@ -30,8 +30,9 @@ pub enum Engine {
     Auto,
     /// The f64 CPU reference, rounded once to the weight's dtype.
     Cpu,
-    /// The GPU merge kernel (f32 arithmetic, rounded once); an error where unavailable.
-    /// Unmerge and f64 weights have no GPU kernel and are refused / done on the CPU.
+    /// The GPU merge kernel (f32 arithmetic, rounded once; an unmerge is the merge of
+    /// the undoing adapter, computed in f64 on the CPU); an error where unavailable. f64
+    /// weights have no GPU kernel and are done on the CPU.
     Gpu,
 }
 

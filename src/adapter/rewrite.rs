@@ -1,6 +1,7 @@
 //! The new bytes of one base tensor: its changes made one after another, each rounded to
 //! the tensor's dtype (as PEFT rounds after each adapter it merges), on the GPU where
-//! asked and possible, else on the CPU in f64.
+//! asked and possible, else on the CPU in f64. An unmerge is the merge of the adapter that
+//! undoes the block (`reference::unmerge_adapter`), so both run on the same code.
 
 use half::{bf16, f16};
 use safetensors::Dtype;
@@ -9,7 +10,7 @@ use super::apply::{ApplyOptions, Direction, Engine};
 use super::checkpoint::Checkpoint;
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result};
-use super::fast_merge::{self, Way};
+use super::fast_merge;
 use super::plan::{Change, Target};
 use crate::cuda::{BoneKernels, Element, device_count, kernels_built, stream_on_device};
 use crate::reference;
@@ -17,14 +18,10 @@ use crate::shape::LayerShape;
 
 /// The GPU handle the options ask for, if any.
 pub(super) fn gpu(options: &ApplyOptions) -> Result<Option<BoneKernels>> {
-    let merging = options.direction == Direction::Merge;
     let available = kernels_built() && device_count() > 0;
     match options.engine {
         Engine::Cpu => Ok(None),
-        Engine::Auto if !(available && merging) => Ok(None),
-        Engine::Gpu if !merging => Err(AdapterError::Gpu(crate::BoneError::NoDevice(
-            "there is no GPU unmerge kernel; unmerge runs on the CPU (engine Auto or Cpu)".into(),
-        ))),
+        Engine::Auto if !available => Ok(None),
         Engine::Auto | Engine::Gpu => {
             let stream = stream_on_device(0).map_err(AdapterError::Gpu)?;
             BoneKernels::new(stream).map(Some).map_err(AdapterError::Gpu)
@@ -71,7 +68,15 @@ fn change_once(
         key: target.name.clone(),
         source,
     };
-    if let (Some(kernels), Direction::Merge) = (kernels, direction) {
+    let undo;
+    let b = match direction {
+        Direction::Merge => b,
+        Direction::Unmerge { max_condition } => {
+            undo = reference::unmerge_adapter(&shape, b, max_condition).map_err(layer_error)?;
+            &undo
+        }
+    };
+    if let Some(kernels) = kernels {
         let gpu = match dtype {
             Dtype::BF16 => Some(gpu_merge::<bf16>(kernels, &shape, bytes, b)),
             Dtype::F16 => Some(gpu_merge::<f16>(kernels, &shape, bytes, b)),
@@ -83,16 +88,10 @@ fn change_once(
         }
     }
     let w = decode(dtype, bytes).ok_or_else(unsupported)?;
-    let way = match direction {
-        Direction::Merge => Way::Merge,
-        Direction::Unmerge { max_condition } => Way::Unmerge { max_condition },
+    let new = match fast_merge::bat_col(&shape, &w, b) {
+        Some(merged) => merged,
+        None => reference::merge(&shape, &w, b).map_err(layer_error)?,
     };
-    let new = match (fast_merge::bat_col(&shape, &w, b, way), direction) {
-        (Some(result), _) => result,
-        (None, Direction::Merge) => reference::merge(&shape, &w, b),
-        (None, Direction::Unmerge { max_condition }) => reference::unmerge(&shape, &w, b, max_condition),
-    }
-    .map_err(layer_error)?;
     Ok((encode(dtype, &new).ok_or_else(unsupported)?, false))
 }
 

@@ -54,6 +54,8 @@ enum Command {
         /// Refuse Bat blocks whose I + B has a larger condition number (it amplifies rounding error).
         #[arg(long, default_value_t = DEFAULT_MAX_CONDITION)]
         max_condition: f64,
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineArg,
     },
     /// Rewrite an adapter as another PEFT type, into a new directory: BONE (PEFT 0.14 to
     /// 0.18; later PEFT no longer loads it) to MISS, the same math under new names.
@@ -90,8 +92,19 @@ enum EngineArg {
     Auto,
     /// The f64 reference on the CPU, rounded once to the weight's dtype.
     Cpu,
-    /// The GPU merge kernel (f32, rounded once); an error where there is none.
+    /// The GPU merge kernel (f32, rounded once; an unmerge is the merge of the adapter
+    /// that undoes it); an error where there is none.
     Gpu,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(engine: EngineArg) -> Self {
+        match engine {
+            EngineArg::Auto => Engine::Auto,
+            EngineArg::Cpu => Engine::Cpu,
+            EngineArg::Gpu => Engine::Gpu,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -107,15 +120,11 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), AdapterError> {
     match command {
         Command::Merge { base, adapter, out, engine } => {
-            let engine = match engine {
-                EngineArg::Auto => Engine::Auto,
-                EngineArg::Cpu => Engine::Cpu,
-                EngineArg::Gpu => Engine::Gpu,
-            };
-            transform("merged", &base, &adapter, &out, ApplyOptions { direction: Direction::Merge, engine })
+            let options = ApplyOptions { direction: Direction::Merge, engine: engine.into() };
+            transform("merged", &base, &adapter, &out, options)
         }
-        Command::Unmerge { merged, adapter, out, max_condition } => {
-            let options = ApplyOptions { direction: Direction::Unmerge { max_condition }, engine: Engine::Cpu };
+        Command::Unmerge { merged, adapter, out, max_condition, engine } => {
+            let options = ApplyOptions { direction: Direction::Unmerge { max_condition }, engine: engine.into() };
             transform("unmerged", &merged, &adapter, &out, options)
         }
         Command::Convert { adapter, out, to } => {

@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::emulator::{Emulator, Ty, host_kernels_or_skip};
 use super::merge::launch_merge;
-use crate::reference::{delta_weight, merge};
+use crate::reference::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge_adapter};
 use crate::shape::{Dims, LayerShape};
 use crate::variant::Variant;
 
@@ -53,5 +53,31 @@ fn every_merge_kernel_matches_the_oracle() {
                 assert!(err < 4.0 * tolerance, "{label}: adapter contribution relative error {err:.2e}");
             }
         }
+    }
+}
+
+#[test]
+fn the_merge_kernel_unmerges_with_the_undoing_adapter() {
+    if !host_kernels_or_skip("the_merge_kernel_unmerges_with_the_undoing_adapter") {
+        return;
+    }
+    // What `bone unmerge --engine gpu` runs: the merge kernel on W' with C, the adapter that
+    // undoes B (computed in f64, given as f32), gives W back within f32 arithmetic.
+    let mut rng = StdRng::seed_from_u64(37);
+    for (variant, dims) in [
+        (Variant::BatCol, Dims { k: 96, n: 64, r: 32 }),
+        (Variant::BatRow, Dims { k: 48, n: 80, r: 16 }),
+        (Variant::Mini { mini_r: 16 }, Dims { k: 100, n: 96, r: 32 }),
+    ] {
+        let shape = LayerShape::new(variant, dims).unwrap();
+        let emulator = Emulator::default();
+        let w: Vec<f64> = (0..shape.weight_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f64> = (0..shape.adapter_len()).map(|_| rng.random_range(-0.2..0.2)).collect();
+        let merged = emulator.upload(Ty::F32, &merge(&shape, &w, &b).unwrap());
+        let undo = emulator.upload(Ty::F32, &unmerge_adapter(&shape, &b, DEFAULT_MAX_CONDITION).unwrap());
+        let out = emulator.alloc(shape.weight_len() * 4);
+        launch_merge(&emulator, &shape, (Ty::F32.suffix(), Ty::F32.suffix()), [merged, undo, out]).unwrap();
+        let err = rel_err(&emulator.download(Ty::F32, out, shape.weight_len()), &w);
+        assert!(err < 1e-6, "{variant} {dims:?}: W after unmerging on the merge kernel, relative error {err:.2e}");
     }
 }

@@ -16,5 +16,4 @@ mod weights;
 
 pub use backward::{Gradients, backward, backward_with_dropout};
 pub use forward::{forward, forward_with_dropout};
-pub(crate) use weights::checked_inverse;
-pub use weights::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge};
+pub use weights::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge, unmerge_adapter};

@@ -5,7 +5,7 @@ use nalgebra::DMatrix;
 
 use super::blocks::{bat_block, check_weights, matrix};
 use crate::error::{BoneError, Result};
-use crate::shape::LayerShape;
+use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
 
 /// Default limit on the condition number of `I + B` that [`unmerge`] accepts.
@@ -98,8 +98,30 @@ pub fn unmerge(layer: &LayerShape, merged: &[f64], b: &[f64], max_condition: f64
     Ok(w)
 }
 
+/// The adapter C whose merge undoes the merge of `b`: `unmerge(W', B) = merge(W', C)`.
+///
+/// Bat: per block, `W = (W' - B)(I + B)^{-1} = W' (I + C) + C` with
+/// `C = (I + B)^{-1} - I` (which is `-B (I + B)^{-1}`), refused as [`unmerge`] refuses
+/// (singular or ill-conditioned `I + B`); shared: `C = -B`. So an unmerge runs on a
+/// merge's code, the GPU kernel included.
+pub fn unmerge_adapter(layer: &LayerShape, b: &[f64], max_condition: f64) -> Result<Vec<f64>> {
+    check_len("B", b.len(), layer.adapter_len(), || layer.adapter_layout())?;
+    if !layer.variant().is_bat() {
+        return Ok(b.iter().map(|v| -v).collect());
+    }
+    let r = layer.r();
+    let identity = DMatrix::<f64>::identity(r, r);
+    let mut c = Vec::with_capacity(b.len());
+    for j in 0..layer.adapter_dims()[0] {
+        let inverse = checked_inverse(&(&identity + bat_block(layer, b, j)), j, max_condition)?;
+        // Row-major, as B's blocks are stored.
+        c.extend((inverse - &identity).transpose().iter());
+    }
+    Ok(c)
+}
+
 /// `a^{-1}`, refusing non-finite, singular or ill-conditioned blocks (2-norm condition, from the SVD).
-pub(crate) fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
+fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
     if a.iter().any(|v| !v.is_finite()) {
         return Err(BoneError::NonFiniteAdapter { block });
     }
