@@ -323,7 +323,10 @@ fn unmerge_refuses_a_singular_block() {
     scratch.write_adapter_tensors(&[(Q0, Dtype::F32, vec![6, 8, 8], bytes)]);
     let message = scratch.fail(Direction::Unmerge { max_condition: DEFAULT_MAX_CONDITION }).to_string();
     assert!(
-        message.contains("model.layers.0.self_attn.q_proj.weight: I + B of adapter block 0 is singular"),
+        message.contains(
+            "adapter_model.safetensors: base_model.model.model.layers.0.self_attn.q_proj.miss_block \
+             (base model.layers.0.self_attn.q_proj.weight): I + B of adapter block 0 is singular"
+        ),
         "{message}"
     );
 }

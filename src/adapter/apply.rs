@@ -103,7 +103,7 @@ pub fn apply(
             writer.write_all(&shard.bytes[cursor..entry.start]).map_err(io(&path))?;
             match targets.iter().find(|t| &t.name == name) {
                 Some(target) => {
-                    let (bytes, on_gpu) = rewrite(&checkpoint, target, options.direction, kernels.as_ref())?;
+                    let (bytes, on_gpu) = rewrite(&checkpoint, target, kernels.as_ref())?;
                     writer.write_all(&bytes).map_err(io(&path))?;
                     report.changed += 1;
                     report.on_gpu += usize::from(on_gpu);

@@ -1,5 +1,7 @@
 //! Which base tensors the adapters change, and how, validated against the checkpoint
-//! before anything is written.
+//! before anything is written (an unmerge's `I + B` blocks too).
+
+use std::borrow::Cow;
 
 use safetensors::Dtype;
 
@@ -7,6 +9,7 @@ use super::apply::Direction;
 use super::checkpoint::{Checkpoint, TensorEntry};
 use super::error::{AdapterError, Result};
 use super::file::Adapter;
+use crate::reference;
 use crate::shape::{Dims, LayerShape};
 
 /// One base tensor the adapters rewrite, with its changes in the order they are made:
@@ -26,8 +29,9 @@ impl Target<'_> {
 }
 
 pub(super) enum Change<'a> {
-    /// `adapter`'s block for this weight.
-    Weight { shape: LayerShape, b: &'a [f64], adapter: &'a Adapter },
+    /// `adapter`'s block for this weight, as the adapter to merge: B itself to merge, the
+    /// adapter that undoes it to unmerge (`reference::unmerge_adapter`).
+    Weight { shape: LayerShape, b: Cow<'a, [f64]>, adapter: &'a Adapter },
     /// A tensor `adapter` holds whole, rounded to the base's dtype.
     Replace { values: &'a [f64], adapter: &'a Adapter },
 }
@@ -45,7 +49,7 @@ pub(super) fn plan<'a>(
         if matches!(direction, Direction::Unmerge { .. }) && !adapter.whole.is_empty() {
             return Err(AdapterError::NotReversible { path: adapter.dir.clone(), what: replaced_whole(adapter) });
         }
-        for (name, entry, change) in adapter_changes(checkpoint, adapter)? {
+        for (name, entry, change) in adapter_changes(checkpoint, adapter, direction)? {
             let replaces = matches!(change, Change::Replace { .. });
             match targets.iter_mut().find(|target| target.name == name) {
                 None => targets.push(Target { name, entry, changes: vec![change] }),
@@ -88,6 +92,7 @@ fn conflict(first: &Change, adapter: &Adapter) -> String {
 fn adapter_changes<'a>(
     checkpoint: &Checkpoint,
     adapter: &'a Adapter,
+    direction: Direction,
 ) -> Result<Vec<(String, TensorEntry, Change<'a>)>> {
     let adapter_file = adapter.dir.join("adapter_model.safetensors");
     let block = adapter.config.peft_type.block_name();
@@ -138,7 +143,15 @@ fn adapter_changes<'a>(
                 actual: layer.dims.clone(),
             });
         }
-        changes.push((name, entry, Change::Weight { shape, b: &layer.values, adapter }));
+        let b = match direction {
+            Direction::Merge => Cow::Borrowed(layer.values.as_slice()),
+            Direction::Unmerge { max_condition } => {
+                let undo = reference::unmerge_adapter(&shape, &layer.values, max_condition);
+                let key = format!("{adapter_key} (base {name})");
+                Cow::Owned(undo.map_err(|source| AdapterError::Layer { path: adapter_file.clone(), key, source })?)
+            }
+        };
+        changes.push((name, entry, Change::Weight { shape, b, adapter }));
     }
     for tensor in &adapter.whole {
         let adapter_key = format!("base_model.model.{}", tensor.name);

@@ -1,12 +1,12 @@
 //! The new bytes of one base tensor: its changes made one after another, each rounded to
 //! the tensor's dtype (as PEFT rounds after each adapter it merges), on the GPU where
 //! asked and possible, else on the CPU in f64. An unmerge is the merge of the adapter that
-//! undoes the block (`reference::unmerge_adapter`), so both run on the same code.
+//! undoes the block (made by the plan), so both run on the same code.
 
 use half::{bf16, f16};
 use safetensors::Dtype;
 
-use super::apply::{ApplyOptions, Direction, Engine};
+use super::apply::{ApplyOptions, Engine};
 use super::checkpoint::Checkpoint;
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result};
@@ -33,13 +33,12 @@ pub(super) fn gpu(options: &ApplyOptions) -> Result<Option<BoneKernels>> {
 pub(super) fn rewrite(
     checkpoint: &Checkpoint,
     target: &Target,
-    direction: Direction,
     kernels: Option<&BoneKernels>,
 ) -> Result<(Vec<u8>, bool)> {
     let mut bytes = checkpoint.bytes(&target.entry).to_vec();
     let mut on_gpu = false;
     for change in &target.changes {
-        (bytes, on_gpu) = change_once(checkpoint, target, change, &bytes, direction, kernels)?;
+        (bytes, on_gpu) = change_once(checkpoint, target, change, &bytes, kernels)?;
     }
     Ok((bytes, on_gpu))
 }
@@ -50,7 +49,6 @@ fn change_once(
     target: &Target,
     change: &Change,
     bytes: &[u8],
-    direction: Direction,
     kernels: Option<&BoneKernels>,
 ) -> Result<(Vec<u8>, bool)> {
     let dtype = target.entry.dtype;
@@ -59,22 +57,14 @@ fn change_once(
         key: target.name.clone(),
         dtype: format!("{dtype:?}"),
     };
-    let (shape, b, adapter) = match *change {
+    let (shape, b, adapter) = match change {
         Change::Replace { values, .. } => return Ok((encode(dtype, values).ok_or_else(unsupported)?, false)),
-        Change::Weight { shape, b, adapter } => (shape, b, adapter),
+        Change::Weight { shape, b, adapter } => (*shape, b.as_ref(), *adapter),
     };
     let layer_error = |source| AdapterError::Layer {
         path: adapter.dir.join("adapter_model.safetensors"),
         key: target.name.clone(),
         source,
-    };
-    let undo;
-    let b = match direction {
-        Direction::Merge => b,
-        Direction::Unmerge { max_condition } => {
-            undo = reference::unmerge_adapter(&shape, b, max_condition).map_err(layer_error)?;
-            &undo
-        }
     };
     if let Some(kernels) = kernels {
         let gpu = match dtype {
