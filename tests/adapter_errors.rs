@@ -251,7 +251,10 @@ fn an_existing_output_and_a_missing_checkpoint_are_refused() {
     std::fs::remove_file(scratch.base().join("model.safetensors")).unwrap();
     let message = scratch.fail(Direction::Merge).to_string();
     assert!(
-        message.ends_with("base: neither model.safetensors nor model.safetensors.index.json is there"),
+        message.ends_with(
+            "base: no checkpoint there: neither model.safetensors[.index.json] (transformers) \
+             nor diffusion_pytorch_model.safetensors[.index.json] (diffusers)"
+        ),
         "{message}"
     );
 }

@@ -87,6 +87,33 @@ fn merge_matches_peft_for_every_fixture() {
 }
 
 #[test]
+fn a_diffusers_checkpoint_merges_as_a_transformers_one() {
+    // diffusers names its file diffusion_pytorch_model.safetensors (and its shards' index
+    // diffusion_pytorch_model.safetensors.index.json); the tensors are what counts.
+    let temp = tempfile::tempdir().unwrap();
+    let (single, sharded) = (temp.path().join("single"), temp.path().join("sharded"));
+    std::fs::create_dir(&single).unwrap();
+    let base = adapters_dir().join("base_bf16");
+    std::fs::copy(base.join("model.safetensors"), single.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::create_dir(&sharded).unwrap();
+    for entry in std::fs::read_dir(adapters_dir().join("base_f32_sharded")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = name.replace("model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json");
+        std::fs::copy(&path, sharded.join(name)).unwrap();
+    }
+    for (adapter_name, diffusers, transformers) in
+        [("miss_shared", &single, "base_bf16"), ("miss_bat", &sharded, "base_f32_sharded")]
+    {
+        let (ours, theirs) =
+            (temp.path().join(format!("{adapter_name}-d")), temp.path().join(format!("{adapter_name}-t")));
+        apply_all(diffusers, &load(&[adapter_name]), &ours, Direction::Merge, Engine::Cpu);
+        merge_with(Engine::Cpu, &[adapter_name], transformers, &theirs);
+        assert_eq!(read_tensors(&ours), read_tensors(&theirs), "{adapter_name}");
+    }
+}
+
+#[test]
 fn two_adapters_merge_one_after_the_other_as_peft_merges_them() {
     let temp = tempfile::tempdir().unwrap();
     let [first, second] = STACKED;

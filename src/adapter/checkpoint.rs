@@ -1,6 +1,7 @@
 //! A base checkpoint as users have it: one `model.safetensors`, or shards listed by
-//! `model.safetensors.index.json`. Shards are memory-mapped, so reading a tensor costs
-//! page cache, not a copy of the model.
+//! `model.safetensors.index.json` (transformers), or the same as
+//! `diffusion_pytorch_model.safetensors[.index.json]` (diffusers). Shards are
+//! memory-mapped, so reading a tensor costs page cache, not a copy of the model.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,8 +13,9 @@ use serde_json::Value;
 
 use super::error::{AdapterError, Result, io};
 
-const SINGLE: &str = "model.safetensors";
-const INDEX: &str = "model.safetensors.index.json";
+/// The checkpoint file names' stems, transformers' then diffusers': `<stem>.safetensors`,
+/// or its shards listed by `<stem>.safetensors.index.json`.
+const STEMS: [&str; 2] = ["model", "diffusion_pytorch_model"];
 
 /// Where one tensor lives in its shard.
 #[derive(Clone, Debug)]
@@ -53,7 +55,20 @@ impl Checkpoint {
     /// Opens `dir`, validating every shard's header against its length (a truncated or
     /// malformed file is an error naming it) and, when sharded, against the index.
     pub fn open(dir: &Path) -> Result<Self> {
-        let index_path = dir.join(INDEX);
+        let stem = STEMS.iter().find(|stem| {
+            [format!("{stem}.safetensors.index.json"), format!("{stem}.safetensors")]
+                .iter()
+                .any(|f| dir.join(f).is_file())
+        });
+        let Some(stem) = stem else {
+            let pickles = ["pytorch_model.bin", "pytorch_model.bin.index.json", "diffusion_pytorch_model.bin"];
+            return Err(match pickle_in(dir, &pickles) {
+                Some(pickle) => AdapterError::PickleOnly { path: pickle },
+                None => AdapterError::NoCheckpoint { path: dir.to_path_buf() },
+            });
+        };
+        let (single, index_name) = (format!("{stem}.safetensors"), format!("{stem}.safetensors.index.json"));
+        let index_path = dir.join(&index_name);
         let (file_names, index) = if index_path.is_file() {
             let text = std::fs::read_to_string(&index_path).map_err(io(&index_path))?;
             let json: Value = serde_json::from_str(&text)
@@ -81,12 +96,8 @@ impl Checkpoint {
             files.sort();
             files.dedup();
             (files, Some(index))
-        } else if dir.join(SINGLE).is_file() {
-            (vec![SINGLE.to_string()], None)
-        } else if let Some(pickle) = pickle_in(dir, &["pytorch_model.bin", "pytorch_model.bin.index.json"]) {
-            return Err(AdapterError::PickleOnly { path: pickle });
         } else {
-            return Err(AdapterError::NoCheckpoint { path: dir.to_path_buf() });
+            (vec![single], None)
         };
 
         let mut shards = Vec::new();
@@ -105,7 +116,7 @@ impl Checkpoint {
                 if let Some(index) = &index
                     && index.get(&name) != Some(&file_name)
                 {
-                    return Err(malformed(format!("holds {name:?}, which {INDEX} does not place in this file")));
+                    return Err(malformed(format!("holds {name:?}, which {index_name} does not place in this file")));
                 }
                 let (start, end) = (data_start + info.data_offsets.0, data_start + info.data_offsets.1);
                 let entry = TensorEntry { shard, dtype: info.dtype, shape: info.shape.clone(), start, end };

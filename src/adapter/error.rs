@@ -48,7 +48,7 @@ pub enum AdapterError {
     #[error("{path}: {key}: {source}", path = path.display())]
     Layer { path: PathBuf, key: String, source: BoneError },
 
-    #[error("{path}: neither model.safetensors nor model.safetensors.index.json is there", path = path.display())]
+    #[error("{path}: no checkpoint there: neither model.safetensors[.index.json] (transformers) nor diffusion_pytorch_model.safetensors[.index.json] (diffusers)", path = path.display())]
     NoCheckpoint { path: PathBuf },
 
     #[error("{path} is a PyTorch pickle; this tool reads safetensors only (PEFT and transformers write it with save_pretrained(..., safe_serialization=True))", path = path.display())]
