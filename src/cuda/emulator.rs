@@ -62,6 +62,15 @@ impl Drop for Allocation {
     }
 }
 
+/// How many cases a randomised test draws, and from which seed: `defaults`, or what the
+/// environment variable `var` says as `<cases>[:<seed>]`.
+pub(crate) fn random_cases(var: &str, defaults: (usize, u64)) -> (usize, u64) {
+    let Ok(value) = std::env::var(var) else { return defaults };
+    let (cases, seed) = value.split_once(':').unwrap_or((&value, ""));
+    let cases = cases.parse().unwrap_or_else(|_| panic!("{var}={value}: expected <cases>[:<seed>]"));
+    (cases, seed.parse().unwrap_or(defaults.1))
+}
+
 /// Whether the kernels were compiled for the host. Without a C++17 compiler they are not,
 /// and the tests that run them print a notice and return, unless
 /// `BONE_REQUIRE_HOST_KERNELS=1` (CI), which makes that a failure.

@@ -10,7 +10,7 @@ use bone_host_kernels::{Landing, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::emulator::{Emulator, Ty, host_kernels_or_skip};
+use super::emulator::{Emulator, Ty, host_kernels_or_skip, random_cases};
 use super::launch::{Gemm, GemmKernels, GemmKind, gemm_kind};
 
 /// Every instantiation (kernels/gemm.cu), on bf16 and on f16 operands.
@@ -255,13 +255,7 @@ fn random_gemms_match_the_direct_product() {
     }
     // Shapes, layouts, types, extras and landing drawn at random (seeded): the combinations
     // the lists above do not name. BONE_RANDOM_GEMMS=<cases>[:<seed>] runs more.
-    let (cases, seed) = match std::env::var("BONE_RANDOM_GEMMS") {
-        Ok(value) => {
-            let (cases, seed) = value.split_once(':').unwrap_or((&value, ""));
-            (cases.parse().expect("BONE_RANDOM_GEMMS=<cases>[:<seed>]"), seed.parse().unwrap_or(29))
-        }
-        Err(_) => (16, 29),
-    };
+    let (cases, seed) = random_cases("BONE_RANDOM_GEMMS", (16, 29));
     let mut rng = StdRng::seed_from_u64(seed);
     let kernels = kernels();
     for _ in 0..cases {

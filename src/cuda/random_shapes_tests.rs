@@ -9,7 +9,7 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::emulator::{Ty, host_kernels_or_skip};
+use super::emulator::{Ty, host_kernels_or_skip, random_cases};
 use super::emulator_tests::{ENGINES, check};
 use crate::variant::Variant;
 
@@ -45,14 +45,7 @@ fn random_layers_compute_the_oracles_answer() {
     if !host_kernels_or_skip("random_layers_compute_the_oracles_answer") {
         return;
     }
-    let (cases, seed) = match std::env::var("BONE_RANDOM_SHAPES") {
-        Ok(value) => {
-            let (cases, seed) = value.split_once(':').unwrap_or((&value, ""));
-            let cases = cases.parse().expect("BONE_RANDOM_SHAPES=<cases>[:<seed>]");
-            (cases, seed.parse().unwrap_or(SEED))
-        }
-        Err(_) => (CASES, SEED),
-    };
+    let (cases, seed) = random_cases("BONE_RANDOM_SHAPES", (CASES, SEED));
     let mut rng = StdRng::seed_from_u64(seed);
     for case in 0..cases {
         let (variant, dims) = draw_layer(&mut rng);
