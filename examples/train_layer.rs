@@ -28,6 +28,8 @@ use rand::{RngExt, SeedableRng};
 
 #[path = "finetune/demo/adamw.rs"]
 mod adamw;
+#[path = "finetune/exit.rs"]
+mod exit;
 #[allow(dead_code)] // this example uses the Bone half of the demo's GPU engine
 #[path = "finetune/demo/gpu.rs"]
 mod gpu;
@@ -86,7 +88,11 @@ fn uniform(rng: &mut StdRng, len: usize, scale: f64) -> Vec<f64> {
     (0..len).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    exit::report(train())
+}
+
+fn train() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let variant = match args.variant {
         VariantArg::BatCol => Variant::BatCol,

@@ -7,6 +7,7 @@
 //! The task is described in `demo/task.rs`; `--help` lists the flags.
 
 mod demo;
+mod exit;
 mod plot;
 
 use std::path::PathBuf;
@@ -98,7 +99,11 @@ fn method(arg: MethodArg, args: &Args) -> Method {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    exit::report(finetune())
+}
+
+fn finetune() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let tasks: Vec<Task> = args
         .tasks
