@@ -10,7 +10,7 @@ use super::checkpoint::{Checkpoint, TensorEntry};
 use super::error::{AdapterError, Result, io};
 use super::file::Adapter;
 use super::output::StagedDir;
-use super::plan::plan;
+use super::plan::{Change, plan};
 use super::rewrite::{gpu, rewrite};
 
 /// Which way the adapters go.
@@ -107,7 +107,7 @@ pub fn apply(
                     writer.write_all(&bytes).map_err(io(&path))?;
                     report.changed += 1;
                     report.on_gpu += usize::from(on_gpu);
-                    report.replaced += usize::from(target.replaced());
+                    report.replaced += usize::from(matches!(target.change, Change::Replace { .. }));
                     progress(report.changed, targets.len());
                 }
                 None => {

@@ -12,28 +12,35 @@ use super::file::Adapter;
 use crate::reference;
 use crate::shape::{Dims, LayerShape};
 
-/// One base tensor the adapters rewrite, with its changes in the order they are made:
-/// the adapters' order to merge, the reverse to unmerge (PEFT's `merge_and_unload` with
-/// several adapters merges them one after another; its unmerge pops them off).
+/// One base tensor the adapters rewrite, and how.
 pub(super) struct Target<'a> {
     pub name: String,
     pub entry: TensorEntry,
-    pub changes: Vec<Change<'a>>,
-}
-
-impl Target<'_> {
-    /// Whether an adapter's whole tensor replaces it (its only change, then).
-    pub fn replaced(&self) -> bool {
-        matches!(self.changes[..], [Change::Replace { .. }])
-    }
+    pub change: Change<'a>,
 }
 
 pub(super) enum Change<'a> {
-    /// `adapter`'s block for this weight, as the adapter to merge: B itself to merge, the
-    /// adapter that undoes it to unmerge (`reference::unmerge_adapter`).
-    Weight { shape: LayerShape, b: Cow<'a, [f64]>, adapter: &'a Adapter },
-    /// A tensor `adapter` holds whole, rounded to the base's dtype.
+    /// Adapters' blocks for this weight, in the order they are merged: the adapters' order
+    /// to merge, the reverse to unmerge (PEFT's `merge_and_unload` with several adapters
+    /// merges them one after another; its unmerge pops them off).
+    Blocks(Vec<Block<'a>>),
+    /// A tensor `adapter` holds whole, rounded to the base's dtype: its only change.
     Replace { values: &'a [f64], adapter: &'a Adapter },
+}
+
+/// One adapter's block for a weight, as the adapter to merge: B itself to merge, the
+/// adapter that undoes it to unmerge (`reference::unmerge_adapter`).
+pub(super) struct Block<'a> {
+    pub shape: LayerShape,
+    pub b: Cow<'a, [f64]>,
+    pub adapter: &'a Adapter,
+}
+
+impl Block<'_> {
+    /// A failure merging this block into the base's `weight`, naming the adapter's file.
+    pub fn error(&self, weight: &str, source: crate::BoneError) -> AdapterError {
+        AdapterError::Layer { path: self.adapter.dir.join("adapter_model.safetensors"), key: weight.into(), source }
+    }
 }
 
 /// Matches every adapter tensor with its base tensor and checks shapes and dtypes. A
@@ -50,25 +57,25 @@ pub(super) fn plan<'a>(
             return Err(AdapterError::NotReversible { path: adapter.dir.clone(), what: replaced_whole(adapter) });
         }
         for (name, entry, change) in adapter_changes(checkpoint, adapter, direction)? {
-            let replaces = matches!(change, Change::Replace { .. });
-            match targets.iter_mut().find(|target| target.name == name) {
-                None => targets.push(Target { name, entry, changes: vec![change] }),
-                Some(target) => {
-                    if replaces || matches!(target.changes[0], Change::Replace { .. }) {
-                        let path = adapter.dir.join("adapter_model.safetensors");
-                        return Err(AdapterError::TwoChanges {
-                            path,
-                            key: name,
-                            what: conflict(&target.changes[0], adapter),
-                        });
-                    }
-                    target.changes.push(change);
+            let Some(target) = targets.iter_mut().find(|target| target.name == name) else {
+                targets.push(Target { name, entry, change });
+                continue;
+            };
+            match (&mut target.change, change) {
+                (Change::Blocks(blocks), Change::Blocks(more)) => blocks.extend(more),
+                (first, _) => {
+                    let (path, what) = (adapter.dir.join("adapter_model.safetensors"), conflict(first, adapter));
+                    return Err(AdapterError::TwoChanges { path, key: name, what });
                 }
             }
         }
     }
     if matches!(direction, Direction::Unmerge { .. }) {
-        targets.iter_mut().for_each(|target| target.changes.reverse());
+        for target in &mut targets {
+            if let Change::Blocks(blocks) = &mut target.change {
+                blocks.reverse();
+            }
+        }
     }
     Ok(targets)
 }
@@ -76,11 +83,14 @@ pub(super) fn plan<'a>(
 /// Why `adapter` may not change a tensor whose `first` change is planned already.
 fn conflict(first: &Change, adapter: &Adapter) -> String {
     match first {
-        Change::Weight { adapter: earlier, .. } if std::ptr::eq(*earlier, adapter) => {
+        Change::Blocks(blocks) if std::ptr::eq(blocks[0].adapter, adapter) => {
             "is both adapted and replaced whole by this adapter (a module in target_modules and modules_to_save)".into()
         }
-        Change::Weight { adapter: earlier, .. } => {
-            format!("is replaced whole by this adapter after the adapter {} changed it", earlier.dir.display())
+        Change::Blocks(blocks) => {
+            format!(
+                "is replaced whole by this adapter after the adapter {} changed it",
+                blocks[0].adapter.dir.display()
+            )
         }
         Change::Replace { adapter: earlier, .. } => {
             format!("was replaced whole by the adapter {} before this one changes it", earlier.dir.display())
@@ -151,7 +161,7 @@ fn adapter_changes<'a>(
                 Cow::Owned(undo.map_err(|source| AdapterError::Layer { path: adapter_file.clone(), key, source })?)
             }
         };
-        changes.push((name, entry, Change::Weight { shape, b, adapter }));
+        changes.push((name, entry, Change::Blocks(vec![Block { shape, b, adapter }])));
     }
     for tensor in &adapter.whole {
         let adapter_key = format!("base_model.model.{}", tensor.name);

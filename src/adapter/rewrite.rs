@@ -1,7 +1,9 @@
-//! The new bytes of one base tensor: its changes made one after another, each rounded to
+//! The new bytes of one base tensor: its blocks merged one after another, each rounded to
 //! the tensor's dtype (as PEFT rounds after each adapter it merges), on the GPU where
 //! asked and possible, else on the CPU in f64. An unmerge is the merge of the adapter that
 //! undoes the block (made by the plan), so both run on the same code.
+
+use std::borrow::Cow;
 
 use half::{bf16, f16};
 use safetensors::Dtype;
@@ -11,10 +13,9 @@ use super::checkpoint::Checkpoint;
 use super::dtype::{decode, encode};
 use super::error::{AdapterError, Result};
 use super::fast_merge;
-use super::plan::{Change, Target};
+use super::plan::{Block, Change, Target};
 use crate::cuda::{BoneKernels, Element, device_count, kernels_built, stream_on_device};
 use crate::reference;
-use crate::shape::LayerShape;
 
 /// The GPU handle the options ask for, if any.
 pub(super) fn gpu(options: &ApplyOptions) -> Result<Option<BoneKernels>> {
@@ -29,26 +30,10 @@ pub(super) fn gpu(options: &ApplyOptions) -> Result<Option<BoneKernels>> {
     }
 }
 
-/// The new bytes of `target`, and whether the GPU computed its blocks.
+/// The new bytes of `target`, and whether the GPU computed them.
 pub(super) fn rewrite(
     checkpoint: &Checkpoint,
     target: &Target,
-    kernels: Option<&BoneKernels>,
-) -> Result<(Vec<u8>, bool)> {
-    let mut bytes = checkpoint.bytes(&target.entry).to_vec();
-    let mut on_gpu = false;
-    for change in &target.changes {
-        (bytes, on_gpu) = change_once(checkpoint, target, change, &bytes, kernels)?;
-    }
-    Ok((bytes, on_gpu))
-}
-
-/// One change of `target`, from its current bytes.
-fn change_once(
-    checkpoint: &Checkpoint,
-    target: &Target,
-    change: &Change,
-    bytes: &[u8],
     kernels: Option<&BoneKernels>,
 ) -> Result<(Vec<u8>, bool)> {
     let dtype = target.entry.dtype;
@@ -57,45 +42,52 @@ fn change_once(
         key: target.name.clone(),
         dtype: format!("{dtype:?}"),
     };
-    let (shape, b, adapter) = match change {
+    let blocks = match &target.change {
         Change::Replace { values, .. } => return Ok((encode(dtype, values).ok_or_else(unsupported)?, false)),
-        Change::Weight { shape, b, adapter } => (*shape, b.as_ref(), *adapter),
+        Change::Blocks(blocks) => blocks,
     };
-    let layer_error = |source| AdapterError::Layer {
-        path: adapter.dir.join("adapter_model.safetensors"),
-        key: target.name.clone(),
-        source,
-    };
+    let (name, bytes) = (target.name.as_str(), checkpoint.bytes(&target.entry));
     if let Some(kernels) = kernels {
-        let gpu = match dtype {
-            Dtype::BF16 => Some(gpu_merge::<bf16>(kernels, &shape, bytes, b)),
-            Dtype::F16 => Some(gpu_merge::<f16>(kernels, &shape, bytes, b)),
-            Dtype::F32 => Some(gpu_merge::<f32>(kernels, &shape, bytes, b)),
+        let merged = match dtype {
+            Dtype::BF16 => Some(gpu_merge::<bf16>(kernels, name, bytes, blocks)),
+            Dtype::F16 => Some(gpu_merge::<f16>(kernels, name, bytes, blocks)),
+            Dtype::F32 => Some(gpu_merge::<f32>(kernels, name, bytes, blocks)),
             _ => None, // f64 weights: no f64 kernel; the CPU reference below is exact for them
         };
-        if let Some(result) = gpu {
-            return Ok((result.map_err(layer_error)?, true));
+        if let Some(merged) = merged {
+            return Ok((merged?, true));
         }
     }
-    let w = decode(dtype, bytes).ok_or_else(unsupported)?;
-    let new = match fast_merge::bat_col(&shape, &w, b) {
-        Some(merged) => merged,
-        None => reference::merge(&shape, &w, b).map_err(layer_error)?,
-    };
-    Ok((encode(dtype, &new).ok_or_else(unsupported)?, false))
+    // On the CPU in f64, rounded to the dtype after each block.
+    let mut new = Cow::Borrowed(bytes);
+    for block in blocks {
+        let w = decode(dtype, &new).ok_or_else(unsupported)?;
+        let merged = match fast_merge::bat_col(&block.shape, &w, &block.b) {
+            Some(merged) => merged,
+            None => reference::merge(&block.shape, &w, &block.b).map_err(|source| block.error(name, source))?,
+        };
+        new = Cow::Owned(encode(dtype, &merged).ok_or_else(unsupported)?);
+    }
+    Ok((new.into_owned(), false))
 }
 
-/// Merges one weight on the GPU: W in its own type, B as f32, W' rounded once.
-fn gpu_merge<T: Element>(kernels: &BoneKernels, shape: &LayerShape, bytes: &[u8], b: &[f64]) -> crate::Result<Vec<u8>> {
-    let width = size_of::<T>();
-    let w: Vec<T> = bytes.chunks_exact(width).map(T::read_le).collect();
-    let b: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+/// Merges `blocks` into the weight `name` on the GPU, one after another: W uploaded once
+/// in its own type, each B as f32, W' rounded once per block on the device (the merge
+/// kernel writes W's type), downloaded once.
+fn gpu_merge<T: Element>(kernels: &BoneKernels, name: &str, bytes: &[u8], blocks: &[Block]) -> Result<Vec<u8>> {
     let stream = kernels.stream();
-    let (w, b) = (stream.clone_htod(&w)?, stream.clone_htod(&b)?);
-    let mut out = stream.alloc_zeros::<T>(shape.weight_len())?;
-    kernels.merge(shape, &w, &b, &mut out)?;
+    let transfer = |error: cudarc::driver::DriverError| AdapterError::Gpu(error.into());
+    let w: Vec<T> = bytes.chunks_exact(size_of::<T>()).map(T::read_le).collect();
+    let mut w = stream.clone_htod(&w).map_err(transfer)?;
+    let mut out = stream.alloc_zeros::<T>(w.len()).map_err(transfer)?;
+    for block in blocks {
+        let b: Vec<f32> = block.b.iter().map(|&v| v as f32).collect();
+        let b = stream.clone_htod(&b).map_err(transfer)?;
+        kernels.merge(&block.shape, &w, &b, &mut out).map_err(|source| block.error(name, source))?;
+        std::mem::swap(&mut w, &mut out);
+    }
     let mut merged = Vec::with_capacity(bytes.len());
-    for value in stream.clone_dtoh(&out)? {
+    for value in stream.clone_dtoh(&w).map_err(transfer)? {
         value.write_le(&mut merged);
     }
     Ok(merged)
