@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Merge adapters into a base checkpoint (PEFT's merge_and_unload), into a new directory.
     Merge {
-        /// The base model directory (model.safetensors, or shards + model.safetensors.index.json).
+        /// The base model directory (model.safetensors, or shards + model.safetensors.index.json;
+        /// diffusers' diffusion_pytorch_model.safetensors the same way).
         #[arg(long)]
         base: PathBuf,
         /// The adapter directory (adapter_model.safetensors + adapter_config.json). Repeat
