@@ -21,10 +21,23 @@ Counts, per path (bf16 operands, 2 bytes; T tokens, W is N x K, block r, LoRA ra
   plan         as bat-col
 Suffixes (+wgmma, +cublas) name engines of the same path: same floor.
 
-  python3 benches/roofline.py            # the table for every bench shape
+That floor holds for any implementation of the method. BatCol's own launch sequences
+(src/cuda/bat_col.rs) pass W' (and, on cuBLAS, G) through memory, N x K bf16 values
+written and read again each pass, so each has a higher floor: the sum over its launches of
+the larger of each launch's arithmetic and memory times (a memory-bound launch cannot hide
+behind the next one on a stream). The second table gives them:
+  fused dB   the crate's GEMMs: W' slabs, X W'^T; then dB's fused kernel (G in shared
+             memory), W' slabs again, dY W'
+  cublas     the cuBLAS engine: as above, but G = dY^T X written per slab, then dB's block
+             products and G's chunk sums read it back
+  plan       the cuBLAS BatCol plan (src/cuda/baseline/plan.rs): the same launches, W'
+             and G whole
+
+  python3 benches/roofline.py            # both tables for every bench shape
 """
 
 import argparse
+import math
 import re
 
 TFLOPS, TBPS = 790.0, 4.3
@@ -63,6 +76,52 @@ def floor_seconds(group, path, pass_, tflops=TFLOPS, tbps=TBPS):
     return max(flops / (tflops * 1e12), bytes_ / (tbps * 1e12))
 
 
+# src/cuda/bat_col.rs: a W' (or G) slab's bytes, and the fewest tokens of dX per chunk
+# where W' takes several slabs.
+SLAB_BYTES = 32 << 20
+DX_CHUNK_MIN_TOKENS = 4096
+
+
+def product(m, n, k, out_bytes=ELEMENT):
+    """(flops, bytes) of one [m, k] x [k, n] product of bf16 operands."""
+    return 2.0 * m * n * k, ELEMENT * (m * k + n * k) + out_bytes * m * n
+
+
+def bat_col_launches(group, sequence, backward):
+    """(flops, bytes) of each step of BatCol's launch sequence `sequence` (fused dB, cublas
+    or plan), each slab's launches of one kind taken together (they are bound alike)."""
+    n, k, t, r = shape_of(group)
+    unit = max(r, 128)
+    rows = n if sequence == "plan" else min(max(SLAB_BYTES // (2 * k) // unit * unit, unit), n)
+    slabs = math.ceil(n / rows)
+    form = (2.0 * n * k * r, 2 * ELEMENT * n * k)  # every slab of W': W read, W' written
+    launches = [form, product(t, n, k)]
+    if not backward:
+        return launches
+    if sequence == "fused dB":
+        launches.append((2.0 * t * n * k + 2.0 * n * k * r, ELEMENT * (t * n + t * k + n * k)))
+    else:  # G = dY^T X written, W_o^T G_o read with W, G's chunk sums read it again
+        launches += [product(n, k, t), (2.0 * n * k * r, 2 * ELEMENT * n * k), (1.0 * n * k, ELEMENT * n * k)]
+    if slabs == 1:
+        return launches + [form, product(t, k, n)]
+    # dX a chunk of tokens at a time over the slabs, summed in f32 (read and written per
+    # slab), then rounded; each chunk after the first forms all but one slab again.
+    chunks = math.ceil(t / min(max(2 * SLAB_BYTES // (4 * k), DX_CHUNK_MIN_TOKENS), t))
+    reformed = (slabs + (chunks - 1) * (slabs - 1)) / slabs
+    dx = product(t, k, n, out_bytes=0)
+    return launches + [
+        (form[0] * reformed, form[1] * reformed),
+        (dx[0], dx[1] + slabs * 2 * 4 * t * k),
+        (0.0, (4 + ELEMENT) * t * k),
+    ]
+
+
+def sequence_seconds(group, sequence, pass_, tflops=TFLOPS, tbps=TBPS):
+    """The floor of BatCol's launch sequence: each launch at its own bound."""
+    launches = bat_col_launches(group, sequence, pass_ == "fwd_bwd")
+    return sum(max(f / (tflops * 1e12), b / (tbps * 1e12)) for f, b in launches)
+
+
 def bench_groups():
     """The shapes benches/layers.rs runs."""
     groups = [f"{n}x{k}/T{t}/r64" for n, k in [(4096, 4096), (11008, 4096), (4096, 11008)] for t in (512, 4096)]
@@ -88,6 +147,15 @@ def main():
                 compute, memory = flops / (args.tflops * 1e12), bytes_ / (args.tbps * 1e12)
                 cells.append(f"{max(compute, memory) * 1e3:8.3f}{'c' if compute >= memory else 'm'}")
             print(f"{group:22} {pass_:8} " + " ".join(cells))
+    sequences = ["fused dB", "cublas", "plan"]
+    print(f"\nBatCol's launch sequences, forward + backward: floor in ms (x floor3)")
+    print(f"{'layer':22} {'method':>15} " + " ".join(f"{s:>15}" for s in sequences))
+    for group in bench_groups():
+        floor3 = floor_seconds(group, "floor3", "fwd_bwd", args.tflops, args.tbps)
+        cell = lambda seconds: f"{seconds * 1e3:8.3f} ({seconds / floor3:4.2f}x)"
+        method = floor_seconds(group, "bat-col", "fwd_bwd", args.tflops, args.tbps)
+        cells = [cell(sequence_seconds(group, s, "fwd_bwd", args.tflops, args.tbps)) for s in sequences]
+        print(f"{group:22} {cell(method)} " + " ".join(cells))
 
 
 if __name__ == "__main__":
