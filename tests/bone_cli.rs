@@ -5,6 +5,7 @@ mod common;
 use std::process::{Command, Output};
 
 use bone_kernels::adapter::{Adapter, PeftType};
+use bone_kernels::reference::bat_conditions;
 use common::fixtures::{adapters_dir, read_tensors};
 
 fn bone(args: &[&str]) -> Output {
@@ -159,6 +160,43 @@ fn inspect_describes_the_adapter() {
         "  model.layers.1.mlp.down_proj [6, 8, 8] F32",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn inspect_gives_the_condition_number_unmerge_checks() {
+    let temp = tempfile::tempdir().unwrap();
+    let fixtures = adapters_dir();
+    let (base, adapter_dir) = (fixtures.join("base_f32_sharded"), fixtures.join("miss_bat"));
+    let adapter = Adapter::load(&adapter_dir).unwrap();
+    let worst = adapter.worst_unmerge_block().unwrap();
+    let conditions = |module: &str| {
+        let layer = adapter.layers.iter().find(|layer| layer.module == module).unwrap();
+        bat_conditions(adapter.config.r, &layer.values)
+    };
+    let largest = adapter.layers.iter().flat_map(|layer| conditions(&layer.module)).fold(0.0, f64::max);
+    assert!(largest > 1.0 && worst.condition == largest && conditions(&worst.module)[worst.block] == largest);
+    let output = bone(&["inspect", adapter_dir.to_str().unwrap()]);
+    let line =
+        format!("unmerge:        cond(I + B) at most {:.3e} ({}, block {});", largest, worst.module, worst.block);
+    assert!(text(&output.stdout).contains(&line), "missing {line:?} in:\n{}", text(&output.stdout));
+    // bone unmerge refuses the adapter just under that limit and takes it out just over it.
+    let merged = temp.path().join("merged");
+    let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap()];
+    assert!(bone(&[&args[..], &["--out", merged.to_str().unwrap()]].concat()).status.success());
+    for (scale, ok) in [(1.0 - 1e-9, false), (1.0 + 1e-9, true)] {
+        let (limit, out) = (format!("{:e}", largest * scale), temp.path().join(format!("restored-{ok}")));
+        let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap()];
+        let output = bone(&[&args[..], &["--out", out.to_str().unwrap(), "--max-condition", &limit]].concat());
+        assert_eq!(output.status.success(), ok, "{limit}: {}", text(&output.stderr));
+        assert!(ok || text(&output.stderr).contains("condition number"), "{}", text(&output.stderr));
+    }
+    for (name, line) in [
+        ("miss_shared", "unmerge:        exact (B is subtracted)"),
+        ("miss_lm_head", "unmerge:        not possible: merging puts 1 tensor(s) in place of the base's"),
+    ] {
+        let output = bone(&["inspect", fixtures.join(name).to_str().unwrap()]);
+        assert!(text(&output.stdout).contains(line), "{name}: missing {line:?} in:\n{}", text(&output.stdout));
     }
 }
 

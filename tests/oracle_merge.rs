@@ -3,7 +3,9 @@
 
 mod common;
 
-use bone_kernels::reference::{DEFAULT_MAX_CONDITION, delta_weight, forward, merge, unmerge, unmerge_adapter};
+use bone_kernels::reference::{
+    DEFAULT_MAX_CONDITION, bat_conditions, delta_weight, forward, merge, unmerge, unmerge_adapter,
+};
 use common::{Case, fresh_rng, layer, oracle_cases, random_vec, rel_err};
 
 /// `X W^T + bias` for a plain linear layer.
@@ -78,6 +80,37 @@ fn the_undoing_adapter_refuses_what_unmerge_refuses() {
     let err = unmerge_adapter(&shape, &b, DEFAULT_MAX_CONDITION).unwrap_err();
     assert!(err.to_string().contains("condition number"), "{err}");
     assert!(unmerge_adapter(&shape, &b[1..], DEFAULT_MAX_CONDITION).is_err(), "B's length is checked");
+}
+
+#[test]
+fn bat_conditions_are_what_unmerge_compares_with_its_limit() {
+    let mut rng = fresh_rng("bat_conditions_are_what_unmerge_compares_with_its_limit");
+    let r = 4;
+    // Block 0: I + B = diag(1e-5, 0.5, 0.5, 0.5), condition 5e4; block 1: I + B a rotation
+    // by 0.3 in the first two coordinates, condition 1; block 2: I + B = 0; block 3: random.
+    let mut b = vec![0.0; 4 * r * r];
+    for (j, d) in [-0.99999, -0.5, -0.5, -0.5].into_iter().enumerate() {
+        b[j * r + j] = d;
+    }
+    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+    b[16..18].copy_from_slice(&[c - 1.0, -s]);
+    b[20..22].copy_from_slice(&[s, c - 1.0]);
+    for j in 0..r {
+        b[32 + j * r + j] = -1.0;
+    }
+    b[48..].copy_from_slice(&random_vec(&mut rng, r * r, 0.4));
+    let conditions = bat_conditions(r, &b);
+    assert!((conditions[0] / 5e4 - 1.0).abs() < 1e-9, "{conditions:?}");
+    assert!((conditions[1] - 1.0).abs() < 1e-12, "{conditions:?}");
+    assert!(conditions[2].is_infinite(), "{conditions:?}");
+    // Unmerging the random block passes at its condition number and is refused just under it.
+    let shape = layer(bone_kernels::Variant::BatCol, 8, 4, r);
+    let random = &b[48..];
+    assert!(unmerge_adapter(&shape, random, conditions[3] * (1.0 + 1e-9)).is_ok());
+    let err = unmerge_adapter(&shape, random, conditions[3] * (1.0 - 1e-9)).unwrap_err();
+    assert!(err.to_string().contains("condition number"), "{err}");
+    b[5] = f64::NAN;
+    assert!(bat_conditions(r, &b)[0].is_nan());
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 mod apply;
 mod checkpoint;
+mod conditions;
 mod config;
 mod dtype;
 mod error;
@@ -23,6 +24,7 @@ mod rewrite;
 
 pub use apply::{ApplyOptions, Direction, Engine, Report, apply};
 pub use checkpoint::Checkpoint;
+pub use conditions::WorstBlock;
 pub use config::{AdapterConfig, PeftType};
 pub use error::AdapterError;
 pub use file::{Adapter, AdapterLayer, WholeTensor};

@@ -16,4 +16,4 @@ mod weights;
 
 pub use backward::{Gradients, backward, backward_with_dropout};
 pub use forward::{forward, forward_with_dropout};
-pub use weights::{DEFAULT_MAX_CONDITION, delta_weight, merge, unmerge, unmerge_adapter};
+pub use weights::{DEFAULT_MAX_CONDITION, bat_conditions, delta_weight, merge, unmerge, unmerge_adapter};

@@ -120,20 +120,35 @@ pub fn unmerge_adapter(layer: &LayerShape, b: &[f64], max_condition: f64) -> Res
     Ok(c)
 }
 
-/// `a^{-1}`, refusing non-finite, singular or ill-conditioned blocks (2-norm condition, from the SVD).
-fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
+/// The condition number of `I + B` for each r x r block of a Bat adapter's `b` (its
+/// blocks row-major one after another, as PEFT stores them): what [`unmerge`] and
+/// [`unmerge_adapter`] compare with their `max_condition`, since unmerging a block
+/// amplifies the merged weight's rounding error by up to that much. Infinite where
+/// `I + B` is singular, NaN where B holds a non-finite value.
+pub fn bat_conditions(r: usize, b: &[f64]) -> Vec<f64> {
+    let identity = DMatrix::<f64>::identity(r, r);
+    b.chunks_exact(r * r).map(|block| condition(&(&identity + DMatrix::from_row_slice(r, r, block)))).collect()
+}
+
+/// The 2-norm condition number of `a` from its singular values: infinite where `a` is
+/// singular (or its SVD does not converge), NaN where it holds a non-finite value.
+fn condition(a: &DMatrix<f64>) -> f64 {
     if a.iter().any(|v| !v.is_finite()) {
-        return Err(BoneError::NonFiniteAdapter { block });
+        return f64::NAN;
     }
     // A bounded iteration count: nalgebra's default SVD iterates until convergence.
-    let svd = a.clone().try_svd(false, false, f64::EPSILON, 10_000).ok_or(BoneError::Singular { block })?;
-    let (largest, smallest) = (svd.singular_values.max(), svd.singular_values.min());
-    if smallest <= 0.0 {
-        return Err(BoneError::Singular { block });
+    match a.clone().try_svd(false, false, f64::EPSILON, 10_000) {
+        Some(svd) if svd.singular_values.min() > 0.0 => svd.singular_values.max() / svd.singular_values.min(),
+        _ => f64::INFINITY,
     }
-    let condition = largest / smallest;
-    if condition.is_nan() || condition > max_condition {
-        return Err(BoneError::IllConditioned { block, condition, limit: max_condition });
+}
+
+/// `a^{-1}`, refusing non-finite, singular or ill-conditioned blocks.
+fn checked_inverse(a: &DMatrix<f64>, block: usize, max_condition: f64) -> Result<DMatrix<f64>> {
+    match condition(a) {
+        c if c.is_nan() => Err(BoneError::NonFiniteAdapter { block }),
+        c if c.is_infinite() => Err(BoneError::Singular { block }),
+        c if c > max_condition => Err(BoneError::IllConditioned { block, condition: c, limit: max_condition }),
+        _ => a.clone().try_inverse().ok_or(BoneError::Singular { block }),
     }
-    a.clone().try_inverse().ok_or(BoneError::Singular { block })
 }
