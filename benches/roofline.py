@@ -29,7 +29,8 @@ behind the next one on a stream). The second table gives them:
   fused dB   the crate's GEMMs: W' slabs, X W'^T; then dB's fused kernel (G in shared
              memory), W' slabs again, dY W'
   cublas     the cuBLAS engine: as above, but G = dY^T X written per slab, then dB's block
-             products and G's chunk sums read it back
+             products read it back, and its chunk sums again, or below N K / (N + K)
+             tokens dY^T S instead (S from a read of X)
   plan       the cuBLAS BatCol plan (src/cuda/baseline/plan.rs): the same launches, W'
              and G whole
 
@@ -100,8 +101,12 @@ def bat_col_launches(group, sequence, backward):
         return launches
     if sequence == "fused dB":
         launches.append((2.0 * t * n * k + 2.0 * n * k * r, ELEMENT * (t * n + t * k + n * k)))
-    else:  # G = dY^T X written, W_o^T G_o read with W, G's chunk sums read it again
-        launches += [product(n, k, t), (2.0 * n * k * r, 2 * ELEMENT * n * k), (1.0 * n * k, ELEMENT * n * k)]
+    else:  # G = dY^T X written, W_o^T G_o read with W, then the identity term sum_i G_{o,i}
+        launches += [product(n, k, t), (2.0 * n * k * r, 2 * ELEMENT * n * k)]
+        if sequence == "cublas" and t * (n + k) < n * k:  # dY^T S, S = sum_i X_i from a read of X
+            launches += [(0.0, ELEMENT * t * (k + r)), product(n, r, t, out_bytes=2 * 4)]
+        else:  # G's chunk sums, a read of G
+            launches.append((1.0 * n * k, ELEMENT * n * k))
     if slabs == 1:
         return launches + [form, product(t, k, n)]
     # dX a chunk of tokens at a time over the slabs, summed in f32 (read and written per

@@ -9,7 +9,8 @@
 //!             wgmma) by one fused kernel (kernels/bat_col_grads.cu) that holds G = dY^T X a
 //!             128 x 128 tile at a time in shared memory, so G never reaches device memory;
 //!             on the cuBLAS engine per slab G = dY[:, slab]^T X, then W_o^T G_o (batched)
-//!             + onehot^T G_o (G's rows summed over their r-wide chunks). Then, if dX is
+//!             + sum_i G_{o,i}: from G (its rows summed over their r-wide chunks), or at
+//!             small T as dY_o^T S, S = sum_i X_i (a read of X and dY, not of G). Then, if dX is
 //!             wanted, per slab W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in
 //!             the activations' type where W' fits one slab, else summed over the slabs in
 //!             f32 a bounded chunk of tokens at a time (the slabs formed again per chunk)
@@ -60,9 +61,10 @@ fn dx_chunk_tokens(layer: &LayerShape, tokens: usize) -> usize {
 /// B_o (`[N/r, r, r]`), onehot `[K, r]`, a W' (or G) slab, all in the activations' type;
 /// forward adds Y's partial sums where a slab's product is cut along K; backward adds,
 /// where W' takes more than one slab, dX's f32 accumulator for a chunk of tokens
-/// (`dx_chunk_tokens`), and partial sums (dB's over chunks of K, then dX's at small T); no
-/// partial sums where the launcher does not `cut` reductions (a library GEMM, which also
-/// takes the unfused dB).
+/// (`dx_chunk_tokens`), partial sums (dB's over chunks of K or of T, then dX's at small
+/// T), and S `[T, r]` where the unfused dB takes its identity term from it; no partial sums
+/// where the launcher does not `cut` reductions (a library GEMM, which also takes the
+/// unfused dB).
 pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) -> Vec<usize> {
     let (n, k, r) = (layer.n(), layer.k(), layer.r());
     let rows = slab_rows(layer);
@@ -84,16 +86,25 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             .max(token_chunks::fill_partial_bytes(cut, [tokens, k, rows]));
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
             let fused = if cut { fused_partial_bytes(layer) } else { 0 };
-            let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused);
-            sizes.extend([dx_f32, db_partials.max(dx_partials)]);
+            let from_sums = identity_from_block_sums(layer, tokens, cut);
+            let identity = if from_sums { identity_partial_bytes(cut, layer, tokens, rows) } else { 0 };
+            let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused).max(identity);
+            let block_sums = if from_sums { tokens * r * 2 } else { 0 };
+            sizes.extend([dx_f32, db_partials.max(dx_partials), block_sums]);
         }
     }
     sizes
 }
 
-fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
+/// B's blocks and onehot, and S into `block_sums` where given.
+fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], block_sums: Option<u64>) -> Result<()> {
     let (n, r) = (call.shape.n(), call.shape.r());
-    Setup::new(call).bat_blocks(n / r, regions[0]).one_hot(regions[1]).launch(launcher, call)
+    let setup = Setup::new(call).bat_blocks(n / r, regions[0]).one_hot(regions[1]);
+    match block_sums {
+        Some(s) => setup.block_sums(s),
+        None => setup,
+    }
+    .launch(launcher, call)
 }
 
 /// W' rows [row0, row0 + rows) into regions[2], `[rows, K]` in the activations' type:
@@ -111,7 +122,7 @@ fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize
 }
 
 pub(super) fn forward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions)?;
+    prepare(launcher, call, regions, None)?;
     let (t, k, n) = (call.tokens, call.shape.k(), call.shape.n());
     let (slab_buffer, y_partials) = (regions[2], regions[3]);
     let slab = slab_rows(&call.shape);
@@ -180,11 +191,25 @@ fn fused_partial_bytes(layer: &LayerShape) -> usize {
 
 /// dB_o `[r, r]` (f32, into `db`) of the `rows / r` output blocks whose rows of W start at
 /// `w_blocks`, from their rows of G `[rows, K]`: sum_q W_o[q, :]^T G_o[q, :] + sum_q
-/// onehot[q, :]^T G_o[q, :] over the `[K, r]` views. The first is a batched GEMM whose K
-/// rows are cut into chunks (one block per r x r output would leave most SMs idle), summed
-/// in order through `partials`; the second sums each row of G over its r-wide chunks (a
-/// read of G, not a second GEMM over K).
+/// onehot[q, :]^T G_o[q, :] over the `[K, r]` views. The first is [`block_products`]; the
+/// second sums each row of G over its r-wide chunks (a read of G, not a second GEMM over K).
 pub(crate) fn block_grads(
+    launcher: &impl Launcher,
+    call: &Call,
+    (w_blocks, g, rows): (u64, u64, usize),
+    partials: u64,
+    db: u64,
+) -> Result<()> {
+    block_products(launcher, call, (w_blocks, g, rows), partials, db)?;
+    let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
+    // A warp per row of dB_o.
+    launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * 32, &chunk_sums)
+}
+
+/// sum_q W_o[q, :]^T G_o[q, :] over the `[K, r]` views into `db` (written, or added where
+/// the call accumulates): a batched GEMM whose K rows are cut into chunks (one block per
+/// r x r output would leave most SMs idle), summed in order through `partials`.
+fn block_products(
     launcher: &impl Launcher,
     call: &Call,
     (w_blocks, g, rows): (u64, u64, usize),
@@ -196,10 +221,42 @@ pub(crate) fn block_grads(
     token_chunks::reduce(launcher, (k, tiles, rows * r), partials, (db, call.accumulate.db), |out| {
         let gemm = Gemm::new((w_blocks, r), (g, r), (out, r), [r, r, k]).strides([r * k, r * k, 0, 0, r * r]);
         (gemm, call.gemm_f32("tt"), rows / r)
-    })?;
-    let chunk_sums = [Arg::Layer(call.layer), Arg::I32(rows as i32), Arg::Ptr(g), Arg::Ptr(db)];
-    // A warp per row of dB_o.
-    launcher.elementwise(&call.pass("bone_chunk_sum_add"), rows * 32, &chunk_sums)
+    })
+}
+
+/// Whether the unfused dB takes its identity term sum_i G_{o,i} = dY_o^T S from the block
+/// sums S = sum_i X_i (computed by the setup launch) instead of from G: that reads X and
+/// dY, T (K + N) elements, where G's chunk sums read G, N K of them; so below
+/// N K / (N + K) tokens (2048 at 4096 x 4096, 2987 at 4096 x 11008).
+fn identity_from_block_sums(layer: &LayerShape, tokens: usize, cut: bool) -> bool {
+    let unfused = !cut || fused_runs(layer).is_none();
+    unfused && tokens * (layer.k() + layer.n()) < layer.n() * layer.k()
+}
+
+/// Output tiles of the identity term of `rows` rows of dB (`[rows, r]`).
+fn identity_tiles(rows: usize, r: usize) -> usize {
+    rows.div_ceil(BONE_GEMM_BM as usize) * r.div_ceil(BONE_GEMM_BN as usize)
+}
+
+/// Bytes of partial sums the identity term from S needs, over the largest slab of `rows`.
+fn identity_partial_bytes(cut: bool, layer: &LayerShape, tokens: usize, rows: usize) -> usize {
+    token_chunks::partial_bytes(cut, tokens, identity_tiles(rows, layer.r()), rows * layer.r())
+}
+
+/// Adds dY[:, row0 .. row0 + rows]^T S `[rows, r]` (f32) onto dB's rows at `db`: the
+/// identity term of those output blocks, reduced over T (in token chunks at small T).
+fn add_identity_from_block_sums(
+    launcher: &impl Launcher,
+    call: &Call,
+    (row0, rows): (usize, usize),
+    (s, partials): (u64, u64),
+    db: u64,
+) -> Result<()> {
+    let (t, n, r) = (call.tokens, call.shape.n(), call.shape.r());
+    let dy = call.y + (row0 * 2) as u64;
+    token_chunks::reduce(launcher, (t, identity_tiles(rows, r), rows * r), partials, (db, true), |out| {
+        (Gemm::new((dy, n), (s, r), (out, r), [rows, r, t]), call.gemm_f32("tt"), 1)
+    })
 }
 
 /// Bytes of partial sums [`block_grads`] needs for `rows` rows of W (0 when unsplit).
@@ -209,9 +266,10 @@ pub(crate) fn block_grads_partial_bytes(cut: bool, layer: &LayerShape, rows: usi
 }
 
 pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -> Result<()> {
-    prepare(launcher, call, regions)?;
     let (t, k, n, r) = (call.tokens, call.shape.k(), call.shape.n(), call.shape.r());
-    let (slab_buffer, partials) = (regions[2], regions[4]);
+    let (slab_buffer, partials, block_sums) = (regions[2], regions[4], regions[5]);
+    let from_sums = identity_from_block_sums(&call.shape, t, launcher.cuts_reductions());
+    prepare(launcher, call, regions, from_sums.then_some(block_sums))?;
     let slab = slab_rows(&call.shape);
     if fused_grads(launcher, call, partials).transpose()?.is_none() {
         for row0 in (0..n).step_by(slab) {
@@ -219,8 +277,13 @@ pub(super) fn backward(launcher: &impl Launcher, call: &Call, regions: &[u64]) -
             // G [rows, K] = dY[:, slab]^T X, reduced over T inside each tile (deterministic).
             let (dy, g) = (call.y + (row0 * 2) as u64, slab_buffer);
             Gemm::new((dy, n), (call.x, k), (g, k), [rows, k, t]).launch(launcher, &call.gemm("tt"), 1)?;
-            let w_blocks = call.w + (row0 * k * 2) as u64;
-            block_grads(launcher, call, (w_blocks, g, rows), partials, call.db + (row0 * r * 4) as u64)?;
+            let (w_blocks, db) = (call.w + (row0 * k * 2) as u64, call.db + (row0 * r * 4) as u64);
+            if from_sums {
+                block_products(launcher, call, (w_blocks, g, rows), partials, db)?;
+                add_identity_from_block_sums(launcher, call, (row0, rows), (block_sums, partials), db)?;
+            } else {
+                block_grads(launcher, call, (w_blocks, g, rows), partials, db)?;
+            }
         }
     }
     if call.dx == 0 {

@@ -296,13 +296,14 @@ fn long_rows_are_summed_over_their_chunks_by_whole_warps() {
     // S (the shared block, mini) and BatCol's chunk sums of G (on a library GEMM) take a
     // warp per row, four loads of 256 elements at a time, then a butterfly over the lanes
     // holding the same columns: K = 1040 and 1152 run the four-load loop and its tail, at
-    // r = 16 (four butterfly steps) and r = 128 (one).
+    // r = 16 (four butterfly steps) and r = 128 (one). BatCol at enough tokens that its
+    // identity term comes from G's chunk sums, not from S (T (N + K) >= N K).
     let mut rng = StdRng::seed_from_u64(14);
     for engine in ENGINES {
         check(Variant::Shared, (5, 64, 1040, 16), (Ty::Bf16, Ty::F32), (true, true), engine, &mut rng);
         check(Variant::Mini { mini_r: 32 }, (3, 128, 1152, 128), (Ty::F16, Ty::F32), (false, false), engine, &mut rng);
-        check(Variant::BatCol, (5, 64, 1040, 16), (Ty::Bf16, Ty::Bf16), (false, false), engine, &mut rng);
-        check(Variant::BatCol, (3, 128, 1152, 128), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
+        check(Variant::BatCol, (61, 64, 1040, 16), (Ty::Bf16, Ty::Bf16), (false, false), engine, &mut rng);
+        check(Variant::BatCol, (116, 128, 1152, 128), (Ty::Bf16, Ty::F32), (true, false), engine, &mut rng);
     }
 }
 

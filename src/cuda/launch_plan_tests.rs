@@ -231,7 +231,7 @@ fn a_library_gemm_gets_whole_reductions_and_no_summing_pass() {
     // bone_sum_chunks* pass runs but dbias's, and the launches are the crate-GEMM sequence's less its
     // sums, plus a second call for each long appended product and a bias-add kernel for Y
     // (but the shared block's and BatRow's, whose bias rides in their appended products);
-    // and BatCol's unfused dB (G, then W_o^T G_o and the onehot term). The short two-part
+    // and BatCol's unfused dB (G, then W_o^T G_o and the identity term, dY^T S at small T). The short two-part
     // products (BatCol's W' slab, BatRow's dX_i) and the one with an addend (BatRow's X~)
     // stay on the crate's GEMM, one launch each.
     let expected = [
@@ -365,10 +365,40 @@ fn a_timed_pass_marks_every_launch_it_makes_and_only_those() {
         let engine = if family.is_some() { "wgmma-ws" } else { "native" };
         let slab = format!("bone_gemm_kt_bf16_bf16 4096x64x64+64 x64 on {engine}");
         assert!(names.contains(&slab.as_str()), "{names:?}");
+        // On a library GEMM: G, W_o^T G_o, the identity term dY^T S (T = 512 is below
+        // N K / (N + K) = 2048 tokens) and dX.
         assert_eq!(
             names.iter().filter(|name| name.starts_with("cublas ")).count(),
-            if family.is_some() { 0 } else { 3 }
+            if family.is_some() { 0 } else { 4 }
         );
+        assert!(!names.iter().any(|name| name.starts_with("bone_chunk_sum_add")), "{names:?}");
         assert!(names.contains(&"bone_bias_grad_x_bf16"), "{names:?}");
+    }
+}
+
+#[test]
+fn batcol_takes_its_identity_term_from_whichever_reads_less() {
+    // Where dB runs unfused (a library GEMM; r = 8 or 256 on the crate's), sum_i G_{o,i} is
+    // dY_o^T S (a product; S from the setup launch) below N K / (N + K) tokens, else the
+    // chunk sums of G. The fused kernel has G in shared memory and needs neither.
+    let cases = [
+        (None, 64, 512, true),
+        (None, 64, 2047, true),
+        (None, 64, 2048, false),
+        (None, 64, 4096, false),
+        (Some(GemmKernels::MmaSync), 8, 512, true),
+        (Some(GemmKernels::Wgmma), 256, 4096, false),
+        (Some(GemmKernels::MmaSync), 64, 512, false),
+    ];
+    for (family, r, t, from_sums) in cases {
+        let shape = LayerShape::new(Variant::BatCol, Dims { k: 4096, n: 4096, r }).unwrap();
+        let names: Vec<String> = record_on(family, &shape, t, Pass::Backward).into_iter().map(|l| l.kernel).collect();
+        let chunk_sums = names.iter().any(|name| name.starts_with("bone_chunk_sum_add"));
+        let fused = names.iter().any(|name| name.starts_with("bone_bat_col_grads"));
+        assert_eq!(chunk_sums, !from_sums && !fused, "{family:?} r={r} T={t}: {names:?}");
+        assert_eq!(fused, family.is_some() && r == 64, "{family:?} r={r} T={t}: {names:?}");
+        // S is written by the setup launch exactly where the identity term is taken from it.
+        let s_region = region_sizes(&shape, t, Pass::Backward, family.is_some())[5];
+        assert_eq!(s_region, if from_sums { t * r * 2 } else { 0 }, "{family:?} r={r} T={t}");
     }
 }

@@ -500,9 +500,13 @@ mod tests {
                 println!(
                     "{variant} T={t} {pass:?}: workspace {ours_total} B on the crate's GEMMs, {library_total} B on cuBLAS"
                 );
-                // Regions differ only where the crate's GEMMs keep partial sums; every
-                // backward keeps some (dB's at least).
-                assert!(library.iter().zip(&ours).all(|(l, o)| l == o || *l == 0), "{variant} T={t} {pass:?}");
+                // Regions differ only where the crate's GEMMs keep partial sums (every
+                // backward keeps some, dB's at least), and in BatCol's S, which only its
+                // unfused dB reads (below 2048 tokens here: on cuBLAS, not beside the fused kernel).
+                let differ = |(i, (l, o)): (usize, (&usize, &usize))| {
+                    l == o || *l == 0 || (variant == Variant::BatCol && i == 5 && *l == t * 64 * 2 && *o == 0)
+                };
+                assert!(library.iter().zip(&ours).enumerate().all(differ), "{variant} T={t} {pass:?}");
                 assert!(library_total < ours_total || pass == Pass::Forward, "{variant} T={t} {pass:?}");
             }
         }
