@@ -86,9 +86,13 @@ pub(super) fn regions(layer: &LayerShape, tokens: usize, pass: Pass, cut: bool) 
             .max(token_chunks::fill_partial_bytes(cut, [tokens, k, rows]));
             // The fused kernel runs only where the launcher cuts reductions (the crate's GEMMs).
             let fused = if cut { fused_partial_bytes(layer) } else { 0 };
+            // dB's over the slabs, the full ones and the last (its rows may be cut into more chunks).
             let from_sums = identity_from_block_sums(layer, tokens, cut);
-            let identity = if from_sums { identity_partial_bytes(cut, layer, tokens, rows) } else { 0 };
-            let db_partials = block_grads_partial_bytes(cut, layer, rows).max(fused).max(identity);
+            let per_slab = token_chunks::largest_over_chunks(n, rows, &|rows| {
+                let identity = if from_sums { identity_partial_bytes(cut, layer, tokens, rows) } else { 0 };
+                block_grads_partial_bytes(cut, layer, rows).max(identity)
+            });
+            let db_partials = per_slab.max(fused);
             let block_sums = if from_sums { tokens * r * 2 } else { 0 };
             sizes.extend([dx_f32, db_partials.max(dx_partials), block_sums]);
         }
@@ -238,7 +242,7 @@ fn identity_tiles(rows: usize, r: usize) -> usize {
     rows.div_ceil(BONE_GEMM_BM as usize) * r.div_ceil(BONE_GEMM_BN as usize)
 }
 
-/// Bytes of partial sums the identity term from S needs, over the largest slab of `rows`.
+/// Bytes of partial sums the identity term from S needs for a slab of `rows` rows.
 fn identity_partial_bytes(cut: bool, layer: &LayerShape, tokens: usize, rows: usize) -> usize {
     token_chunks::partial_bytes(cut, tokens, identity_tiles(rows, layer.r()), rows * layer.r())
 }
