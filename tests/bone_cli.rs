@@ -16,6 +16,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The stdout of a `bone` run that must succeed (its stderr in the failure message).
+fn bone_ok(args: &[&str]) -> String {
+    let output = bone(args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+/// Every tensor of the checkpoint at `restored` within `tolerance` of the base's.
+fn assert_restored(base: &std::path::Path, restored: &std::path::Path, tolerance: f64) {
+    let (before, after) = (read_tensors(base), read_tensors(restored));
+    assert_eq!(before.len(), after.len());
+    for (name, tensor) in &before {
+        let err = common::rel_err(&common::fixtures::values(&after[name]), &common::fixtures::values(tensor));
+        assert!(err < tolerance, "{name}: {err:.2e}");
+    }
+}
+
 #[test]
 fn merge_then_unmerge_round_trips() {
     let temp = tempfile::tempdir().unwrap();
@@ -23,23 +40,15 @@ fn merge_then_unmerge_round_trips() {
     let (base, adapter) = (fixtures.join("base_f32_sharded"), fixtures.join("miss_bat"));
     let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
     let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
-    let output = bone(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
+    let stdout = bone_ok(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
     assert!(
         stdout.starts_with("merged 14 tensors (0 on the GPU, 14 on the CPU), copied 7 unchanged, 5 shard(s)"),
         "{stdout}"
     );
 
     let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
-    let output = bone(&[&args[..], &["--out", restored.to_str().unwrap()]].concat());
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let (before, after) = (read_tensors(&base), read_tensors(&restored));
-    assert_eq!(before.len(), after.len());
-    for (name, tensor) in &before {
-        let err = common::rel_err(&common::fixtures::values(&after[name]), &common::fixtures::values(tensor));
-        assert!(err < 1e-5, "{name}: {err:.2e}");
-    }
+    bone_ok(&[&args[..], &["--out", restored.to_str().unwrap()]].concat());
+    assert_restored(&base, &restored, 1e-5);
 }
 
 #[test]
@@ -51,23 +60,17 @@ fn two_adapters_merge_in_order_and_unmerge_in_reverse() {
     let adapters = ["--adapter", shared.to_str().unwrap(), "--adapter", bat.to_str().unwrap()];
     let (merged, restored) = (temp.path().join("merged"), temp.path().join("restored"));
     let args = ["merge", "--base", base.to_str().unwrap(), "--out", merged.to_str().unwrap(), "--engine", "cpu"];
-    let output = bone(&[&args[..], &adapters].concat());
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
+    let stdout = bone_ok(&[&args[..], &adapters].concat());
     assert!(
         stdout.starts_with("merged 2 adapters into 14 tensors (0 on the GPU, 14 on the CPU), copied 7"),
         "{stdout}"
     );
 
     let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--out", restored.to_str().unwrap()];
-    let output = bone(&[&args[..], &adapters].concat());
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).starts_with("unmerged 2 adapters from 14 tensors"), "{}", text(&output.stdout));
-    let (before, after) = (read_tensors(&base), read_tensors(&restored));
-    for (name, tensor) in &before {
-        let err = common::rel_err(&common::fixtures::values(&after[name]), &common::fixtures::values(tensor));
-        assert!(err < 3e-2, "{name}: {err:.2e} after merging and unmerging both in bf16");
-    }
+    let stdout = bone_ok(&[&args[..], &adapters].concat());
+    assert!(stdout.starts_with("unmerged 2 adapters from 14 tensors"), "{stdout}");
+    // Merging and unmerging both in bf16.
+    assert_restored(&base, &restored, 3e-2);
 }
 
 #[test]
@@ -77,9 +80,7 @@ fn a_module_to_save_is_put_in_place_and_listed() {
     let adapter = fixtures.join("miss_lm_head");
     let (base, merged) = (fixtures.join("base_bf16"), temp.path().join("merged"));
     let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()];
-    let output = bone(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let stdout = text(&output.stdout);
+    let stdout = bone_ok(&[&args[..], &["--out", merged.to_str().unwrap(), "--engine", "cpu"]].concat());
     let expected = "merged 4 tensors (0 on the GPU, 4 on the CPU), replaced 1 whole (modules_to_save, trained biases), copied 16 unchanged";
     assert!(stdout.starts_with(expected), "{stdout}");
 
@@ -98,9 +99,8 @@ fn convert_rewrites_bone_as_miss_with_the_same_merge() {
     let temp = tempfile::tempdir().unwrap();
     let fixtures = adapters_dir();
     let (original, converted) = (fixtures.join("bone_bat"), temp.path().join("converted"));
-    let output = bone(&["convert", "--adapter", original.to_str().unwrap(), "--out", converted.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).starts_with("converted 6 blocks and 0 whole tensors from BONE to MISS"));
+    let stdout = bone_ok(&["convert", "--adapter", original.to_str().unwrap(), "--out", converted.to_str().unwrap()]);
+    assert!(stdout.starts_with("converted 6 blocks and 0 whole tensors from BONE to MISS"));
     let (before, after) = (Adapter::load(&original).unwrap(), Adapter::load(&converted).unwrap());
     assert_eq!((before.config.peft_type, after.config.peft_type), (PeftType::Bone, PeftType::Miss));
     assert_eq!(
@@ -124,7 +124,7 @@ fn convert_rewrites_bone_as_miss_with_the_same_merge() {
             "--out",
             out.to_str().unwrap(),
         ];
-        assert!(bone(&args).status.success());
+        bone_ok(&args);
         read_tensors(&out)
     };
     assert_eq!(merged(&original, "from_bone"), merged(&converted, "from_miss"));
@@ -146,9 +146,7 @@ fn convert_rewrites_bone_as_miss_with_the_same_merge() {
 #[test]
 fn inspect_describes_the_adapter() {
     let adapter = adapters_dir().join("bone_bat");
-    let output = bone(&["inspect", adapter.to_str().unwrap(), "--layers"]);
-    assert!(output.status.success());
-    let stdout = text(&output.stdout);
+    let stdout = bone_ok(&["inspect", adapter.to_str().unwrap(), "--layers"]);
     for line in [
         "peft_type:      BONE (tensors `...bone_block`)",
         "variant:        BatCol, r = 8",
@@ -183,7 +181,7 @@ fn inspect_gives_the_condition_number_unmerge_checks() {
     // bone unmerge refuses the adapter just under that limit and takes it out just over it.
     let merged = temp.path().join("merged");
     let args = ["merge", "--base", base.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap()];
-    assert!(bone(&[&args[..], &["--out", merged.to_str().unwrap()]].concat()).status.success());
+    bone_ok(&[&args[..], &["--out", merged.to_str().unwrap()]].concat());
     for (scale, ok) in [(1.0 - 1e-9, false), (1.0 + 1e-9, true)] {
         let (limit, out) = (format!("{:e}", largest * scale), temp.path().join(format!("restored-{ok}")));
         let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap()];

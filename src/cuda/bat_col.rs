@@ -237,14 +237,9 @@ fn identity_from_block_sums(layer: &LayerShape, tokens: usize, cut: bool) -> boo
     unfused && tokens * (layer.k() + layer.n()) < layer.n() * layer.k()
 }
 
-/// Output tiles of the identity term of `rows` rows of dB (`[rows, r]`).
-fn identity_tiles(rows: usize, r: usize) -> usize {
-    rows.div_ceil(BONE_GEMM_BM as usize) * r.div_ceil(BONE_GEMM_BN as usize)
-}
-
 /// Bytes of partial sums the identity term from S needs for a slab of `rows` rows.
 fn identity_partial_bytes(cut: bool, layer: &LayerShape, tokens: usize, rows: usize) -> usize {
-    token_chunks::partial_bytes(cut, tokens, identity_tiles(rows, layer.r()), rows * layer.r())
+    token_chunks::partial_bytes(cut, tokens, token_chunks::output_tiles(rows, layer.r()), rows * layer.r())
 }
 
 /// Adds dY[:, row0 .. row0 + rows]^T S `[rows, r]` (f32) onto dB's rows at `db`: the
@@ -258,7 +253,8 @@ fn add_identity_from_block_sums(
 ) -> Result<()> {
     let (t, n, r) = (call.tokens, call.shape.n(), call.shape.r());
     let dy = call.y + (row0 * 2) as u64;
-    token_chunks::reduce(launcher, (t, identity_tiles(rows, r), rows * r), partials, (db, true), |out| {
+    let tiles = token_chunks::output_tiles(rows, r);
+    token_chunks::reduce(launcher, (t, tiles, rows * r), partials, (db, true), |out| {
         (Gemm::new((dy, n), (s, r), (out, r), [rows, r, t]), call.gemm_f32("tt"), 1)
     })
 }

@@ -18,7 +18,7 @@ use crate::variant::Variant;
 
 /// Output tiles of dBfull = S^T dY (`[r, N]`).
 fn db_tiles(layer: &LayerShape) -> usize {
-    layer.r().div_ceil(128) * layer.n().div_ceil(128)
+    token_chunks::output_tiles(layer.r(), layer.n())
 }
 
 /// S `[T, r]` bf16, Bfull `[r, N]` bf16, Bfull^T `[N, r]` bf16 (S and Bfull^T with room

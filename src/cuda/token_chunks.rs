@@ -34,9 +34,14 @@ pub(crate) fn plan(cut: bool, tokens: usize, tiles: usize) -> (usize, usize) {
     (len, tokens.div_ceil(len))
 }
 
+/// Output tiles of an `[m, n]` GEMM output.
+pub(crate) fn output_tiles(m: usize, n: usize) -> usize {
+    m.div_ceil(BONE_GEMM_BM as usize) * n.div_ceil(BONE_GEMM_BN as usize)
+}
+
 /// Output tiles of `blocks` r x r outputs (one each up to r = 128, four at r = 256).
 pub(crate) fn block_tiles(blocks: usize, r: usize) -> usize {
-    blocks * r.div_ceil(BONE_GEMM_BM as usize) * r.div_ceil(BONE_GEMM_BN as usize)
+    blocks * output_tiles(r, r)
 }
 
 /// The most `bytes(t)` over the lengths t of `tokens` cut into chunks of `chunk` (the
@@ -115,7 +120,7 @@ pub(crate) fn reduce_row_product(
 /// blocks fill the GPU: (length, chunks); one chunk where its tiles already do (or K is
 /// short, or the launcher does not `cut`).
 pub(crate) fn fill_plan(cut: bool, [m, n, k]: [usize; 3]) -> (usize, usize) {
-    let tiles = m.div_ceil(BONE_GEMM_BM as usize) * n.div_ceil(BONE_GEMM_BN as usize);
+    let tiles = output_tiles(m, n);
     if tiles < FULL_GPU_BLOCKS { plan(cut, k, tiles) } else { (k, 1) }
 }
 
