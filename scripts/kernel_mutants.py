@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Mutation testing of the CUDA kernels against the CPU-run tests (host-kernels/).
+
+Each mutant is one small, deliberate fault in a kernel source (a bound off by one, a
+barrier or wait removed, a term dropped). For each, the script applies it to a clean
+copy of the tree, runs the library's tests (which run the kernel sources on the CPU
+against the oracle), and says whether a test failed (the mutant is "killed") or all
+passed ("SURVIVED": the tests cannot tell that kernel from the right one, so either the
+fault is harmless there or a test is missing). Nothing in the working tree is touched.
+
+  python3 scripts/kernel_mutants.py [--list] [--only NAME,...] [--keep DIR]
+
+About 2 minutes a mutant on 2 cores (a rebuild of the host kernels, then the tests); not
+run by CI. No nvcc is needed: the tests under test are the CPU runs.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# (name, file under kernels/, text, replacement, what the fault is). Each text must occur
+# exactly once in its file.
+MUTANTS = [
+    # The GEMMs' shared parts (gemm_common.cuh).
+    ("tile-group-rows", "gemm_common.cuh",
+     "const int rows = min(tiles_m - first_m, GROUP_M);", "const int rows = GROUP_M;",
+     "the last group of tile rows taken as whole"),
+    ("copy-k-unmasked", "gemm_common.cuh",
+     "row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total",
+     "row + i * ROW_STEP < rows_total",
+     "loads past a product's K not zeroed"),
+    ("copy-rows-unmasked", "gemm_common.cuh",
+     "row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total",
+     "k + i * K_STEP < k_total",
+     "loads past an operand's rows not zeroed"),
+    ("store-columns-unmasked", "gemm_common.cuh",
+     "if (row >= m || col >= n) return;", "if (row >= m) return;",
+     "outputs past N stored"),
+    ("split-k-end", "gemm_common.cuh",
+     "end1 = p.split_k > 0 ? min(p.k, k_begin + p.split_k) : p.k;",
+     "end1 = p.split_k > 0 ? k_begin + p.split_k : p.k;",
+     "a split chunk of the first product runs past its K"),
+    ("addend-pair", "gemm_common.cuh",
+     "v1 += to_f32(addend[idx + 1]);", "v1 += to_f32(addend[idx]);",
+     "the second of a pair takes the first's addend"),
+    ("bias-pair", "gemm_common.cuh",
+     "v1 += to_f32(bias[col + 1]);", "v1 += to_f32(bias[col]);",
+     "the second of a pair takes the first's bias"),
+    ("accumulate-pair", "gemm_common.cuh",
+     "v1 += to_f32(c[idx + 1]);", "v1 += to_f32(c[idx]);",
+     "the second of a pair accumulates onto the first's value"),
+    # mma.sync GEMM (gemm.cuh).
+    ("mma-copy-wait", "gemm.cuh",
+     "copy_wait<STAGES - 2>();", "copy_wait<STAGES - 1>();",
+     "a tile read before its copies land"),
+    ("mma-step-barrier", "gemm.cuh",
+     "        __syncthreads();  // everyone's copies of tile t; every warp is done with tile t - 1\n", "",
+     "no barrier between a stage's copies and its reads"),
+    ("mma-trans-fragment", "gemm.cuh",
+     "m = m0 + ((lane / 8) % 2) * 8;", "m = m0 + ((lane / 16) % 2) * 8;",
+     "an MN-major A fragment's rows from the wrong lanes"),
+    # wgmma GEMM (gemm_wgmma.cuh).
+    ("wgmma-copy-wait", "gemm_wgmma.cuh",
+     "copy_wait<STAGES - 3>();", "copy_wait<STAGES - 2>();",
+     "a tile read before its copies land"),
+    ("wgmma-group-in-flight", "gemm_wgmma.cuh",
+     "wgmma_wait<1>();  // tile t - 1's group", "wgmma_wait<2>();  // tile t - 1's group",
+     "a stage refilled while a product still reads it"),
+    ("wgmma-proxy-fence", "gemm_wgmma.cuh",
+     "        fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy\n", "",
+     "generic-proxy copies not fenced before wgmma reads them"),
+    # Warp-specialised wgmma GEMM (gemm_wgmma_ws.cuh).
+    ("ws-empty-parity", "gemm_wgmma_ws.cuh",
+     "mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);", "mbarrier_wait(&empty[ring.stage], ring.phase);",
+     "loaders wait for the wrong use of a stage"),
+    ("ws-group-in-flight", "gemm_wgmma_ws.cuh",
+     "wgmma_wait<1>();  // the step before's", "wgmma_wait<2>();  // the step before's",
+     "a stage released while a product still reads it"),
+    ("ws-release-early", "gemm_wgmma_ws.cuh",
+     "if (t > 0) mbarrier_arrive(&empty[previous]);", "mbarrier_arrive(&empty[ring.stage]);",
+     "a stage released as soon as its products are queued"),
+    # BatCol's fused dB kernel (bat_col_grads.cu).
+    ("dB-identity-term", "bat_col_grads.cu",
+     "db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);", "",
+     "the identity's term sum_i G_{o,i} dropped"),
+    ("dB-rows-unmasked", "bat_col_grads.cu",
+     "if (row >= n) continue;", "",
+     "partial sums stored for rows past N"),
+    ("dB-ws-g-stored", "bat_col_grads.cu",
+     "mbarrier_wait(g_sync, 0);", "",
+     "G's tile read before every warp stored its part"),
+    ("dB-ws-w-landed", "bat_col_grads.cu",
+     "mbarrier_wait(w_full, w_phase);  // ... and W's landed", "",
+     "W's tile read before its copies land"),
+    ("dB-ws-g-read", "bat_col_grads.cu",
+     "mbarrier_wait(g_sync, 1);", "",
+     "the next G tile stored while a warp still reads this one"),
+    ("dB-mma-tile-barrier", "bat_col_grads.cu",
+     "        __syncthreads();  // done with both tiles before the next main loop and W copy refill them\n", "",
+     "the next K tile's copies overwrite tiles still being read"),
+    # The passes on CUDA cores (adapter_passes.cu).
+    ("rows-four-loads", "adapter_passes.cu",
+     "for (; k + 3 * WARP_SPAN < cols; k += 4 * WARP_SPAN)", "for (; k + 3 * WARP_SPAN <= cols; k += 4 * WARP_SPAN)",
+     "a row's four-load step reads past the row"),
+    ("rows-butterfly", "adapter_passes.cu",
+     "for (int lane_mask = r / 8; lane_mask < 32; lane_mask *= 2)",
+     "for (int lane_mask = r / 4; lane_mask < 32; lane_mask *= 2)",
+     "the first round of the lanes' butterfly skipped"),
+    ("saved-s", "adapter_passes.cu",
+     "if (s_saved != nullptr) store8(s_saved + t * layer.r + j0, out);", "",
+     "S not written for the backward"),
+    ("dropped-tiles-bound", "adapter_passes.cu",
+     "if (first >= (long long)tokens * layer.k) return;", "if (first > (long long)tokens * layer.k) return;",
+     "one group of 8 past dX written"),
+    ("dbias-chunk-end", "adapter_passes.cu",
+     "last = min(tokens, first + chunk_len);", "last = first + chunk_len;",
+     "dbias reads rows past T"),
+    ("mini-fold-first", "adapter_passes.cu",
+     "for (int n = m; n < layer.n; n += layer.mini_r)", "for (int n = m + layer.mini_r; n < layer.n; n += layer.mini_r)",
+     "mini's fold drops the first repeat"),
+    ("chunks-last", "adapter_passes.cu",
+     "for (; c < count; ++c) sum += p[c * len];", "for (; c + 1 < count; ++c) sum += p[c * len];",
+     "a chunked reduction drops its last chunk"),
+    ("chunks-bias", "adapter_passes.cu",
+     "(bias ? to_f32(bias[col]) : 0.f)", "0.f",
+     "the bias dropped where a chunked product is summed"),
+    ("onehot-routing", "adapter_passes.cu",
+     "q / (layer.k / r) == a ? 1.f : 0.f", "q % r == a ? 1.f : 0.f",
+     "BatCol's one-hot routes B to the wrong rows"),
+    ("bias-columns-lane", "adapter_passes.cu",
+     "lane == layer.r / 8 % 32", "lane == layer.r / 8",
+     "no lane writes the bias columns at r = 256"),
+    # Merge (merge.cu).
+    ("merge-bat-bias", "merge.cu",
+     "acc += to_f32(mixer[(row % r) * r + c]);", "acc += to_f32(mixer[(col % r) * r + c]);",
+     "the Bat merge's + B term from the wrong row"),
+    ("merge-mini-repeat", "merge.cu",
+     "b[(col % r) * layer.mini_r + row % layer.mini_r]", "b[(col % r) * layer.mini_r + row / layer.mini_r % layer.mini_r]",
+     "mini's block repeated the wrong way along N"),
+]
+
+
+def run_tests(tree, log):
+    env = {k: v for k, v in os.environ.items() if k not in ("NVCC", "CUDA_HOME", "CUDA_PATH")}
+    env["BONE_REQUIRE_HOST_KERNELS"] = "1"
+    env["CARGO_TARGET_DIR"] = os.path.join(tree, "target")
+    with open(log, "w") as out:
+        done = subprocess.run(["cargo", "test", "--release", "--lib", "--", "--test-threads", "2"], cwd=tree,
+                              stdout=out, stderr=subprocess.STDOUT, env=env, timeout=1800)
+    return done.returncode == 0
+
+
+def failed_tests(log):
+    with open(log) as f:
+        return sorted({line.split()[1] for line in f if line.startswith("test ") and line.rstrip().endswith("FAILED")})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--only", help="comma-separated mutant names")
+    ap.add_argument("--keep", help="directory for the clean copy and the logs (default: a temporary one)")
+    args = ap.parse_args()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    chosen = MUTANTS
+    if args.only:
+        names = args.only.split(",")
+        unknown = set(names) - {m[0] for m in MUTANTS}
+        if unknown:
+            sys.exit(f"unknown mutants: {sorted(unknown)}")
+        chosen = [m for m in MUTANTS if m[0] in names]
+    if args.list:
+        for name, file, _, _, what in chosen:
+            print(f"{name:24} {file:20} {what}")
+        return
+    work = args.keep or tempfile.mkdtemp(prefix="kernel-mutants-")
+    tree = os.path.join(work, "tree")
+    if not os.path.exists(tree):
+        subprocess.run(["git", "clone", "-q", repo, tree], check=True)
+    for name, file, text, _, _ in chosen:
+        count = open(os.path.join(tree, "kernels", file)).read().count(text)
+        if count != 1:
+            sys.exit(f"{name}: its text occurs {count} times in kernels/{file}, not once")
+    print(f"clean copy: {tree} (HEAD of {repo}; uncommitted changes are not in it)")
+    started = time.time()
+    if not run_tests(tree, os.path.join(work, "clean.log")):
+        sys.exit(f"the unmutated tests fail: {os.path.join(work, 'clean.log')}")
+    print(f"unmutated: tests pass ({time.time() - started:.0f} s)")
+    survivors = []
+    for name, file, text, replacement, what in chosen:
+        path = os.path.join(tree, "kernels", file)
+        original = open(path).read()
+        open(path, "w").write(original.replace(text, replacement))
+        started = time.time()
+        log = os.path.join(work, f"{name}.log")
+        try:
+            passed = run_tests(tree, log)
+        except subprocess.TimeoutExpired:
+            passed = False
+            open(log, "a").write("\n(timed out)\n")
+        finally:
+            open(path, "w").write(original)
+        took = time.time() - started
+        if passed:
+            survivors.append(name)
+            print(f"SURVIVED {name:24} {what} ({took:.0f} s)", flush=True)
+        else:
+            caught = failed_tests(log)
+            print(f"killed   {name:24} by {', '.join(caught) or 'the build or a crash'} ({took:.0f} s)", flush=True)
+    print(f"{len(chosen) - len(survivors)} of {len(chosen)} killed" +
+          (f"; survived: {', '.join(survivors)}" if survivors else ""))
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
