@@ -10,6 +10,9 @@ fault is harmless there or a test is missing). Nothing in the working tree is to
 
   python3 scripts/kernel_mutants.py [--list] [--only NAME,...] [--keep DIR]
 
+--keep DIR keeps the copy (brought to HEAD on the next run, its build reused) and each
+mutant's test log there.
+
 About 2 minutes a mutant on 2 cores (a rebuild of the host kernels, then the tests); not
 run by CI. No nvcc is needed: the tests under test are the CPU runs.
 """
@@ -142,6 +145,13 @@ MUTANTS = [
      "mini's block repeated the wrong way along N"),
 ]
 
+# Mutants the CPU runs cannot kill, and why: they are listed so that a change that makes
+# them killable is noticed, and they do not fail the script.
+CANNOT_KILL = {
+    "wgmma-proxy-fence": "the CPU runtime has one memory, so it has no proxies to order (a GPU run "
+                         "would need a race to show it, and a missing fence need not race)",
+}
+
 
 def run_tests(tree, log):
     env = {k: v for k, v in os.environ.items() if k not in ("NVCC", "CUDA_HOME", "CUDA_PATH")}
@@ -180,6 +190,9 @@ def main():
     tree = os.path.join(work, "tree")
     if not os.path.exists(tree):
         subprocess.run(["git", "clone", "-q", repo, tree], check=True)
+    else:  # a kept copy: brought to the repository's HEAD, its build kept
+        subprocess.run(["git", "-C", tree, "fetch", "-q", repo, "HEAD"], check=True)
+        subprocess.run(["git", "-C", tree, "reset", "-q", "--hard", "FETCH_HEAD"], check=True)
     for name, file, text, _, _ in chosen:
         count = open(os.path.join(tree, "kernels", file)).read().count(text)
         if count != 1:
@@ -189,7 +202,7 @@ def main():
     if not run_tests(tree, os.path.join(work, "clean.log")):
         sys.exit(f"the unmutated tests fail: {os.path.join(work, 'clean.log')}")
     print(f"unmutated: tests pass ({time.time() - started:.0f} s)")
-    survivors = []
+    survivors, expected = [], []
     for name, file, text, replacement, what in chosen:
         path = os.path.join(tree, "kernels", file)
         original = open(path).read()
@@ -204,14 +217,17 @@ def main():
         finally:
             open(path, "w").write(original)
         took = time.time() - started
-        if passed:
+        if passed and name in CANNOT_KILL:
+            expected.append(name)
+            print(f"survived {name:24} as expected: {CANNOT_KILL[name]} ({took:.0f} s)", flush=True)
+        elif passed:
             survivors.append(name)
             print(f"SURVIVED {name:24} {what} ({took:.0f} s)", flush=True)
         else:
             caught = failed_tests(log)
             print(f"killed   {name:24} by {', '.join(caught) or 'the build or a crash'} ({took:.0f} s)", flush=True)
-    print(f"{len(chosen) - len(survivors)} of {len(chosen)} killed" +
-          (f"; survived: {', '.join(survivors)}" if survivors else ""))
+    print(f"{len(chosen) - len(survivors) - len(expected)} of {len(chosen)} killed, {len(expected)} cannot be here" +
+          (f"; SURVIVED: {', '.join(survivors)}" if survivors else ""))
     sys.exit(1 if survivors else 0)
 
 

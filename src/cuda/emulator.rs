@@ -3,9 +3,9 @@
 //! `bone-host-kernels` dev-dependency (one fiber per CUDA thread, warp collectives for
 //! ldmatrix and mma.sync, warpgroup collectives for wgmma, mbarriers, cp.async landing
 //! early or late), over host memory laid out as
-//! the device's would be. Each allocation sits between guard bytes that are checked after
-//! every launch, and starts as NaN (0xFF bytes), so an element nothing wrote fails the
-//! oracle comparison. Library GEMMs (the cuBLAS engine) are emulated by a direct product.
+//! the device's would be. Each allocation sits between guard bytes (NaN patterns of its
+//! own, see `Allocation`) that are checked after every launch, and starts as NaN (0xFF
+//! bytes), so an element nothing wrote fails the oracle comparison. Library GEMMs (the cuBLAS engine) are emulated by a direct product.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -29,29 +29,60 @@ const ALIGN: usize = 256;
 /// several tiles, its pipeline's phases running on from one tile to the next.
 const EMULATED_SMS: u32 = 3;
 
-/// One host allocation standing in for device memory: `GUARD` bytes, the data, `GUARD`
-/// bytes, all starting as 0xFF. Only raw pointers reach it (the kernels write through them).
+/// One host allocation standing in for device memory: `GUARD` bytes, the data (0xFF
+/// bytes: NaN in every type), `GUARD` bytes. Only raw pointers reach it (the kernels write
+/// through them).
+///
+/// The guards are NaN in every type too, so a stray read poisons what it feeds, but a
+/// signalling NaN with a payload of this allocation's own (`guard_byte`): a stray write
+/// of a value computed from another allocation's guard, or through any arithmetic (which
+/// quiets a NaN), changes them. Plain 0xFF guards missed such writes: NaN arithmetic keeps
+/// the first operand's payload, so a value computed from 0xFF guards wrote 0xFF again.
 struct Allocation {
     storage: *mut [u8],
     data: *mut u8,
     len: usize,
+    payload: u8,
 }
 
 impl Allocation {
-    fn new(len: usize) -> Self {
+    /// Allocation number `id` of `len` bytes.
+    fn new(len: usize, id: usize) -> Self {
         let storage = Box::into_raw(vec![0xFF_u8; len + 2 * GUARD + ALIGN].into_boxed_slice());
         let base = storage.cast::<u8>();
         let data = base.wrapping_add(GUARD + (ALIGN - (base as usize + GUARD) % ALIGN) % ALIGN);
-        Allocation { storage, data, len }
+        // 1 to 63: bit 6, the quiet bit of a bf16 (and of an f32's upper half), stays clear.
+        let allocation = Allocation { storage, data, len, payload: (id % 63 + 1) as u8 };
+        for (from, count) in allocation.guards() {
+            for i in 0..count {
+                let byte = from.wrapping_add(i);
+                // SAFETY: the guards lie inside `storage`, which this allocation owns.
+                unsafe { *byte = allocation.guard_byte(byte) };
+            }
+        }
+        allocation
     }
 
-    /// Whether the guard bytes on both sides are still 0xFF.
+    /// The guard byte at `address`: 16-bit elements 0xFF80 | payload (a signalling NaN in
+    /// bf16, a NaN in f16), so 32-bit ones 0xFF8p_FF8p (a signalling NaN in f32).
+    fn guard_byte(&self, address: *const u8) -> u8 {
+        if (address as usize).is_multiple_of(2) { 0x80 | self.payload } else { 0xFF }
+    }
+
+    /// The two guards, as (first byte, length).
+    fn guards(&self) -> [(*mut u8, usize); 2] {
+        [(self.data.wrapping_sub(GUARD), GUARD), (self.data.wrapping_add(self.len), GUARD)]
+    }
+
+    /// Whether the guard bytes on both sides still hold their pattern.
     fn guards_intact(&self) -> bool {
-        let check = |from: *const u8, count: usize| {
-            // SAFETY: both ranges lie inside `storage`, which this allocation owns.
-            (0..count).all(|i| unsafe { *from.add(i) } == 0xFF)
-        };
-        check(self.data.wrapping_sub(GUARD), GUARD) && check(self.data.wrapping_add(self.len), GUARD)
+        self.guards().into_iter().all(|(from, count)| {
+            (0..count).all(|i| {
+                let byte = from.wrapping_add(i);
+                // SAFETY: the guards lie inside `storage`, which this allocation owns.
+                unsafe { *byte == self.guard_byte(byte) }
+            })
+        })
     }
 }
 
@@ -197,9 +228,10 @@ impl Emulator {
 
     /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned.
     pub fn alloc(&self, bytes: usize) -> u64 {
-        let allocation = Allocation::new(bytes);
+        let mut memory = self.memory.borrow_mut();
+        let allocation = Allocation::new(bytes, memory.len());
         let address = allocation.data as u64;
-        self.memory.borrow_mut().insert(address, allocation);
+        memory.insert(address, allocation);
         address
     }
 
