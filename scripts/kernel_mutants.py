@@ -2,7 +2,7 @@
 """Mutation testing of the CUDA kernels against the CPU-run tests (host-kernels/).
 
 Each mutant is one small, deliberate fault in a kernel source (a bound off by one, a
-barrier or wait removed, a term dropped). For each, the script applies it to a clean
+barrier or wait removed, a term dropped) or in the Rust that sizes their workspace. For each, the script applies it to a clean
 copy of the tree, runs the library's tests (which run the kernel sources on the CPU
 against the oracle), and says whether a test failed (the mutant is "killed") or all
 passed ("SURVIVED": the tests cannot tell that kernel from the right one, so either the
@@ -24,123 +24,179 @@ import sys
 import tempfile
 import time
 
-# (name, file under kernels/, text, replacement, what the fault is). Each text must occur
-# exactly once in its file.
+# (name, file, text, replacement, what the fault is). Each text must occur exactly once in
+# its file. Most are in the kernels; the last few in the Rust that plans their launches
+# and sizes their workspace.
 MUTANTS = [
     # The GEMMs' shared parts (gemm_common.cuh).
-    ("tile-group-rows", "gemm_common.cuh",
+    ("tile-group-rows", "kernels/gemm_common.cuh",
      "const int rows = min(tiles_m - first_m, GROUP_M);", "const int rows = GROUP_M;",
      "the last group of tile rows taken as whole"),
-    ("copy-k-unmasked", "gemm_common.cuh",
+    ("copy-k-unmasked", "kernels/gemm_common.cuh",
      "row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total",
      "row + i * ROW_STEP < rows_total",
      "loads past a product's K not zeroed"),
-    ("copy-rows-unmasked", "gemm_common.cuh",
+    ("copy-rows-unmasked", "kernels/gemm_common.cuh",
      "row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total",
      "k + i * K_STEP < k_total",
      "loads past an operand's rows not zeroed"),
-    ("store-columns-unmasked", "gemm_common.cuh",
+    ("store-columns-unmasked", "kernels/gemm_common.cuh",
      "if (row >= m || col >= n) return;", "if (row >= m) return;",
      "outputs past N stored"),
-    ("split-k-end", "gemm_common.cuh",
+    ("split-k-end", "kernels/gemm_common.cuh",
      "end1 = p.split_k > 0 ? min(p.k, k_begin + p.split_k) : p.k;",
      "end1 = p.split_k > 0 ? k_begin + p.split_k : p.k;",
      "a split chunk of the first product runs past its K"),
-    ("addend-pair", "gemm_common.cuh",
+    ("addend-pair", "kernels/gemm_common.cuh",
      "v1 += to_f32(addend[idx + 1]);", "v1 += to_f32(addend[idx]);",
      "the second of a pair takes the first's addend"),
-    ("bias-pair", "gemm_common.cuh",
+    ("bias-pair", "kernels/gemm_common.cuh",
      "v1 += to_f32(bias[col + 1]);", "v1 += to_f32(bias[col]);",
      "the second of a pair takes the first's bias"),
-    ("accumulate-pair", "gemm_common.cuh",
+    ("accumulate-pair", "kernels/gemm_common.cuh",
      "v1 += to_f32(c[idx + 1]);", "v1 += to_f32(c[idx]);",
      "the second of a pair accumulates onto the first's value"),
     # mma.sync GEMM (gemm.cuh).
-    ("mma-copy-wait", "gemm.cuh",
+    ("mma-copy-wait", "kernels/gemm.cuh",
      "copy_wait<STAGES - 2>();", "copy_wait<STAGES - 1>();",
      "a tile read before its copies land"),
-    ("mma-step-barrier", "gemm.cuh",
+    ("mma-step-barrier", "kernels/gemm.cuh",
      "        __syncthreads();  // everyone's copies of tile t; every warp is done with tile t - 1\n", "",
      "no barrier between a stage's copies and its reads"),
-    ("mma-trans-fragment", "gemm.cuh",
+    ("mma-trans-fragment", "kernels/gemm.cuh",
      "m = m0 + ((lane / 8) % 2) * 8;", "m = m0 + ((lane / 16) % 2) * 8;",
      "an MN-major A fragment's rows from the wrong lanes"),
     # wgmma GEMM (gemm_wgmma.cuh).
-    ("wgmma-copy-wait", "gemm_wgmma.cuh",
+    ("wgmma-copy-wait", "kernels/gemm_wgmma.cuh",
      "copy_wait<STAGES - 3>();", "copy_wait<STAGES - 2>();",
      "a tile read before its copies land"),
-    ("wgmma-group-in-flight", "gemm_wgmma.cuh",
+    ("wgmma-group-in-flight", "kernels/gemm_wgmma.cuh",
      "wgmma_wait<1>();  // tile t - 1's group", "wgmma_wait<2>();  // tile t - 1's group",
      "a stage refilled while a product still reads it"),
-    ("wgmma-proxy-fence", "gemm_wgmma.cuh",
+    ("wgmma-proxy-fence", "kernels/gemm_wgmma.cuh",
      "        fence_proxy_async();  // this thread's copies, visible to wgmma's async proxy\n", "",
      "generic-proxy copies not fenced before wgmma reads them"),
     # Warp-specialised wgmma GEMM (gemm_wgmma_ws.cuh).
-    ("ws-empty-parity", "gemm_wgmma_ws.cuh",
+    ("ws-empty-parity", "kernels/gemm_wgmma_ws.cuh",
      "mbarrier_wait(&empty[ring.stage], ring.phase ^ 1);", "mbarrier_wait(&empty[ring.stage], ring.phase);",
      "loaders wait for the wrong use of a stage"),
-    ("ws-group-in-flight", "gemm_wgmma_ws.cuh",
+    ("ws-group-in-flight", "kernels/gemm_wgmma_ws.cuh",
      "wgmma_wait<1>();  // the step before's", "wgmma_wait<2>();  // the step before's",
      "a stage released while a product still reads it"),
-    ("ws-release-early", "gemm_wgmma_ws.cuh",
+    ("ws-release-early", "kernels/gemm_wgmma_ws.cuh",
      "if (t > 0) mbarrier_arrive(&empty[previous]);", "mbarrier_arrive(&empty[ring.stage]);",
      "a stage released as soon as its products are queued"),
     # BatCol's fused dB kernel (bat_col_grads.cu).
-    ("dB-identity-term", "bat_col_grads.cu",
+    ("dB-identity-term", "kernels/bat_col_grads.cu",
      "db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);", "",
      "the identity's term sum_i G_{o,i} dropped"),
-    ("dB-rows-unmasked", "bat_col_grads.cu",
+    ("dB-rows-unmasked", "kernels/bat_col_grads.cu",
      "if (row >= n) continue;", "",
      "partial sums stored for rows past N"),
-    ("dB-ws-g-stored", "bat_col_grads.cu",
+    ("dB-ws-g-stored", "kernels/bat_col_grads.cu",
      "mbarrier_wait(g_sync, 0);", "",
      "G's tile read before every warp stored its part"),
-    ("dB-ws-w-landed", "bat_col_grads.cu",
+    ("dB-ws-w-landed", "kernels/bat_col_grads.cu",
      "mbarrier_wait(w_full, w_phase);  // ... and W's landed", "",
      "W's tile read before its copies land"),
-    ("dB-ws-g-read", "bat_col_grads.cu",
+    ("dB-ws-g-read", "kernels/bat_col_grads.cu",
      "mbarrier_wait(g_sync, 1);", "",
      "the next G tile stored while a warp still reads this one"),
-    ("dB-mma-tile-barrier", "bat_col_grads.cu",
+    ("dB-mma-tile-barrier", "kernels/bat_col_grads.cu",
      "        __syncthreads();  // done with both tiles before the next main loop and W copy refill them\n", "",
      "the next K tile's copies overwrite tiles still being read"),
     # The passes on CUDA cores (adapter_passes.cu).
-    ("rows-four-loads", "adapter_passes.cu",
+    ("rows-four-loads", "kernels/adapter_passes.cu",
      "for (; k + 3 * WARP_SPAN < cols; k += 4 * WARP_SPAN)", "for (; k + 3 * WARP_SPAN <= cols; k += 4 * WARP_SPAN)",
      "a row's four-load step reads past the row"),
-    ("rows-butterfly", "adapter_passes.cu",
+    ("rows-butterfly", "kernels/adapter_passes.cu",
      "for (int lane_mask = r / 8; lane_mask < 32; lane_mask *= 2)",
      "for (int lane_mask = r / 4; lane_mask < 32; lane_mask *= 2)",
      "the first round of the lanes' butterfly skipped"),
-    ("saved-s", "adapter_passes.cu",
+    ("saved-s", "kernels/adapter_passes.cu",
      "if (s_saved != nullptr) store8(s_saved + t * layer.r + j0, out);", "",
      "S not written for the backward"),
-    ("dropped-tiles-bound", "adapter_passes.cu",
+    ("dropped-tiles-bound", "kernels/adapter_passes.cu",
      "if (first >= (long long)tokens * layer.k) return;", "if (first > (long long)tokens * layer.k) return;",
      "one group of 8 past dX written"),
-    ("dbias-chunk-end", "adapter_passes.cu",
+    ("dbias-chunk-end", "kernels/adapter_passes.cu",
      "last = min(tokens, first + chunk_len);", "last = first + chunk_len;",
      "dbias reads rows past T"),
-    ("mini-fold-first", "adapter_passes.cu",
+    ("mini-fold-first", "kernels/adapter_passes.cu",
      "for (int n = m; n < layer.n; n += layer.mini_r)", "for (int n = m + layer.mini_r; n < layer.n; n += layer.mini_r)",
      "mini's fold drops the first repeat"),
-    ("chunks-last", "adapter_passes.cu",
+    ("chunks-last", "kernels/adapter_passes.cu",
      "for (; c < count; ++c) sum += p[c * len];", "for (; c + 1 < count; ++c) sum += p[c * len];",
      "a chunked reduction drops its last chunk"),
-    ("chunks-bias", "adapter_passes.cu",
+    ("chunks-bias", "kernels/adapter_passes.cu",
      "(bias ? to_f32(bias[col]) : 0.f)", "0.f",
      "the bias dropped where a chunked product is summed"),
-    ("onehot-routing", "adapter_passes.cu",
+    ("onehot-routing", "kernels/adapter_passes.cu",
      "q / (layer.k / r) == a ? 1.f : 0.f", "q % r == a ? 1.f : 0.f",
      "BatCol's one-hot routes B to the wrong rows"),
-    ("bias-columns-lane", "adapter_passes.cu",
+    ("bias-columns-lane", "kernels/adapter_passes.cu",
      "lane == layer.r / 8 % 32", "lane == layer.r / 8",
      "no lane writes the bias columns at r = 256"),
     # Merge (merge.cu).
-    ("merge-bat-bias", "merge.cu",
+    ("merge-bat-bias", "kernels/merge.cu",
      "acc += to_f32(mixer[(row % r) * r + c]);", "acc += to_f32(mixer[(col % r) * r + c]);",
      "the Bat merge's + B term from the wrong row"),
-    ("merge-mini-repeat", "merge.cu",
+    ("dB-ws-w-parity", "kernels/bat_col_grads.cu",
+     "mbarrier_wait(w_empty, w_phase ^ 1);", "mbarrier_wait(w_empty, w_phase);",
+     "W's tile refilled before the last K tile's dB terms are done with it"),
+    ("dB-accumulate", "kernels/bat_col_grads.cu",
+     "*here = accumulate ? *here + db[j][e] : db[j][e];", "*here = db[j][e];",
+     "the fused dB overwrites what it should add to"),
+    ("dB-block-rows", "kernels/bat_col_grads.cu",
+     "const int o_local = warp * 16 / R, a0 = warp * 16 % R;", "const int o_local = 0, a0 = warp * 16 % R;",
+     "every warp takes the first output block's W and G"),
+    ("ws-no-steps", "kernels/gemm_wgmma_ws.cuh",
+     "if (steps > 0) mbarrier_arrive(&empty[previous]);", "mbarrier_arrive(&empty[previous]);",
+     "a tile with no K steps releases a stage it never took"),
+    ("batch-first-tiles", "kernels/gemm_common.cuh",
+     "tiles1 = (max(end1 - k_begin, 0) + TILE_K - 1) / TILE_K;", "tiles1 = (end1 - k_begin + TILE_K - 1) / TILE_K;",
+     "a split chunk past the first product's K counts negative tiles of it"),
+    ("batch-second-end", "kernels/gemm_common.cuh",
+     "end2 = p.split_k > 0 ? min(p.k2, k_begin + p.split_k) : p.k2;", "end2 = p.k2;",
+     "every split chunk runs all of the second product"),
+    ("addend-batch", "kernels/gemm_common.cuh",
+     "addend(p.addend ? (const TIn*)p.addend + z * p.stride_c : nullptr)", "addend((const TIn*)p.addend)",
+     "every batch adds the first batch's addend"),
+    ("pack2-order", "kernels/numeric.cuh",
+     "return uint32_t(from_f32<T>(lo).bits) | uint32_t(from_f32<T>(hi).bits) << 16;",
+     "return uint32_t(from_f32<T>(hi).bits) | uint32_t(from_f32<T>(lo).bits) << 16;",
+     "a rounded pair stored swapped"),
+    ("dropout-threshold", "kernels/dropout.cuh",
+     "bone_dropout_bits(dropout.seed, index) < dropout.threshold", "bone_dropout_bits(dropout.seed, index) <= dropout.threshold",
+     "the mask drops an element the trainer's mask keeps (one draw in 2^32)"),
+    ("dropout-index", "kernels/dropout.cuh",
+     "seed + (index + 1) * 0x9E3779B97F4A7C15ull", "seed + index * 0x9E3779B97F4A7C15ull",
+     "the mask drawn for the wrong element"),
+    ("dbias-rows", "kernels/adapter_passes.cu",
+     "for (int l = 0; l < ROWS; ++l) total += partial[l][c];", "for (int l = 1; l < ROWS; ++l) total += partial[l][c];",
+     "dbias drops one row group's sums"),
+    ("mini-fold-accumulate", "kernels/adapter_passes.cu",
+     "float sum = held(accumulate, db + idx);", "float sum = 0.f;",
+     "mini's dB overwrites what it should add to"),
+    ("tiled-identity", "kernels/adapter_passes.cu",
+     "a % r == b % r ? 1.f : 0.f", "a % r == b ? 1.f : 0.f",
+     "the tiling matrix has one identity block, not one per r columns"),
+    ("chunk-sum-add", "kernels/adapter_passes.cu",
+     "for (int e = 0; e < 8; ++e) out[e] += sum[e];", "for (int e = 0; e < 8; ++e) out[e] = sum[e];",
+     "BatCol's identity term overwrites the block products"),
+    ("split-ldc", "src/cuda/token_chunks.rs",
+     "let sizes = [chunks, m, n, out.ldc, usize::from(out.accumulate)]", "let sizes = [chunks, m, n, n, usize::from(out.accumulate)]",
+     "chunk sums written with the product's width, not C's leading dimension"),
+    ("partials-size", "src/cuda/token_chunks.rs",
+     "(_, chunks) => chunks * outputs * 4,", "(_, chunks) => (chunks - 1) * outputs * 4,",
+     "the workspace one chunk's partial sums short"),
+    ("dx-accumulator-size", "src/cuda/bat_col.rs",
+     "let dx_f32 = if rows < n { chunk * k * 4 } else { 0 };", "let dx_f32 = if rows < n { chunk * k * 2 } else { 0 };",
+     "BatCol's dX accumulator half its size"),
+    ("dbias-partials-size", "src/cuda/bias_grad.rs",
+     "(_, chunks) => chunks * n * 4,", "(_, chunks) => chunks * n * 2,",
+     "dbias's chunk sums half their size"),
+    ("merge-mini-repeat", "kernels/merge.cu",
      "b[(col % r) * layer.mini_r + row % layer.mini_r]", "b[(col % r) * layer.mini_r + row / layer.mini_r % layer.mini_r]",
      "mini's block repeated the wrong way along N"),
 ]
@@ -184,7 +240,7 @@ def main():
         chosen = [m for m in MUTANTS if m[0] in names]
     if args.list:
         for name, file, _, _, what in chosen:
-            print(f"{name:24} {file:20} {what}")
+            print(f"{name:24} {file:30} {what}")
         return
     work = args.keep or tempfile.mkdtemp(prefix="kernel-mutants-")
     tree = os.path.join(work, "tree")
@@ -194,9 +250,9 @@ def main():
         subprocess.run(["git", "-C", tree, "fetch", "-q", repo, "HEAD"], check=True)
         subprocess.run(["git", "-C", tree, "reset", "-q", "--hard", "FETCH_HEAD"], check=True)
     for name, file, text, _, _ in chosen:
-        count = open(os.path.join(tree, "kernels", file)).read().count(text)
+        count = open(os.path.join(tree, file)).read().count(text)
         if count != 1:
-            sys.exit(f"{name}: its text occurs {count} times in kernels/{file}, not once")
+            sys.exit(f"{name}: its text occurs {count} times in {file}, not once")
     print(f"clean copy: {tree} (HEAD of {repo}; uncommitted changes are not in it)")
     started = time.time()
     if not run_tests(tree, os.path.join(work, "clean.log")):
@@ -204,7 +260,7 @@ def main():
     print(f"unmutated: tests pass ({time.time() - started:.0f} s)")
     survivors, expected = [], []
     for name, file, text, replacement, what in chosen:
-        path = os.path.join(tree, "kernels", file)
+        path = os.path.join(tree, file)
         original = open(path).read()
         open(path, "w").write(original.replace(text, replacement))
         started = time.time()

@@ -65,7 +65,7 @@ impl Dropout {
 
 /// 32 random bits for element `index` under `seed`: splitmix64's output function on the
 /// seed advanced `index + 1` steps (kernels/dropout.cuh computes the same).
-fn random_bits(seed: u64, index: u64) -> u32 {
+pub(crate) fn random_bits(seed: u64, index: u64) -> u32 {
     let mut z = seed.wrapping_add(index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

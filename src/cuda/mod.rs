@@ -49,6 +49,8 @@ pub mod bench_support;
 mod bias_grad;
 mod call;
 mod device;
+#[cfg(test)]
+mod dropout_mask_tests;
 mod element;
 #[cfg(test)]
 mod emulator;
