@@ -62,7 +62,7 @@ struct Batch {
         b1 = (const T*)p.b + batch * p.stride_b;
         a2 = (const T*)p.a2 + batch * p.stride_a2;
         b2 = (const T*)p.b2 + batch * p.stride_b2;
-        tiles1 = (max(end1 - k_begin, 0) + TILE_K - 1) / TILE_K;
+        tiles1 = (end1 - k_begin + TILE_K - 1) / TILE_K;  // k_begin < p.k: chunks are counted over K
         tiles = tiles1 + (max(end2 - k_begin, 0) + TILE_K - 1) / TILE_K;
     }
 

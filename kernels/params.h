@@ -84,7 +84,8 @@ enum BoneLayout {
 // batch z offsets every operand by z times its stride (in elements; 0 shares it).
 // A long reduction with few output tiles may be cut into chunks (split_k > 0): chunk c
 // reduces each product over its own K within [c split_k, (c + 1) split_k) (the last chunk
-// may be shorter; a short second product falls in the first chunks only) and writes its
+// may be shorter; the chunks are counted over the first product's K, so the second must
+// be no longer: a short one falls in the first chunks only) and writes its
 // own partial sums to C, so that the grid holds batches x chunks layers,
 // z = c batches + batch: layer z writes C + z stride_c.
 // The addend (null: none) is an [M, N] matrix of the operands' type laid out as C (ldc,

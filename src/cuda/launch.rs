@@ -357,6 +357,8 @@ impl Gemm {
     }
 
     pub fn launch(&self, launcher: &impl Launcher, kernel: &str, batches: usize) -> Result<()> {
+        // The kernels count a split's chunks over the first product's K.
+        debug_assert!(self.0.split_k == 0 || self.0.k2 <= self.0.k, "a second product longer than the first, split");
         launcher.gemm(kernel, &self.0, batches)
     }
 }
