@@ -18,8 +18,9 @@ fn the_kernels_mask_is_the_trainers_even_at_the_threshold() {
     }
     let (t, k, r, seed) = (3, 64, 16, 11);
     // p such that the first element drawing between 0.2 and 0.8 sits on the threshold.
-    let at = (0..).find(|&i| (0.2..0.8).contains(&(f64::from(random_bits(seed, i)) / 2f64.powi(32)))).unwrap();
-    let dropout = Dropout::new(f64::from(random_bits(seed, at)) / 2f64.powi(32), seed).unwrap();
+    let draw = |i| f64::from(random_bits(seed, i)) / 2f64.powi(32);
+    let at = (0..).find(|&i| (0.2..0.8).contains(&draw(i))).unwrap();
+    let dropout = Dropout::new(draw(at), seed).unwrap();
     assert_eq!(dropout.threshold(), random_bits(seed, at));
     assert!(at < (t * k) as u64, "the element on the threshold lies in the layer");
 

@@ -5,7 +5,8 @@
 //! early or late), over host memory laid out as
 //! the device's would be. Each allocation sits between guard bytes (NaN patterns of its
 //! own, see `Allocation`) that are checked after every launch, and starts as NaN (0xFF
-//! bytes), so an element nothing wrote fails the oracle comparison. Library GEMMs (the cuBLAS engine) are emulated by a direct product.
+//! bytes), so an element nothing wrote fails the oracle comparison. Library GEMMs (the
+//! cuBLAS engine) are emulated by a direct product.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
