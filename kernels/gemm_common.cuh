@@ -122,15 +122,15 @@ __device__ __forceinline__ void copy_tile(unsigned char* tile, const T* src, int
 }
 
 // Two adjacent outputs c[idx], c[idx + 1] in one store: rounded once to a 16-bit output.
-// The address must be aligned to the pair's size (require_aligned).
+// The address must be aligned to the pair's size (require_access).
 template <typename T>
 __device__ __forceinline__ void store2(T* c, float v0, float v1) {
-    require_aligned(c, 4);
+    require_access(c, 4);
     *reinterpret_cast<uint32_t*>(c) = pack2<T>(v0, v1);
 }
 template <>
 __device__ __forceinline__ void store2<float>(float* c, float v0, float v1) {
-    require_aligned(c, 8);
+    require_access(c, 8);
     *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
 }
 

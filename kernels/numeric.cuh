@@ -14,11 +14,12 @@ template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // A vector access of `bytes` bytes at p needs p aligned to that size: the GPU faults
-// otherwise. The host runtime, which would not, fails the launch instead; on the GPU this
-// is nothing.
-__device__ __forceinline__ void require_aligned(const void* p, int bytes) {
+// otherwise. The host runtime, which would not, fails the launch instead, and also where
+// the access touches memory past the buffers the launch was given (its guards), even if
+// what is read is thrown away; on the GPU this is nothing.
+__device__ __forceinline__ void require_access(const void* p, int bytes) {
 #ifdef BONE_KERNELS_ON_HOST
-    bone_host::require_aligned(p, bytes);
+    bone_host::require_access(p, bytes);
 #else
     (void)p;
     (void)bytes;
@@ -33,12 +34,12 @@ struct alignas(16) Eight {
 };
 template <typename T>
 __device__ __forceinline__ Eight<T> load8(const T* p) {
-    require_aligned(p, 16);
+    require_access(p, 16);
     return *reinterpret_cast<const Eight<T>*>(p);
 }
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
-    require_aligned(p, 16);
+    require_access(p, 16);
     *reinterpret_cast<Eight<T>*>(p) = v;
 }
 

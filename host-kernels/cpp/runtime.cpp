@@ -12,6 +12,11 @@
 //     a warp collective) is reported as a deadlock;
 //   - the lanes of a warp must meet at the same collective, all 32 of them;
 //   - ldmatrix row addresses must be 16-byte aligned;
+//   - a 16-byte access (load8/store8, a cp.async source), or a pair of outputs stored at
+//     once, must be aligned to its size and must not touch the launch's forbidden ranges
+//     (the crate's emulator passes the guard bytes around its allocations), so a read
+//     past a buffer fails even where the values read are thrown away; a cp.async must
+//     land inside dynamic shared memory;
 //   - cp.async copies land either as soon as they are issued or as late as
 //     cp.async.wait_group allows (the launch chooses), so a stage read before its copy
 //     was waited for, or refilled while still being read, gives wrong numbers;
@@ -128,6 +133,26 @@ struct Launch {
     int order;           // which runnable thread runs next: 0 the lowest-numbered, 1 the
                          // highest, 2 one drawn at random (from `seed` and the block)
     uint64_t seed;
+    // Address ranges no vector access may touch, [begin, end) pairs sorted by begin and
+    // disjoint.
+    const uint64_t* forbidden;
+    size_t forbidden_count;
+
+    // Whether [p, p + bytes) overlaps a forbidden range: the first range ending after p
+    // (ends ascend, as the ranges are sorted and disjoint) must begin at or past p + bytes.
+    bool touches_forbidden(const void* p, size_t bytes) const {
+        const uint64_t begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
+        size_t lo = 0, hi = forbidden_count;
+        while (lo < hi) {
+            const size_t mid = (lo + hi) / 2;
+            if (forbidden[2 * mid + 1] <= begin) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        return lo < forbidden_count && forbidden[2 * lo] < end;
+    }
 };
 
 class BlockRunner;
@@ -322,6 +347,10 @@ class BlockRunner {
 
     void async_copy(const Copy& copy) {
         const uint32_t at = shared_offset(copy.dst);
+        if (at + 16 > launch_.shared_bytes) fail("a cp.async copy past the end of dynamic shared memory");
+        if (copy.bytes != 0 && launch_.touches_forbidden(copy.src, size_t(copy.bytes))) {
+            fail("a cp.async copy reads " + describe(copy.src) + ", outside the buffers it was given");
+        }
         const auto after = mbarriers_.lower_bound(at >= 8 ? at - 7 : 0);
         if (after != mbarriers_.end() && after->first < at + 16) fail("a cp.async copy onto an mbarrier");
         if (launch_.late_copies) {
@@ -343,6 +372,23 @@ class BlockRunner {
             for (const Copy& c : f.committed.front()) land(c);
             f.committed.pop_front();
         }
+    }
+
+    // `bytes`-byte accesses must be aligned to their size and stay out of forbidden ranges.
+    void require_access(const void* p, int bytes) {
+        const std::string size = std::to_string(bytes);
+        if (reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) != 0) {
+            fail("a " + size + "-byte access at an address not " + size + "-byte aligned");
+        }
+        if (launch_.touches_forbidden(p, size_t(bytes))) {
+            fail("a " + size + "-byte access at " + describe(p) + ", outside the buffers it was given");
+        }
+    }
+
+    static std::string describe(const void* p) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%p", p);
+        return text;
     }
 
     [[noreturn]] void fail(const std::string& message) {
@@ -495,12 +541,7 @@ void async_copy(void* dst, const void* src, int bytes) {
     runner->async_copy({dst, src, bytes});
 }
 
-void require_aligned(const void* p, int bytes) {
-    if (reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) != 0) {
-        const std::string size = std::to_string(bytes);
-        runner->fail("a " + size + "-byte access at an address not " + size + "-byte aligned");
-    }
-}
+void require_access(const void* p, int bytes) { runner->require_access(p, bytes); }
 
 void async_commit() { runner->async_commit(); }
 
@@ -572,11 +613,13 @@ int report(char* error, size_t capacity, const std::string& message) {
 
 // Runs `name` over grid x block, with `shared_bytes` of dynamic shared memory per block and
 // the kernel arguments `args` (each a pointer to the argument's bytes, `arg_sizes` long),
-// blocks spread over the cores. Returns 0, or 1 with
-// the reason in `error`.
+// blocks spread over the cores; no vector access may touch the `forbidden_count` ranges
+// [forbidden[2i], forbidden[2i + 1]) (sorted, disjoint). Returns 0, or 1 with the reason
+// in `error`.
 extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
                                 void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
-                                int order, uint64_t seed, char* error, size_t error_capacity) {
+                                int order, uint64_t seed, const uint64_t* forbidden, size_t forbidden_count,
+                                char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -593,7 +636,7 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
         }
     }
     const Launch launch{kernel,       args, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]},
-                        shared_bytes, late_copies != 0, order, seed};
+                        shared_bytes, late_copies != 0, order, seed, forbidden, forbidden_count};
     const unsigned blocks = grid[0] * grid[1] * grid[2];
     if (blocks == 0 || block[0] * block[1] * block[2] == 0) return report(error, error_capacity, "empty launch");
     std::atomic<unsigned> next{0};

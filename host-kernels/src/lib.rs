@@ -13,15 +13,18 @@
 //! thread waiting on an mbarrier sleeps until the phase it asked for has completed.
 //! A barrier some thread never reaches (`__syncthreads` or an mbarrier phase), lanes of a
 //! warp at different collectives, misaligned `ldmatrix`/`cp.async` addresses, an mbarrier
-//! used uninitialised or overwritten by a copy, and a warp-uniform value that is not are
+//! used uninitialised or overwritten by a copy, a warp-uniform value that is not, and a
+//! 16-byte access (or a `cp.async` source) touching the launch's forbidden ranges are
 //! errors. probes/ holds kernels that show each of these (the crate's
 //! `emulator_probes_tests`).
 //!
-//! What it does not model: memory outside what the kernel is given is not protected (the
-//! caller checks guard bytes), timing, and instructions the kernels do not use.
+//! What it does not model: scalar accesses are not checked against the forbidden ranges
+//! (a stray scalar write shows only in the caller's guard bytes, a stray scalar read only
+//! where its value reaches an output), timing, and instructions the kernels do not use.
 
 #[cfg(bone_host_kernels_built)]
 use std::ffi::{CString, c_char, c_void};
+use std::ops::Range;
 
 /// When `cp.async` copies reach shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +85,8 @@ unsafe extern "C" {
         late_copies: i32,
         order: i32,
         seed: u64,
+        forbidden: *const u64,
+        forbidden_count: usize,
         error: *mut c_char,
         error_capacity: usize,
     ) -> i32;
@@ -94,11 +99,12 @@ pub fn available() -> bool {
 }
 
 /// Runs kernel `name` over `grid` x `block` threads, with `shared_bytes` of dynamic shared
-/// memory per block (starting as NaN), to completion.
+/// memory per block (starting as NaN), to completion. No 16-byte access, pair store or
+/// `cp.async` source may touch the address ranges in `forbidden` (a caller's guard bytes).
 ///
 /// Returns an error for an unknown kernel, arguments whose count or sizes differ from the
-/// kernel's parameters, a deadlock, a misaligned collective, or when the host kernels
-/// were not built.
+/// kernel's parameters, overlapping forbidden ranges, a deadlock, a misaligned collective,
+/// an access to a forbidden range, or when the host kernels were not built.
 ///
 /// # Safety
 /// As for a CUDA launch: every address among `args` must cover what the kernel reads and
@@ -112,14 +118,21 @@ pub unsafe fn launch(
     shared_bytes: usize,
     args: &[KernelArg],
     (landing, schedule): (Landing, Schedule),
+    forbidden: &[Range<u64>],
 ) -> Result<(), String> {
+    let mut ranges = forbidden.to_vec();
+    ranges.sort_by_key(|r| r.start);
+    if let Some(pair) = ranges.windows(2).find(|pair| pair[0].end > pair[1].start) {
+        return Err(format!("forbidden ranges {:?} and {:?} overlap", pair[0], pair[1]));
+    }
+    let bounds: Vec<u64> = ranges.iter().flat_map(|r| [r.start, r.end]).collect();
     let c_name = CString::new(name).map_err(|_| format!("kernel name {name:?} holds a NUL"))?;
     let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
     let sizes: Vec<usize> = args.iter().map(|a| a.0.len()).collect();
     let mut error = vec![0u8; 1024];
     let (order, seed) = schedule.encoded();
-    // SAFETY: the pointer arrays hold `args.len()` entries each, every argument's bytes
-    // outlive the call, `error` holds its stated capacity, and the caller vouches for the
+    // SAFETY: the pointer arrays hold `args.len()` entries each, `bounds` two per range,
+    // every argument's bytes outlive the call, `error` holds its stated capacity, and the caller vouches for the
     // addresses inside the arguments.
     let status = unsafe {
         bone_host_launch(
@@ -133,6 +146,8 @@ pub unsafe fn launch(
             i32::from(landing == Landing::Late),
             order,
             seed,
+            bounds.as_ptr(),
+            ranges.len(),
             error.as_mut_ptr().cast(),
             error.len(),
         )
@@ -156,6 +171,7 @@ pub unsafe fn launch(
     _: usize,
     _: &[KernelArg],
     _: (Landing, Schedule),
+    _: &[Range<u64>],
 ) -> Result<(), String> {
     Err(format!(
         "cannot run {name}: the host kernels were not built (no C++17 compiler was found; install g++ or clang++)"

@@ -4,8 +4,9 @@
 //! ldmatrix and mma.sync, warpgroup collectives for wgmma, mbarriers, cp.async landing
 //! early or late), over host memory laid out as
 //! the device's would be. Each allocation sits between guard bytes (NaN patterns of its
-//! own, see `Allocation`) that are checked after every launch, and starts as NaN (0xFF
-//! bytes), so an element nothing wrote fails the oracle comparison. Library GEMMs (the
+//! own, see `Allocation`) that are checked after every launch, and that no 16-byte access
+//! or cp.async may touch, even to read; it starts as NaN (0xFF bytes), so an element
+//! nothing wrote fails the oracle comparison. Library GEMMs (the
 //! cuBLAS engine) are emulated by a direct product.
 
 use std::cell::RefCell;
@@ -73,6 +74,12 @@ impl Allocation {
     /// The two guards, as (first byte, length).
     fn guards(&self) -> [(*mut u8, usize); 2] {
         [(self.data.wrapping_sub(GUARD), GUARD), (self.data.wrapping_add(self.len), GUARD)]
+    }
+
+    /// The two guards as address ranges, which the kernels' 16-byte accesses and cp.async
+    /// sources may not touch.
+    fn guard_ranges(&self) -> [std::ops::Range<u64>; 2] {
+        self.guards().map(|(from, count)| from as u64..from as u64 + count as u64)
     }
 
     /// Whether the guard bytes on both sides still hold their pattern.
@@ -289,10 +296,12 @@ impl Emulator {
     /// Runs `kernel` on the host over `config`'s grid, then checks every guard.
     fn launch(&self, kernel: &str, config: LaunchConfig, args: &[KernelArg]) {
         let (g, b, shared) = (config.grid_dim, config.block_dim, config.shared_mem_bytes as usize);
-        // SAFETY: the launch sequences under test pass addresses of this emulator's live
-        // allocations; a kernel straying past them lands in guard bytes, checked below.
         let order = (self.landing, self.schedule);
-        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, order) }
+        let guards: Vec<_> = self.memory.borrow().values().flat_map(Allocation::guard_ranges).collect();
+        // SAFETY: the launch sequences under test pass addresses of this emulator's live
+        // allocations; a kernel straying past them lands in guard bytes: the runtime fails
+        // a vector access or copy there, and any write there shows below.
+        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, order, &guards) }
             .unwrap_or_else(|e| panic!("{e}"));
         for (address, allocation) in self.memory.borrow().iter() {
             assert!(allocation.guards_intact(), "{kernel} wrote outside the allocation at {address:#x}");

@@ -3,7 +3,10 @@
 //! stage read before its mbarrier's phase completed, a hand-over that never happens, an
 //! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not, a
 //! wgmma operand changed while its product is in flight, a missing block barrier in one
-//! thread order or the other) fails here as it would misbehave on a GPU.
+//! thread order or the other, a 16-byte read or copy past a buffer) fails here as it would
+//! misbehave on a GPU.
+
+use std::ops::Range;
 
 use bone_host_kernels::{KernelArg, Landing, Schedule, launch};
 
@@ -12,18 +15,20 @@ use super::emulator::host_kernels_or_skip;
 /// Runs probe `name` on one block of `threads` threads with `shared` bytes of dynamic
 /// shared memory, lowest-numbered thread first.
 fn run(name: &str, threads: u32, shared: usize, args: &[KernelArg], landing: Landing) -> Result<(), String> {
-    run_in(name, (threads, shared), args, (landing, Schedule::LowestFirst))
+    run_in(name, (threads, shared), args, (landing, Schedule::LowestFirst), &[])
 }
 
+/// Runs probe `name` in `order`, no vector access allowed in `forbidden`.
 fn run_in(
     name: &str,
     (threads, shared): (u32, usize),
     args: &[KernelArg],
     order: (Landing, Schedule),
+    forbidden: &[Range<u64>],
 ) -> Result<(), String> {
     // SAFETY: each probe reads and writes only the buffers passed, at the lengths its
     // comment states, which the callers below provide.
-    unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order) }
+    unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order, forbidden) }
 }
 
 /// What thread 0 of the stage hand-over probe reads, once the phase completed or one
@@ -60,7 +65,7 @@ fn a_missing_barrier_shows_in_one_thread_order_or_the_other() {
         let mut out = [0.0_f32; 1];
         let (out_ptr, barrier) = (out.as_mut_ptr() as u64, i32::from(barrier));
         let args = [(&out_ptr).into(), (&barrier).into()];
-        run_in("bone_probe_write_then_read", (64, 4), &args, (Landing::Early, schedule)).unwrap();
+        run_in("bone_probe_write_then_read", (64, 4), &args, (Landing::Early, schedule), &[]).unwrap();
         out[0]
     };
     for schedule in [Schedule::LowestFirst, Schedule::HighestFirst, Schedule::Random(7), Schedule::Random(8)] {
@@ -115,6 +120,49 @@ fn a_misaligned_16_byte_access_is_an_error() {
     assert_eq!(out[0], 16.0, "the eighth element from offset 8");
     let err = load(4).unwrap_err();
     assert!(err.contains("16-byte access at an address not 16-byte aligned"), "{err}");
+}
+
+#[test]
+fn a_vector_read_or_copy_touching_a_forbidden_range_is_an_error() {
+    if !host_kernels_or_skip("a_vector_read_or_copy_touching_a_forbidden_range_is_an_error") {
+        return;
+    }
+    // Twenty-four bf16 (the bits of 1.0 .. 24.0), the last eight forbidden: a buffer of 16
+    // elements and the guard after it, as the emulator lays them out.
+    #[repr(align(16))]
+    struct Row([u16; 24]);
+    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
+    let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
+    let out_ptr = out.as_mut_ptr() as u64;
+    let load = |offset: i32, forbidden: &[Range<u64>]| {
+        let args = [(&src).into(), (&offset).into(), (&out_ptr).into()];
+        run_in("bone_probe_vector_load", (32, 0), &args, (Landing::Early, Schedule::LowestFirst), forbidden)
+    };
+    let guard = src + 32..src + 48;
+    load(8, std::slice::from_ref(&guard)).unwrap();
+    assert_eq!(out[0], 16.0, "the last element before the guard");
+    let err = load(16, std::slice::from_ref(&guard)).unwrap_err();
+    assert!(err.contains("16-byte access at") && err.contains("outside the buffers it was given"), "{err}");
+    // A range ending where the access begins does not touch it.
+    load(16, std::slice::from_ref(&(src..src + 32))).unwrap();
+    assert_eq!(out[0], 24.0);
+    let err = load(8, &[src + 16..src + 40, src + 32..src + 48]).unwrap_err();
+    assert!(err.contains("overlap"), "{err}");
+
+    // The stage hand-over probe copies src[0..16) bytes with cp.async: forbidden to read
+    // from its last byte, allowed from the byte after.
+    let source = [1.5_f32, -2.0, 3.25, 4.0];
+    let mut stage = [0.0_f32; 4];
+    let (source_ptr, stage_ptr, wait) = (source.as_ptr() as u64, stage.as_mut_ptr() as u64, 1_i32);
+    let copy = |guard: Range<u64>| {
+        let args = [(&source_ptr).into(), (&stage_ptr).into(), (&wait).into()];
+        let order = (Landing::Late, Schedule::LowestFirst);
+        run_in("bone_probe_stage_handover", (64, 32), &args, order, std::slice::from_ref(&guard))
+    };
+    copy(source_ptr + 16..source_ptr + 32).unwrap();
+    assert_eq!(stage, source);
+    let err = copy(source_ptr + 15..source_ptr + 32).unwrap_err();
+    assert!(err.contains("cp.async copy reads") && err.contains("outside the buffers it was given"), "{err}");
 }
 
 #[test]

@@ -35,8 +35,8 @@ void async_copy(void* dst, const void* src, int bytes);
 void async_commit();
 void async_wait(int newest_pending);
 // Fails the launch unless `p` is `bytes`-aligned (an access of that many bytes at once:
-// the GPU would fault).
-void require_aligned(const void* p, int bytes);
+// the GPU would fault) and [p, p + bytes) stays out of the launch's forbidden ranges.
+void require_access(const void* p, int bytes);
 // `value`, which must be the same on every lane of the warp (a warp collective).
 int warp_uniform(int value);
 // v from lane (this lane ^ lane_mask), for the whole warp (a warp collective; the mask
