@@ -31,14 +31,33 @@ fn run_in(
     unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order, forbidden) }
 }
 
+/// `ranges` as offsets in bytes from `base`, made addresses.
+fn at(base: u64, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+    ranges.iter().map(|r| base + r.start..base + r.end).collect()
+}
+
 /// What thread 0 of the stage hand-over probe reads, once the phase completed or one
-/// arrival before.
-fn handover(wait: bool, landing: Landing) -> [f32; 4] {
+/// arrival before; `forbidden` in bytes from the start of the 16 copied.
+fn handover(wait: bool, landing: Landing, forbidden: &[Range<u64>]) -> Result<[f32; 4], String> {
     let src = [1.5_f32, -2.0, 3.25, 4.0];
     let mut out = [0.0_f32; 4];
     let (src_ptr, out_ptr, wait) = (src.as_ptr() as u64, out.as_mut_ptr() as u64, i32::from(wait));
-    run("bone_probe_stage_handover", 64, 32, &[(&src_ptr).into(), (&out_ptr).into(), (&wait).into()], landing).unwrap();
-    out
+    let args = [(&src_ptr).into(), (&out_ptr).into(), (&wait).into()];
+    run_in("bone_probe_stage_handover", (64, 32), &args, (landing, Schedule::LowestFirst), &at(src_ptr, forbidden))?;
+    Ok(out)
+}
+
+/// The eighth of the eight bf16 a 16-byte load reads at `offset` elements into a row of
+/// 24 holding 1.0 .. 24.0 (16-byte aligned); `forbidden` in bytes from the row's start.
+fn vector_load(offset: i32, forbidden: &[Range<u64>]) -> Result<f32, String> {
+    #[repr(align(16))]
+    struct Row([u16; 24]);
+    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
+    let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
+    let out_ptr = out.as_mut_ptr() as u64;
+    let args = [(&src).into(), (&offset).into(), (&out_ptr).into()];
+    run_in("bone_probe_vector_load", (32, 0), &args, (Landing::Early, Schedule::LowestFirst), &at(src, forbidden))?;
+    Ok(out[0])
 }
 
 #[test]
@@ -47,10 +66,13 @@ fn a_stage_read_after_its_mbarrier_holds_the_copy_and_one_read_before_does_not()
         return;
     }
     for landing in [Landing::Early, Landing::Late] {
-        assert_eq!(handover(true, landing), [1.5, -2.0, 3.25, 4.0], "{landing:?}");
+        assert_eq!(handover(true, landing, &[]).unwrap(), [1.5, -2.0, 3.25, 4.0], "{landing:?}");
     }
     // Issued and handed to the barrier, the copy lands only when the phase completes.
-    assert!(handover(false, Landing::Late).iter().all(|v| v.is_nan()), "a read before the phase saw the copy");
+    assert!(
+        handover(false, Landing::Late, &[]).unwrap().iter().all(|v| v.is_nan()),
+        "a read before the phase saw the copy"
+    );
 }
 
 #[test]
@@ -107,18 +129,8 @@ fn a_misaligned_16_byte_access_is_an_error() {
     if !host_kernels_or_skip("a_misaligned_16_byte_access_is_an_error") {
         return;
     }
-    // Sixteen bf16 (the bits of 1.0 .. 16.0) in 16-byte-aligned storage.
-    #[repr(align(16))]
-    struct Row([u16; 16]);
-    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
-    let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
-    let out_ptr = out.as_mut_ptr() as u64;
-    let load = |offset: i32| {
-        run("bone_probe_vector_load", 32, 0, &[(&src).into(), (&offset).into(), (&out_ptr).into()], Landing::Early)
-    };
-    load(8).unwrap();
-    assert_eq!(out[0], 16.0, "the eighth element from offset 8");
-    let err = load(4).unwrap_err();
+    assert_eq!(vector_load(8, &[]).unwrap(), 16.0, "the eighth element from offset 8");
+    let err = vector_load(4, &[]).unwrap_err();
     assert!(err.contains("16-byte access at an address not 16-byte aligned"), "{err}");
 }
 
@@ -127,41 +139,22 @@ fn a_vector_read_or_copy_touching_a_forbidden_range_is_an_error() {
     if !host_kernels_or_skip("a_vector_read_or_copy_touching_a_forbidden_range_is_an_error") {
         return;
     }
-    // Twenty-four bf16 (the bits of 1.0 .. 24.0), the last eight forbidden: a buffer of 16
-    // elements and the guard after it, as the emulator lays them out.
-    #[repr(align(16))]
-    struct Row([u16; 24]);
-    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
-    let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
-    let out_ptr = out.as_mut_ptr() as u64;
-    let load = |offset: i32, forbidden: &[Range<u64>]| {
-        let args = [(&src).into(), (&offset).into(), (&out_ptr).into()];
-        run_in("bone_probe_vector_load", (32, 0), &args, (Landing::Early, Schedule::LowestFirst), forbidden)
-    };
-    let guard = src + 32..src + 48;
-    load(8, std::slice::from_ref(&guard)).unwrap();
-    assert_eq!(out[0], 16.0, "the last element before the guard");
-    let err = load(16, std::slice::from_ref(&guard)).unwrap_err();
+    // The row's last eight elements forbidden: a buffer of 16 elements and the guard after
+    // it, as the emulator lays them out.
+    let guard = 32..48;
+    assert_eq!(vector_load(8, std::slice::from_ref(&guard)).unwrap(), 16.0, "the last element before the guard");
+    let err = vector_load(16, std::slice::from_ref(&guard)).unwrap_err();
     assert!(err.contains("16-byte access at") && err.contains("outside the buffers it was given"), "{err}");
     // A range ending where the access begins does not touch it.
-    load(16, std::slice::from_ref(&(src..src + 32))).unwrap();
-    assert_eq!(out[0], 24.0);
-    let err = load(8, &[src + 16..src + 40, src + 32..src + 48]).unwrap_err();
+    assert_eq!(vector_load(16, std::slice::from_ref(&(0..32))).unwrap(), 24.0);
+    let err = vector_load(8, &[16..40, 32..48]).unwrap_err();
     assert!(err.contains("overlap"), "{err}");
 
-    // The stage hand-over probe copies src[0..16) bytes with cp.async: forbidden to read
-    // from its last byte, allowed from the byte after.
-    let source = [1.5_f32, -2.0, 3.25, 4.0];
-    let mut stage = [0.0_f32; 4];
-    let (source_ptr, stage_ptr, wait) = (source.as_ptr() as u64, stage.as_mut_ptr() as u64, 1_i32);
-    let copy = |guard: Range<u64>| {
-        let args = [(&source_ptr).into(), (&stage_ptr).into(), (&wait).into()];
-        let order = (Landing::Late, Schedule::LowestFirst);
-        run_in("bone_probe_stage_handover", (64, 32), &args, order, std::slice::from_ref(&guard))
-    };
-    copy(source_ptr + 16..source_ptr + 32).unwrap();
-    assert_eq!(stage, source);
-    let err = copy(source_ptr + 15..source_ptr + 32).unwrap_err();
+    // The hand-over probe's cp.async reads its source's 16 bytes: forbidden from the last
+    // of them on, it fails; from the byte after, it copies.
+    let copied = handover(true, Landing::Late, std::slice::from_ref(&(16..32))).unwrap();
+    assert_eq!(copied, [1.5, -2.0, 3.25, 4.0]);
+    let err = handover(true, Landing::Late, std::slice::from_ref(&(15..32))).unwrap_err();
     assert!(err.contains("cp.async copy reads") && err.contains("outside the buffers it was given"), "{err}");
 }
 
