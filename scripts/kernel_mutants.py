@@ -40,6 +40,9 @@ MUTANTS = [
      "row + i * ROW_STEP < rows_total && k + i * K_STEP < k_total",
      "k + i * K_STEP < k_total",
      "loads past an operand's rows not zeroed"),
+    ("copy-rows-one-past", "kernels/gemm_common.cuh",
+     "row + i * ROW_STEP < rows_total &&", "row + i * ROW_STEP <= rows_total &&",
+     "a tile's copies read one row (or 8-row chunk) past an operand, into rows never stored"),
     ("store-columns-unmasked", "kernels/gemm_common.cuh",
      "if (row >= m || col >= n) return;", "if (row >= m) return;",
      "outputs past N stored"),
@@ -230,9 +233,6 @@ CANNOT_KILL = {
                          "would need a race to show it, and a missing fence need not race)",
     "ws-no-steps": "equivalent: a layer's tiles all have the same K steps, so where one has none no "
                    "stage is ever loaded in that layer, and releasing one changes nothing",
-    "dbias-strip-end": "the CPU runtime checks writes (guards) but not reads: the values read past N "
-                       "feed only columns that are never stored (on a GPU such a read faults only "
-                       "past a mapped page)",
 }
 
 
