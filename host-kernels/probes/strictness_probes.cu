@@ -86,3 +86,10 @@ extern "C" __global__ void bone_probe_write_then_read(float* out, int barrier) {
     if (barrier) __syncthreads();
     if (threadIdx.x == 32) out[0] = *cell;
 }
+
+// Thread 0 copies src[0..4) with cp.async to dynamic shared memory at byte `offset`.
+extern "C" __global__ void bone_probe_copy_to(const float* src, int offset) {
+    if (threadIdx.x == 0) copy16(dynamic_smem() + offset, src, true);
+    copy_commit();
+    copy_wait<0>();
+}

@@ -132,8 +132,8 @@ pub unsafe fn launch(
     let mut error = vec![0u8; 1024];
     let (order, seed) = schedule.encoded();
     // SAFETY: the pointer arrays hold `args.len()` entries each, `bounds` two per range,
-    // every argument's bytes outlive the call, `error` holds its stated capacity, and the caller vouches for the
-    // addresses inside the arguments.
+    // every argument's bytes outlive the call, `error` holds its stated capacity, and the
+    // caller vouches for the addresses inside the arguments.
     let status = unsafe {
         bone_host_launch(
             c_name.as_ptr(),

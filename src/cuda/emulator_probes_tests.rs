@@ -135,8 +135,8 @@ fn a_misaligned_16_byte_access_is_an_error() {
 }
 
 #[test]
-fn a_vector_read_or_copy_touching_a_forbidden_range_is_an_error() {
-    if !host_kernels_or_skip("a_vector_read_or_copy_touching_a_forbidden_range_is_an_error") {
+fn a_vector_read_or_copy_outside_its_memory_is_an_error() {
+    if !host_kernels_or_skip("a_vector_read_or_copy_outside_its_memory_is_an_error") {
         return;
     }
     // The row's last eight elements forbidden: a buffer of 16 elements and the guard after
@@ -156,6 +156,15 @@ fn a_vector_read_or_copy_touching_a_forbidden_range_is_an_error() {
     assert_eq!(copied, [1.5, -2.0, 3.25, 4.0]);
     let err = handover(true, Landing::Late, std::slice::from_ref(&(15..32))).unwrap_err();
     assert!(err.contains("cp.async copy reads") && err.contains("outside the buffers it was given"), "{err}");
+
+    // A copy's 16 bytes must land inside dynamic shared memory (24 bytes here).
+    let src = [0.0_f32; 4];
+    let src_ptr = src.as_ptr() as u64;
+    let copy_to =
+        |offset: i32| run("bone_probe_copy_to", 32, 24, &[(&src_ptr).into(), (&offset).into()], Landing::Early);
+    copy_to(0).unwrap();
+    let err = copy_to(16).unwrap_err();
+    assert!(err.contains("cp.async copy past the end of dynamic shared memory"), "{err}");
 }
 
 #[test]
