@@ -14,7 +14,7 @@ in the working tree is touched.
 --keep DIR keeps the copy (brought to HEAD on the next run, its build reused) and each
 mutant's test log there.
 
-About 2 minutes a mutant on 2 cores (a rebuild of the host kernels, then the tests); not
+2 to 5 minutes a mutant on 2 cores (a rebuild of the host kernels, then the tests); not
 run by CI. No nvcc is needed: the tests under test are the CPU runs.
 """
 import argparse
@@ -25,7 +25,7 @@ import tempfile
 import time
 
 # (name, file, text, replacement, what the fault is). Each text must occur exactly once in
-# its file. Most are in the kernels; the last few in the Rust that plans their launches
+# its file. Most are in the kernels; a few (src/...) in the Rust that plans their launches
 # and sizes their workspace.
 MUTANTS = [
     # The GEMMs' shared parts (gemm_common.cuh).
