@@ -31,6 +31,11 @@ fn run_in(
     unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order, forbidden) }
 }
 
+/// What a probe's cp.async or 16-byte load reads: 16-byte aligned, as device memory is (an
+/// array of f32 on the stack need not be).
+#[repr(align(16))]
+struct Aligned16<T>(T);
+
 /// `ranges` as offsets in bytes from `base`, made addresses.
 fn at(base: u64, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
     ranges.iter().map(|r| base + r.start..base + r.end).collect()
@@ -39,9 +44,9 @@ fn at(base: u64, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
 /// What thread 0 of the stage hand-over probe reads, once the phase completed or one
 /// arrival before; `forbidden` in bytes from the start of the 16 copied.
 fn handover(wait: bool, landing: Landing, forbidden: &[Range<u64>]) -> Result<[f32; 4], String> {
-    let src = [1.5_f32, -2.0, 3.25, 4.0];
+    let src = Aligned16([1.5_f32, -2.0, 3.25, 4.0]);
     let mut out = [0.0_f32; 4];
-    let (src_ptr, out_ptr, wait) = (src.as_ptr() as u64, out.as_mut_ptr() as u64, i32::from(wait));
+    let (src_ptr, out_ptr, wait) = (src.0.as_ptr() as u64, out.as_mut_ptr() as u64, i32::from(wait));
     let args = [(&src_ptr).into(), (&out_ptr).into(), (&wait).into()];
     run_in("bone_probe_stage_handover", (64, 32), &args, (landing, Schedule::LowestFirst), &at(src_ptr, forbidden))?;
     Ok(out)
@@ -50,9 +55,7 @@ fn handover(wait: bool, landing: Landing, forbidden: &[Range<u64>]) -> Result<[f
 /// The eighth of the eight bf16 a 16-byte load reads at `offset` elements into a row of
 /// 24 holding 1.0 .. 24.0 (16-byte aligned); `forbidden` in bytes from the row's start.
 fn vector_load(offset: i32, forbidden: &[Range<u64>]) -> Result<f32, String> {
-    #[repr(align(16))]
-    struct Row([u16; 24]);
-    let row = Row(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
+    let row = Aligned16::<[u16; 24]>(std::array::from_fn(|i| half::bf16::from_f32(i as f32 + 1.0).to_bits()));
     let (src, mut out) = (row.0.as_ptr() as u64, [0.0_f32; 1]);
     let out_ptr = out.as_mut_ptr() as u64;
     let args = [(&src).into(), (&offset).into(), (&out_ptr).into()];
@@ -112,8 +115,8 @@ fn misused_mbarriers_and_uniform_values_are_errors() {
     if !host_kernels_or_skip("misused_mbarriers_and_uniform_values_are_errors") {
         return;
     }
-    let src = [0.0_f32; 4];
-    let src_ptr = src.as_ptr() as u64;
+    let src = Aligned16([0.0_f32; 4]);
+    let src_ptr = src.0.as_ptr() as u64;
     let err = run("bone_probe_copy_onto_barrier", 32, 32, &[(&src_ptr).into()], Landing::Early).unwrap_err();
     assert!(err.contains("cp.async copy onto an mbarrier"), "{err}");
     let err = run("bone_probe_uninitialised_barrier", 32, 8, &[], Landing::Early).unwrap_err();
@@ -158,8 +161,8 @@ fn a_vector_read_or_copy_outside_its_memory_is_an_error() {
     assert!(err.contains("cp.async copy reads") && err.contains("outside the buffers it was given"), "{err}");
 
     // A copy's 16 bytes must land inside dynamic shared memory (24 bytes here).
-    let src = [0.0_f32; 4];
-    let src_ptr = src.as_ptr() as u64;
+    let src = Aligned16([0.0_f32; 4]);
+    let src_ptr = src.0.as_ptr() as u64;
     let copy_to =
         |offset: i32| run("bone_probe_copy_to", 32, 24, &[(&src_ptr).into(), (&offset).into()], Landing::Early);
     copy_to(0).unwrap();
