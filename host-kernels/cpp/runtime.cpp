@@ -376,12 +376,13 @@ class BlockRunner {
 
     // `bytes`-byte accesses must be aligned to their size and stay out of forbidden ranges.
     void require_access(const void* p, int bytes) {
-        const std::string size = std::to_string(bytes);
+        // The messages are built only on failure: this runs for every emulated vector access.
         if (reinterpret_cast<uintptr_t>(p) % uintptr_t(bytes) != 0) {
+            const std::string size = std::to_string(bytes);
             fail("a " + size + "-byte access at an address not " + size + "-byte aligned");
         }
         if (launch_.touches_forbidden(p, size_t(bytes))) {
-            fail("a " + size + "-byte access at " + describe(p) + ", outside the buffers it was given");
+            fail("a " + std::to_string(bytes) + "-byte access at " + describe(p) + ", outside the buffers it was given");
         }
     }
 
