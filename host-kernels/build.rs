@@ -76,6 +76,7 @@ fn main() {
         .file(&table_path)
         .file(manifest.join("cpp/runtime.cpp"))
         .file(manifest.join("cpp/ptx_semantics.cpp"))
+        .file(manifest.join("cpp/shared_banks.cpp"))
         .file(manifest.join("cpp/context.cpp"))
         .try_compile("bone_host_kernels");
     match compiled {

@@ -32,7 +32,7 @@ static_assert(BONE_WGMMA_SMEM_BYTES + TILE_BYTES == BONE_BAT_COL_GRADS_WGMMA_SME
 // G's elements (row, col) and (row, col + 1), rounded into its tile as one 32-bit word.
 template <typename TX>
 __device__ __forceinline__ void store_pair(TX* g_tile, int row, int col, float v0, float v1) {
-    *reinterpret_cast<uint32_t*>(g_tile + row * PITCH + col) = pack2<TX>(v0, v1);
+    bone_gemm_common::store2<TX>(g_tile + row * PITCH + col, v0, v1);
 }
 
 // G's tile [rows row0.., columns col0..] = dY[:, rows]^T X[:, columns] over T, on the

@@ -20,6 +20,7 @@ using namespace bone_ptx;
 
 constexpr int BM = BONE_GEMM_BM, BN = BONE_GEMM_BN, BK = BONE_GEMM_BK;
 constexpr int PAD = 8;  // elements of row padding: spreads ldmatrix rows over banks
+static_assert((BK + PAD) / 8 % 2 == 1, "K-major rows an odd number of 16-byte units apart (Place)");
 constexpr int K_MAJOR_PITCH = BK + PAD;       // smem row of a K-major tile: [rows][BK]
 constexpr int MN_MAJOR_PITCH = BM + PAD;      // smem row of an MN-major tile: [BK][rows]
 constexpr int TILE_ELEMS = BM * K_MAJOR_PITCH;  // >= BK * MN_MAJOR_PITCH, holds either
@@ -30,11 +31,18 @@ static_assert(STAGES >= 2 && STAGES * 2 * TILE_ELEMS * 2 == BONE_GEMM_SMEM_BYTES
 
 // Where chunk c of an operand's tile goes: K-major [rows][K_MAJOR_PITCH], a chunk being
 // 8 consecutive k of a row; MN-major [BK][MN_MAJOR_PITCH], 8 consecutive rows of a k.
+// K-major chunks go 8 rows at a time, each of a row's chunks in turn, so that the 8 lanes
+// of a phase of a warp's 16-byte stores fill one chunk column of 8 rows: the rows are an odd
+// number of 16-byte units apart, so those 8 chunks fall in distinct banks. (Along the row,
+// a phase's chunks spanned two rows, and the second row's last chunk shared banks with the
+// first row's first: every copy took two passes.) A warp still reads whole 64-byte row
+// segments of global memory.
 template <int LAYOUT>
 struct Place {
     static __host__ __device__ constexpr bone_gemm_common::ChunkPlace at(int c) {
         if (LAYOUT == BONE_K_MAJOR) {
-            const int row = c / (BK / 8), k = (c % (BK / 8)) * 8;
+            constexpr int ROW_CHUNKS = BK / 8;
+            const int row = c / (8 * ROW_CHUNKS) * 8 + c % 8, k = (c / 8 % ROW_CHUNKS) * 8;
             return {row, k, (row * K_MAJOR_PITCH + k) * 2};
         }
         const int k = c / (BM / 8), row = (c % (BM / 8)) * 8;

@@ -2,7 +2,8 @@
 """Mutation testing of the CUDA kernels against the CPU-run tests (host-kernels/).
 
 Each mutant is one small, deliberate fault in a kernel source (a bound off by one, a
-barrier or wait removed, a term dropped) or in the Rust that sizes their workspace. For
+barrier or wait removed, a term dropped, a shared-memory layout whose accesses conflict
+in the banks) or in the Rust that sizes their workspace. For
 each, the script applies it to a clean copy of the tree, runs the library's tests (which
 run the kernel sources on the CPU against the oracle), and says whether a test failed
 (the mutant is "killed") or all passed ("SURVIVED": the tests cannot tell that kernel
@@ -66,6 +67,10 @@ MUTANTS = [
     ("mma-step-barrier", "kernels/gemm.cuh",
      "        __syncthreads();  // everyone's copies of tile t; every warp is done with tile t - 1\n", "",
      "no barrier between a stage's copies and its reads"),
+    ("mma-copy-along-rows", "kernels/gemm.cuh",
+     "const int row = c / (8 * ROW_CHUNKS) * 8 + c % 8, k = (c / 8 % ROW_CHUNKS) * 8;",
+     "const int row = c / ROW_CHUNKS, k = c % ROW_CHUNKS * 8;",
+     "K-major tile copies along rows: right answers, two bank passes a copy (speed only)"),
     ("mma-trans-fragment", "kernels/gemm.cuh",
      "m = m0 + ((lane / 8) % 2) * 8;", "m = m0 + ((lane / 16) % 2) * 8;",
      "an MN-major A fragment's rows from the wrong lanes"),

@@ -1,6 +1,6 @@
 // What the PTX instructions the kernels use compute, given every participating lane's
 // operands at once (the PTX ISA's fragment layouts and wgmma's shared-memory matrix
-// descriptors). No scheduling here: block_runner.cpp gathers the lanes and calls these.
+// descriptors). No scheduling here: runtime.cpp gathers the lanes and calls these.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -33,6 +33,8 @@
 //     one arrives: a deadlock); an mbarrier must be initialised first, and no copy may
 //     land on one;
 //   - a value a warp declares uniform must be the same on all 32 lanes.
+// Not an error, but reported with the launch: the shared-memory bank traffic of the
+// ldmatrix rows, cp.async destinations and vector accesses it sees (shared_banks.h).
 #include <atomic>
 #include <cstdio>
 #include <deque>
@@ -46,6 +48,7 @@
 #include "context.h"
 #include "ptx_semantics.h"
 #include "registry.h"
+#include "shared_banks.h"
 
 namespace bone_host {
 
@@ -166,6 +169,7 @@ class BlockRunner {
         : launch_(launch), fibers_(launch.block.x * launch.block.y * launch.block.z) {
         for (Fiber& f : fibers_) f.stack.resize(STACK_BYTES);
         warps_.resize((fibers_.size() + WARP - 1) / WARP);
+        accesses_.resize(warps_.size());
         warpgroups_.resize((fibers_.size() + WARPGROUP - 1) / WARPGROUP);
         shared_storage_.resize(launch.shared_bytes + SHARED_ALIGN);
         const uintptr_t base = reinterpret_cast<uintptr_t>(shared_storage_.data());
@@ -180,6 +184,7 @@ class BlockRunner {
         error_.clear();
         at_barrier_ = 0;
         for (Warp& w : warps_) w.arrived = 0;
+        for (WarpAccesses& a : accesses_) a = WarpAccesses{};
         mbarriers_.clear();
         for (Warpgroup& g : warpgroups_) {
             g.arrived = 0;
@@ -226,6 +231,7 @@ class BlockRunner {
                 for (const Fiber& f : fibers_) {
                     if (f.state != State::Done) return deadlock();
                 }
+                for (WarpAccesses& a : accesses_) a.finish(traffic_);
                 return "";
             }
             running_ = next;
@@ -353,6 +359,7 @@ class BlockRunner {
         }
         const auto after = mbarriers_.lower_bound(at >= 8 ? at - 7 : 0);
         if (after != mbarriers_.end() && after->first < at + 16) fail("a cp.async copy onto an mbarrier");
+        record(Access::Copy, at, 16);
         if (launch_.late_copies) {
             self().open.push_back(copy);
         } else {
@@ -384,7 +391,12 @@ class BlockRunner {
         if (launch_.touches_forbidden(p, size_t(bytes))) {
             fail("a " + std::to_string(bytes) + "-byte access at " + describe(p) + ", outside the buffers it was given");
         }
+        const auto* byte = static_cast<const unsigned char*>(p);
+        if (byte >= shared_ && byte < shared_ + launch_.shared_bytes) record(Access::Vector, uint32_t(byte - shared_), bytes);
     }
+
+    // The bank traffic of the blocks this runner has run to their end.
+    const SharedTraffic& traffic() const { return traffic_; }
 
     static std::string describe(const void* p) {
         char text[32];
@@ -412,6 +424,11 @@ class BlockRunner {
     }
 
     void yield(Fiber& f) { switch_context(f.context, scheduler_); }
+
+    // One lane's access of shared memory, matched with its warp's other lanes'.
+    void record(Access kind, uint32_t offset, int bytes) {
+        accesses_[running_ / WARP].issue(int(running_ % WARP), kind, offset, bytes, traffic_);
+    }
 
     static void fiber_main() {
         BlockRunner& r = *runner;
@@ -454,8 +471,14 @@ class BlockRunner {
             for (int l = 0; l < WARP; ++l) std::memcpy(w.out[l].d, lanes[l].d, sizeof lanes[l].d);
         } else {
             const void* rows[WARP];
-            uint32_t out[WARP][4];
-            for (int l = 0; l < WARP; ++l) rows[l] = w.in[l].address;
+            uint32_t out[WARP][4], offsets[WARP];
+            bool present[WARP];
+            for (int l = 0; l < WARP; ++l) {
+                rows[l] = w.in[l].address;
+                offsets[l] = shared_offset(rows[l]);
+                present[l] = true;
+            }
+            traffic_.kinds[int(Access::Ldmatrix)].add(warp_access(offsets, present, 16));
             ldmatrix_x4(rows, w.op == Op::LdmatrixTrans, out);
             for (int l = 0; l < WARP; ++l) std::memcpy(w.out[l].r, out[l], sizeof out[l]);
         }
@@ -521,6 +544,8 @@ class BlockRunner {
     const Launch& launch_;
     std::vector<Fiber> fibers_;
     std::vector<Warp> warps_;
+    std::vector<WarpAccesses> accesses_;  // one a warp
+    SharedTraffic traffic_;
     std::vector<Warpgroup> warpgroups_;
     std::vector<unsigned char> shared_storage_;
     unsigned char* shared_ = nullptr;  // 1 KiB aligned, within shared_storage_
@@ -615,12 +640,14 @@ int report(char* error, size_t capacity, const std::string& message) {
 // Runs `name` over grid x block, with `shared_bytes` of dynamic shared memory per block and
 // the kernel arguments `args` (each a pointer to the argument's bytes, `arg_sizes` long),
 // blocks spread over the cores; no vector access may touch the `forbidden_count` ranges
-// [forbidden[2i], forbidden[2i + 1]) (sorted, disjoint). Returns 0, or 1 with the reason
-// in `error`.
+// [forbidden[2i], forbidden[2i + 1]) (sorted, disjoint). Returns 0, with the shared-memory
+// bank traffic in `traffic` (instructions, wavefronts and ideal wavefronts of ldmatrix,
+// cp.async and the vector accesses, then the unmatched accesses: 10 values),
+// or 1 with the reason in `error`.
 extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
                                 void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
                                 int order, uint64_t seed, const uint64_t* forbidden, size_t forbidden_count,
-                                char* error, size_t error_capacity) {
+                                uint64_t* traffic, char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -643,6 +670,7 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
     std::atomic<unsigned> next{0};
     std::mutex failure_lock;
     std::string failure;
+    SharedTraffic total;
     auto work = [&] {
         BlockRunner runner_for_thread(launch);
         for (unsigned index; (index = next.fetch_add(1)) < blocks;) {
@@ -653,11 +681,20 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
                 next.store(blocks);
             }
         }
+        const std::lock_guard<std::mutex> lock(failure_lock);
+        total.add(runner_for_thread.traffic());
     };
     const unsigned workers = std::max(1u, std::min(blocks, std::thread::hardware_concurrency()));
     std::vector<std::thread> threads;
     for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
     work();
     for (std::thread& t : threads) t.join();
-    return failure.empty() ? 0 : report(error, error_capacity, failure);
+    if (!failure.empty()) return report(error, error_capacity, failure);
+    for (int i = 0; i < ACCESS_KINDS; ++i) {
+        traffic[3 * i] = total.kinds[i].instructions;
+        traffic[3 * i + 1] = total.kinds[i].wavefronts;
+        traffic[3 * i + 2] = total.kinds[i].ideal;
+    }
+    traffic[3 * ACCESS_KINDS] = total.unmatched;
+    return 0;
 }

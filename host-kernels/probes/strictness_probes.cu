@@ -93,3 +93,19 @@ extern "C" __global__ void bone_probe_copy_to(const float* src, int offset) {
     copy_commit();
     copy_wait<0>();
 }
+
+// One warp's shared-memory accesses at lane * `pitch` bytes (a multiple of 16), for the
+// bank counts: a 16-byte cp.async, an ldmatrix.x4 of the 32 rows there, and a pair of f32
+// stored at once (8 bytes). Where `diverge` is set, odd lanes store their pair before
+// their copy. Dynamic shared memory: 32 * pitch bytes.
+extern "C" __global__ void bone_probe_bank_pattern(const float* src, int pitch, int diverge) {
+    unsigned char* mine = dynamic_smem() + threadIdx.x * pitch;
+    const bool pair_first = diverge && threadIdx.x % 2 == 1;
+    if (pair_first) bone_gemm_common::store2<float>(reinterpret_cast<float*>(mine), 1.0f, 2.0f);
+    copy16(mine, src, true);
+    copy_commit();
+    copy_wait<0>();
+    uint32_t rows[4];
+    ldmatrix_x4(rows, mine);
+    if (!pair_first) bone_gemm_common::store2<float>(reinterpret_cast<float*>(mine), 1.0f, 2.0f);
+}

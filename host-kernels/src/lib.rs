@@ -18,6 +18,11 @@
 //! errors. probes/ holds kernels that show each of these (the crate's
 //! `emulator_probes_tests`).
 //!
+//! Each launch also reports its shared-memory bank traffic ([`SharedTraffic`]): the
+//! wavefronts each warp-wide `ldmatrix`, `cp.async` and 4-, 8- or 16-byte access of shared
+//! memory took against the fewest it could, so a layout whose accesses conflict in the
+//! banks shows without a GPU.
+//!
 //! What it does not model: scalar accesses are not checked against the forbidden ranges
 //! (a stray scalar write shows only in the caller's guard bytes, a stray scalar read only
 //! where its value reaches an output), timing, and instructions the kernels do not use.
@@ -62,6 +67,67 @@ impl Schedule {
     }
 }
 
+/// Warp-wide shared-memory accesses of one kind over a launch: how many, the wavefronts
+/// (passes through the 32 banks) they took, and the fewest they could have taken (one per
+/// phase of 128 bytes' worth of lanes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wavefronts {
+    pub instructions: u64,
+    pub wavefronts: u64,
+    pub ideal: u64,
+}
+
+impl Wavefronts {
+    /// The wavefronts bank conflicts added.
+    pub fn conflicts(&self) -> u64 {
+        self.wavefronts - self.ideal
+    }
+}
+
+impl std::ops::AddAssign for Wavefronts {
+    fn add_assign(&mut self, other: Self) {
+        self.instructions += other.instructions;
+        self.wavefronts += other.wavefronts;
+        self.ideal += other.ideal;
+    }
+}
+
+/// A launch's shared-memory bank traffic, as far as the runtime sees it: `ldmatrix` rows,
+/// `cp.async` destinations, and the vector accesses (`load8`, `store8`, paired stores) that
+/// land in shared memory; plain scalar accesses are not seen. The lanes' per-thread
+/// accesses are matched into warp-wide ones by order (a lane's n-th with every other
+/// lane's n-th); `unmatched` counts the lanes' accesses where that failed (their kinds or
+/// sizes differed: code diverging around shared memory), which are in no other count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SharedTraffic {
+    pub ldmatrix: Wavefronts,
+    pub copies: Wavefronts,
+    pub vectors: Wavefronts,
+    pub unmatched: u64,
+}
+
+impl SharedTraffic {
+    /// The wavefronts bank conflicts added, over every kind.
+    pub fn conflicts(&self) -> u64 {
+        self.ldmatrix.conflicts() + self.copies.conflicts() + self.vectors.conflicts()
+    }
+
+    #[cfg(bone_host_kernels_built)]
+    fn from_counts(c: [u64; 10]) -> Self {
+        let kind = |i: usize| Wavefronts { instructions: c[3 * i], wavefronts: c[3 * i + 1], ideal: c[3 * i + 2] };
+        SharedTraffic { ldmatrix: kind(0), copies: kind(1), vectors: kind(2), unmatched: c[9] }
+    }
+}
+
+impl std::ops::AddAssign for SharedTraffic {
+    fn add_assign(&mut self, other: Self) {
+        self.ldmatrix += other.ldmatrix;
+        self.copies += other.copies;
+        self.vectors += other.vectors;
+        self.unmatched += other.unmatched;
+    }
+}
+
 /// One kernel argument: its bytes, as the kernel's parameter holds them.
 pub struct KernelArg<'a>(pub &'a [u8]);
 
@@ -87,6 +153,7 @@ unsafe extern "C" {
         seed: u64,
         forbidden: *const u64,
         forbidden_count: usize,
+        traffic: *mut u64,
         error: *mut c_char,
         error_capacity: usize,
     ) -> i32;
@@ -101,6 +168,7 @@ pub fn available() -> bool {
 /// Runs kernel `name` over `grid` x `block` threads, with `shared_bytes` of dynamic shared
 /// memory per block (starting as NaN), to completion. No 16-byte access, pair store or
 /// `cp.async` source may touch the address ranges in `forbidden` (a caller's guard bytes).
+/// Returns the launch's shared-memory bank traffic.
 ///
 /// Returns an error for an unknown kernel, arguments whose count or sizes differ from the
 /// kernel's parameters, overlapping forbidden ranges, a deadlock, a misaligned collective,
@@ -119,7 +187,7 @@ pub unsafe fn launch(
     args: &[KernelArg],
     (landing, schedule): (Landing, Schedule),
     forbidden: &[Range<u64>],
-) -> Result<(), String> {
+) -> Result<SharedTraffic, String> {
     let mut ranges = forbidden.to_vec();
     ranges.sort_by_key(|r| r.start);
     if let Some(pair) = ranges.windows(2).find(|pair| pair[0].end > pair[1].start) {
@@ -130,10 +198,12 @@ pub unsafe fn launch(
     let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
     let sizes: Vec<usize> = args.iter().map(|a| a.0.len()).collect();
     let mut error = vec![0u8; 1024];
+    let mut traffic = [0u64; 10];
     let (order, seed) = schedule.encoded();
     // SAFETY: the pointer arrays hold `args.len()` entries each, `bounds` two per range,
-    // every argument's bytes outlive the call, `error` holds its stated capacity, and the
-    // caller vouches for the addresses inside the arguments.
+    // every argument's bytes outlive the call, `traffic` holds the 10 counts the runtime
+    // writes, `error` its stated capacity, and the caller vouches for the addresses
+    // inside the arguments.
     let status = unsafe {
         bone_host_launch(
             c_name.as_ptr(),
@@ -148,12 +218,13 @@ pub unsafe fn launch(
             seed,
             bounds.as_ptr(),
             ranges.len(),
+            traffic.as_mut_ptr(),
             error.as_mut_ptr().cast(),
             error.len(),
         )
     };
     if status == 0 {
-        return Ok(());
+        return Ok(SharedTraffic::from_counts(traffic));
     }
     let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
     Err(String::from_utf8_lossy(&error[..end]).into_owned())
@@ -172,7 +243,7 @@ pub unsafe fn launch(
     _: &[KernelArg],
     _: (Landing, Schedule),
     _: &[Range<u64>],
-) -> Result<(), String> {
+) -> Result<SharedTraffic, String> {
     Err(format!(
         "cannot run {name}: the host kernels were not built (no C++17 compiler was found; install g++ or clang++)"
     ))

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use bone_host_kernels::{KernelArg, Landing, Schedule};
+use bone_host_kernels::{KernelArg, Landing, Schedule, SharedTraffic};
 use cudarc::driver::LaunchConfig;
 use half::{bf16, f16};
 use rand::RngExt;
@@ -137,6 +137,8 @@ pub(crate) struct Emulator {
     /// (instead of `GemmKernels::select`'s choice), so that tests reach every width.
     gemm_kernels: GemmKernels,
     tile_n: Option<u32>,
+    /// The shared-memory bank traffic of every launch so far, by kernel.
+    traffic: RefCell<BTreeMap<String, SharedTraffic>>,
 }
 
 impl Default for Emulator {
@@ -205,7 +207,14 @@ impl Ty {
 
 impl Emulator {
     pub fn new(landing: Landing, gemm_kernels: GemmKernels) -> Self {
-        Emulator { memory: RefCell::default(), landing, schedule: Schedule::LowestFirst, gemm_kernels, tile_n: None }
+        Emulator {
+            memory: RefCell::default(),
+            landing,
+            schedule: Schedule::LowestFirst,
+            gemm_kernels,
+            tile_n: None,
+            traffic: RefCell::default(),
+        }
     }
 
     /// The same emulator running each block's threads in `schedule`'s order.
@@ -232,6 +241,11 @@ impl Emulator {
     /// Every GEMM on `tile_n`-wide tiles of `gemm_kernels`.
     pub fn with_tile_n(landing: Landing, gemm_kernels: GemmKernels, tile_n: u32) -> Self {
         Emulator { tile_n: Some(tile_n), ..Emulator::new(landing, gemm_kernels) }
+    }
+
+    /// The shared-memory bank traffic of every launch so far, summed by kernel.
+    pub fn shared_traffic(&self) -> BTreeMap<String, SharedTraffic> {
+        self.traffic.borrow().clone()
     }
 
     /// `bytes` of memory filled with NaN bit patterns (0xFF), 256-byte aligned.
@@ -293,7 +307,8 @@ impl Emulator {
         self.write_bytes(base + index * ty.size(), &ty.encode(value));
     }
 
-    /// Runs `kernel` on the host over `config`'s grid, then checks every guard.
+    /// Runs `kernel` on the host over `config`'s grid, then checks every guard, and that no
+    /// shared-memory access the runtime sees took more bank passes than it had to.
     fn launch(&self, kernel: &str, config: LaunchConfig, args: &[KernelArg]) {
         let (g, b, shared) = (config.grid_dim, config.block_dim, config.shared_mem_bytes as usize);
         let order = (self.landing, self.schedule);
@@ -301,11 +316,21 @@ impl Emulator {
         // SAFETY: the launch sequences under test pass addresses of this emulator's live
         // allocations; a kernel straying past them lands in guard bytes: the runtime fails
         // a vector access or copy there, and any write there shows below.
-        unsafe { bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, order, &guards) }
-            .unwrap_or_else(|e| panic!("{e}"));
+        let traffic = unsafe {
+            bone_host_kernels::launch(kernel, [g.0, g.1, g.2], [b.0, b.1, b.2], shared, args, order, &guards)
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
         for (address, allocation) in self.memory.borrow().iter() {
             assert!(allocation.guards_intact(), "{kernel} wrote outside the allocation at {address:#x}");
         }
+        // The kernels' shared-memory layouts are meant to be free of bank conflicts: a
+        // conflict costs no wrong answer, only time, so only this check shows it.
+        assert!(
+            traffic.conflicts() == 0 && traffic.unmatched == 0,
+            "{kernel}: shared-memory bank conflicts (or accesses the runtime could not match into warp-wide ones): \
+             {traffic:?}"
+        );
+        *self.traffic.borrow_mut().entry(kernel.to_owned()).or_default() += traffic;
     }
 }
 

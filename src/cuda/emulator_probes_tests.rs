@@ -4,17 +4,18 @@
 //! mbarrier overwritten or used uninitialised, a "warp-uniform" value that is not, a
 //! wgmma operand changed while its product is in flight, a missing block barrier in one
 //! thread order or the other, a 16-byte read or copy past a buffer) fails here as it would
-//! misbehave on a GPU.
+//! misbehave on a GPU; and its count of shared-memory bank conflicts, which the kernels'
+//! layouts are held to.
 
 use std::ops::Range;
 
-use bone_host_kernels::{KernelArg, Landing, Schedule, launch};
+use bone_host_kernels::{KernelArg, Landing, Schedule, SharedTraffic, Wavefronts, launch};
 
 use super::emulator::host_kernels_or_skip;
 
 /// Runs probe `name` on one block of `threads` threads with `shared` bytes of dynamic
 /// shared memory, lowest-numbered thread first.
-fn run(name: &str, threads: u32, shared: usize, args: &[KernelArg], landing: Landing) -> Result<(), String> {
+fn run(name: &str, threads: u32, shared: usize, args: &[KernelArg], landing: Landing) -> Result<SharedTraffic, String> {
     run_in(name, (threads, shared), args, (landing, Schedule::LowestFirst), &[])
 }
 
@@ -25,7 +26,7 @@ fn run_in(
     args: &[KernelArg],
     order: (Landing, Schedule),
     forbidden: &[Range<u64>],
-) -> Result<(), String> {
+) -> Result<SharedTraffic, String> {
     // SAFETY: each probe reads and writes only the buffers passed, at the lengths its
     // comment states, which the callers below provide.
     unsafe { launch(name, [1, 1, 1], [threads, 1, 1], shared, args, order, forbidden) }
@@ -180,4 +181,37 @@ fn a_wgmma_operand_changed_before_its_wait_is_an_error() {
     run_probe(0).unwrap();
     let err = run_probe(1).unwrap_err();
     assert!(err.contains("changed between its mma_async and the wait that retired it"), "{err}");
+}
+
+/// The bank traffic of the bank-pattern probe: one warp's accesses at lane * `pitch` bytes.
+fn bank_pattern(pitch: i32, diverge: bool) -> SharedTraffic {
+    let src = Aligned16([0.0_f32; 4]);
+    let (src_ptr, diverge) = (src.0.as_ptr() as u64, i32::from(diverge));
+    let args = [(&src_ptr).into(), (&pitch).into(), (&diverge).into()];
+    run("bone_probe_bank_pattern", 32, 32 * pitch as usize, &args, Landing::Late).unwrap()
+}
+
+#[test]
+fn bank_conflicts_are_counted_as_the_hardware_serves_the_banks() {
+    if !host_kernels_or_skip("bank_conflicts_are_counted_as_the_hardware_serves_the_banks") {
+        return;
+    }
+    let one = |wavefronts, ideal| Wavefronts { instructions: 1, wavefronts, ideal };
+    // 16-byte rows side by side: each phase of 8 lanes covers the 32 banks once. The
+    // 8-byte pairs 16 bytes apart: lanes l and l + 8 share banks, two passes a half-warp.
+    let packed = bank_pattern(16, false);
+    assert_eq!((packed.ldmatrix, packed.copies, packed.vectors), (one(4, 4), one(4, 4), one(4, 2)));
+    // 128 bytes apart: every lane of a phase in banks 0..3 (0..1 for the pairs), a pass each.
+    let strided = bank_pattern(128, false);
+    assert_eq!((strided.ldmatrix, strided.copies, strided.vectors), (one(32, 4), one(32, 4), one(32, 2)));
+    assert_eq!(strided.conflicts(), 28 + 28 + 30);
+    // 144 bytes apart, as a 64-element bf16 row padded by 8: the rows' 16-byte groups are
+    // 9 l mod 8, all different in a phase.
+    let padded = bank_pattern(144, false);
+    assert_eq!((padded.ldmatrix, padded.copies, padded.vectors), (one(4, 4), one(4, 4), one(4, 2)));
+    assert_eq!(padded.unmatched, 0);
+    // Lanes whose n-th accesses differ are not matched into warp-wide ones, and say so.
+    let diverged = bank_pattern(16, true);
+    assert_eq!((diverged.copies.instructions, diverged.vectors.instructions, diverged.unmatched), (0, 0, 64));
+    assert_eq!(diverged.ldmatrix, one(4, 4), "ldmatrix is a collective, matched by the runtime");
 }

@@ -100,6 +100,20 @@ pub(super) fn workspace_regions(
 
 pub(super) fn check(
     variant: Variant,
+    dims: (usize, usize, usize, usize),
+    types: (Ty, Ty),
+    options: (bool, bool),
+    engine: GemmEngine,
+    rng: &mut StdRng,
+) {
+    let emulator = emulator_for(engine).in_drawn_order(rng);
+    check_on(&emulator, variant, dims, types, options, engine, rng);
+}
+
+/// `check` on `emulator` (running the GEMM kernels of `engine`).
+pub(super) fn check_on(
+    emulator: &Emulator,
+    variant: Variant,
     (t, n, k, r): (usize, usize, usize, usize),
     (x_ty, b_ty): (Ty, Ty),
     (with_bias, with_dropout): (bool, bool),
@@ -108,13 +122,12 @@ pub(super) fn check(
 ) {
     let shape = LayerShape::new(variant, Dims { k, n, r }).unwrap();
     let dropout = with_dropout.then(|| Dropout::new(0.25, rng.random()).unwrap());
-    let emulator = emulator_for(engine).in_drawn_order(rng);
     let label = format!(
         "{variant} T={t} N={n} K={k} r={r} X={x_ty:?} B={b_ty:?} bias={with_bias} {dropout:?} {engine:?} {:?}",
         emulator.schedule()
     );
     let LayerInputs { x, w, b, call: inputs } =
-        layer_inputs(&emulator, shape, t, (x_ty, b_ty, 0.5 / (r as f64).sqrt()), rng);
+        layer_inputs(emulator, shape, t, (x_ty, b_ty, 0.5 / (r as f64).sqrt()), rng);
     let bias = random(rng, n, 0.5, x_ty);
     let dy = random(rng, t * n, 1.0, x_ty);
     let mut call = Call {
@@ -123,8 +136,8 @@ pub(super) fn check(
         dropout: BoneDropout::of(dropout),
         ..inputs
     };
-    let regions = |pass| workspace_regions(&emulator, &shape, t, pass, engine);
-    run(&emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
+    let regions = |pass| workspace_regions(emulator, &shape, t, pass, engine);
+    run(emulator, engine, Pass::Forward, &call, &regions(Pass::Forward));
     let y = emulator.download(x_ty, call.y, t * n);
     let bias_ref = with_bias.then_some(bias.as_slice());
     let y_ref = forward_with_dropout(&shape, t, &x, &w, &b, bias_ref, dropout).unwrap();
@@ -141,7 +154,7 @@ pub(super) fn check(
     call.dx = emulator.alloc(t * k * 2);
     call.db = emulator.alloc(shape.adapter_len() * 4);
     call.dbias = emulator.alloc(n * 4);
-    run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
+    run(emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
     let grads = backward_with_dropout(&shape, t, &x, &w, &b, &dy, dropout).unwrap();
     let outputs = [
         ("dX", x_ty, call.dx, &grads.dx),
@@ -162,7 +175,7 @@ pub(super) fn check(
     call.accumulate = Accumulate::ALL;
     (call.dx, call.db, call.dbias) =
         (emulator.upload(x_ty, &held[0]), emulator.upload(Ty::F32, &held[1]), emulator.upload(Ty::F32, &held[2]));
-    run(&emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
+    run(emulator, engine, Pass::Backward, &call, &regions(Pass::Backward));
     for (i, (name, ty, address)) in
         [("dX", x_ty, call.dx), ("dB", Ty::F32, call.db), ("dbias", Ty::F32, call.dbias)].into_iter().enumerate()
     {

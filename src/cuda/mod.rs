@@ -77,6 +77,8 @@ mod rounded_once_tests;
 mod saved_block_sums_tests;
 mod setup;
 mod shared_block;
+#[cfg(test)]
+mod shared_traffic_tests;
 mod split;
 mod timed;
 mod token_chunks;
