@@ -668,7 +668,7 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
     const unsigned blocks = grid[0] * grid[1] * grid[2];
     if (blocks == 0 || block[0] * block[1] * block[2] == 0) return report(error, error_capacity, "empty launch");
     std::atomic<unsigned> next{0};
-    std::mutex failure_lock;
+    std::mutex results_lock;
     std::string failure;
     SharedTraffic total;
     auto work = [&] {
@@ -676,12 +676,12 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
         for (unsigned index; (index = next.fetch_add(1)) < blocks;) {
             std::string e = runner_for_thread.run(index);
             if (!e.empty()) {
-                const std::lock_guard<std::mutex> lock(failure_lock);
+                const std::lock_guard<std::mutex> lock(results_lock);
                 if (failure.empty()) failure = std::string(name) + ": " + e;
                 next.store(blocks);
             }
         }
-        const std::lock_guard<std::mutex> lock(failure_lock);
+        const std::lock_guard<std::mutex> lock(results_lock);
         total.add(runner_for_thread.traffic());
     };
     const unsigned workers = std::max(1u, std::min(blocks, std::thread::hardware_concurrency()));
