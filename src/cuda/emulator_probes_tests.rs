@@ -214,4 +214,9 @@ fn bank_conflicts_are_counted_as_the_hardware_serves_the_banks() {
     let diverged = bank_pattern(16, true);
     assert_eq!((diverged.copies.instructions, diverged.vectors.instructions, diverged.unmatched), (0, 0, 64));
     assert_eq!(diverged.ldmatrix, one(4, 4), "ldmatrix is a collective, matched by the runtime");
+    // A copy by one lane of the warp: one phase with a lane, one pass.
+    let src = Aligned16([0.0_f32; 4]);
+    let (src_ptr, offset) = (src.0.as_ptr() as u64, 0_i32);
+    let alone = run("bone_probe_copy_to", 32, 16, &[(&src_ptr).into(), (&offset).into()], Landing::Early).unwrap();
+    assert_eq!((alone.copies, alone.unmatched), (one(1, 1), 0));
 }
