@@ -392,7 +392,11 @@ class BlockRunner {
             fail("a " + std::to_string(bytes) + "-byte access at " + describe(p) + ", outside the buffers it was given");
         }
         const auto* byte = static_cast<const unsigned char*>(p);
-        if (byte >= shared_ && byte < shared_ + launch_.shared_bytes) record(Access::Vector, uint32_t(byte - shared_), bytes);
+        if (byte < shared_ || byte >= shared_ + launch_.shared_bytes) return;
+        if (bytes != 4 && bytes != 8 && bytes != 16) {
+            fail("a " + std::to_string(bytes) + "-byte shared access, which the bank count does not model");
+        }
+        record(Access::Vector, uint32_t(byte - shared_), bytes);
     }
 
     // The bank traffic of the blocks this runner has run to their end.

@@ -7,7 +7,6 @@
 #pragma once
 #include <cstdint>
 #include <deque>
-#include <vector>
 
 #include "ptx_semantics.h"
 
