@@ -6,7 +6,9 @@
 //! the device's would be. Each allocation sits between guard bytes (NaN patterns of its
 //! own, see `Allocation`) that are checked after every launch, and that no 16-byte access
 //! or cp.async may touch, even to read; it starts as NaN (0xFF bytes), so an element
-//! nothing wrote fails the oracle comparison. Library GEMMs (the
+//! nothing wrote fails the oracle comparison. Each launch must also take no more
+//! shared-memory bank passes than it has to, as far as the runtime sees its accesses
+//! (`bone_host_kernels::SharedTraffic`). Library GEMMs (the
 //! cuBLAS engine) are emulated by a direct product.
 
 use std::cell::RefCell;

@@ -1,7 +1,8 @@
 //! The emulator holds every launch to no shared-memory bank conflicts (`Emulator::launch`).
-//! That check is only as good as what the runtime counts: here, a step of every variant on
-//! each of the crate's GEMM engines must have had its tile copies, `ldmatrix` rows and G's
-//! paired stores counted, in every GEMM layout and in BatCol's fused dB kernel.
+//! That check is only as good as what the runtime counts: here, a step of BatCol, BatRow and
+//! the shared block (mini runs the shared block's kernels) on each of the crate's GEMM
+//! engines must have had its tile copies, `ldmatrix` rows and G's paired stores counted, in
+//! every GEMM layout and in BatCol's fused dB kernel.
 
 use bone_host_kernels::SharedTraffic;
 use rand::SeedableRng;
