@@ -3,6 +3,7 @@
 //! output block o of W (rows o r .. o r + r) has row q = a (K / r) + i holding
 //! `W_{o,i}[a, :]`, so `W'_o = W_o B_o + onehot B_o + W_o` is one small GEMM per block (W_o
 //! added in its epilogue, exactly: `I + B_o` in bf16 would lose B's diagonal):
+//! ```text
 //!   forward   per slab: W'[slab] (batched over its blocks), Y[:, slab] = X W'[slab]^T + bias
 //!             (cut along K and summed in order where the slab alone would not fill the GPU)
 //!   backward  dB_o = sum_i (W_{o,i} + I)^T G_{o,i}: on this crate's GEMMs (mma.sync or
@@ -14,6 +15,7 @@
 //!             wanted, per slab W'[slab] and dX (+)= dY[:, slab] W'[slab]: written once in
 //!             the activations' type where W' fits one slab, else summed over the slabs in
 //!             f32 a bounded chunk of tokens at a time (the slabs formed again per chunk)
+//! ```
 //! G and W' take turns in the one slab buffer, so each slab is as tall as the forward's.
 //! Forming each W' tile in shared memory inside the main GEMM instead would save the
 //! slab's round trip through L2 but redo the transform for every token tile
@@ -111,7 +113,7 @@ fn prepare(launcher: &impl Launcher, call: &Call, regions: &[u64], block_sums: O
     .launch(launcher, call)
 }
 
-/// W' rows [row0, row0 + rows) into regions[2], `[rows, K]` in the activations' type:
+/// W' rows [row0, row0 + rows) into `regions[2]`, `[rows, K]` in the activations' type:
 /// W_o + W_o B_o + onehot B_o, W_o added exactly (an addend), rounded once.
 fn form_slab(launcher: &impl Launcher, call: &Call, regions: &[u64], row0: usize, rows: usize) -> Result<()> {
     let (k, r) = (call.shape.k(), call.shape.r());

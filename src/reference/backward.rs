@@ -23,7 +23,7 @@ pub struct Gradients {
     pub dbias: Vec<f64>,
 }
 
-/// Backward of [`super::forward`] for the upstream gradient `dy` `[T, N]`.
+/// Backward of [`super::forward()`] for the upstream gradient `dy` `[T, N]`.
 pub fn backward(layer: &LayerShape, t: usize, x: &[f64], w: &[f64], b: &[f64], dy: &[f64]) -> Result<Gradients> {
     backward_with_dropout(layer, t, x, w, b, dy, None)
 }
