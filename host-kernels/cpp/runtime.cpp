@@ -645,13 +645,11 @@ int report(char* error, size_t capacity, const std::string& message) {
 // the kernel arguments `args` (each a pointer to the argument's bytes, `arg_sizes` long),
 // blocks spread over the cores; no vector access may touch the `forbidden_count` ranges
 // [forbidden[2i], forbidden[2i + 1]) (sorted, disjoint). Returns 0, with the shared-memory
-// bank traffic in `traffic` (instructions, wavefronts and ideal wavefronts of ldmatrix,
-// cp.async and the vector accesses, then the unmatched accesses: 10 values),
-// or 1 with the reason in `error`.
+// bank traffic in `traffic`, or 1 with the reason in `error`.
 extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const uint32_t* block, size_t shared_bytes,
                                 void* const* args, const size_t* arg_sizes, size_t arg_count, int late_copies,
                                 int order, uint64_t seed, const uint64_t* forbidden, size_t forbidden_count,
-                                uint64_t* traffic, char* error, size_t error_capacity) {
+                                bone_host::SharedTraffic* traffic, char* error, size_t error_capacity) {
     using namespace bone_host;
     const KernelEntry* kernel = bone_host_find_kernel(name);
     if (kernel == nullptr) return report(error, error_capacity, std::string("no kernel named ") + name);
@@ -694,11 +692,6 @@ extern "C" int bone_host_launch(const char* name, const uint32_t* grid, const ui
     work();
     for (std::thread& t : threads) t.join();
     if (!failure.empty()) return report(error, error_capacity, failure);
-    for (int i = 0; i < ACCESS_KINDS; ++i) {
-        traffic[3 * i] = total.kinds[i].instructions;
-        traffic[3 * i + 1] = total.kinds[i].wavefronts;
-        traffic[3 * i + 2] = total.kinds[i].ideal;
-    }
-    traffic[3 * ACCESS_KINDS] = total.unmatched;
+    *traffic = total;
     return 0;
 }

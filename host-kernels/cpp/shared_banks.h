@@ -29,7 +29,8 @@ enum class Access { Ldmatrix, Copy, Vector };
 constexpr int ACCESS_KINDS = 3;
 
 // Every kind's traffic, and the per-lane accesses that could not be matched into warp-wide
-// ones (lanes of a warp whose n-th accesses differ in kind or size: diverged code).
+// ones (lanes of a warp whose n-th accesses differ in kind or size: diverged code). Handed
+// to Rust as it is: host-kernels/src/lib.rs's SharedTraffic (repr(C)) mirrors it, ten u64.
 struct SharedTraffic {
     Traffic kinds[ACCESS_KINDS];
     uint64_t unmatched = 0;
@@ -39,6 +40,7 @@ struct SharedTraffic {
         unmatched += other.unmatched;
     }
 };
+static_assert(sizeof(SharedTraffic) == 10 * sizeof(uint64_t), "the layout lib.rs mirrors");
 
 // One warp-wide access of `bytes` (4, 8 or 16) per lane at shared-memory `offsets`, lanes
 // where `present`. A warp is served in phases of 128 bytes' worth of lanes (32 lanes of 4

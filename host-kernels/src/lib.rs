@@ -71,6 +71,7 @@ impl Schedule {
 /// (passes through the 32 banks) they took, and the fewest they could have taken (one per
 /// phase of 128 bytes' worth of lanes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Wavefronts {
     pub instructions: u64,
     pub wavefronts: u64,
@@ -98,7 +99,11 @@ impl std::ops::AddAssign for Wavefronts {
 /// accesses are matched into warp-wide ones by order (a lane's n-th with every other
 /// lane's n-th); `unmatched` counts the lanes' accesses where that failed (their kinds or
 /// sizes differed: code diverging around shared memory), which are in no other count.
+///
+/// The runtime writes it whole: its layout is the C++ `bone_host::SharedTraffic`'s
+/// (cpp/shared_banks.h, ten u64 in this order).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct SharedTraffic {
     pub ldmatrix: Wavefronts,
     pub copies: Wavefronts,
@@ -111,13 +116,8 @@ impl SharedTraffic {
     pub fn conflicts(&self) -> u64 {
         self.ldmatrix.conflicts() + self.copies.conflicts() + self.vectors.conflicts()
     }
-
-    #[cfg(bone_host_kernels_built)]
-    fn from_counts(c: [u64; 10]) -> Self {
-        let kind = |i: usize| Wavefronts { instructions: c[3 * i], wavefronts: c[3 * i + 1], ideal: c[3 * i + 2] };
-        SharedTraffic { ldmatrix: kind(0), copies: kind(1), vectors: kind(2), unmatched: c[9] }
-    }
 }
+const _: () = assert!(size_of::<SharedTraffic>() == 10 * size_of::<u64>(), "the C++ layout it mirrors");
 
 impl std::ops::AddAssign for SharedTraffic {
     fn add_assign(&mut self, other: Self) {
@@ -153,7 +153,7 @@ unsafe extern "C" {
         seed: u64,
         forbidden: *const u64,
         forbidden_count: usize,
-        traffic: *mut u64,
+        traffic: *mut SharedTraffic,
         error: *mut c_char,
         error_capacity: usize,
     ) -> i32;
@@ -198,11 +198,11 @@ pub unsafe fn launch(
     let pointers: Vec<*const c_void> = args.iter().map(|a| a.0.as_ptr().cast()).collect();
     let sizes: Vec<usize> = args.iter().map(|a| a.0.len()).collect();
     let mut error = vec![0u8; 1024];
-    let mut traffic = [0u64; 10];
+    let mut traffic = SharedTraffic::default();
     let (order, seed) = schedule.encoded();
     // SAFETY: the pointer arrays hold `args.len()` entries each, `bounds` two per range,
-    // every argument's bytes outlive the call, `traffic` holds the 10 counts the runtime
-    // writes, `error` its stated capacity, and the caller vouches for the addresses
+    // every argument's bytes outlive the call, `traffic` has the layout the runtime writes,
+    // `error` its stated capacity, and the caller vouches for the addresses
     // inside the arguments.
     let status = unsafe {
         bone_host_launch(
@@ -218,13 +218,13 @@ pub unsafe fn launch(
             seed,
             bounds.as_ptr(),
             ranges.len(),
-            traffic.as_mut_ptr(),
+            &mut traffic,
             error.as_mut_ptr().cast(),
             error.len(),
         )
     };
     if status == 0 {
-        return Ok(SharedTraffic::from_counts(traffic));
+        return Ok(traffic);
     }
     let end = error.iter().position(|&b| b == 0).unwrap_or(error.len());
     Err(String::from_utf8_lossy(&error[..end]).into_owned())
