@@ -18,6 +18,23 @@ __device__ __forceinline__ float held(int accumulate, const T* out) {
     return accumulate ? to_f32(*out) : 0.f;
 }
 
+// Adds to lane l's 8 sums those of lanes l ^ m, m = first_mask, 2 first_mask, .., 16
+// (first_mask a power of two; none where it is 32), by a butterfly of shuffles in a fixed
+// order, so the same bits every run: then every lane holds the totals of the lanes that
+// differ from it only in those bits.
+__device__ __forceinline__ void add_across_lanes(float (&sum)[8], int first_mask) {
+    for (int lane_mask = first_mask; lane_mask < 32; lane_mask *= 2) {
+        float lo[4] = {sum[0], sum[1], sum[2], sum[3]}, hi[4] = {sum[4], sum[5], sum[6], sum[7]};
+        bone_ptx::shfl_xor4(lo, lane_mask);
+        bone_ptx::shfl_xor4(hi, lane_mask);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            sum[e] += lo[e];
+            sum[4 + e] += hi[e];
+        }
+    }
+}
+
 // The chunk sums of one row, by a warp: on lanes l < r / 8, sum[e] = sum_i factor(k) M[k]
 // at k = i r + 8 l + e over the r-wide chunks of `row` ([cols] elements, the last chunk
 // possibly cut short: cols and r multiples of 8, the row 16-byte aligned). Lane l reads
@@ -45,16 +62,7 @@ __device__ __forceinline__ void warp_row_chunk_sums(const TX* __restrict__ row, 
         add(v3, k + 3 * WARP_SPAN);
     }
     for (; k < cols; k += WARP_SPAN) add(load(k), k);
-    for (int lane_mask = r / 8; lane_mask < 32; lane_mask *= 2) {
-        float lo[4] = {sum[0], sum[1], sum[2], sum[3]}, hi[4] = {sum[4], sum[5], sum[6], sum[7]};
-        bone_ptx::shfl_xor4(lo, lane_mask);
-        bone_ptx::shfl_xor4(hi, lane_mask);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            sum[e] += lo[e];
-            sum[4 + e] += hi[e];
-        }
-    }
+    add_across_lanes(sum, r / 8);
 }
 
 // S[t, j] = sum_i X[t, i r + j] over the chunks of X, the last one zero-padded, each
@@ -182,37 +190,48 @@ __device__ __forceinline__ void ones_column(int r, TX* __restrict__ m, long long
 // (BONE_BIAS_GRAD_COLUMNS columns) times chunks of `chunk_len` tokens: block b takes strip
 // b % strips of chunk b / strips, so that a tall dY keeps every SM reading. A thread reads
 // 8 adjacent columns at once (16 bytes: N is a multiple of 8 and dY 16-byte aligned), 8
-// threads a row of the strip (128 contiguous bytes), the block ROWS rows at a time; then
-// the strip's first threads add the rows' sums in order. One chunk: into out, added to
-// what it holds where `accumulate`; several: chunk c's sums into out[c * N + n], which
+// threads a row of the strip (128 contiguous bytes), the block ROWS rows at a time. A
+// warp's four rows are added by shuffles, the warps' sums meet in shared memory, and the
+// strip's first threads add them in warp order. One chunk: into out, added to what it
+// holds where `accumulate`; several: chunk c's sums into out[c * N + n], which
 // bone_sum_chunks then adds in order.
 template <typename TX>
 __device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, int accumulate,
                                           const TX* __restrict__ dy, float* __restrict__ out) {
-    constexpr int GROUPS = BONE_BIAS_GRAD_COLUMNS / 8, ROWS = BONE_MERGE_THREADS / GROUPS;
-    __shared__ float partial[ROWS][BONE_BIAS_GRAD_COLUMNS];
+    constexpr int GROUPS = BONE_BIAS_GRAD_COLUMNS / 8, ROWS = BONE_MERGE_THREADS / GROUPS,
+                  WARPS = BONE_MERGE_THREADS / 32;
+    static_assert(GROUPS == 8, "a warp holds four rows of the strip's eight groups of columns");
+    static_assert(WARPS * BONE_BIAS_GRAD_COLUMNS * 4 == BONE_BIAS_GRAD_SHARED_BYTES, "the launch's shared memory");
+    // Dynamic, not a static __shared__ array, so that the host runtime counts its banks.
+    auto* partial = reinterpret_cast<float(*)[BONE_BIAS_GRAD_COLUMNS]>(bone_ptx::dynamic_smem());
     const int strips = (n_out + BONE_BIAS_GRAD_COLUMNS - 1) / BONE_BIAS_GRAD_COLUMNS;
     const int strip = blockIdx.x % strips, chunk = blockIdx.x / strips;
-    const int group = threadIdx.x % GROUPS, lane = threadIdx.x / GROUPS;
+    const int group = threadIdx.x % GROUPS, row = threadIdx.x / GROUPS;
     const int column = strip * BONE_BIAS_GRAD_COLUMNS + group * 8;  // the first of the thread's 8
     const int first = chunk * chunk_len, last = min(tokens, first + chunk_len);
     float sum[8] = {};
     if (column < n_out) {
 #pragma unroll 4
-        for (int t = first + lane; t < last; t += ROWS) {
+        for (int t = first + row; t < last; t += ROWS) {
             const Eight<TX> v = load8(dy + (long long)t * n_out + column);
 #pragma unroll
             for (int e = 0; e < 8; ++e) sum[e] += to_f32(v.v[e]);
         }
     }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) partial[lane][group * 8 + e] = sum[e];
+    add_across_lanes(sum, GROUPS);  // the warp's rows (lanes l ^ 8, l ^ 16)
+    // Lanes 0-15 store the warp's 64 sums, 16 bytes each: lane 8 q + g the half (q xor
+    // g / 4) of group g's eight, so that each quarter-warp's 128 bytes fall on the 32 banks
+    // once (in group order, groups g and g + 4 would share banks).
+    const int lane = threadIdx.x % 32, high = ((lane / 8) ^ (group / 4)) & 1;
+    if (lane < 16)
+        store4(&partial[threadIdx.x / 32][group * 8 + high * 4],
+               high ? make_float4(sum[4], sum[5], sum[6], sum[7]) : make_float4(sum[0], sum[1], sum[2], sum[3]));
     __syncthreads();
     const int c = threadIdx.x, n = strip * BONE_BIAS_GRAD_COLUMNS + c;
     if (c >= BONE_BIAS_GRAD_COLUMNS || n >= n_out) return;
     float* dest = out + (long long)chunk * n_out + n;
     float total = held(accumulate, dest);
-    for (int l = 0; l < ROWS; ++l) total += partial[l][c];
+    for (int w = 0; w < WARPS; ++w) total += partial[w][c];
     *dest = total;
 }
 

@@ -43,6 +43,12 @@ __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
     *reinterpret_cast<Eight<T>*>(p) = v;
 }
 
+// Four f32 values stored in one 16-byte access (STS.128 / STG.128).
+__device__ __forceinline__ void store4(float* p, float4 v) {
+    require_access(p, 16);
+    *reinterpret_cast<float4*>(p) = v;
+}
+
 // Two adjacent 16-bit outputs (lo at the lower address) rounded into one 32-bit word, by
 // one conversion of the pair (cvt.rn.bf16x2.f32). Rounding a wgmma accumulator element by
 // element into shared memory made ptxas serialize the wgmma pipeline before it (C7514).

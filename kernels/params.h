@@ -69,6 +69,9 @@ struct BoneSetup {
 // Columns of dY one block of bone_bias_grad reduces: 128 bytes of a bf16/f16 row, read by
 // 8 threads at 16 bytes each.
 #define BONE_BIAS_GRAD_COLUMNS 64
+// Its dynamic shared memory: each warp's f32 sums of the strip's columns
+// (BONE_MERGE_THREADS / 32 warps x BONE_BIAS_GRAD_COLUMNS x 4 bytes).
+#define BONE_BIAS_GRAD_SHARED_BYTES 2048
 
 // Operand layouts of the tensor-core GEMM (kernels/gemm.cuh).
 // A is [M, K]: BONE_K_MAJOR means a[m * lda + k], BONE_MN_MAJOR means a[k * lda + m].

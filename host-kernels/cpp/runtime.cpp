@@ -392,7 +392,12 @@ class BlockRunner {
             fail("a " + std::to_string(bytes) + "-byte access at " + describe(p) + ", outside the buffers it was given");
         }
         const auto* byte = static_cast<const unsigned char*>(p);
-        if (byte < shared_ || byte >= shared_ + launch_.shared_bytes) return;
+        const uintptr_t at = reinterpret_cast<uintptr_t>(p), storage = reinterpret_cast<uintptr_t>(shared_storage_.data());
+        if (at + uintptr_t(bytes) <= storage || at >= storage + shared_storage_.size()) return;  // not shared memory
+        if (byte < shared_ || byte + bytes > shared_ + launch_.shared_bytes) {
+            fail("a " + std::to_string(bytes) + "-byte access past the launch's " + std::to_string(launch_.shared_bytes) +
+                 " bytes of dynamic shared memory");
+        }
         if (bytes != 4 && bytes != 8 && bytes != 16) {
             fail("a " + std::to_string(bytes) + "-byte shared access, which the bank count does not model");
         }

@@ -403,7 +403,7 @@ impl Launcher for Emulator {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
-        self.launch(kernel, elementwise_config(elements), &kernel_args(args));
+        self.launch(kernel, elementwise_config(kernel, elements), &kernel_args(args));
         Ok(())
     }
 

@@ -169,6 +169,11 @@ fn a_vector_read_or_copy_outside_its_memory_is_an_error() {
     copy_to(0).unwrap();
     let err = copy_to(16).unwrap_err();
     assert!(err.contains("cp.async copy past the end of dynamic shared memory"), "{err}");
+    // So must a vector access: the bank probe's odd lanes store their pair before copying,
+    // the first at byte 16 of 16 (on a GPU, a fault; here it would land in the runtime's
+    // own memory).
+    let err = bank_pattern_in(16, 16, true).unwrap_err();
+    assert!(err.contains("8-byte access past the launch's 16 bytes of dynamic shared memory"), "{err}");
 }
 
 #[test]
@@ -185,10 +190,15 @@ fn a_wgmma_operand_changed_before_its_wait_is_an_error() {
 
 /// The bank traffic of the bank-pattern probe: one warp's accesses at lane * `pitch` bytes.
 fn bank_pattern(pitch: i32, diverge: bool) -> SharedTraffic {
+    bank_pattern_in(32 * pitch as usize, pitch, diverge).unwrap()
+}
+
+/// `bone_probe_bank_pattern` with `shared_bytes` of dynamic shared memory.
+fn bank_pattern_in(shared_bytes: usize, pitch: i32, diverge: bool) -> Result<SharedTraffic, String> {
     let src = Aligned16([0.0_f32; 4]);
     let (src_ptr, diverge) = (src.0.as_ptr() as u64, i32::from(diverge));
     let args = [(&src_ptr).into(), (&pitch).into(), (&diverge).into()];
-    run("bone_probe_bank_pattern", 32, 32 * pitch as usize, &args, Landing::Late).unwrap()
+    run("bone_probe_bank_pattern", 32, shared_bytes, &args, Landing::Late)
 }
 
 #[test]

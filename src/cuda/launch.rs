@@ -8,11 +8,11 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::baseline::Half;
 use super::handle::{BoneKernels, GemmEngine};
 use super::params::{
-    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_BAT_COL_GRADS_WS_SMEM_BYTES, BONE_GEMM_BM,
-    BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS, BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN,
-    BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN, BONE_WGMMA_WIDE_SMEM_BYTES,
-    BONE_WGMMA_WS_NARROW_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS, BONE_WGMMA_WS_WIDE_SMEM_BYTES,
-    BoneDropout, BoneGemm, BoneLayer, BoneSetup,
+    BONE_BAT_COL_GRADS_SMEM_BYTES, BONE_BAT_COL_GRADS_WGMMA_SMEM_BYTES, BONE_BAT_COL_GRADS_WS_SMEM_BYTES,
+    BONE_BIAS_GRAD_SHARED_BYTES, BONE_GEMM_BM, BONE_GEMM_BN, BONE_GEMM_SMEM_BYTES, BONE_GEMM_THREADS,
+    BONE_MERGE_THREADS, BONE_WGMMA_NARROW_BN, BONE_WGMMA_NARROW_SMEM_BYTES, BONE_WGMMA_SMEM_BYTES, BONE_WGMMA_WIDE_BN,
+    BONE_WGMMA_WIDE_SMEM_BYTES, BONE_WGMMA_WS_NARROW_SMEM_BYTES, BONE_WGMMA_WS_SMEM_BYTES, BONE_WGMMA_WS_THREADS,
+    BONE_WGMMA_WS_WIDE_SMEM_BYTES, BoneDropout, BoneGemm, BoneLayer, BoneSetup,
 };
 use super::token_chunks::FULL_GPU_BLOCKS;
 use crate::error::Result;
@@ -35,7 +35,8 @@ pub(crate) trait Launcher {
 
     /// Kernel `kernel` over `elements` threads (rounded up to whole blocks of
     /// BONE_MERGE_THREADS): one per element, or what the kernel's comment says (a warp per
-    /// row; bone_bias_grad takes a block per strip of 64 columns and chunk of tokens). The
+    /// row; bone_bias_grad takes a block per strip of 64 columns and chunk of tokens, and
+    /// [`BONE_BIAS_GRAD_SHARED_BYTES`] of shared memory). The
     /// caller passes `args` matching the kernel's signature in type and order, with device
     /// addresses that cover everything the kernel reads and writes for that count.
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()>;
@@ -101,12 +102,18 @@ pub(crate) fn chunks(params: &BoneGemm) -> usize {
 }
 
 /// One thread per element; `elements` fits the kernels' 32-bit indexing (checked by callers).
-pub(crate) fn elementwise_config(elements: usize) -> LaunchConfig {
+pub(crate) fn elementwise_config(kernel: &str, elements: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((elements as u32).div_ceil(BONE_MERGE_THREADS).max(1), 1, 1),
         block_dim: (BONE_MERGE_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: elementwise_shared_bytes(kernel),
     }
+}
+
+/// The dynamic shared memory an element-wise kernel takes (params.h): dbias's per-warp sums;
+/// the others take none.
+fn elementwise_shared_bytes(kernel: &str) -> u32 {
+    if kernel.starts_with("bone_bias_grad") { BONE_BIAS_GRAD_SHARED_BYTES } else { 0 }
 }
 
 /// Which of the crate's tensor-core GEMM kernels run [`Launcher::gemm`]. Both take the
@@ -238,7 +245,7 @@ impl Launcher for BoneKernels {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, args: &[Arg]) -> Result<()> {
-        self.launch_with_args(kernel, elementwise_config(elements), args)
+        self.launch_with_args(kernel, elementwise_config(kernel, elements), args)
     }
 
     fn fused(&self, kernel: &str, grid: (u32, u32), args: &[Arg]) -> Option<Result<()>> {

@@ -66,7 +66,7 @@ impl Launcher for Recorder {
     }
 
     fn elementwise(&self, kernel: &str, elements: usize, _: &[Arg]) -> Result<()> {
-        let config = elementwise_config(elements);
+        let config = elementwise_config(kernel, elements);
         assert_launchable(kernel, &config);
         let blocks = config.grid_dim.0;
         self.launches.borrow_mut().push(Launch { kernel: kernel.to_string(), blocks, flops: 0.0 });

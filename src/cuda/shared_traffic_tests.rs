@@ -2,7 +2,8 @@
 //! That check is only as good as what the runtime counts: here, a step of BatCol, BatRow and
 //! the shared block (mini runs the shared block's kernels) on each of the crate's GEMM
 //! engines must have had its tile copies, `ldmatrix` rows and G's paired stores counted, in
-//! every GEMM layout and in BatCol's fused dB kernel.
+//! every GEMM layout and in BatCol's fused dB kernel, and dbias's stores of its warps' sums
+//! (the shared block runs with a bias).
 
 use bone_host_kernels::SharedTraffic;
 use rand::SeedableRng;
@@ -22,7 +23,8 @@ fn every_gemm_layout_and_the_fused_kernel_have_their_shared_accesses_counted() {
     for engine in [GemmEngine::Native, GemmEngine::Wgmma, GemmEngine::WgmmaWarpSpecialized] {
         let emulator = emulator_for(engine);
         for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared] {
-            check_on(&emulator, variant, (40, 256, 128, 64), (Ty::Bf16, Ty::F32), (false, false), engine, &mut rng);
+            let with_bias = variant == Variant::Shared;
+            check_on(&emulator, variant, (40, 256, 128, 64), (Ty::Bf16, Ty::F32), (with_bias, false), engine, &mut rng);
         }
         let traffic = emulator.shared_traffic();
         // What `what` counted over the kernels whose names start with `prefix` and hold `part`.
@@ -45,5 +47,6 @@ fn every_gemm_layout_and_the_fused_kernel_have_their_shared_accesses_counted() {
         ] {
             assert!(count > 0, "{engine:?}: none of the fused dB kernel's {what} counted");
         }
+        assert!(counted("bone_bias_grad", "", |t| t.vectors.instructions) > 0, "no store of dbias's sums counted");
     }
 }

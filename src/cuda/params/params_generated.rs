@@ -5,6 +5,7 @@
 pub const BONE_BIAS_COLUMNS: u32 = 8;
 pub const BONE_MERGE_THREADS: u32 = 256;
 pub const BONE_BIAS_GRAD_COLUMNS: u32 = 64;
+pub const BONE_BIAS_GRAD_SHARED_BYTES: u32 = 2048;
 pub const BONE_GEMM_BM: u32 = 128;
 pub const BONE_GEMM_BN: u32 = 128;
 pub const BONE_GEMM_BK: u32 = 32;
