@@ -107,12 +107,16 @@ __device__ __forceinline__ void add_tile_grads(float (&db)[R / 8][4], const TX* 
                 mma<TX>(db[2 * j + 1], a, b[2], b[3]);
             }
         }
+        // G's own term: accumulators e and e + 1 are adjacent columns of a row, read as one
+        // 4-byte pair (col is even, and so are PITCH and R).
 #pragma unroll
         for (int j = 0; j < R / 8; ++j)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
+            for (int e = 0; e < 4; e += 2) {
                 const int row = a0 + fragment_row(lane, e), col = j * 8 + fragment_col(lane, e);
-                db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);
+                const Two<TX> g = load2(g_rows + row * PITCH + i * R + col);
+                db[j][e] += to_f32(g.v[0]);
+                db[j][e + 1] += to_f32(g.v[1]);
             }
     }
 }

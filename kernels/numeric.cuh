@@ -43,6 +43,17 @@ __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
     *reinterpret_cast<Eight<T>*>(p) = v;
 }
 
+// Two adjacent 16-bit elements loaded in one 4-byte access.
+template <typename T>
+struct alignas(4) Two {
+    T v[2];
+};
+template <typename T>
+__device__ __forceinline__ Two<T> load2(const T* p) {
+    require_access(p, 4);
+    return *reinterpret_cast<const Two<T>*>(p);
+}
+
 // Four f32 values stored in one 16-byte access (STS.128 / STG.128).
 __device__ __forceinline__ void store4(float* p, float4 v) {
     require_access(p, 16);

@@ -96,8 +96,12 @@ MUTANTS = [
      "a stage released as soon as its products are queued"),
     # BatCol's fused dB kernel (bat_col_grads.cu).
     ("dB-identity-term", "kernels/bat_col_grads.cu",
-     "db[j][e] += to_f32(g_rows[row * PITCH + i * R + col]);", "",
+     "db[j][e] += to_f32(g.v[0]);\n                db[j][e + 1] += to_f32(g.v[1]);", "",
      "the identity's term sum_i G_{o,i} dropped"),
+    ("dB-identity-pair-swapped", "kernels/bat_col_grads.cu",
+     "db[j][e] += to_f32(g.v[0]);\n                db[j][e + 1] += to_f32(g.v[1]);",
+     "db[j][e] += to_f32(g.v[1]);\n                db[j][e + 1] += to_f32(g.v[0]);",
+     "the identity's term added with a pair's two columns swapped"),
     ("dB-rows-unmasked", "kernels/bat_col_grads.cu",
      "if (row >= n) continue;", "",
      "partial sums stored for rows past N"),
