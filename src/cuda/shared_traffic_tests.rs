@@ -1,7 +1,7 @@
 //! The emulator holds every launch to no shared-memory bank conflicts (`Emulator::launch`).
 //! That check is only as good as what the runtime counts: here, a step of BatCol, BatRow and
 //! the shared block (mini runs the shared block's kernels) on each of the crate's GEMM
-//! engines must have had its tile copies, `ldmatrix` rows and G's paired stores counted, in
+//! engines must have had its tile copies, `ldmatrix` rows and G's paired accesses counted, in
 //! every GEMM layout and in BatCol's fused dB kernel, and dbias's stores of its warps' sums
 //! (the shared block runs with a bias).
 
@@ -43,7 +43,7 @@ fn every_gemm_layout_and_the_fused_kernel_have_their_shared_accesses_counted() {
         for (what, count) in [
             ("tile copies", counted(fused, "", |t| t.copies.instructions)),
             ("ldmatrix rows", counted(fused, "", |t| t.ldmatrix.instructions)),
-            ("stores of G", counted(fused, "", |t| t.vectors.instructions)),
+            ("paired stores and reads of G", counted(fused, "", |t| t.vectors.instructions)),
         ] {
             assert!(count > 0, "{engine:?}: none of the fused dB kernel's {what} counted");
         }
