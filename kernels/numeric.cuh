@@ -26,32 +26,33 @@ __device__ __forceinline__ void require_access(const void* p, int bytes) {
 #endif
 }
 
-// Eight adjacent 16-bit elements, loaded or stored in one 16-byte access (LDG.128 /
-// STG.128).
-template <typename T>
-struct alignas(16) Eight {
-    T v[8];
+// N adjacent elements loaded or stored in one access of N * sizeof(T) bytes: eight 16-bit
+// ones in 16 bytes (LDG.128 / STG.128), two in 4.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Adjacent {
+    T v[N];
 };
 template <typename T>
+using Eight = Adjacent<T, 8>;
+template <typename T>
+using Two = Adjacent<T, 2>;
+template <int N, typename T>
+__device__ __forceinline__ Adjacent<T, N> load_adjacent(const T* p) {
+    require_access(p, int(sizeof(T)) * N);
+    return *reinterpret_cast<const Adjacent<T, N>*>(p);
+}
+template <typename T>
 __device__ __forceinline__ Eight<T> load8(const T* p) {
-    require_access(p, 16);
-    return *reinterpret_cast<const Eight<T>*>(p);
+    return load_adjacent<8>(p);
+}
+template <typename T>
+__device__ __forceinline__ Two<T> load2(const T* p) {
+    return load_adjacent<2>(p);
 }
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
     require_access(p, 16);
     *reinterpret_cast<Eight<T>*>(p) = v;
-}
-
-// Two adjacent 16-bit elements loaded in one 4-byte access.
-template <typename T>
-struct alignas(4) Two {
-    T v[2];
-};
-template <typename T>
-__device__ __forceinline__ Two<T> load2(const T* p) {
-    require_access(p, 4);
-    return *reinterpret_cast<const Two<T>*>(p);
 }
 
 // Four f32 values stored in one 16-byte access (STS.128 / STG.128).
