@@ -52,12 +52,13 @@ impl Variant {
     /// Whether a B of shape `dims` is one this variant stores with block size `r` (for
     /// some layer: N and K are not in it).
     pub fn holds_blocks(&self, r: usize, dims: &[usize]) -> bool {
-        match (self, dims) {
-            (Variant::BatCol | Variant::BatRow, &[blocks, rows, cols]) => blocks > 0 && rows == r && cols == r,
-            (Variant::Shared, &[rows, n]) => rows == r && n > 0,
-            (Variant::Mini { mini_r }, &[rows, cols]) => rows == r && cols == *mini_r,
-            _ => false,
-        }
+        r > 0
+            && match (self, dims) {
+                (Variant::BatCol | Variant::BatRow, &[blocks, rows, cols]) => blocks > 0 && rows == r && cols == r,
+                (Variant::Shared, &[rows, n]) => rows == r && n > 0,
+                (Variant::Mini { mini_r }, &[rows, cols]) => rows == r && cols == *mini_r && cols > 0,
+                _ => false,
+            }
     }
 }
 

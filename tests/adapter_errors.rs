@@ -212,11 +212,24 @@ fn an_adapter_shape_that_disagrees_with_the_base_is_named() {
         message.contains(&format!("{Q0}: shape [5, 8, 8], expected [N/r, r, r] = [6, 8, 8] for BatCol")),
         "{message}"
     );
+}
 
+#[test]
+fn an_adapter_block_that_disagrees_with_its_own_config_is_refused_on_load() {
+    // Found by tests/corrupt_files.rs: r = 2^64 - 1 in the config used to pass `load`,
+    // and `bone inspect` then ran for ever on the blocks.
+    for r in ["7", "16", "18446744073709551615"] {
+        let scratch = Scratch::new();
+        scratch.edit_config("\"r\": 8,", &format!("\"r\": {r},"));
+        let message = Adapter::load(&scratch.adapter()).unwrap_err().to_string();
+        let expected = format!(": shape [6, 8, 8], expected [N/r, r, r] with r = {r} (BatCol in the config)");
+        assert!(message.contains(&expected), "{message}");
+        assert!(message.contains("adapter_model.safetensors: base_model.model.model.layers."), "{message}");
+    }
     let scratch = Scratch::new();
-    scratch.edit_config("\"r\": 8,", "\"r\": 7,");
-    let message = scratch.fail(Direction::Merge).to_string();
-    assert!(message.contains("N (out_features) = 48 is not a multiple of r = 7"), "{message}");
+    scratch.edit_config("\"init_weights\": \"bat\"", "\"init_weights\": true");
+    let message = Adapter::load(&scratch.adapter()).unwrap_err().to_string();
+    assert!(message.contains("expected [r, N] with r = 8 (Shared in the config)"), "{message}");
 }
 
 #[test]

@@ -167,10 +167,10 @@ fn inspect_gives_the_condition_number_unmerge_checks() {
     let fixtures = adapters_dir();
     let (base, adapter_dir) = (fixtures.join("base_f32_sharded"), fixtures.join("miss_bat"));
     let adapter = Adapter::load(&adapter_dir).unwrap();
-    let worst = adapter.worst_unmerge_block().unwrap();
+    let worst = adapter.worst_unmerge_block().unwrap().unwrap();
     let conditions = |module: &str| {
         let layer = adapter.layers.iter().find(|layer| layer.module == module).unwrap();
-        bat_conditions(adapter.config.r, &layer.values)
+        bat_conditions(adapter.config.r, &layer.values).unwrap()
     };
     let largest = adapter.layers.iter().flat_map(|layer| conditions(&layer.module)).fold(0.0, f64::max);
     assert!(largest > 1.0 && worst.condition == largest && conditions(&worst.module)[worst.block] == largest);

@@ -99,7 +99,7 @@ fn bat_conditions_are_what_unmerge_compares_with_its_limit() {
         b[32 + j * r + j] = -1.0;
     }
     b[48..].copy_from_slice(&random_vec(&mut rng, r * r, 0.4));
-    let conditions = bat_conditions(r, &b);
+    let conditions = bat_conditions(r, &b).unwrap();
     assert!((conditions[0] / 5e4 - 1.0).abs() < 1e-9, "{conditions:?}");
     assert!((conditions[1] - 1.0).abs() < 1e-12, "{conditions:?}");
     assert!(conditions[2].is_infinite(), "{conditions:?}");
@@ -110,7 +110,12 @@ fn bat_conditions_are_what_unmerge_compares_with_its_limit() {
     let err = unmerge_adapter(&shape, random, conditions[3] * (1.0 - 1e-9)).unwrap_err();
     assert!(err.to_string().contains("condition number"), "{err}");
     b[5] = f64::NAN;
-    assert!(bat_conditions(r, &b)[0].is_nan());
+    assert!(bat_conditions(r, &b).unwrap()[0].is_nan());
+    // Not a whole number of blocks, r = 0, r x r past usize: errors, not panics.
+    let partial = bat_conditions(r, &b[..b.len() - 1]).unwrap_err().to_string();
+    assert!(partial.contains("has 63 elements, expected 48 (whole r x r blocks of r = 4)"), "{partial}");
+    assert!(bat_conditions(0, &b).unwrap_err().to_string().contains("must be at least 1"));
+    assert!(bat_conditions(usize::MAX, &b).unwrap_err().to_string().contains("overflows usize"));
 }
 
 #[test]

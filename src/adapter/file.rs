@@ -127,15 +127,45 @@ impl Adapter {
         if layers.is_empty() {
             return Err(AdapterError::EmptyAdapter { path });
         }
-        Ok(Adapter { dir: dir.to_path_buf(), config, layers, whole })
+        let adapter = Adapter { dir: dir.to_path_buf(), config, layers, whole };
+        adapter.check_blocks(&path)?;
+        Ok(adapter)
+    }
+
+    /// Where [`Adapter::load`] read the blocks (or `save` writes them).
+    pub(super) fn tensor_path(&self) -> PathBuf {
+        self.dir.join(TENSOR_FILE)
+    }
+
+    /// The key of `module`'s block in the adapter file.
+    pub(super) fn block_key(&self, module: &str) -> String {
+        format!("{KEY_PREFIX}{module}.{}", self.config.peft_type.block_name())
+    }
+
+    /// Every layer's block has the shape the config gives it (`[blocks, r, r]` for Bat,
+    /// `[r, N]` for the shared block, `[r, mini_r]` for mini) and as many values, so that
+    /// what reads the blocks without a base model (`save`, `worst_unmerge_block`) can
+    /// trust them; an error naming the tensor in `path` else.
+    pub(super) fn check_blocks(&self, path: &Path) -> Result<()> {
+        let (variant, r) = (self.config.variant, self.config.r);
+        let elements = |dims: &[usize]| dims.iter().try_fold(1_usize, |count, &d| count.checked_mul(d));
+        let fits = |l: &AdapterLayer| variant.holds_blocks(r, &l.dims) && elements(&l.dims) == Some(l.values.len());
+        match self.layers.iter().find(|l| !fits(l)) {
+            None => Ok(()),
+            Some(layer) => Err(AdapterError::ShapeMismatch {
+                path: path.to_path_buf(),
+                key: self.block_key(&layer.module),
+                expected: format!("{} with r = {r} ({variant} in the config)", variant.adapter_layout()),
+                actual: layer.dims.clone(),
+            }),
+        }
     }
 
     /// `module`'s block as f32 for a trainer to go on training it (the buffer to give as
     /// `LayerWeights::b`), checked against the layer it goes with: the config's variant,
     /// and B's shape for `shape`.
     pub fn block_f32(&self, module: &str, shape: &LayerShape) -> Result<Vec<f32>> {
-        let path = self.dir.join(TENSOR_FILE);
-        let key = format!("{KEY_PREFIX}{module}.{}", self.config.peft_type.block_name());
+        let (path, key) = (self.tensor_path(), self.block_key(module));
         let Some(layer) = self.layers.iter().find(|l| l.module == module) else {
             return Err(AdapterError::NoBlock { path, key });
         };
@@ -162,31 +192,21 @@ impl Adapter {
     /// `base_model.model.<name>` in their own dtype, and an `adapter_config.json` whose
     /// `target_modules` lists the exact module paths.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let (variant, r) = (self.config.variant, self.config.r);
         let tensor_file = dir.join(TENSOR_FILE);
         if self.layers.is_empty() {
             return Err(AdapterError::EmptyAdapter { path: tensor_file });
         }
-        if let Some(layer) = self.layers.iter().find(|l| !variant.holds_blocks(r, &l.dims)) {
-            return Err(AdapterError::ShapeMismatch {
-                path: tensor_file,
-                key: format!("{KEY_PREFIX}{}.{}", layer.module, self.config.peft_type.block_name()),
-                expected: format!("{} with r = {r} ({variant} in the config)", variant.adapter_layout()),
-                actual: layer.dims.clone(),
-            });
-        }
+        self.check_blocks(&tensor_file)?;
         let config_path = AdapterConfig::path(dir);
         let mut config = self.config.clone();
         config.target_modules = self.layers.iter().map(|l| l.module.clone()).collect();
         let json = config.to_json(&config_path)?;
         let staged = StagedDir::new(dir)?;
-        let block = self.config.peft_type.block_name();
         let tensor_path = staged.path().join(TENSOR_FILE);
-        let blocks = self.layers.iter().map(|l| {
-            let key = format!("{KEY_PREFIX}{}.{block}", l.module);
-            let bytes = encode(Dtype::F32, &l.values);
-            (key, Dtype::F32, l.dims.clone(), bytes)
-        });
+        let blocks = self
+            .layers
+            .iter()
+            .map(|l| (self.block_key(&l.module), Dtype::F32, l.dims.clone(), encode(Dtype::F32, &l.values)));
         let whole = self
             .whole
             .iter()

@@ -191,18 +191,18 @@ fn transform(
 
 /// Whether `bone unmerge` can take the adapter back out of a merged checkpoint, and how
 /// much it would amplify the merged weights' rounding error.
-fn unmerge_outlook(adapter: &Adapter) -> String {
+fn unmerge_outlook(adapter: &Adapter) -> Result<String, AdapterError> {
     if !adapter.whole.is_empty() {
         let count = adapter.whole.len();
-        return format!("not possible: merging puts {count} tensor(s) in place of the base's");
+        return Ok(format!("not possible: merging puts {count} tensor(s) in place of the base's"));
     }
-    match adapter.worst_unmerge_block() {
+    Ok(match adapter.worst_unmerge_block()? {
         None => "exact (B is subtracted)".into(),
         Some(worst) => format!(
             "cond(I + B) at most {:.3e} ({}, block {}); bone unmerge refuses above --max-condition ({:.0e})",
             worst.condition, worst.module, worst.block, DEFAULT_MAX_CONDITION
         ),
-    }
+    })
 }
 
 fn inspect(adapter: &Adapter, list_layers: bool) -> Result<(), AdapterError> {
@@ -223,7 +223,7 @@ fn inspect(adapter: &Adapter, list_layers: bool) -> Result<(), AdapterError> {
     );
     println!("dropout:        {} (miss_dropout; Dropout::new(p, seed) when training)", config.dropout);
     println!("base model:     {}", config.base_model_name_or_path.as_deref().unwrap_or("(not recorded)"));
-    println!("unmerge:        {}", unmerge_outlook(adapter));
+    println!("unmerge:        {}", unmerge_outlook(adapter)?);
     if list_layers {
         for layer in &adapter.layers {
             println!("  {} {:?} {:?}", layer.module, layer.dims, layer.dtype);

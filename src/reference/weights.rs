@@ -4,7 +4,7 @@
 use nalgebra::DMatrix;
 
 use super::blocks::{bat_block, check_weights, matrix};
-use crate::error::{BoneError, Result};
+use crate::error::{BoneError, Dim, Result};
 use crate::shape::{LayerShape, check_len};
 use crate::variant::Variant;
 
@@ -124,10 +124,17 @@ pub fn unmerge_adapter(layer: &LayerShape, b: &[f64], max_condition: f64) -> Res
 /// blocks row-major one after another, as PEFT stores them): what [`unmerge`] and
 /// [`unmerge_adapter`] compare with their `max_condition`, since unmerging a block
 /// amplifies the merged weight's rounding error by up to that much. Infinite where
-/// `I + B` is singular, NaN where B holds a non-finite value.
-pub fn bat_conditions(r: usize, b: &[f64]) -> Vec<f64> {
+/// `I + B` is singular, NaN where B holds a non-finite value. An error where r is 0 or
+/// `b` is not a whole number of r x r blocks.
+pub fn bat_conditions(r: usize, b: &[f64]) -> Result<Vec<f64>> {
+    if r == 0 {
+        return Err(BoneError::ZeroDim { dim: Dim::Block });
+    }
+    let block_len = r.checked_mul(r).ok_or(BoneError::Overflow { what: "r x r", a: r, b: r })?;
+    let whole_blocks = b.len() / block_len * block_len;
+    check_len("B", b.len(), whole_blocks, || format!("whole r x r blocks of r = {r}"))?;
     let identity = DMatrix::<f64>::identity(r, r);
-    b.chunks_exact(r * r).map(|block| condition(&(&identity + DMatrix::from_row_slice(r, r, block)))).collect()
+    Ok(b.chunks_exact(block_len).map(|block| condition(&(&identity + DMatrix::from_row_slice(r, r, block)))).collect())
 }
 
 /// The 2-norm condition number of `a` from its singular values: infinite where `a` is
