@@ -70,6 +70,11 @@ pub enum BoneError {
     IllConditioned { block: usize, condition: f64, limit: f64 },
 
     #[error(
+        "the condition-number limit for unmerging is {limit}; it must be a number of at least 1 (every condition number is; infinity accepts every invertible block)"
+    )]
+    InvalidConditionLimit { limit: f64 },
+
+    #[error(
         "bone-kernels was built without its CUDA kernels (no nvcc was found at build time). \
          Install CUDA 13.0 nvcc (e.g. `scripts/install-nvcc`, then `eval \"$(scripts/install-nvcc --print-env)\"`) \
          and rebuild; build.rs looks at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin and PATH"

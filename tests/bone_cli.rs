@@ -189,6 +189,13 @@ fn inspect_gives_the_condition_number_unmerge_checks() {
         assert_eq!(output.status.success(), ok, "{limit}: {}", text(&output.stderr));
         assert!(ok || text(&output.stderr).contains("condition number"), "{}", text(&output.stderr));
     }
+    // A limit that is not a number refuses, rather than letting every block through.
+    let out = temp.path().join("restored-nan");
+    let args = ["unmerge", "--merged", merged.to_str().unwrap(), "--adapter", adapter_dir.to_str().unwrap()];
+    let output = bone(&[&args[..], &["--out", out.to_str().unwrap(), "--max-condition", "NaN"]].concat());
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("the condition-number limit for unmerging is NaN"), "{stderr}");
+    assert!(!out.exists());
     for (name, line) in [
         ("miss_shared", "unmerge:        exact (B is subtracted)"),
         ("miss_lm_head", "unmerge:        not possible: merging puts 1 tensor(s) in place of the base's"),

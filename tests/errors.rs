@@ -2,7 +2,9 @@
 
 mod common;
 
-use bone_kernels::reference::{DEFAULT_MAX_CONDITION, backward, forward, forward_with_dropout, merge, unmerge};
+use bone_kernels::reference::{
+    DEFAULT_MAX_CONDITION, backward, forward, forward_with_dropout, merge, unmerge, unmerge_adapter,
+};
 use bone_kernels::{BoneError, Dim, Dims, Dropout, LayerShape, Variant};
 use common::layer;
 
@@ -110,6 +112,18 @@ fn unmerge_refuses_singular_ill_conditioned_and_non_finite_blocks() {
         err.to_string().starts_with("I + B of adapter block 0 has condition number 1.000e6, above the limit 1.0e4"),
         "{err}"
     );
+    // A limit that is not a number of at least 1, for either variant, before any block.
+    let shared = layer(Variant::Shared, 4, 4, 2);
+    for limit in [f64::NAN, 0.5, -1.0] {
+        let err = unmerge(&shape, &w, &ill, limit).unwrap_err();
+        assert!(matches!(err, BoneError::InvalidConditionLimit { .. }), "{err:?}");
+        let err = unmerge_adapter(&shared, &[0.1; 8], limit).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("the condition-number limit for unmerging is {limit}; ")),
+            "{err}"
+        );
+    }
+    assert!(unmerge(&shape, &w, &singular[..4].repeat(2), f64::INFINITY).is_ok());
     assert!(unmerge(&shape, &w, &ill, 1e7).is_ok(), "a caller may accept a worse condition");
     let err = unmerge(&shape, &w, &[0.0, 0.0, 0.0, f64::NAN, 0.0, 0.0, 0.0, 0.0], DEFAULT_MAX_CONDITION).unwrap_err();
     assert_eq!(err.to_string(), "adapter block 0 holds NaN or infinity; the merge cannot be undone");

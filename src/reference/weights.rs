@@ -65,6 +65,7 @@ pub fn merge(layer: &LayerShape, w: &[f64], b: &[f64]) -> Result<Vec<f64>> {
 /// whose condition number exceeds `max_condition`, is an error (see
 /// [`DEFAULT_MAX_CONDITION`]). Shared: subtracts the tiled B, which is exact.
 pub fn unmerge(layer: &LayerShape, merged: &[f64], b: &[f64], max_condition: f64) -> Result<Vec<f64>> {
+    check_condition_limit(max_condition)?;
     check_weights(layer, merged, b)?;
     if !layer.variant().is_bat() {
         let (n_out, k_in) = (layer.n(), layer.k());
@@ -105,6 +106,7 @@ pub fn unmerge(layer: &LayerShape, merged: &[f64], b: &[f64], max_condition: f64
 /// (singular or ill-conditioned `I + B`); shared: `C = -B`. So an unmerge runs on a
 /// merge's code, the GPU kernel included.
 pub fn unmerge_adapter(layer: &LayerShape, b: &[f64], max_condition: f64) -> Result<Vec<f64>> {
+    check_condition_limit(max_condition)?;
     check_len("B", b.len(), layer.adapter_len(), || layer.adapter_layout())?;
     if !layer.variant().is_bat() {
         return Ok(b.iter().map(|v| -v).collect());
@@ -147,6 +149,15 @@ fn condition(a: &DMatrix<f64>) -> f64 {
     match a.clone().try_svd(false, false, f64::EPSILON, 10_000) {
         Some(svd) if svd.singular_values.min() > 0.0 => svd.singular_values.max() / svd.singular_values.min(),
         _ => f64::INFINITY,
+    }
+}
+
+/// A limit below 1 (or NaN, which compares false with every condition number) would
+/// refuse every block (or none) without saying why.
+fn check_condition_limit(limit: f64) -> Result<()> {
+    match limit >= 1.0 {
+        true => Ok(()),
+        false => Err(BoneError::InvalidConditionLimit { limit }),
     }
 }
 
