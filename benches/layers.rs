@@ -189,11 +189,9 @@ fn bench_layer(
         let weights = LayerWeights { w: w.as_view(), b: b.slice(..shape.adapter_len()), bias: None, dropout: None };
         if engine != GemmEngine::Wgmma {
             // The workspace this path's engine needs (none of the partial sums on cuBLAS).
-            let bytes = kernels.workspace_bytes(&shape, t, Pass::Forward).max(kernels.workspace_bytes(
-                &shape,
-                t,
-                Pass::Backward,
-            ));
+            let bytes = [Pass::Forward, Pass::Backward]
+                .map(|pass| kernels.workspace_bytes(&shape, t, pass).expect("a supported bench shape"));
+            let bytes = bytes[0].max(bytes[1]);
             let kept = if variant.is_bat() { (t * k * 2, "X") } else { (t * r * 2, "S") };
             println!(
                 "memory {n}x{k} T{t} r{r} {name}: kept between forward and backward {} B ({}), workspace {bytes} B",

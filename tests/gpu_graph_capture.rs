@@ -98,7 +98,7 @@ fn gpu_a_step_replays_from_a_cuda_graph() {
                 db: stream.alloc_zeros(shape.adapter_len()).unwrap(),
                 sums: stream.alloc_zeros(t * r).unwrap(),
             };
-            let bytes = [Pass::Forward, Pass::Backward].map(|pass| kernels.workspace_bytes(&shape, t, pass));
+            let bytes = [Pass::Forward, Pass::Backward].map(|pass| kernels.workspace_bytes(&shape, t, pass).unwrap());
             let mut workspace = Workspace::with_bytes(stream.clone(), bytes[0].max(bytes[1])).unwrap();
 
             step.run(&kernels, variant, t, &mut workspace);

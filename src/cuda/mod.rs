@@ -18,7 +18,7 @@
 //! let t = 512;
 //! let stream = stream_on_device(0)?;
 //! let kernels = BoneKernels::new(stream.clone())?;
-//! let bytes = kernels.workspace_bytes(&layer, t, Pass::Backward);
+//! let bytes = kernels.workspace_bytes(&layer, t, Pass::Backward)?;
 //! let mut workspace = Workspace::with_bytes(stream.clone(), bytes)?;
 //! let w = stream.alloc_zeros::<bf16>(layer.weight_len())?; // the frozen nn.Linear.weight
 //! let b = stream.alloc_zeros::<f32>(layer.adapter_len())?; // PEFT's miss_block, zero at first

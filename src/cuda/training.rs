@@ -145,9 +145,11 @@ fn check_supported(layer: &LayerShape, tokens: usize) -> Result<BoneLayer> {
 }
 
 impl BoneKernels {
-    /// Scratch bytes one `pass` over `tokens` tokens of `layer` needs.
-    pub fn workspace_bytes(&self, layer: &LayerShape, tokens: usize, pass: Pass) -> usize {
-        total_bytes(&region_sizes(layer, tokens, pass, self.blas().is_none()))
+    /// Scratch bytes one `pass` over `tokens` tokens of `layer` needs; for a shape or
+    /// token count the kernels do not take, the error the pass itself would give.
+    pub fn workspace_bytes(&self, layer: &LayerShape, tokens: usize, pass: Pass) -> Result<usize> {
+        check_supported(layer, tokens)?;
+        Ok(total_bytes(&region_sizes(layer, tokens, pass, self.blas().is_none())))
     }
 
     /// `Y = X W'^T + bias` without forming W' in device memory beyond the workspace.
@@ -485,6 +487,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_call_the_kernels_take_has_a_workspace_size() {
+        // workspace_bytes checks as the passes do, then sizes: nothing it lets through may
+        // overflow or divide by zero in the sizing (T = 0 and T = 2^64 - 1 panicked there
+        // when the sizing ran unchecked).
+        super::super::workspace::use_production_bounds();
+        let variants = [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 256 }];
+        let token_counts = [0, 1, 7, 4096, 65536, 1 << 20, (1 << 31) - 1, 1 << 31, usize::MAX];
+        let mut sized = 0;
+        for (variant, r, (k, n)) in variants
+            .into_iter()
+            .flat_map(|v| SUPPORTED_R.map(|r| (v, r)))
+            .flat_map(|(v, r)| [(256, 256), (4096, 11008), (16384, 16384)].map(|dims| (v, r, dims)))
+        {
+            let layer = shape(variant, k, n, r);
+            for t in token_counts {
+                match check_supported(&layer, t) {
+                    Ok(_) => {
+                        for (pass, cut) in
+                            [Pass::Forward, Pass::Backward].into_iter().flat_map(|p| [(p, false), (p, true)])
+                        {
+                            assert!(total_bytes(&region_sizes(&layer, t, pass, cut)) > 0);
+                            sized += 1;
+                        }
+                    }
+                    Err(_) => {
+                        let too_large = t.saturating_mul(k.max(n)) > i32::MAX as usize;
+                        assert!(t == 0 || too_large, "{variant} r={r} {k}x{n} T={t} refused");
+                    }
+                }
+            }
+        }
+        assert!(sized > 1000, "{sized}");
     }
 
     #[test]
