@@ -140,6 +140,15 @@ fn bad_json_and_bad_config_values_are_named() {
     scratch.edit_config("\"miss_dropout\": 0.0", "\"miss_dropout\": 1.5");
     let message = scratch.fail(Direction::Merge).to_string();
     assert!(message.ends_with("`miss_dropout` is 1.5; expected a probability in [0, 1)"), "{message}");
+
+    // PEFT refuses a bias setting it does not know when it loads the adapter.
+    for bias in ["\"x\"", "\"\"", "3"] {
+        let scratch = Scratch::new();
+        scratch.edit_config("\"bias\": \"none\"", &format!("\"bias\": {bias}"));
+        let message = scratch.fail(Direction::Merge).to_string();
+        let expected = format!("`bias` is {bias}; PEFT takes \"none\", \"all\" or \"<method>_only\"");
+        assert!(message.ends_with(&expected), "{message}");
+    }
 }
 
 #[test]

@@ -114,10 +114,13 @@ impl AdapterConfig {
                 return Err(bad("init_weights", &format!("is {other}; expected true, false, \"bat\" or \"mini\"")));
             }
         };
+        // What PEFT's tuners take (`_mark_only_adapters_as_trainable`); it refuses the rest.
         let bias = match json.get("bias") {
             None | Some(Value::Null) => "none".to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(bad("bias", &format!("is {other}; expected a string such as \"none\""))),
+            Some(Value::String(s)) if s == "none" || s == "all" || s.ends_with("_only") => s.clone(),
+            Some(other) => {
+                return Err(bad("bias", &format!("is {other}; PEFT takes \"none\", \"all\" or \"<method>_only\"")));
+            }
         };
         let dropout = match json.get("miss_dropout") {
             None | Some(Value::Null) => 0.0,
