@@ -3,8 +3,11 @@
 
 mod common;
 
-use bone_kernels::reference::{backward, forward, merge};
-use bone_kernels::{Dims, LayerShape, Variant};
+use bone_kernels::reference::{
+    DEFAULT_MAX_CONDITION, backward, backward_with_dropout, bat_conditions, delta_weight, forward,
+    forward_with_dropout, merge, unmerge, unmerge_adapter,
+};
+use bone_kernels::{Dims, Dropout, LayerShape, Variant};
 use common::fresh_rng;
 use rand::RngExt;
 
@@ -59,6 +62,31 @@ fn wrong_buffer_lengths_are_errors() {
                 "{variant} t={t} {lens:?}"
             );
             let _ = merge(&shape, w, b);
+        }
+    }
+}
+
+#[test]
+fn every_reference_function_checks_its_buffers() {
+    // The weight functions, the dropout passes and the condition numbers, on buffers of
+    // random lengths: an error or a result, never a panic.
+    let mut rng = fresh_rng("every_reference_function_checks_its_buffers");
+    let dropout = Some(Dropout::new(0.25, 3).unwrap());
+    for variant in [Variant::BatCol, Variant::BatRow, Variant::Shared, Variant::Mini { mini_r: 4 }] {
+        let shape = LayerShape::new(variant, Dims { k: 8, n: 8, r: 4 }).unwrap();
+        for _ in 0..200 {
+            let t = rng.random_range(0..4);
+            let buffers: Vec<Vec<f64>> = (0..4).map(|_| vec![0.25; rng.random_range(0..80)]).collect();
+            let [x, w, b, dy] = [&buffers[0], &buffers[1], &buffers[2], &buffers[3]];
+            let weights_right = w.len() == 64 && b.len() == shape.adapter_len();
+            assert_eq!(delta_weight(&shape, w, b).is_ok(), weights_right, "{variant} {}, {}", w.len(), b.len());
+            assert_eq!(unmerge(&shape, w, b, DEFAULT_MAX_CONDITION).is_ok(), weights_right);
+            assert_eq!(unmerge_adapter(&shape, b, DEFAULT_MAX_CONDITION).is_ok(), b.len() == shape.adapter_len());
+            let _ = forward_with_dropout(&shape, t, x, w, b, None, dropout);
+            let _ = backward_with_dropout(&shape, t, x, w, b, dy, dropout);
+            let r = rng.random_range(0..6);
+            let whole_blocks = r > 0 && b.len().is_multiple_of(r * r);
+            assert_eq!(bat_conditions(r, b).is_ok(), whole_blocks, "r={r} {}", b.len());
         }
     }
 }
