@@ -28,12 +28,15 @@ use rand::{RngExt, SeedableRng};
 
 #[path = "finetune/demo/adamw.rs"]
 mod adamw;
+#[path = "finetune/args.rs"]
+mod args;
 #[path = "finetune/exit.rs"]
 mod exit;
 #[allow(dead_code)] // this example uses the Bone half of the demo's GPU engine
 #[path = "finetune/demo/gpu.rs"]
 mod gpu;
 use adamw::AdamW;
+use args::{at_least_one, learning_rate};
 use gpu::{GemmArg, Gpu};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,10 +63,10 @@ struct Args {
     #[arg(long, default_value_t = 128)]
     tokens: usize,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = at_least_one)]
     steps: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = learning_rate)]
     lr: f64,
     /// PEFT's miss_dropout on the adapter's input while training (shared and mini only;
     /// a new mask every step, the same one in its forward and backward).

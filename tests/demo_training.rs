@@ -3,6 +3,8 @@
 //! engine (this crate's kernels for Bone, cuBLAS for LoRA and full fine-tuning, bf16) must
 //! also agree with its f64 CPU engine on the untrained network.
 
+#[path = "../examples/finetune/args.rs"]
+mod args;
 mod common;
 #[allow(dead_code)] // the demo's CLI uses parts this test does not
 #[path = "../examples/finetune/demo/mod.rs"]
@@ -74,5 +76,18 @@ fn gpu_the_demo_trains_every_method_on_the_gpu() {
                 cpu.final_loss()
             );
         }
+    }
+}
+
+#[test]
+fn the_examples_refuse_zero_counts_and_learning_rates_that_are_not_positive() {
+    // A width of 0 divided by zero, steps 0 printed NaN losses, and a NaN rate trained on.
+    assert_eq!(args::at_least_one("3"), Ok(3));
+    assert_eq!(args::at_least_one("0"), Err("must be at least 1".into()));
+    assert!(args::at_least_one("-1").is_err() && args::at_least_one("x").is_err());
+    assert_eq!(args::learning_rate("1e-3"), Ok(1e-3));
+    for bad in ["0", "-1e-3", "NaN", "inf"] {
+        let message = args::learning_rate(bad).unwrap_err();
+        assert!(message.ends_with("is not a finite positive learning rate"), "{bad}: {message}");
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! The task is described in `demo/task.rs`; `--help` lists the flags.
 
+mod args;
 mod demo;
 mod exit;
 mod plot;
@@ -13,6 +14,7 @@ mod plot;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use args::{at_least_one, learning_rate};
 use bone_kernels::Variant;
 use bone_kernels::cuda::kernels_built;
 use clap::{Parser, ValueEnum};
@@ -65,7 +67,7 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "remix,block-remix,low-rank,bat-col-form")]
     tasks: Vec<TaskArg>,
     /// Width D of both layers (each is D x D).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     width: usize,
     /// Bone block size r; LoRA gets rank r/2 (the same parameter count as BatCol, BatRow and Shared).
     #[arg(long, default_value_t = 16)]
@@ -74,12 +76,12 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     mini_r: usize,
     /// Tokens per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     tokens: usize,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = at_least_one)]
     steps: usize,
     /// Peak learning rates tried for every method; each method keeps its best (by final held-out loss).
-    #[arg(long, value_delimiter = ',', default_value = "3e-4,1e-3,3e-3,1e-2,3e-2")]
+    #[arg(long, value_delimiter = ',', default_value = "3e-4,1e-3,3e-3,1e-2,3e-2", value_parser = learning_rate)]
     lr_grid: Vec<f64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
