@@ -223,9 +223,10 @@ __device__ __forceinline__ void bias_grad(int tokens, int n_out, int chunk_len, 
     // g / 4) of group g's eight, so that each quarter-warp's 128 bytes fall on the 32 banks
     // once (in group order, groups g and g + 4 would share banks).
     const int lane = threadIdx.x % 32, high = ((lane / 8) ^ (group / 4)) & 1;
+    using Four = Adjacent<float, 4>;
     if (lane < 16)
-        store4(&partial[threadIdx.x / 32][group * 8 + high * 4],
-               high ? make_float4(sum[4], sum[5], sum[6], sum[7]) : make_float4(sum[0], sum[1], sum[2], sum[3]));
+        store_adjacent<4>(&partial[threadIdx.x / 32][group * 8 + high * 4],
+                          high ? Four{{sum[4], sum[5], sum[6], sum[7]}} : Four{{sum[0], sum[1], sum[2], sum[3]}});
     __syncthreads();
     const int c = threadIdx.x, n = strip * BONE_BIAS_GRAD_COLUMNS + c;
     if (c >= BONE_BIAS_GRAD_COLUMNS || n >= n_out) return;

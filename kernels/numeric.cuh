@@ -27,7 +27,7 @@ __device__ __forceinline__ void require_access(const void* p, int bytes) {
 }
 
 // N adjacent elements loaded or stored in one access of N * sizeof(T) bytes: eight 16-bit
-// ones in 16 bytes (LDG.128 / STG.128), two in 4.
+// ones or four f32 in 16 bytes (LDG.128 / STG.128 / STS.128), two 16-bit ones in 4.
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Adjacent {
     T v[N];
@@ -49,16 +49,14 @@ template <typename T>
 __device__ __forceinline__ Two<T> load2(const T* p) {
     return load_adjacent<2>(p);
 }
+template <int N, typename T>
+__device__ __forceinline__ void store_adjacent(T* p, const Adjacent<T, N>& v) {
+    require_access(p, int(sizeof(T)) * N);
+    *reinterpret_cast<Adjacent<T, N>*>(p) = v;
+}
 template <typename T>
 __device__ __forceinline__ void store8(T* p, const Eight<T>& v) {
-    require_access(p, 16);
-    *reinterpret_cast<Eight<T>*>(p) = v;
-}
-
-// Four f32 values stored in one 16-byte access (STS.128 / STG.128).
-__device__ __forceinline__ void store4(float* p, float4 v) {
-    require_access(p, 16);
-    *reinterpret_cast<float4*>(p) = v;
+    store_adjacent<8>(p, v);
 }
 
 // Two adjacent 16-bit outputs (lo at the lower address) rounded into one 32-bit word, by
